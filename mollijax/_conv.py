@@ -1,0 +1,201 @@
+"""Pure array functions: boundary padding and separable correlation along grid axes.
+
+Everything here takes and returns plain arrays and is safe under `jit`, `vmap` and `grad`.
+Taps are static NumPy arrays (correlation form, odd length `2M + 1`); they are cast to the
+field's dtype at trace time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._errors import MollijaxError
+
+BOUNDARIES = ("periodic", "even", "odd", "linear", "zero", "valid")
+_ALIASES = {"wrap": "periodic", "reflect": "even", "symmetric": "even", "constant": "zero"}
+
+
+def canonical_boundary(mode: str) -> str:
+    """Map a boundary name (or alias) to one of `BOUNDARIES`, with a clear error otherwise."""
+    if not isinstance(mode, str):
+        raise MollijaxError(f"`boundary` must be a string, got {mode!r}.")
+    name = _ALIASES.get(mode.lower(), mode.lower())
+    if name not in BOUNDARIES:
+        raise MollijaxError(
+            f"Unknown `boundary` {mode!r}; expected one of {BOUNDARIES} "
+            f"(aliases {sorted(_ALIASES)})."
+        )
+    return name
+
+
+def pad_axis(u: jax.Array, axis: int, left: int, right: int, mode: str) -> jax.Array:
+    """Extend `u` by `left`/`right` nodes along `axis` according to a boundary `mode`.
+
+    - `periodic`: `u_{-j} = u_{n-j}`;
+    - `even`: even reflection about the end node, `u_{-j} = u_j`;
+    - `odd`: odd reflection about the end value, `u_{-j} = 2 u_0 - u_j` (exact for lines,
+      and `-u_j` when `u_0 = 0`);
+    - `linear`: linear extrapolation of the last two nodes, `u_{-j} = u_0 + j (u_0 - u_1)`;
+    - `zero`: `u_{-j} = 0`.
+    """
+    if left == 0 and right == 0:
+        return u
+    width = [(0, 0)] * u.ndim
+    width[axis] = (left, right)
+    if mode == "periodic":
+        return jnp.pad(u, width, mode="wrap")
+    if mode == "even":
+        return jnp.pad(u, width, mode="reflect")
+    if mode == "odd":
+        return jnp.pad(u, width, mode="reflect", reflect_type="odd")
+    if mode == "zero":
+        return jnp.pad(u, width, mode="constant")
+    if mode == "linear":
+        n = u.shape[axis]
+        take = lambda i: jax.lax.index_in_dim(u, i, axis, keepdims=True)
+        shape = [1] * u.ndim
+        parts = []
+        if left:
+            j = jnp.arange(left, 0, -1, dtype=u.dtype).reshape(shape[:axis] + [left] + shape[axis + 1 :])
+            parts.append(take(0) + j * (take(0) - take(1)))
+        parts.append(u)
+        if right:
+            j = jnp.arange(1, right + 1, dtype=u.dtype).reshape(
+                shape[:axis] + [right] + shape[axis + 1 :]
+            )
+            parts.append(take(n - 1) + j * (take(n - 1) - take(n - 2)))
+        return jnp.concatenate(parts, axis=axis)
+    raise MollijaxError(f"Cannot pad with boundary {mode!r}.")
+
+
+def correlate_axis(u: jax.Array, taps: np.ndarray, axis: int) -> jax.Array:
+    """`out_i = sum_j taps[j] u_{i+j}` along `axis`, 'valid' (length `n - len(taps) + 1`)."""
+    if taps.size == 1:
+        return u * jnp.asarray(taps[0], u.dtype)
+    moved = jnp.moveaxis(u, axis, -1)
+    lead = moved.shape[:-1]
+    flat = moved.reshape((-1, 1, moved.shape[-1]))
+    kern = jnp.asarray(taps, dtype=u.dtype).reshape(1, 1, -1)
+    out = jax.lax.conv_general_dilated(
+        flat, kern, window_strides=(1,), padding="VALID",
+        precision=jax.lax.Precision.HIGHEST,
+    )
+    return jnp.moveaxis(out.reshape(lead + (out.shape[-1],)), -1, axis)
+
+
+def _fft_size(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n (fast FFT lengths)."""
+    m = n
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
+
+def _transfer(taps: np.ndarray, n: int, real: bool) -> np.ndarray:
+    """Fourier symbol of circular correlation with `taps` on `n` points."""
+    m = (taps.size - 1) // 2
+    g = np.zeros(n)
+    for j in range(-m, m + 1):
+        g[(-j) % n] += taps[j + m]
+    return np.fft.rfft(g) if real else np.fft.fft(g)
+
+
+def separable_apply(
+    u: jax.Array,
+    taps: Sequence[Sequence[np.ndarray]],
+    modes: Sequence[str],
+    halo: Sequence[int],
+    method: str,
+) -> list[jax.Array]:
+    """Apply several separable operators to one field, sharing work between them.
+
+    **Arguments:**
+
+    - `u`: field values, shape `(n_0, ..., n_{d-1})`.
+    - `taps`: one entry per output; each is a tuple of `d` odd-length 1-D tap arrays (one per
+      axis, correlation form).
+    - `modes`: boundary mode per axis (`BOUNDARIES`).
+    - `halo`: per axis, the band cropped from each end in `valid` mode (at least the widest
+      tap's half-width); ignored for padded modes.
+    - `method`: `"direct"` (per-axis convolutions, shared prefixes) or `"fft"` (one forward
+      transform of the padded field, one inverse per output).
+
+    **Returns:** a list of arrays, the grid's shape (or the valid region's shape).
+    """
+    d = u.ndim
+    widths = [max((t[a].size - 1) // 2 for t in taps) for a in range(d)]
+    if method == "fft":
+        return _separable_fft(u, taps, modes, halo, widths)
+    # direct: pad each axis once by the widest half-width, then pass axis by axis
+    padded = u
+    for a in range(d):
+        if modes[a] != "valid":
+            padded = pad_axis(padded, a, widths[a], widths[a], modes[a])
+    cache: dict[tuple, jax.Array] = {}
+    outs = []
+    for t in taps:
+        v = padded
+        key: tuple = ()
+        for a in range(d):
+            key = key + (t[a].tobytes(), t[a].size)
+            if key not in cache:
+                extra = 0 if modes[a] == "valid" else widths[a] - (t[a].size - 1) // 2
+                trimmed = jax.lax.slice_in_dim(v, extra, v.shape[a] - extra, axis=a)
+                cache[key] = correlate_axis(trimmed, t[a], a)
+            v = cache[key]
+        outs.append(_crop_valid(v, t, modes, halo))
+    return outs
+
+
+def _crop_valid(v, t, modes, halo):
+    for a, mode in enumerate(modes):
+        if mode == "valid":
+            cut = halo[a] - (t[a].size - 1) // 2
+            v = jax.lax.slice_in_dim(v, cut, v.shape[a] - cut, axis=a)
+    return v
+
+
+def _separable_fft(u, taps, modes, halo, widths):
+    d = u.ndim
+    padded = u
+    rights = []
+    for a in range(d):
+        if modes[a] in ("periodic", "valid"):
+            rights.append(0)
+            continue
+        n_pad = _fft_size(u.shape[a] + 2 * widths[a])
+        right = n_pad - u.shape[a] - widths[a]
+        padded = pad_axis(padded, a, widths[a], right, modes[a])
+        rights.append(right)
+    sizes = padded.shape
+    spectrum = jnp.fft.rfftn(padded, axes=tuple(range(d)))
+    outs = []
+    for t in taps:
+        symbol = None
+        for a in range(d):
+            s = _transfer(t[a], sizes[a], real=(a == d - 1))
+            shape = [1] * d
+            shape[a] = s.size
+            s = s.reshape(shape)
+            symbol = s if symbol is None else symbol * s
+        cdtype = spectrum.dtype
+        # one inverse transform per output: batched multi-channel inverse FFTs inside
+        # value_and_grad have crashed some jaxlib CPU builds
+        v = jnp.fft.irfftn(spectrum * jnp.asarray(symbol, cdtype), s=sizes, axes=tuple(range(d)))
+        v = v.astype(u.dtype)
+        for a in range(d):
+            if modes[a] == "valid":
+                v = jax.lax.slice_in_dim(v, halo[a], v.shape[a] - halo[a], axis=a)
+            elif modes[a] != "periodic":
+                v = jax.lax.slice_in_dim(v, widths[a], widths[a] + u.shape[a], axis=a)
+        outs.append(v)
+    return outs

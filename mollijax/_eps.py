@@ -1,0 +1,64 @@
+"""Choosing the kernel width: a noise estimate and a bias-variance rule for `eps`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._errors import MollijaxError
+from ._grid import Grid
+
+
+def estimate_noise(u, grid: Grid | None = None) -> float:
+    """Relative noise level `sigma / std(u)` of white noise on a smooth field.
+
+    Along each axis the 4th difference of white noise of standard deviation `sigma` has
+    standard deviation `sqrt(70) sigma`, while that of a smooth field is `O(h^4)`. The robust
+    estimate `median(|Delta^4 u|) / (0.6745 sqrt(70))` is taken along every axis with at
+    least 8 nodes and the smallest is kept.
+    """
+    u = np.asarray(u, dtype=np.float64)
+    if grid is not None:
+        grid.check(u)
+    if not np.all(np.isfinite(u)):
+        raise MollijaxError("`u` contains NaN or inf; cannot estimate its noise level.")
+    scale = float(np.std(u))
+    if scale == 0.0:
+        return 0.0
+    estimates = []
+    for axis in range(u.ndim):
+        if u.shape[axis] >= 8:
+            d4 = np.diff(u, n=4, axis=axis)
+            estimates.append(np.median(np.abs(d4)) / (0.6745 * np.sqrt(70.0)))
+    if not estimates:
+        raise MollijaxError(f"`u` of shape {u.shape} is too small to estimate noise (need 8 nodes).")
+    return float(min(estimates) / scale)
+
+
+def suggest_eps(grid: Grid, order: int, noise: float = 0.0) -> float:
+    """A kernel half-width `eps` for derivatives of total `order` at relative `noise`.
+
+    Balances the smoothing bias `~ (eps / L)^2` against the noise amplification
+    `~ noise * sqrt(prod_a h_a / eps) * (L / eps)^order` for a field that varies on the
+    scale of the domain `L` (the shortest axis), which gives
+
+        eps = c_k * L * (noise^2 * prod_a (h_a / L))^(1 / (2 k + 4 + d)),
+        c_k = 0.1 + 0.25 k,
+
+    with the constant fitted on fields with about one oscillation per domain (see
+    `docs/design.md`). The result is never below the narrowest width that still gives
+    accurate taps, `(k // 2 + 3) * max(h)`, nor above a quarter of the shortest axis.
+    """
+    if order < 0:
+        raise MollijaxError(f"`order` must be >= 0, got {order}.")
+    if not (np.isfinite(noise) and noise >= 0):
+        raise MollijaxError(f"`noise` must be a non-negative number, got {noise!r}.")
+    h_max = max(grid.spacing)
+    floor = (order // 2 + 3) * h_max
+    length = min(n * h for n, h in zip(grid.shape, grid.spacing, strict=True))
+    ceiling = max(length / 4, floor)
+    if noise == 0.0:
+        return float(floor)
+    ratio = float(np.prod([h / length for h in grid.spacing]))
+    c = 0.1 + 0.25 * order
+    eps = c * length * (noise**2 * ratio) ** (1.0 / (2 * order + 4 + grid.ndim))
+    return float(min(max(eps, floor), ceiling))
