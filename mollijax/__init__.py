@@ -21,6 +21,14 @@ from ._errors import (
     NonUniformGridError as NonUniformGridError,
     PrecisionWarning as PrecisionWarning,
 )
+from ._fields import (
+    AbstractField as AbstractField,
+    Constant as Constant,
+    Constraint as Constraint,
+    GridField as GridField,
+    NetworkField as NetworkField,
+)
+from ._fit import FitResult as FitResult, Status as Status, default_optimiser as default_optimiser, fit as fit
 from ._grid import Grid as Grid
 from ._kernels import (
     AbstractKernel as AbstractKernel,
@@ -28,6 +36,9 @@ from ._kernels import (
     Polynomial as Polynomial,
     TruncatedGaussian as TruncatedGaussian,
 )
+from ._networks import MLP as MLP, FourierMLP as FourierMLP, PirateNet as PirateNet
+from ._problem import Condition as Condition, Problem as Problem, Regulariser as Regulariser
+from ._scope import PointField as PointField, Scope as Scope, UnknownFieldError as UnknownFieldError
 from ._taps import mollifier_taps as mollifier_taps
 
 __version__ = "0.1.0"

@@ -1,0 +1,185 @@
+"""What a residual function sees: named fields, derivatives and coordinates.
+
+A residual is a plain Python function `residual(s)` of a `Scope` `s`. It reads fields by
+name (`s.u`, `s["D"]`), takes derivatives with `s.d(f, "xx")` (or `s.lap`, `s.grad`), and
+returns the residual field. The same function runs in two modes:
+
+- grid mode: fields are arrays on the grid and `s.d` is a grid differentiator (a `Mollifier`
+  by default), so `s.d(s.D * s.d(s.u, "x"), "x")` is the divergence form, one convolution per
+  derivative;
+- point mode (`derivatives="autodiff"` or `"taylor"`): fields are `PointField`s, functions of
+  one point, and `s.d` differentiates them with nested autodiff (or Taylor mode), so the same
+  expression is the textbook PINN residual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import jet
+
+from ._errors import MollijaxError
+from ._grid import Grid
+from ._multiindex import parse_multi_index
+
+
+class UnknownFieldError(MollijaxError, KeyError):
+    """A residual or loss refers to a field name that the problem does not define."""
+
+    def __str__(self):
+        return str(self.args[0])
+
+
+def _lift(value) -> PointField:
+    if isinstance(value, PointField):
+        return value
+    const = value
+    return PointField(lambda i, x: jnp.asarray(const, x.dtype), smooth=True)
+
+
+class PointField:
+    """A field as a function `f(index, x) -> scalar` of one node (flat `index`, coordinates `x`).
+
+    Supports `+ - * / **` with other point fields and numbers. `smooth` is False for fields
+    known only at nodes (data, grid unknowns): they can be multiplied but not differentiated.
+    """
+
+    __array_priority__ = 1000
+
+    def __init__(self, fn: Callable, smooth: bool):
+        self.fn = fn
+        self.smooth = smooth
+
+    def _binary(self, other, op, reverse=False):
+        other = _lift(other)
+        a, b = (other, self) if reverse else (self, other)
+        return PointField(lambda i, x: op(a.fn(i, x), b.fn(i, x)), a.smooth and b.smooth)
+
+    def __add__(self, o):
+        return self._binary(o, jnp.add)
+
+    def __radd__(self, o):
+        return self._binary(o, jnp.add, True)
+
+    def __sub__(self, o):
+        return self._binary(o, jnp.subtract)
+
+    def __rsub__(self, o):
+        return self._binary(o, jnp.subtract, True)
+
+    def __mul__(self, o):
+        return self._binary(o, jnp.multiply)
+
+    def __rmul__(self, o):
+        return self._binary(o, jnp.multiply, True)
+
+    def __truediv__(self, o):
+        return self._binary(o, jnp.divide)
+
+    def __rtruediv__(self, o):
+        return self._binary(o, jnp.divide, True)
+
+    def __pow__(self, p):
+        return PointField(lambda i, x: self.fn(i, x) ** p, self.smooth)
+
+    def __neg__(self):
+        return PointField(lambda i, x: -self.fn(i, x), self.smooth)
+
+
+def point_derivative(f: PointField, alpha: tuple[int, ...], taylor: bool, name: str) -> PointField:
+    """`D^alpha f` by nested reverse-mode autodiff, or Taylor mode for unmixed `alpha`."""
+    if not f.smooth:
+        raise MollijaxError(
+            f"Cannot differentiate {name} in point (autodiff) mode: it is known only at the "
+            "grid nodes (data or a GridField). Use grid derivatives (a Mollifier) or "
+            "represent it by a network."
+        )
+    nonzero = [a for a, o in enumerate(alpha) if o]
+    if taylor and len(nonzero) == 1:
+        axis, order = nonzero[0], alpha[nonzero[0]]
+
+        def along(i, x):
+            direction = jnp.zeros_like(x).at[axis].set(1.0)
+            series = [direction] + [jnp.zeros_like(x)] * (order - 1)
+            _, out = jet.jet(lambda y: f.fn(i, y), (x,), (series,))
+            return out[order - 1]
+
+        return PointField(along, True)
+    g = f.fn
+    for axis, order in enumerate(alpha):
+        for _ in range(order):
+            g = (lambda h, a: (lambda i, x: jax.grad(h, argnums=1)(i, x)[a]))(g, axis)
+    return PointField(g, True)
+
+
+class Scope:
+    """Named fields, derivative operators and coordinates for one residual evaluation."""
+
+    def __init__(self, grid: Grid, lookup: Callable, differentiator, mode: str):
+        self._grid = grid
+        self._lookup = lookup
+        self._diff = differentiator
+        self._mode = mode  # "grid", "autodiff" or "taylor"
+        self.used: set[str] = set()
+
+    @property
+    def grid(self) -> Grid:
+        return self._grid
+
+    def __getitem__(self, name: str):
+        value = self._lookup(name)
+        self.used.add(name)
+        return value
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self[name]
+
+    # ---------------------------------------------------------------- derivatives
+    def d(self, f, alpha):
+        """`D^alpha f`: `alpha` is a string of axis names (`"xx"`, `"t"`) or a tuple of orders."""
+        parsed = parse_multi_index(alpha, self._grid)
+        if self._mode == "grid":
+            if isinstance(f, int | float) or np.ndim(f) == 0:
+                return jnp.zeros(self._grid.shape) if sum(parsed) else f
+            return self._diff(jnp.broadcast_to(f, self._grid.shape), parsed)
+        return point_derivative(_lift(f), parsed, self._mode == "taylor", "this field")
+
+    def lap(self, f, axes=None):
+        """Laplacian over `axes` (default: all axes but one named "t")."""
+        axes = [a for a in self._grid.axes if a != "t"] if axes is None else list(axes)
+        out = 0.0
+        for a in axes:
+            out = out + self.d(f, a + a)
+        return out
+
+    def grad(self, f, axes=None):
+        axes = [a for a in self._grid.axes if a != "t"] if axes is None else list(axes)
+        return tuple(self.d(f, a) for a in axes)
+
+    def div(self, flux, axes=None):
+        axes = [a for a in self._grid.axes if a != "t"] if axes is None else list(axes)
+        out = 0.0
+        for a, f in zip(axes, flux, strict=True):
+            out = out + self.d(f, a)
+        return out
+
+    def coord(self, axis: str):
+        """The coordinate along `axis` as a field."""
+        a = self._grid.axis_index(axis)
+        if self._mode == "grid":
+            return jnp.asarray(self._grid.mesh()[a])
+        return PointField(lambda i, x: x[a], True)
+
+    def apply(self, fn: Callable, *fields):
+        """Apply an elementwise function (e.g. `jnp.exp`) to fields in either mode."""
+        if self._mode == "grid":
+            return fn(*fields)
+        lifted = [_lift(f) for f in fields]
+        return PointField(
+            lambda i, x: fn(*(f.fn(i, x) for f in lifted)), all(f.smooth for f in lifted)
+        )
