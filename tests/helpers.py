@@ -103,7 +103,9 @@ def moments(taps: np.ndarray, h: float, up_to: int) -> np.ndarray:
 
 def moment_scale(taps: np.ndarray, h: float, up_to: int) -> np.ndarray:
     """Round-off scale of each moment: `sum_j |c_j| |j h|^m / m!`."""
-    return moments(np.abs(taps), h, up_to) if taps.size else np.zeros(up_to + 1)
+    m = (taps.size - 1) // 2
+    s = np.abs(h * np.arange(-m, m + 1))
+    return np.array([np.sum(np.abs(taps) * s**q) / math.factorial(q) for q in range(up_to + 1)])
 
 
 # --------------------------------------------------------------------------- method table
