@@ -130,3 +130,9 @@ MOLLIFIERS: dict[str, Callable[..., mj.Mollifier]] = {
 }
 
 BOUNDARIES = ("periodic", "even", "odd", "linear", "zero", "valid")
+
+
+def roundoff_scale(d: mj.Mollifier, alpha: Sequence[int], u) -> float:
+    """Round-off level of `d(u, alpha)`: `eps_mach * prod_a sum_j |c_j^(a)| * max |u|`."""
+    gain = math.prod(float(np.abs(d.taps(a, o)).sum()) for a, o in enumerate(alpha))
+    return float(np.finfo(np.asarray(u).dtype).eps) * gain * float(np.max(np.abs(u)))
