@@ -96,7 +96,9 @@ class Grid:
         return cls(shape, spacing, tuple(lower.tolist()), tuple(axes))
 
     @classmethod
-    def from_coords(cls, *coords: Sequence[float], axes: Sequence[str] = (), rtol=1e-6) -> Grid:
+    def from_coords(
+        cls, *coords: Sequence[float] | np.ndarray, axes: Sequence[str] = (), rtol: float = 1e-6
+    ) -> Grid:
         """Grid from 1-D coordinate arrays, one per axis; they must be uniformly spaced."""
         shape, spacing, origin = [], [], []
         for a, c in enumerate(coords):
