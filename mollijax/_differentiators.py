@@ -458,7 +458,7 @@ class Autodiff(AbstractDifferentiator):
     grid: Grid = eqx.field(static=True)
 
     def derivatives(
-        self, u: PointFn, alphas: Sequence[MultiIndexLike]
+        self, u: FieldLike | PointFn, alphas: Sequence[MultiIndexLike]
     ) -> tuple[FieldValues, ...]:
         _require_function(u, "Autodiff")
         points = self.grid.points()
@@ -478,7 +478,7 @@ class Taylor(AbstractDifferentiator):
     grid: Grid = eqx.field(static=True)
 
     def derivatives(
-        self, u: PointFn, alphas: Sequence[MultiIndexLike]
+        self, u: FieldLike | PointFn, alphas: Sequence[MultiIndexLike]
     ) -> tuple[FieldValues, ...]:
         _require_function(u, "Taylor")
         points = self.grid.points()
