@@ -54,16 +54,6 @@ class Separable:
         return out
 
 
-def polynomial_1d(coeffs: Sequence[float]) -> tuple[Callable, Callable]:
-    """`p(x) = sum_q coeffs[q] x^q` and `dp(x, k)`, its exact k-th derivative."""
-    poly = np.polynomial.Polynomial(coeffs)
-
-    def dp(x, k):
-        return poly.deriv(k)(x) if k else poly(x)
-
-    return poly, dp
-
-
 # --------------------------------------------------------------------------- grids and errors
 
 

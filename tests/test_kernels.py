@@ -42,7 +42,8 @@ def test_derivative_integrates_to_jump_of_lower_order(kernel, k):
     # polynomial family, the truncation jump for the truncated Gaussian
     r = np.linspace(-1.0, 1.0, 400_001)
     f = kernel.derivative(r, k)
-    integral = np.sum((f[1:] + f[:-1]) / 2) * (2.0 / (r.size - 1))  # exact step: r[1] - r[0] is rounded
+    # exact step: r[1] - r[0] is rounded
+    integral = np.sum((f[1:] + f[:-1]) / 2) * (2.0 / (r.size - 1))
     ends = kernel.derivative(np.array([-1.0, 1.0]), k - 1)
     jump = ends[1] - ends[0]
     assert abs(integral - jump) < 1e-7 * np.max(np.abs(f))
@@ -72,7 +73,10 @@ def _bump_mass_trapezoid():
         (mj.Bump(), _bump_mass_trapezoid()),
         # int (1 - r^2)^p = 2^(2p+1) (p!)^2 / (2p+1)!
         *[
-            (mj.Polynomial(p), 2 ** (2 * p + 1) * math.factorial(p) ** 2 / math.factorial(2 * p + 1))
+            (
+                mj.Polynomial(p),
+                2 ** (2 * p + 1) * math.factorial(p) ** 2 / math.factorial(2 * p + 1),
+            )
             for p in (1, 2, 6, 9)
         ],
         # int_{-1}^{1} exp(-r^2 / (2 s^2)) = s sqrt(2 pi) erf(1 / (s sqrt 2))
