@@ -25,7 +25,7 @@ class Charges(eqx.Module):
     """A set of `n` point charges in the plane: charges `(n,)`, positions `(n, 2)`."""
 
     charge: Float[Array, " n"]
-    position: Float[Array, "n 2"]
+    position: Float[Array, "_n 2"]  # the count is checked in __check_init__, by name
 
     def __check_init__(self):
         c, p = jnp.shape(self.charge), jnp.shape(self.position)
@@ -40,6 +40,7 @@ def _gram(unit: AbstractUnit, p: Float[Array, "n 2"], q: Float[Array, "m 2"]):
     return unit.potential(p[:, None, :] - q[None, :, :])
 
 
+@eqx.filter_jit
 def energy(student: Charges, unit: AbstractUnit, teacher: Charges) -> Float[Array, ""]:
     """The squared loss `E_x[(f - y)^2]` written as the electrostatic energy above (>= 0)."""
     a, b = student.charge, teacher.charge
@@ -49,6 +50,7 @@ def energy(student: Charges, unit: AbstractUnit, teacher: Charges) -> Float[Arra
     return self_e - 2.0 * cross + const
 
 
+@eqx.filter_jit
 def felt_potential(
     theta: Float[Array, "*batch 2"], student: Charges, unit: AbstractUnit, teacher: Charges
 ) -> Float[Array, "*batch"]:
@@ -62,6 +64,7 @@ def felt_potential(
     return pe - pp
 
 
+@eqx.filter_jit
 def position_laplacians(
     student: Charges, unit: AbstractUnit, teacher: Charges
 ) -> Float[Array, " n"]:

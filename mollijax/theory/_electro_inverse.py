@@ -67,8 +67,10 @@ def estimate_potential(
     """
     shape, _ = _square_periodic(grid)
     flat = m[:, 0] * shape[1] + m[:, 1]
-    coeff = jnp.zeros(shape[0] * shape[1], dtype=jnp.result_type(y.dtype, 1j))
-    coeff = coeff.at[flat].add(y.astype(coeff.dtype) * jnp.exp(1j * beta))
+    size = shape[0] * shape[1]
+    real = jnp.zeros(size, dtype=y.dtype).at[flat].add(y * jnp.cos(beta))
+    imag = jnp.zeros(size, dtype=y.dtype).at[flat].add(y * jnp.sin(beta))
+    coeff = jax.lax.complex(real, imag)
     values = jnp.fft.ifft2(coeff.reshape(shape)).real * (shape[0] * shape[1])
     return amplitude * values / y.shape[0]
 
