@@ -218,7 +218,8 @@ def _last_state_outside_cores(path: Charges, teacher: Charges, core: float) -> i
     every other electron and every proton (0 if none after the start)."""
     pos = np.asarray(path.position)  # (T, n, 2)
     n = pos.shape[1]
-    to_e = np.linalg.norm(pos[:, :, None] - pos[:, None], axis=-1) + np.eye(n) * np.inf
+    to_e = np.where(np.eye(n, dtype=bool), np.inf,
+                    np.linalg.norm(pos[:, :, None] - pos[:, None], axis=-1))
     to_p = np.linalg.norm(pos[:, :, None] - np.asarray(teacher.position)[None, None], axis=-1)
     ok = (to_e.min(axis=(1, 2)) > core) & (to_p.min(axis=(1, 2)) > core)
     ok &= np.abs(np.asarray(path.charge)).min(axis=1) > 0
