@@ -45,7 +45,7 @@ OutputValues = Float[Array, "*output"]
 # Relative round-off level above which a PrecisionWarning is raised.
 _PRECISION_TOLERANCE = 1e-2
 # Half-width (in grid steps) above which method="auto" picks the FFT path.
-_FFT_THRESHOLD = 12
+_FFT_THRESHOLD = 16
 
 
 def evaluate(fn: PointFn, grid: Grid) -> FieldValues:
@@ -237,9 +237,13 @@ class _Separable(AbstractDifferentiator):
             for w, n, m in zip(self.halo, self.grid.shape, self.boundary, strict=True)
         )
 
-    def _resolve_method(self) -> str:
+    def _resolve_method(self, dtype) -> str:
         if self.method != "auto":
             return self.method
+        if jnp.dtype(dtype) == jnp.float32:
+            # XLA's CPU convolution is 6-100x slower than the FFT path in float32
+            # (benchmarks/derivatives.py, crossover table)
+            return "fft"
         widest = max(
             (self.taps(a, 0).size - 1) // 2 for a in range(self.grid.ndim)
         )
@@ -255,7 +259,7 @@ class _Separable(AbstractDifferentiator):
         taps = [tuple(self.taps(a, o) for a, o in enumerate(alpha)) for alpha in parsed]
         self._warn_precision(u.dtype, parsed, taps)
         return tuple(
-            separable_apply(u, taps, self.boundary, self.halo, self._resolve_method())
+            separable_apply(u, taps, self.boundary, self.halo, self._resolve_method(u.dtype))
         )
 
     def _warn_precision(self, dtype, parsed, taps):
@@ -290,10 +294,13 @@ class Mollifier(_Separable):
     - `grid`: the `Grid` the field lives on.
     - `eps`: kernel half-width in the grid's units, one value or one per axis. It is static:
       a new `eps` builds new taps (and a new compilation). `suggest_eps` proposes one.
-    - `kernel`: an `AbstractKernel` (default `Bump()`).
+    - `kernel`: an `AbstractKernel` (default `Bump()`). For 3rd and 4th derivatives with
+      fewer than about 20 cells per half-width, the bump's corrected taps amplify noise up to
+      10x more than `Polynomial(6)` or `scheme="difference"` (see `docs/design.md`).
     - `boundary`: `"odd"` (default), `"even"`, `"periodic"`, `"linear"`, `"zero"` or
       `"valid"`; one value or one per axis. See `docs/design.md`.
-    - `method`: `"direct"`, `"fft"` or `"auto"` (FFT once the kernel exceeds 12 steps).
+    - `method`: `"direct"`, `"fft"` or `"auto"` (FFT in float32, and in float64 once the
+      kernel exceeds 16 steps).
     - `scheme`: `"corrected"` (default), `"difference"` (central differences of the
       mollified field) or `"sampled"` (raw analytic samples, for comparison only).
 

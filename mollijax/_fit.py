@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import os
 import pathlib
 import time
@@ -47,6 +48,61 @@ def _all_finite(tree) -> jax.Array:
 
 def _tree_where(cond, a, b):
     return jax.tree_util.tree_map(lambda x, y: jnp.where(cond, x, y), a, b)
+
+
+@functools.lru_cache(maxsize=64)
+def _with_extra_args(optimiser):
+    # one wrapper per optimiser object, so that compiled chunks are reused across fits
+    return optax.with_extra_args_support(optimiser)
+
+
+def _loss_fn(p, static, w, prob):
+    terms = prob.loss_terms(eqx.combine(p, static))
+    return prob.total(terms, w), terms
+
+
+@eqx.filter_jit
+def _run_chunk(p, s, w, prob, first, length, static, opt):
+    """`length` optimiser steps from global step `first`, as one `lax.scan`.
+
+    Module-level (not a closure) so that repeated fits of the same architecture and optimiser
+    reuse the compiled code. Tracks the last iterate whose loss was finite.
+    """
+
+    def step(carry, k):
+        p, s, gp, gs, gk, ok = carry
+        (loss, terms), grads = jax.value_and_grad(_loss_fn, has_aux=True)(p, static, w, prob)
+        # optax's schedules mix Python floats with int32 counters: keep its update out of
+        # strict dtype promotion (which tests enable for mollijax's own code)
+        with jax.numpy_dtype_promotion("standard"):
+            updates, s_new = opt.update(
+                grads, s, p, value=loss, grad=grads,
+                value_fn=lambda q: _loss_fn(q, static, w, prob)[0],
+            )
+        p_new = optax.apply_updates(p, updates)
+        loss_ok = ok & jnp.isfinite(loss)
+        gp, gs = _tree_where(loss_ok, p, gp), _tree_where(loss_ok, s, gs)
+        gk = jnp.where(loss_ok, k, gk)
+        step_ok = loss_ok & _all_finite(grads) & _all_finite(p_new)
+        p, s = _tree_where(step_ok, p_new, p), _tree_where(step_ok, s_new, s)
+        return (p, s, gp, gs, gk, step_ok), dict(terms, total=loss)
+
+    steps_k = first + jnp.arange(length)
+    init = (p, s, p, s, first, jnp.array(True))
+    (p, s, gp, gs, gk, ok), hist = jax.lax.scan(step, init, steps_k)
+    return p, s, gp, gs, gk, ok, hist
+
+
+@eqx.filter_jit
+def _balance(p, w, prob, static, balanced):
+    """Gradient-norm balancing: `w_k <- 0.9 w_k + 0.1 sum_j |grad L_j| / |grad L_k|`."""
+    norms = {}
+    for t in balanced:
+        g = jax.grad(lambda q, t=t: prob.loss_terms(eqx.combine(q, static))[t])(p)
+        norms[t] = optax.tree.norm(g)
+    total = sum(norms.values())
+    return {t: 0.9 * w[t] + 0.1 * total / jnp.maximum(norms[t], 1e-12) for t in balanced}
+
 
 
 @dataclasses.dataclass
@@ -174,7 +230,7 @@ def fit(
     if adaptive not in (None, "gradnorm"):
         raise MollijaxError(f"`adaptive` must be None or 'gradnorm', got {adaptive!r}.")
     optimiser = default_optimiser(steps) if optimiser is None else optimiser
-    opt = optax.with_extra_args_support(optimiser)
+    opt = _with_extra_args(optimiser)
     unknowns = dict(unknowns)
     params, static = eqx.partition(unknowns, eqx.is_inexact_array)
     opt_state = opt.init(params)
@@ -199,37 +255,6 @@ def fit(
             done = int(header["step"])
             history = {k: [np.asarray(v)] for k, v in header["history"].items()}
 
-    def loss_fn(p, w, prob):
-        terms = prob.loss_terms(eqx.combine(p, static))
-        return prob.total(terms, w), terms
-
-    @eqx.filter_jit
-    def run_chunk(p, s, w, prob, length):
-        def step(carry, _):
-            p, s, ok = carry
-            (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, w, prob)
-            updates, s_new = opt.update(
-                grads, s, p, value=loss, grad=grads, value_fn=lambda q: loss_fn(q, w, prob)[0]
-            )
-            p_new = optax.apply_updates(p, updates)
-            finite = jnp.isfinite(loss) & _all_finite(p_new) & _all_finite(grads)
-            keep = ok & finite
-            p = _tree_where(keep, p_new, p)
-            s = _tree_where(keep, s_new, s)
-            return (p, s, keep), (dict(terms, total=loss), ok & ~finite)
-
-        (p, s, ok), (hist, bad) = jax.lax.scan(step, (p, s, jnp.array(True)), None, length=length)
-        return p, s, ok, hist, bad
-
-    @eqx.filter_jit
-    def balance(p, w, prob):
-        norms = {}
-        for t in balanced:
-            g = jax.grad(lambda q: prob.loss_terms(eqx.combine(q, static))[t])(p)
-            norms[t] = optax.global_norm(g)
-        total = sum(norms.values())
-        return {t: 0.9 * w[t] + 0.1 * total / jnp.maximum(norms[t], 1e-12) for t in balanced}
-
     every = checkpoint_every or chunk
     status, message = Status.completed, f"completed {steps} steps"
     bar = _progress(progress, steps, done)
@@ -251,20 +276,19 @@ def fit(
         while done < steps:
             n = min(chunk, steps - done)
             if adaptive:
-                weights = balance(params, weights, problem)
-            new_params, new_state, ok, hist, bad = run_chunk(params, opt_state, weights, problem, n)
+                weights = _balance(params, weights, problem, static, tuple(balanced))
+            out = _run_chunk(params, opt_state, weights, problem, jnp.asarray(done), n, static, opt)
+            new_params, new_state, good_params, good_state, good_step, ok, hist = out
             hist = {k: np.asarray(v) for k, v in hist.items()}
-            bad = np.asarray(bad)
-            if bad.any():
-                first = int(np.argmax(bad))
+            if not bool(ok):
+                last = int(good_step)
                 for k, v in hist.items():
-                    history.setdefault(k, []).append(v[:first])
-                done += first
-                params, opt_state = new_params, new_state  # frozen at the last finite step
+                    history.setdefault(k, []).append(v[: last - done])
+                params, opt_state, done = good_params, good_state, last
                 status = Status.diverged
                 message = (
-                    f"diverged at step {done + 1}: the loss or parameters became NaN/inf; "
-                    f"returning the last finite parameters (step {done})"
+                    f"diverged at step {done + 1}: the loss, gradients or parameters became "
+                    f"NaN/inf; returning the last parameters with a finite loss (step {done})"
                 )
                 break
             params, opt_state = new_params, new_state

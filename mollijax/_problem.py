@@ -89,7 +89,7 @@ class Condition(eqx.Module):
         err = (selected - self.value.astype(selected.dtype)) ** 2
         if mask is None:
             return jnp.mean(err)
-        return jnp.sum(jnp.where(mask, err, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+        return jnp.sum(jnp.where(mask, err, 0.0)) / jnp.maximum(jnp.sum(mask.astype(err.dtype)), 1.0)
 
 
 class Regulariser(eqx.Module):
@@ -388,7 +388,7 @@ class Problem(eqx.Module):
             if name in unknowns:
                 mask = self.masks[name]
                 err = jnp.where(mask, values[name] - self.data[name], 0.0)
-                terms[f"data:{name}"] = jnp.sum(err**2) / jnp.maximum(jnp.sum(mask), 1)
+                terms[f"data:{name}"] = jnp.sum(err**2) / jnp.maximum(jnp.sum(mask.astype(err.dtype)), 1.0)
         scope = self._scope(unknowns, values)
         for name, fn in self.residuals:
             r = self._evaluate_residual(fn, scope)
@@ -438,7 +438,7 @@ class Problem(eqx.Module):
             used.update(scope.used)
             return self.loss_terms(u)
 
-        shapes = jax.eval_shape(run, unknowns)
+        shapes = eqx.filter_eval_shape(run, unknowns)
         used |= {n for n in self.data if n in unknowns}
         used |= {c.field for c in self.conditions}
         unused = sorted(set(unknowns) - used)
