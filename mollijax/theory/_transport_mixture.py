@@ -330,11 +330,15 @@ def entropy_fisher(
     a smooth density decaying inside the box.
     """
     a = jnp.asarray(noise_matrix(noise, mixture.dim))
-    pts = jnp.asarray(grid.points())
+    dv = float(np.prod(grid.spacing))
+    h, fisher, mass = _entropy_fisher_sums(mixture, jnp.asarray(grid.points()), a)
+    return float(h) * dv, float(fisher) * dv, float(mass) * dv
+
+
+@jax.jit
+def _entropy_fisher_sums(mixture, pts, a):
     logp = jax.vmap(mixture.log_density)(pts)
     score = jax.vmap(mixture.score)(pts)
     p = jnp.exp(logp)
-    dv = float(np.prod(grid.spacing))
-    entropy = -jnp.sum(p * logp) * dv
-    fisher = jnp.sum(p * jnp.einsum("ni,ij,nj->n", score, a, score)) * dv
-    return float(entropy), float(fisher), float(jnp.sum(p) * dv)
+    return (-jnp.sum(p * logp), jnp.sum(p * jnp.einsum("ni,ij,nj->n", score, a, score)),
+            jnp.sum(p))
