@@ -143,7 +143,7 @@ def test_w2_speed_is_sqrt_fisher_1d():
     assert abs(speed / np.sqrt(fisher) - 1) < 0.03
 
 
-# ----------------------------------------------------------------- densities and the inverse problem
+# ----------------------------------------------------------------- densities, inverse problem
 
 
 def test_particle_density_conserves_mass_and_mean():
@@ -216,3 +216,12 @@ def test_run_transport_writes_plots_and_metrics(tmp_path):
         "transport_fit.png"}
     assert np.asarray(metrics["D_exact_flow"]).shape == (2, 2)
     assert metrics["dH_dt_plus_I_max_relative"] < 1e-3
+
+
+def test_config_file_matches_defaults():
+    import pathlib
+    import tomllib
+
+    path = pathlib.Path(__file__).parents[2] / "configs" / "theory_transport.toml"
+    with open(path, "rb") as f:
+        assert tr.make_config(tomllib.load(f)) == tr.DEFAULT_CONFIG
