@@ -1,0 +1,139 @@
+"""Problem specs: clear errors before compilation, and residuals that match the maths."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mollijax as mj
+
+GRID = mj.Grid.from_bounds((33, 17), (0.0, 0.0), (1.0, 0.5), axes=("x", "t"))
+
+
+def _heat(s):
+    return s.d(s.u, "t") - s.d(s.D * s.d(s.u, "x"), "x")
+
+
+def _data():
+    x, t = GRID.mesh()
+    return np.sin(np.pi * x) * np.exp(-t)
+
+
+def _unknowns():
+    return {"D": mj.GridField(np.full(33, 0.1), "x", constraint="positive")}
+
+
+def test_unknown_field_name_in_residual_is_named():
+    problem = mj.Problem(GRID, lambda s: s.d(s.v, "t"), data={"u": _data()})
+    with pytest.raises(mj.UnknownFieldError, match="'v'.*available.*'D'.*'u'"):
+        problem.check(_unknowns())
+
+
+def test_data_shape_mismatch_is_named():
+    with pytest.raises(mj.GridMismatchError, match=r"data\['u'\].*\(33, 17\).*\(17, 33\)"):
+        mj.Problem(GRID, _heat, data={"u": _data().T})
+
+
+def test_nan_in_data_needs_a_mask():
+    data = _data()
+    data[3, 4] = np.nan
+    with pytest.raises(mj.NonFiniteError, match=r"data\['u'\].*1 NaN"):
+        mj.Problem(GRID, _heat, data={"u": data})
+    mask = np.isfinite(data)
+    problem = mj.Problem(GRID, lambda s: s.u - s.c, data={"u": data}, masks={"u": mask})
+    net = mj.NetworkField(mj.MLP(2, width=4, depth=1, key=jax.random.PRNGKey(0)), "xt")
+    terms = problem.loss_terms({"u": net, "c": mj.Constant(0.0)})
+    assert np.isfinite(terms["data:u"])
+
+
+def test_masked_data_cannot_be_used_as_the_field_itself():
+    data = _data()
+    mask = np.ones(GRID.shape, bool)
+    mask[0, 0] = False
+    problem = mj.Problem(GRID, _heat, data={"u": data}, masks={"u": mask})
+    with pytest.raises(mj.MollijaxError, match="masked"):
+        problem.check(_unknowns())
+
+
+def test_unused_unknown_is_reported():
+    problem = mj.Problem(GRID, _heat, data={"u": _data()})
+    unknowns = dict(_unknowns(), k=mj.Constant(1.0))
+    with pytest.raises(mj.MollijaxError, match=r"\['k'\] are never used"):
+        problem.check(unknowns)
+
+
+@pytest.mark.parametrize("bad", ["postive", "bounded", ("bounded", 1.0, 0.0), 3])
+def test_constraint_that_does_not_exist(bad):
+    with pytest.raises(mj.MollijaxError, match="constraint|bounds|lower < upper"):
+        mj.Constant(0.5, constraint=bad)
+
+
+def test_unknown_axis_and_bad_weights_and_regulariser():
+    problem = mj.Problem(GRID, _heat, data={"u": _data()})
+    with pytest.raises(mj.GridMismatchError, match="axis 'y'"):
+        problem.check({"D": mj.GridField(np.ones(33), "y")})
+    with pytest.raises(mj.MollijaxError, match="regulariser kind 'l1'"):
+        mj.Regulariser("D", "l1")
+    weighted = mj.Problem(GRID, _heat, data={"u": _data()}, weights={"residual:heat": 2.0})
+    with pytest.raises(mj.MollijaxError, match="'residual:heat', which is not a loss term"):
+        weighted.check(_unknowns())
+    regularised = mj.Problem(GRID, _heat, data={"u": _data()},
+                             regularisers=[mj.Regulariser("E", "smooth")])
+    with pytest.raises(mj.UnknownFieldError, match="'E'"):
+        regularised.check(_unknowns())
+
+
+def test_differentiator_for_another_grid_is_refused():
+    other = mj.Grid.from_bounds((20, 17), (0.0, 0.0), (1.0, 0.5), axes=("x", "t"))
+    with pytest.raises(mj.GridMismatchError, match="different grid"):
+        mj.Problem(GRID, _heat, data={"u": _data()}, derivatives=mj.Mollifier(other, 0.2))
+
+
+class _Exact(mj.AbstractField.__mro__[1]):  # an equinox Module: u(x, t) = sin(pi x) exp(-t)
+    def __call__(self, xi):
+        # NetworkField feeds coordinates rescaled to [-1, 1]
+        x = 0.5 * (xi[0] + 1.0)
+        t = 0.25 * (xi[1] + 1.0)
+        return jnp.sin(jnp.pi * x) * jnp.exp(-t)
+
+
+def _divergence_residual_error(mode, nx, nt, margin):
+    # u = sin(pi x) e^{-t} with D(x) = 1 + x: (D u_x)_x - u_t = pi cos(pi x) e^{-t}
+    #   - (1 + x) pi^2 sin(pi x) e^{-t} + sin(pi x) e^{-t}
+    fine = mj.Grid.from_bounds((nx, nt), (0.0, 0.0), (1.0, 0.5), axes=("x", "t"))
+    x, t = fine.mesh()
+    expected = (np.pi * np.cos(np.pi * x) - (1 + x) * np.pi**2 * np.sin(np.pi * x)
+                + np.sin(np.pi * x)) * np.exp(-t)
+    derivatives = mode if mode != "grid" else mj.Mollifier(fine, (4 * fine.spacing[0],
+                                                                  4 * fine.spacing[1]))
+    problem = mj.Problem(fine, lambda s: s.d(s.D * s.d(s.u, "x"), "x") - s.d(s.u, "t"),
+                         derivatives=derivatives, margin=margin)
+    unknowns = {"u": mj.NetworkField(_Exact(), "xt"), "D": mj.NetworkField(_Linear(), "x")}
+    scope = problem._scope(unknowns, problem.grid_values(unknowns))
+    residual = problem._evaluate_residual(problem.residuals[0][1], scope)
+    want = expected[margin:-margin, margin:-margin]
+    return float(np.max(np.abs(residual - want)) / np.max(np.abs(want)))
+
+
+@pytest.mark.parametrize("mode", ["autodiff", "taylor"])
+def test_divergence_form_residual_is_exact_in_point_mode(mode):
+    assert _divergence_residual_error(mode, 41, 21, 4) < 1e-12
+
+
+def test_divergence_form_residual_converges_at_second_order_in_grid_mode():
+    coarse = _divergence_residual_error("grid", 81, 41, 8)
+    fine = _divergence_residual_error("grid", 161, 81, 16)
+    assert coarse < 1e-2
+    assert np.log2(coarse / fine) > 1.7, (coarse, fine)
+
+
+class _Linear(mj.AbstractField.__mro__[1]):
+    def __call__(self, xi):
+        return 1.0 + 0.5 * (xi[0] + 1.0)
+
+
+def test_point_mode_refuses_to_differentiate_grid_data():
+    problem = mj.Problem(GRID, lambda s: s.d(s.u, "x") - s.c, data={"u": _data()},
+                         derivatives="autodiff")
+    with pytest.raises(mj.MollijaxError, match="Cannot differentiate"):
+        problem.check({"c": mj.Constant(0.0)})
