@@ -1,7 +1,10 @@
 """1-D heat equation with a spatially varying diffusivity: u_t = (D(x) u_x)_x on [0, 1].
 
-The forward simulator is a conservative second-order finite-volume discretisation in space and
-Crank-Nicolson in time on a grid finer than the output grid, with u(0, t) = u(1, t) = 0.
+Recover `D(x)` from observations of `u(x, t)`. The truth is `D(x) = 0.02 + 0.015 sin(2 pi x)`
+(`diffusivity="sine"`) or the constant 0.02 (`"constant"`); a callable `D(x)` may be given
+from Python. The forward simulator is a conservative second-order finite-volume
+discretisation in space and Crank-Nicolson in time on a grid `refine` times finer in x, with
+`substeps` implicit steps per output interval and u(0, t) = u(1, t) = 0.
 """
 
 from __future__ import annotations
@@ -11,6 +14,30 @@ from collections.abc import Callable
 import numpy as np
 
 from .._grid import Grid
+from ._base import Simulation, observe, pick_variant, resolve_params
+
+NAME = "heat1d"
+DESCRIPTION = "u_t = (D(x) u_x)_x on [0,1] x [0,T]: recover the diffusivity D(x) from u"
+ORDER = 2
+DEFAULTS = {
+    "nx": 101,
+    "nt": 101,
+    "t_final": 2.0,
+    "diffusivity": "sine",
+    "refine": 4,
+    "substeps": 20,
+}
+UNKNOWNS = {"D": {"axes": ("x",), "constraint": "free", "init": 0.03}}
+STATE = ("u",)
+CONFIG = {
+    "problem": {"nx": 61, "nt": 61},
+    "data": {"noise": 0.0, "seed": 0},
+    "derivatives": {"method": "mollifier", "kernel": "bump", "eps": "auto"},
+    "unknowns": {"D": {"representation": "grid", "init": 0.03}},
+    "state": {"representation": "data"},
+    "regularisers": {"D": {"smooth": 1e-4}},
+    "optimiser": {"name": "adam", "learning_rate": 1e-3, "steps": 1500, "chunk": 250},
+}
 
 
 def default_diffusivity(x):
@@ -22,34 +49,21 @@ def default_initial(x):
     return np.sin(np.pi * x) + 0.5 * np.sin(3 * np.pi * x) + 0.25 * np.sin(5 * np.pi * x)
 
 
-def simulate(
-    nx: int = 101,
-    nt: int = 101,
-    t_final: float = 2.0,
-    diffusivity: Callable = default_diffusivity,
-    initial: Callable = default_initial,
-    refine: int = 4,
-    substeps: int = 20,
-):
-    """Solve the forward problem; returns `(grid, u, D)` with `u` of shape `(nx, nt)`.
+_VARIANTS = {"sine": default_diffusivity, "constant": lambda x: 0.02 + 0.0 * x}
 
-    The solution is computed on a grid `refine` times finer in x with `substeps` implicit
-    steps per output interval, then sampled at the output nodes.
-    """
+
+def solve(
+    nx: int, nt: int, t_final: float, diffusivity: Callable, initial: Callable = default_initial,
+    refine: int = 4, substeps: int = 20,
+) -> tuple[Grid, np.ndarray]:
+    """The clean solution `u` of shape `(nx, nt)` on the grid with axes `("x", "t")`."""
     nf = (nx - 1) * refine + 1
     x = np.linspace(0.0, 1.0, nf)
     h = x[1] - x[0]
     d_half = diffusivity(0.5 * (x[1:] + x[:-1]))
-    # interior operator (Dirichlet zero ends)
-    n = nf - 2
-    a = np.zeros((n, n))
-    for i in range(n):
-        left, right = d_half[i], d_half[i + 1]
-        a[i, i] = -(left + right) / h**2
-        if i > 0:
-            a[i, i - 1] = left / h**2
-        if i < n - 1:
-            a[i, i + 1] = right / h**2
+    n = nf - 2  # interior unknowns (Dirichlet zero ends)
+    a = (np.diag(-(d_half[:-1] + d_half[1:])) + np.diag(d_half[1:-1], 1)
+         + np.diag(d_half[1:-1], -1)) / h**2
     dt = t_final / (nt - 1) / substeps
     eye = np.eye(n)
     step = np.linalg.solve(eye - 0.5 * dt * a, eye + 0.5 * dt * a)
@@ -57,13 +71,30 @@ def simulate(
     u = np.zeros((nx, nt))
     state = initial(x)[1:-1]
     for k in range(nt):
-        full = np.concatenate([[0.0], state, [0.0]])
-        u[:, k] = full[::refine]
+        u[:, k] = np.concatenate([[0.0], state, [0.0]])[::refine]
         state = block @ state
     grid = Grid.from_bounds((nx, nt), (0.0, 0.0), (1.0, t_final), axes=("x", "t"))
-    return grid, u, diffusivity(grid.coords("x"))
+    return grid, u
+
+
+def simulate(*, noise: float = 0.0, seed: int = 0, **params) -> Simulation:
+    """Simulate `u(x, t)` with the truth `D(x)`; `params` override `DEFAULTS`.
+
+    **Returns:** a `Simulation` with `data["u"]`, `clean["u"]` of shape `(nx, nt)` and
+    `truth["D"]` of shape `(nx,)`.
+    """
+    p = resolve_params(NAME, DEFAULTS, params)
+    diffusivity = pick_variant(NAME, "diffusivity", p["diffusivity"], _VARIANTS)
+    grid, u = solve(int(p["nx"]), int(p["nt"]), float(p["t_final"]), diffusivity,
+                    refine=int(p["refine"]), substeps=int(p["substeps"]))
+    clean = {"u": u}
+    truth = {"D": np.asarray(diffusivity(grid.coords("x")), dtype=np.float64)}
+    return Simulation(grid, observe(clean, noise, seed), clean, truth, params=p)
 
 
 def residual(s):
     """u_t - (D u_x)_x, written like the maths."""
     return s.d(s.u, "t") - s.d(s.D * s.d(s.u, "x"), "x")
+
+
+residuals = {"pde": residual}

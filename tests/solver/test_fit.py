@@ -14,13 +14,18 @@ from mollijax.problems import heat1d
 ADAM = optax.adam(1e-2)  # one object: fits reuse its compiled steps
 
 
+def _heat(**params):
+    sim = heat1d.simulate(**params)
+    return sim.grid, sim.clean["u"], sim.truth["D"]
+
+
 def _rel(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 @pytest.fixture(scope="module")
 def heat_data():
-    grid, u, d_true = heat1d.simulate(nx=101, nt=101, t_final=2.0)
+    grid, u, d_true = _heat(nx=101, nt=101, t_final=2.0)
     return grid, u, d_true
 
 
@@ -52,7 +57,7 @@ def test_heat_diffusivity_recovered(heat_data, noise, eps_steps, reg, tol):
 
 
 def test_constant_diffusivity_to_one_percent():
-    grid, u, _ = heat1d.simulate(nx=61, nt=61, diffusivity=lambda x: 0.03 + 0 * x)
+    grid, u, _ = _heat(nx=61, nt=61, diffusivity=lambda x: 0.03 + 0 * x)
     problem = _heat_problem(grid, u, eps_steps=3)
     result = mj.fit(problem, {"D": mj.Constant(0.01, "positive")},
                     mj.default_optimiser(800, 3e-2), steps=800, chunk=400, progress=False)
@@ -62,7 +67,7 @@ def test_constant_diffusivity_to_one_percent():
 
 def test_negative_diffusivity_backward_heat():
     # forward data reversed in time satisfies u_t = -D u_xx
-    grid, u, _ = heat1d.simulate(nx=61, nt=61, diffusivity=lambda x: 0.02 + 0 * x)
+    grid, u, _ = _heat(nx=61, nt=61, diffusivity=lambda x: 0.02 + 0 * x)
     problem = _heat_problem(grid, u[:, ::-1].copy(), eps_steps=3)
     result = mj.fit(problem, {"D": mj.Constant(0.01)}, mj.default_optimiser(800, 3e-2),
                     steps=800, chunk=400, progress=False)
