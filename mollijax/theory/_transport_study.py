@@ -6,8 +6,9 @@ Run from the repository root:
 
 For each seed it repeats the settings of `tests/theory/test_transport.py` (2-D mixture,
 100 000 particles, 64 x 64 grid, eps = 1.5, `scheme="difference"`; trained affine DAEs on a
-2-D Gaussian, 40 000 particles, 20 layers) and prints the mean, standard deviation and worst
-absolute error over seeds of every entry of `D` against its expected value.
+2-D Gaussian, 40 000 particles, 15 layers of noise 0.01) and prints the mean, standard
+deviation and worst absolute error over seeds of every entry of `D` against its expected
+value.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def seed_study(seeds: int = 5) -> dict[str, np.ndarray]:
     grid = Grid.from_bounds((64, 64), (-6.0, -6.0), (6.0, 6.0))
     diff = density_differentiator(grid, 1.5)
     times = np.linspace(0.0, 0.25, 6)
-    depth = 0.2 * np.arange(21) / 20
+    depth = 0.15 * np.arange(16) / 15
     fit = lambda xs, t: fit_diffusion(snapshot_densities(xs, grid), t, diff).matrix
     out: dict[str, list] = {k: [] for k in ("exact_flow", "one_axis", "brownian", "dae",
                                             "dae_one_axis")}
@@ -49,8 +50,8 @@ def seed_study(seeds: int = 5) -> dict[str, np.ndarray]:
         out["brownian"].append(fit(brownian_flow(jax.random.PRNGKey(2000 + s), x0, times), times))
         g0 = gauss.sample(jax.random.PRNGKey(3000 + s), 40_000)
         for name, noise in (("dae", 1.0), ("dae_one_axis", [1.0, 0.0])):
-            xs, _ = trained_dae_stack(AffineDenoiser(2), g0, jax.random.PRNGKey(4000 + s), 0.2,
-                                      20, noise, steps=100, train_size=8000)
+            xs, _ = trained_dae_stack(AffineDenoiser(2), g0, jax.random.PRNGKey(4000 + s), 0.15,
+                                      15, noise, steps=100, train_size=8000)
             out[name].append(fit(xs, depth))
     return {k: np.stack(v) for k, v in out.items()}
 

@@ -185,7 +185,7 @@ def test_brownian_control_gives_plus_half(x0_2d, fit_snapshots):
 def test_trained_dae_layers_give_minus_noise(fit_snapshots, noise, expected):
     g = tr.GaussianMixture([1.0], [[0.0, 0.0]], [[[1.0, 0.3], [0.3, 0.8]]])
     x0 = g.sample(jax.random.PRNGKey(8), 40000)
-    total, layers = 0.2, 20
+    total, layers = 0.15, 15
     xs, _ = tr.trained_dae_stack(tr.AffineDenoiser(2), x0, jax.random.PRNGKey(9), total,
                                  layers, noise, steps=100, train_size=8000)
     d = fit_snapshots(xs, total * np.arange(layers + 1) / layers)
