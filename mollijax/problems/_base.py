@@ -34,6 +34,7 @@ from jaxtyping import PRNGKeyArray
 from .._differentiators import FiniteDifference, Mollifier
 from .._eps import estimate_noise, suggest_eps
 from .._errors import MollijaxError
+from .._fit import FitResult
 from .._fields import AbstractField, Constant, GridField, NetworkField, as_constraint
 from .._grid import Grid
 from .._kernels import AbstractKernel, Bump, Polynomial, TruncatedGaussian
@@ -131,16 +132,17 @@ def auto_eps(grid: Grid, order: int, data: Mapping[str, np.ndarray]) -> tuple[fl
 
     `suggest_eps(grid, order, noise)` gives a width for the shortest axis of length `L`; each
     axis `a` gets the same fraction of its own length `L_a = n_a h_a`, and never fewer than
-    `order // 2 + 3` of its own steps.
+    `order // 2 + 3` of its own steps `h_a` (which is all it gets when the suggestion sits at
+    `suggest_eps`'s floor, e.g. for clean data: that floor is set by the coarsest axis).
     """
     noise = max((estimate_noise(v) for v in data.values()), default=0.0)
     eps = suggest_eps(grid, order, noise)
+    floors = [(order // 2 + 3) * h for h in grid.spacing]
+    if eps <= max(floors) * (1 + 1e-12):
+        return tuple(floors)
     lengths = [n * h for n, h in zip(grid.shape, grid.spacing, strict=True)]
     base = min(lengths)
-    return tuple(
-        max(eps * length / base, (order // 2 + 3) * h)
-        for length, h in zip(lengths, grid.spacing, strict=True)
-    )
+    return tuple(max(eps * length / base, f) for length, f in zip(lengths, floors, strict=True))
 
 
 def make_network(kind: str, in_size: int, key: PRNGKeyArray, options: Mapping) -> object:
@@ -352,7 +354,8 @@ def errors(
     `FitResult.values`-like dict (a `FitResult` works too); unknowns without truth are
     skipped.
     """
-    values = getattr(values, "values", values)
+    if isinstance(values, FitResult):
+        values = values.values
     out: dict[str, dict[str, float]] = {}
     for name, truth in sim.truth.items():
         if name not in values:
