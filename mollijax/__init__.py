@@ -36,7 +36,12 @@ from ._kernels import (
     Polynomial as Polynomial,
     TruncatedGaussian as TruncatedGaussian,
 )
-from ._networks import MLP as MLP, FourierMLP as FourierMLP, PirateNet as PirateNet
+from ._networks import (
+    MLP as MLP,
+    FourierMLP as FourierMLP,
+    PirateNet as PirateNet,
+    TransformerPINN as TransformerPINN,
+)
 from ._problem import Condition as Condition, Problem as Problem, Regulariser as Regulariser
 from ._scope import PointField as PointField, Scope as Scope, UnknownFieldError as UnknownFieldError
 from ._taps import mollifier_taps as mollifier_taps

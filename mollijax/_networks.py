@@ -127,3 +127,61 @@ class PirateNet(eqx.Module):
         for block in self.blocks:
             h = block(h, u, v)
         return self.head(h)
+
+
+class _Wavelet(eqx.Module):
+    """`w1 sin(z) + w2 cos(z)` with learnable scalars, the activation of PINNsFormer."""
+
+    w1: Float[Array, ""]
+    w2: Float[Array, ""]
+
+    def __call__(self, z):
+        return self.w1 * jnp.sin(z) + self.w2 * jnp.cos(z)
+
+
+class TransformerPINN(eqx.Module):
+    """A transformer-style coordinate network in the manner of PINNsFormer (Zhao et al., 2024).
+
+    The point `x` becomes a short pseudo-sequence `x + k * delta * e_last`, `k = 0..seq_len-1`
+    (shifts along the last coordinate, usually time); tokens are embedded linearly, pass one
+    self-attention block and a feed-forward block with wavelet activations, and the first
+    token is read out as the scalar value.
+    """
+
+    embed: eqx.nn.Linear
+    attention: eqx.nn.MultiheadAttention
+    ff1: eqx.nn.Linear
+    ff2: eqx.nn.Linear
+    act: _Wavelet
+    head: eqx.nn.Linear
+    seq_len: int = eqx.field(static=True)
+    delta: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_size: int,
+        *,
+        d_model: int = 32,
+        heads: int = 2,
+        seq_len: int = 5,
+        delta: float = 0.01,
+        key: PRNGKeyArray,
+    ):
+        k = jax.random.split(key, 5)
+        self.embed = eqx.nn.Linear(in_size, d_model, key=k[0])
+        self.attention = eqx.nn.MultiheadAttention(heads, d_model, key=k[1])
+        self.ff1 = eqx.nn.Linear(d_model, d_model, key=k[2])
+        self.ff2 = eqx.nn.Linear(d_model, d_model, key=k[3])
+        self.act = _Wavelet(jnp.ones(()), jnp.ones(()))
+        self.head = eqx.nn.Linear(d_model, "scalar", key=k[4])
+        self.seq_len = int(seq_len)
+        self.delta = float(delta)
+
+    def __call__(self, x: Float[Array, " in_size"]) -> Float[Array, ""]:
+        shifts = self.delta * jnp.arange(self.seq_len, dtype=x.dtype)
+        offset = jnp.zeros((self.seq_len, x.shape[0]), x.dtype).at[:, -1].set(shifts)
+        tokens = jax.vmap(self.embed)(x[None, :] + offset)
+        h = self.act(tokens)
+        h = h + self.attention(h, h, h)
+        h = h + jax.vmap(lambda t: self.ff2(self.act(self.ff1(t))))(h)
+        return self.head(h[0])
