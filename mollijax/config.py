@@ -63,8 +63,8 @@ class DataConfig:
     known: dict = _f({}, (dict,))
     masks: dict = _f({}, (dict,))
     truth: dict = _f({}, (dict,))
-    spacing: list | None = _f(None, (list, int, float))
-    origin: list | None = _f(None, (list, int, float))
+    spacing: list | float | None = _f(None, (list, float, int))
+    origin: list | float | None = _f(None, (list, float, int))
     axes: list | None = _f(None, (list,))
 
 
@@ -170,7 +170,7 @@ def _section(cls, table: Any, where: str, source: str):
             raise ConfigError(
                 f"{source}: [{where}] key {key!r} must be one of {meta['choices']}, got {value!r}."
             )
-        out[key] = float(value) if types == _NUMBER else value
+        out[key] = float(value) if isinstance(value, int) and float in types else value
     return cls(**out)
 
 
@@ -244,7 +244,7 @@ def from_dict(raw: Mapping[str, Any], source: str = "<memory>") -> Config:
         regs[uname] = kinds
     return Config(
         problem=name,
-        params=prob,
+        params={**module.DEFAULTS, **prob},
         data=_section(DataConfig, raw.get("data", {}), "data", source),
         derivatives=_section(DerivativesConfig, raw.get("derivatives", {}), "derivatives", source),
         unknowns=unknowns,

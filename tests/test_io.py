@@ -1,0 +1,93 @@
+"""Loading user data: file kinds, validation errors, and a run on data read from a file."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from mollijax import GridMismatchError, NonFiniteError, cli, problems
+from mollijax.config import DataConfig
+from mollijax.io import DataFileError, load_array, load_simulation
+
+HEAT = problems.get("heat1d")
+
+
+def _data(**kw):
+    base = {"source": "file", "axes": ["x", "t"], "spacing": [0.1, 0.2]}
+    return DataConfig(**{**base, **kw})
+
+
+def test_npz_npy_and_tiff_read_back(tmp_path):
+    a = np.arange(24.0).reshape(2, 3, 4)
+    np.savez(tmp_path / "d.npz", u=a)
+    np.save(tmp_path / "d.npy", a)
+    tifffile.imwrite(tmp_path / "d.tif", a.astype(np.float32), photometric="minisblack")
+    np.testing.assert_array_equal(load_array(tmp_path / "d.npz", "u"), a)
+    np.testing.assert_array_equal(load_array(tmp_path / "d.npy"), a)
+    np.testing.assert_array_equal(load_array(tmp_path / "d.tif"), a)
+    with pytest.raises(DataFileError, match=r"array 'v' not found; the file holds \['u'\]"):
+        load_array(tmp_path / "d.npz", "v")
+    with pytest.raises(DataFileError, match="unsupported file type '.csv'"):
+        (tmp_path / "d.csv").write_text("1")
+        load_array(tmp_path / "d.csv")
+
+
+def test_grid_and_fields_from_config(tmp_path):
+    u = np.random.default_rng(0).standard_normal((11, 6))
+    np.savez(tmp_path / "d.npz", obs=u, D=np.full(11, 0.02))
+    sim = load_simulation(_data(path="d.npz", fields={"u": "obs"}, truth={"D": "D"}), HEAT,
+                          tmp_path)
+    assert sim.grid.shape == (11, 6) and sim.grid.spacing == (0.1, 0.2)
+    assert sim.grid.axes == ("x", "t")
+    np.testing.assert_array_equal(sim.data["u"], u)
+    np.testing.assert_array_equal(sim.truth["D"], np.full(11, 0.02))
+
+
+def test_nan_is_an_error_unless_masked(tmp_path):
+    u = np.ones((11, 6))
+    u[3, 2] = np.nan
+    mask = np.isfinite(u)
+    np.savez(tmp_path / "d.npz", u=u, m=mask)
+    with pytest.raises(NonFiniteError, match=r"'u' has 1 NaN"):
+        load_simulation(_data(path="d.npz", fields={"u": "u"}), HEAT, tmp_path)
+    sim = load_simulation(_data(path="d.npz", fields={"u": "u"}, masks={"u": "m"}), HEAT,
+                          tmp_path)
+    assert np.all(np.isfinite(sim.data["u"])) and not sim.masks["u"][3, 2]
+
+
+def test_rank_and_shape_errors(tmp_path):
+    np.savez(tmp_path / "d.npz", u=np.ones((11, 6)), u3=np.ones((11, 6, 2)), f=np.ones((11, 5)),
+             D=np.ones(10))
+    with pytest.raises(GridMismatchError, match=r"3 dimension\(s\) \(11, 6, 2\) but \[data\] `axes`"):
+        load_simulation(_data(path="d.npz", fields={"u": "u3"}), HEAT, tmp_path)
+    np.savez(tmp_path / "e.npz", u=np.ones((11, 6)), v=np.ones((11, 6, 2)))
+    with pytest.raises(GridMismatchError, match=r"'v' must have 2 dimension\(s\)"):
+        load_simulation(_data(path="e.npz", fields={"u": "u", "v": "v"}), HEAT, tmp_path)
+    with pytest.raises(GridMismatchError, match=r"'f' has shape \(11, 5\)"):
+        load_simulation(_data(path="d.npz", fields={"u": "u"}, known={"f": "f"}), HEAT, tmp_path)
+    with pytest.raises(GridMismatchError, match=r"Truth of 'D'.*\(11,\), got \(10,\)"):
+        load_simulation(_data(path="d.npz", fields={"u": "u"}, truth={"D": "D"}), HEAT, tmp_path)
+    with pytest.raises(GridMismatchError, match="spacing"):
+        load_simulation(_data(path="d.npz", fields={"u": "u"}, spacing=[1.0, 2.0, 3.0]), HEAT,
+                        tmp_path)
+    with pytest.raises(DataFileError, match=r"missing \['u'\]"):
+        load_simulation(_data(path="d.npz", fields={}), HEAT, tmp_path)
+
+
+def test_run_on_user_file_recovers_forcing(tmp_path):
+    sim = problems.get("forcing").simulate(noise=0.0, nt=101)
+    np.save(tmp_path / "u.npy", sim.data["u"])
+    np.savez(tmp_path / "truth.npz", lam=sim.truth["lam"])
+    (tmp_path / "run.toml").write_text(
+        '[problem]\nname = "forcing"\n'
+        '[data]\nsource = "file"\npath = "truth.npz"\nfields = {u = "u.npy"}\n'
+        'truth = {lam = "lam"}\naxes = ["t"]\nspacing = 0.01\n'
+        '[derivatives]\neps = 0.05\n'
+        '[optimiser]\nlearning_rate = 0.05\nsteps = 300\nchunk = 300\n'
+    )
+    assert cli.main(["run", str(tmp_path / "run.toml"), "--out", str(tmp_path / "o"),
+                     "--quiet"]) == 0
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["grid"]["spacing"] == [0.01]
+    assert metrics["errors"]["lam"]["rel_l2"] < 0.02, metrics["errors"]
