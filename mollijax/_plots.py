@@ -53,7 +53,9 @@ def plot_unknown(
         lo = min(float(np.min(p)) for t, p in panels if t != "error")
         hi = max(float(np.max(p)) for t, p in panels if t != "error")
         for a, (title, values) in zip(ax[0], panels, strict=True):
-            kw = {"vmin": lo, "vmax": hi} if title != "error" else {"cmap": "RdBu_r"}
+            big = float(np.max(np.abs(values))) or 1.0
+            kw = ({"vmin": lo, "vmax": hi} if title != "error"
+                  else {"cmap": "RdBu_r", "vmin": -big, "vmax": big})
             im = a.imshow(values, origin="lower", extent=extent, aspect="auto", **kw)
             a.set_title(f"{name}: {title}")
             a.set_xlabel(axes[1])
