@@ -213,6 +213,37 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+THEORY = {
+    "electro": ("run_electro", "depth-2 networks as electrodynamics (docs/theory_electrodynamics.md)"),
+    "transport": ("run_transport", "deep DAEs as transport (docs/theory_transport.md)"),
+}
+
+
+def _theory(args: argparse.Namespace) -> int:
+    import tomllib
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # the theory checks compare to 1e-6 and below
+    from . import theory
+
+    config: dict = {}
+    if args.config:
+        path = pathlib.Path(args.config)
+        if not path.is_file():
+            raise SystemExit(f"mollijax theory: no such configuration file: {path}")
+        with open(path, "rb") as f:
+            config = tomllib.load(f)
+    out = pathlib.Path(args.out or f"runs/theory_{args.part}")
+    out.mkdir(parents=True, exist_ok=True)
+    runner = getattr(theory, THEORY[args.part][0])
+    metrics = runner(config, out)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    if not args.quiet:
+        print(f"mollijax theory {args.part}: wrote {out / 'metrics.json'} and plots in {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mollijax", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -237,6 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--noise", type=float, default=0.05, help="relative noise level")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+    theory_p = sub.add_parser("theory", help="run a theory demonstration: "
+                              + ", ".join(f"{k} ({v[1]})" for k, v in THEORY.items()))
+    theory_p.add_argument("part", choices=sorted(THEORY))
+    theory_p.add_argument("config", nargs="?", help="TOML file (default: built-in defaults; "
+                          "see configs/theory_<part>.toml)")
+    theory_p.add_argument("--out", help="output folder (default: runs/theory_<part>)")
+    theory_p.add_argument("--quiet", action="store_true")
+    theory_p.set_defaults(func=_theory)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
