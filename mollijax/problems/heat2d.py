@@ -90,15 +90,15 @@ def initial(x: Float[np.ndarray, "*shape"], y: Float[np.ndarray, "*shape"]) -> F
 
 
 def flux_operator(
-    dx_face: Float[np.ndarray, "nx+1 ny"], dy_face: Float[np.ndarray, "nx ny+1"], h: float
+    dx_face: Float[np.ndarray, "mx ny"], dy_face: Float[np.ndarray, "nx my"], h: float
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The finite-volume operator `L u = div(D grad u)` on interior nodes, `u = 0` outside.
 
     `(L u)_ij = [D_{i+1/2,j} (u_{i+1,j} - u_ij) - D_{i-1/2,j} (u_ij - u_{i-1,j})
                + D_{i,j+1/2} (u_{i,j+1} - u_ij) - D_{i,j-1/2} (u_ij - u_{i,j-1})] / h^2`,
 
-    for `u` of shape `(nx, ny)` (interior nodes); `dx_face[i]` is `D` on the face between
-    padded nodes `i` and `i + 1` along x, likewise `dy_face` along y.
+    for `u` of shape `(nx, ny)` (interior nodes), `mx = nx + 1`, `my = ny + 1`; `dx_face[i]` is
+    `D` on the face between padded nodes `i` and `i + 1` along x, likewise `dy_face` along y.
     """
 
     def apply(u):
