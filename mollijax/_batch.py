@@ -215,7 +215,8 @@ def _stack_unknowns(unknowns, size: int):
             lambda x: jnp.broadcast_to(x, (size,) + x.shape), params
         )
         return template, stacked, static
-    if isinstance(unknowns, Sequence) and unknowns and all(isinstance(u, Mapping) for u in unknowns):
+    is_list = isinstance(unknowns, Sequence) and bool(unknowns)
+    if is_list and all(isinstance(u, Mapping) for u in unknowns):
         if len(unknowns) != size:
             raise MollijaxError(
                 f"`unknowns` is a list of {len(unknowns)} initial guesses, but the batch has "
@@ -250,11 +251,18 @@ def _pad(tree, size: int, padded: int):
 def _place(tree, mesh: Mesh | None):
     if mesh is None:
         return tree
-    return jax.tree_util.tree_map(lambda x: shard_stack(x, mesh), tree)
+    # through host memory: each process hands over only its own devices' rows
+    return jax.tree_util.tree_map(lambda x: shard_stack(np.asarray(x), mesh), tree)
+
+
+def _item(prob: Problem, data, known) -> Problem:
+    """The problem with (some of) its data and known arrays replaced by one item's."""
+    new = (dict(prob.data, **data), dict(prob.known, **known))
+    return eqx.tree_at(lambda q: (q.data, q.known), prob, new)
 
 
 def _item_chunk(p, s, data, known, prob, first, length, static, opt):
-    item = eqx.tree_at(lambda q: (q.data, q.known), prob, (dict(prob.data, **data), dict(prob.known, **known)))
+    item = _item(prob, data, known)
     return _run_chunk(p, s, {}, item, first, length, static, opt)
 
 
@@ -270,7 +278,7 @@ def _batch_chunk(p, s, data, known, prob, first, length, static, opt):
 @eqx.filter_jit
 def _batch_loss(p, data, known, prob, static):
     def one(p, d, k):
-        item = eqx.tree_at(lambda q: (q.data, q.known), prob, (dict(prob.data, **d), dict(prob.known, **k)))
+        item = _item(prob, d, k)
         return item.total(item.loss_terms(eqx.combine(p, static)))
 
     return jax.vmap(one)(p, data, known)
@@ -386,7 +394,7 @@ def fit_batch(
     taken = np.arange(next(iter(hist.values())).shape[1]) if hist else np.arange(0)
     hist = {k: np.where(taken[None, :] < stop[:, None], v, np.nan) for k, v in hist.items()}
     trained = eqx.combine(
-        jax.tree_util.tree_map(lambda x: gather(x)[:size], best_params), static
+        jax.tree_util.tree_map(lambda x: jnp.asarray(gather(x)[:size]), best_params), static
     )
     values = {k: gather(v)[:size] for k, v in _batch_values(best_params, static, prob).items()}
     alive_host = gather(alive)[:size]

@@ -78,7 +78,9 @@ def _single_axis(mesh: Mesh, name: str) -> str:
     return mesh.axis_names[0]
 
 
-def shard_stack(x: Shaped[Array | np.ndarray, "batch ..."], mesh: Mesh) -> Shaped[Array, "batch ..."]:
+def shard_stack(
+    x: Shaped[Array | np.ndarray, "batch ..."], mesh: Mesh
+) -> Shaped[Array, "batch ..."]:
     """Place `x` with its leading axis split over the 1-D `mesh`.
 
     Every process must hold the full `x` (the usual case: each host loads the same stack);
@@ -93,10 +95,10 @@ def shard_stack(x: Shaped[Array | np.ndarray, "batch ..."], mesh: Mesh) -> Shape
             f"{n} devices of the mesh; pad the stack (fit_batch does this itself)."
         )
     sharding = NamedSharding(mesh, P(axis))
-    host = x if isinstance(x, np.ndarray) else None
-    if host is None and getattr(x, "is_fully_addressable", True):
-        return jax.device_put(x, sharding)
-    return jax.make_array_from_callback(x.shape, sharding, lambda idx: host[idx])
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return jax.device_put(x, sharding)  # already global: reshard
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
 
 def gather(x) -> np.ndarray:
@@ -304,6 +306,40 @@ def evaluate_tiled(
     return out.reshape(-1)[:size]
 
 
-def evaluate_grid_tiled(fn: PointFn, grid: Grid, tile: int, *, remat: bool = True) -> Float[Array, "*grid"]:
-    """`evaluate_tiled` over every node of `grid`, reshaped to the grid's shape."""
-    return evaluate_tiled(fn, grid.points(), tile, remat=remat).reshape(grid.shape)
+def evaluate_grid_tiled(
+    fn: PointFn, grid: Grid, tile: int, *, remat: bool = True, dtype=None
+) -> Float[Array, "*grid"]:
+    """`fn` at every node of `grid`, `tile` nodes at a time, coordinates made in the graph.
+
+    Like `evaluate_tiled(fn, grid.points(), tile)`, but tile `t` builds its own coordinates
+    `x_a = origin_a + h_a i_a` from the flat node indices `t * tile + [0, tile)` (C order),
+    so no `(size, ndim)` array of points is ever stored (it would be a constant of the
+    compiled program, as large as the grid times `ndim`).
+
+    **Arguments:** `fn` a point function `(ndim,) -> ()`; `grid`; `tile` nodes per tile;
+    `remat` as in `evaluate_tiled`; `dtype` of the coordinates (default: JAX's default float,
+    float32 unless `jax_enable_x64`).
+
+    **Returns:** values of the grid's shape.
+    """
+    if not isinstance(tile, int | np.integer) or tile < 1:
+        raise MollijaxError(f"`tile` must be a positive integer, got {tile!r}.")
+    dtype = jnp.zeros(()).dtype if dtype is None else jnp.dtype(dtype)
+    size = grid.size
+    tile = int(min(tile, size))
+    count = -(-size // tile)
+    strides = np.cumprod((1,) + grid.shape[::-1])[-2::-1]  # C-order strides per axis
+    origin = jnp.asarray(grid.origin, dtype)
+    spacing = jnp.asarray(grid.spacing, dtype)
+
+    def body(t):
+        flat = jnp.minimum(t * tile + jnp.arange(tile), size - 1)
+        index = jnp.stack(
+            [(flat // int(s)) % n for s, n in zip(strides, grid.shape, strict=True)], -1
+        )
+        return jax.vmap(fn)(origin + spacing * index.astype(dtype))
+
+    if remat:
+        body = jax.checkpoint(body)
+    out = jax.lax.map(body, jnp.arange(count))
+    return out.reshape(-1)[:size].reshape(grid.shape)
