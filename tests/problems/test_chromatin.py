@@ -1,0 +1,129 @@
+"""chromatin: steady states that satisfy the PDE, and recovery of lambda(x, y)."""
+
+import numpy as np
+import pytest
+
+import mollijax as mj
+from mollijax import problems
+from mollijax.problems import chromatin
+
+N = 48
+
+
+def _rel(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def _pointwise(sim, diff, which="data"):
+    fields = getattr(sim, which)
+    return chromatin.pointwise_lambda(fields["phi_w"], fields["phi_d"], diff.laplacian)
+
+
+@pytest.fixture(scope="module")
+def smooth():
+    return chromatin.simulate(n=N, truth="smooth")
+
+
+@pytest.mark.parametrize("truth", chromatin.TRUTHS)
+def test_steady_state_satisfies_the_equation(truth):
+    sim = chromatin.simulate(n=N, truth=truth)
+    assert sim.params["relax_residual"] < 1e-11
+    # independent check: mollijax's own spectral Laplacian gives lambda back to round-off
+    est = _pointwise(sim, mj.Spectral(sim.grid), "clean")
+    np.testing.assert_allclose(est, sim.truth["lam"], rtol=1e-9)
+    phi_h, phi_e = chromatin.fractions(sim.clean["phi_w"], sim.clean["phi_d"])
+    assert phi_e.min() > 0.1 and phi_h.min() > 0.1  # physical fractions, lambda identifiable
+
+
+def test_finite_difference_residual_converges_at_second_order():
+    # the steady state solves the continuous PDE: a second-order discretisation of the
+    # residual tends to zero as h^2 (a wrong steady state would leave an O(1) residual)
+    worst = []
+    for n in (24, 48):
+        sim = chromatin.simulate(n=n, truth="smooth", refine=96 // n)
+        fd = mj.FiniteDifference(sim.grid, boundary="periodic")
+        est = _pointwise(sim, fd, "clean")
+        worst.append(np.abs(est - sim.truth["lam"]).max())
+    ratio = worst[0] / worst[1]
+    assert 3.5 < ratio < 4.5, (ratio, worst)  # measured 3.92
+
+
+def test_lognormal_truth_is_seeded_and_log_normal():
+    a = chromatin.simulate(n=N, truth="lognormal", field_seed=4)
+    b = chromatin.simulate(n=N, truth="lognormal", field_seed=4)
+    c = chromatin.simulate(n=N, truth="lognormal", field_seed=5)
+    np.testing.assert_array_equal(a.truth["lam"], b.truth["lam"])
+    assert not np.allclose(a.truth["lam"], c.truth["lam"])
+    log = np.log(a.truth["lam"] / 1.5)
+    np.testing.assert_allclose(log.std(), 0.25, rtol=1e-12)
+    np.testing.assert_allclose(log.mean(), -0.25**2 / 2, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [{"lambda": 2.0}, {"truth": "fractal"}, {"lam_amp": 1.5}])
+def test_bad_parameters_are_named(bad):
+    with pytest.raises(mj.MollijaxError, match=next(iter(bad))):
+        chromatin.simulate(**bad)
+
+
+def _fit(sim, unknowns, eps_steps, steps=400, lr=5e-2, derivatives=None):
+    grid = sim.grid
+    derivatives = derivatives or mj.Mollifier(grid, eps_steps * grid.spacing[0], boundary="periodic")
+    problem = mj.Problem(grid, chromatin.residuals, data=sim.data, derivatives=derivatives)
+    result = mj.fit(problem, unknowns, mj.default_optimiser(steps, lr), steps=steps,
+                    chunk=steps // 2, progress=False)
+    assert result.status == mj.Status.completed
+    return result.values["lam"]
+
+
+def test_constant_lambda_from_clean_data():
+    sim = chromatin.simulate(n=N, truth="constant")
+    lam = _fit(sim, {"lam": mj.Constant(1.0, "positive")}, 5)
+    assert abs(float(lam) - 1.5) / 1.5 < 0.01, lam  # measured 7.4e-4
+
+
+def test_smooth_lambda_from_clean_data(smooth):
+    unknowns = {"lam": mj.GridField(np.ones((N, N)), ("x", "y"), "positive")}
+    lam = _fit(smooth, unknowns, 5)
+    err = _rel(lam, smooth.truth["lam"])
+    assert err < 0.02, err  # measured 0.0094; the starting guess lambda = 1 is at 0.36
+    # with no regulariser the fit is the pointwise least-squares solution
+    pointwise = _pointwise(smooth, mj.Mollifier(smooth.grid, 5 * smooth.grid.spacing[0],
+                                                boundary="periodic"))
+    assert _rel(lam, pointwise) < 1e-6  # measured 1.7e-9
+
+
+def test_mollification_beats_finite_differences_on_noisy_data():
+    sim = chromatin.simulate(n=N, truth="smooth", noise=0.03, seed=1)
+    unknowns = {"lam": mj.GridField(np.ones((N, N)), ("x", "y"), "positive")}
+    moll = _rel(_fit(sim, unknowns, 5), sim.truth["lam"])
+    fd = _rel(_pointwise(sim, mj.FiniteDifference(sim.grid, boundary="periodic")), sim.truth["lam"])
+    assert moll < 0.025, moll  # measured 0.012
+    assert fd > 0.2, fd  # measured 0.29
+    assert moll < 0.1 * fd
+
+
+def test_microscopy_images_blur_and_count_noise():
+    clean = chromatin.simulate(n=N, truth="lognormal", psf_sigma=0.3)
+    blurred = clean.data["phi_d"]
+    # a Gaussian PSF keeps the mean and damps every Fourier mode by exp(-k^2 sigma^2 / 2)
+    np.testing.assert_allclose(blurred.mean(), clean.clean["phi_d"].mean(), rtol=1e-12)
+    assert blurred.std() < clean.clean["phi_d"].std()
+    noisy = chromatin.simulate(n=N, truth="lognormal", psf_sigma=0.3, photons=400, read_noise=2,
+                               seed=3)
+    f = clean.clean["phi_d"]
+    scale = (f.max() - f.min()) / 400
+    counts = (blurred - f.min()) / scale
+    # Poisson plus read noise: variance in counts = expected counts + read_noise^2
+    z = (noisy.data["phi_d"] - blurred) / scale / np.sqrt(counts + 4)
+    assert abs(z.std() - 1) < 0.05 and abs(z.mean()) < 0.05  # measured 1.005, 0.004
+
+
+def test_lambda_from_microscopy_images():
+    sim = chromatin.simulate(n=64, truth="lognormal", psf_sigma=0.2, photons=1000, read_noise=2,
+                             seed=2)
+    eps = 6 * sim.grid.spacing[0]
+    moll = _rel(_pointwise(sim, mj.Mollifier(sim.grid, eps, boundary="periodic")), sim.truth["lam"])
+    fd = _rel(_pointwise(sim, mj.FiniteDifference(sim.grid, boundary="periodic")), sim.truth["lam"])
+    assert moll < 0.06, moll  # measured 0.040
+    assert fd > 1.0, fd  # measured 1.9
+    assert "chromatin" in problems.names()
