@@ -127,3 +127,14 @@ def test_lambda_from_microscopy_images():
     assert moll < 0.06, moll  # measured 0.040
     assert fd > 1.0, fd  # measured 1.9
     assert "chromatin" in problems.names()
+
+
+@pytest.mark.parametrize("config, tol", [("chromatin_small.toml", 0.015),
+                                         ("chromatin_microscopy_small.toml", 0.05)])
+def test_small_configs_through_cli(tmp_path, config, tol):
+    from _runs import run_cli
+
+    metrics = run_cli(config, tmp_path)
+    err = metrics["errors"]["lam"]
+    assert err["rel_l2"] < tol, err  # measured 0.0095 (clean) and 0.033 (microscopy)
+    assert err["rel_l2"] < 0.15 * metrics["initial_errors"]["lam"]["rel_l2"]

@@ -100,3 +100,12 @@ def test_diffusivity_recovered_from_noisy_data():
     assert err["rel_l2"] < 0.14, err  # measured 0.102 (start 0.24)
     assert err["corr"] > 0.9, err
     assert err["rel_l2"] < 0.6 * start
+
+
+def test_small_config_through_cli(tmp_path):
+    from _runs import run_cli
+
+    metrics = run_cli("heat2d_small.toml", tmp_path)
+    err, start = metrics["errors"]["D"], metrics["initial_errors"]["D"]["rel_l2"]
+    assert err["rel_l2"] < 0.11, err  # measured 0.081 on 25x25x13 after 300 steps
+    assert err["rel_l2"] < 0.4 * start
