@@ -180,17 +180,18 @@ def _separable_fft(u, taps, modes, halo, widths):
     spectrum = jnp.fft.rfftn(padded, axes=tuple(range(d)))
     outs = []
     for t in taps:
-        symbol = None
+        cdtype = spectrum.dtype
+        # multiply by the 1-D symbols one axis at a time (XLA fuses the products): their
+        # outer product would be a grid-sized constant baked into the compiled program
+        product = spectrum
         for a in range(d):
             s = _transfer(t[a], sizes[a], real=(a == d - 1))
             shape = [1] * d
             shape[a] = s.size
-            s = s.reshape(shape)
-            symbol = s if symbol is None else symbol * s
-        cdtype = spectrum.dtype
+            product = product * jnp.asarray(s.reshape(shape), cdtype)
         # one inverse transform per output: batched multi-channel inverse FFTs inside
         # value_and_grad have crashed some jaxlib CPU builds
-        v = jnp.fft.irfftn(spectrum * jnp.asarray(symbol, cdtype), s=sizes, axes=tuple(range(d)))
+        v = jnp.fft.irfftn(product, s=sizes, axes=tuple(range(d)))
         v = v.astype(u.dtype)
         for a in range(d):
             if modes[a] == "valid":
