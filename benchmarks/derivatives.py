@@ -32,7 +32,7 @@ above 2; PrecisionWarnings are silenced here because only cost is measured.
 Part 2 (crossover). On a 256^2 grid, the Laplacian (two outputs, `xx` and `yy`) by the direct
 and FFT paths for kernel half-widths 2..64 steps, forward and `value_and_grad` of its sum of
 squares, in float64 and float32: where does FFT become cheaper? `Mollifier(method="auto")`
-switches to FFT above `_FFT_THRESHOLD` steps. A third column times a prototype direct path
+now always picks FFT (this crossover is what decided it). A third column times a prototype direct path
 ("shifted": fused shifted slices with an explicit transpose, `laplacian_shifted`) against
 the same FFT, to show how much of the crossover is owed to `lax.conv_general_dilated`.
 """
@@ -58,7 +58,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
 import mollijax as mj  # noqa: E402
-from mollijax._differentiators import _FFT_THRESHOLD  # noqa: E402
 
 ORDERS = (1, 2, 4)
 GRIDS = ((1_000,), (10_000,), (100_000,), (64, 64), (128, 128), (256, 256))
@@ -413,8 +412,7 @@ def report(payload: dict) -> str:
                 out.append(f"- {dtype} {kind}: FFT faster than direct from M = "
                            f"{crossover_point(cross, dtype, kind)}, than the shifted-slice "
                            f"prototype from M = {crossover_point(cross, dtype, kind, 'shifted')}")
-        out.append(f"- `_FFT_THRESHOLD` = {payload['fft_threshold']} (auto uses FFT for "
-                   f"M > threshold)")
+        out.append("- `method=\"auto\"` uses the FFT path at every width")
     return "\n".join(out)
 
 
@@ -445,7 +443,7 @@ def main(argv=None) -> dict:
                                                                  else argv),
         "machine": info, "quick": args.quick, "half_width": HALF_WIDTH,
         "network": {"width": WIDTH, "depth": DEPTH, "activation": "tanh", "dtype": "float64"},
-        "fft_threshold": _FFT_THRESHOLD, "methods": methods, "crossover": crossover,
+        "methods": methods, "crossover": crossover,
         "wall_s": time.perf_counter() - t0,
     }
     text = report(payload)

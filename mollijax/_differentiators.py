@@ -44,8 +44,6 @@ OutputValues = Float[Array, "*output"]
 
 # Relative round-off level above which a PrecisionWarning is raised.
 _PRECISION_TOLERANCE = 1e-2
-# Half-width (in grid steps) above which method="auto" picks the FFT path.
-_FFT_THRESHOLD = 16
 
 
 def evaluate(fn: PointFn, grid: Grid) -> FieldValues:
@@ -238,16 +236,9 @@ class _Separable(AbstractDifferentiator):
         )
 
     def _resolve_method(self, dtype) -> str:
-        if self.method != "auto":
-            return self.method
-        if jnp.dtype(dtype) == jnp.float32:
-            # XLA's CPU convolution is 6-100x slower than the FFT path in float32
-            # (benchmarks/derivatives.py, crossover table)
-            return "fft"
-        widest = max(
-            (self.taps(a, 0).size - 1) // 2 for a in range(self.grid.ndim)
-        )
-        return "fft" if widest > _FFT_THRESHOLD else "direct"
+        # "auto" is the FFT path: inside a loss (reverse mode) it is 2-200x faster than the
+        # direct path at every width measured, in float32 and float64 (docs/design.md, 7)
+        return "fft" if self.method == "auto" else self.method
 
     def derivatives(
         self, u: FieldLike | PointFn, alphas: Sequence[MultiIndexLike]
@@ -299,8 +290,9 @@ class Mollifier(_Separable):
       10x more than `Polynomial(6)` or `scheme="difference"` (see `docs/design.md`).
     - `boundary`: `"odd"` (default), `"even"`, `"periodic"`, `"linear"`, `"zero"` or
       `"valid"`; one value or one per axis. See `docs/design.md`.
-    - `method`: `"direct"`, `"fft"` or `"auto"` (FFT in float32, and in float64 once the
-      kernel exceeds 16 steps).
+    - `method`: `"fft"` (what `"auto"`, the default, picks) or `"direct"` (a sum of shifted
+      slices per axis: the fastest forward evaluation for narrow kernels, but slow under
+      reverse-mode differentiation).
     - `scheme`: `"corrected"` (default), `"difference"` (central differences of the
       mollified field) or `"sampled"` (raw analytic samples, for comparison only).
 
