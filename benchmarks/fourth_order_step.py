@@ -33,7 +33,8 @@ discretisation.
 Measured per method and grid: compile time (lower + compile), XLA's memory analysis of the
 compiled step (argument + output + temp bytes), and the run time of one step: rounds of
 repeated calls, interleaved across methods within each round (the machine may be shared and
-drift), median over rounds. Everything is reported as ratios to the data-only step and
+drift; each method gets one untimed call before its timed calls in a round), median over
+rounds. Everything is reported as ratios to the data-only step and
 between methods, from the same run.
 
 Float32 is the default (what users train in). With float32 and a 4th-order mollified
@@ -168,10 +169,14 @@ def bench_grid(n: int, methods, rounds: int, reps: int, budget: float):
               f"{C.fmt_seconds(first)}, XLA memory {C.fmt_bytes(entries[method]['memory']['peak'])}"
               f"{', PrecisionWarning' if precision else ''}", flush=True)
 
-    # interleaved timing: every round times every method `k` calls, slow methods fewer
+    # interleaved timing: each round gives every method one untimed call (so that it does not
+    # pay for the previous method's cache and allocator state), then times `k` calls; `k` is
+    # sized from the method's previous samples so that slow methods get fewer calls
     for _ in range(rounds):
         for method, e in entries.items():
-            k = max(1, min(reps, int(budget / max(e["first"], 1e-4))))
+            C.block(e["compiled"](*e["args"]))
+            typical = np.median(e["samples"]) if e["samples"] else e["first"]
+            k = max(1, min(reps, int(budget / max(typical, 1e-4))))
             t0 = time.perf_counter()
             for _ in range(k):
                 C.block(e["compiled"](*e["args"]))
