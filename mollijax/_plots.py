@@ -1,6 +1,6 @@
 """PNG figures of a run: recovered unknowns against their truth, and the loss curves.
 
-Uses matplotlib's Agg backend (no display needed). 1-D unknowns are line plots (truth,
+Draws on standalone matplotlib figures (no display, no pyplot state). 1-D unknowns are line plots (truth,
 recovery, and their difference); 2-D unknowns are images (truth, recovery, error map).
 """
 
@@ -15,13 +15,12 @@ import numpy as np
 from ._grid import Grid
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    """A figure that is not registered with pyplot: drawing files never changes the
+    interactive backend (so the CLI can run inside Jupyter with inline plots)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def plot_unknown(
@@ -32,10 +31,10 @@ def plot_unknown(
     estimate = np.asarray(estimate)
     if estimate.ndim not in (1, 2):
         return None
-    plt = _pyplot()
     coords = [grid.coords(a) for a in axes]
     if estimate.ndim == 1:
-        fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+        fig = _figure(figsize=(6, 5))
+        top, bottom = fig.subplots(2, 1, sharex=True)
         if truth is not None:
             top.plot(coords[0], truth, "k-", label="truth")
             bottom.plot(coords[0], estimate - truth, "r-")
@@ -48,7 +47,8 @@ def plot_unknown(
         panels = [("recovered", estimate)]
         if truth is not None:
             panels = [("truth", truth), *panels, ("error", estimate - truth)]
-        fig, ax = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+        fig = _figure(figsize=(4.2 * len(panels), 3.6))
+        ax = fig.subplots(1, len(panels), squeeze=False)
         extent = [coords[1][0], coords[1][-1], coords[0][0], coords[0][-1]]
         lo = min(float(np.min(p)) for t, p in panels if t != "error")
         hi = max(float(np.max(p)) for t, p in panels if t != "error")
@@ -64,14 +64,13 @@ def plot_unknown(
     fig.tight_layout()
     path = pathlib.Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def plot_losses(history: Mapping[str, np.ndarray], path: str | os.PathLike) -> pathlib.Path:
     """Every loss term (and the weighted total) against the step, on a log scale."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = _figure(figsize=(6, 4))
+    ax = fig.subplots()
     for name, values in sorted(history.items()):
         values = np.asarray(values)
         if values.size and np.all(values >= 0):
@@ -83,5 +82,4 @@ def plot_losses(history: Mapping[str, np.ndarray], path: str | os.PathLike) -> p
     fig.tight_layout()
     path = pathlib.Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
