@@ -1,5 +1,12 @@
 """mollijax: inverse PDE problems in JAX with mollified derivatives."""
 
+from ._batch import (
+    BatchResult as BatchResult,
+    fit_batch as fit_batch,
+    list_stack as list_stack,
+    load_stack as load_stack,
+    run_batch as run_batch,
+)
 from ._differentiators import (
     AbstractDifferentiator as AbstractDifferentiator,
     Autodiff as Autodiff,
@@ -44,6 +51,14 @@ from ._networks import (
 )
 from ._problem import Condition as Condition, Problem as Problem, Regulariser as Regulariser
 from ._scope import PointField as PointField, Scope as Scope, UnknownFieldError as UnknownFieldError
+from ._sharding import (
+    Sharded as Sharded,
+    batch_mesh as batch_mesh,
+    evaluate_grid_tiled as evaluate_grid_tiled,
+    evaluate_tiled as evaluate_tiled,
+    shard_stack as shard_stack,
+    sharded_derivatives as sharded_derivatives,
+)
 from ._taps import mollifier_taps as mollifier_taps
 
 __version__ = "0.1.0"

@@ -80,6 +80,8 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
 
     out = pathlib.Path(out or config.output.dir or f"runs/{config.problem}")
     out.mkdir(parents=True, exist_ok=True)
+    if config.batch.stack:
+        return run_batch_config(config, out, progress=progress)
     start = time.perf_counter()
     module, sim, problem, fields = prepare(config)
     initial = initial_values(fields, sim.grid)
@@ -120,6 +122,51 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
     return metrics
 
 
+def run_batch_config(config, out: pathlib.Path, *, progress: bool = True) -> dict:
+    """The `[batch]` branch of `run`: one fit per item of a stack, sharded over devices."""
+    import jax
+    import numpy as np
+
+    b = config.batch
+    if b.devices > 1:
+        # on CPU, host devices must be requested before the backend starts; once it has
+        # started (e.g. inside a notebook) the devices that exist are used
+        try:
+            jax.config.update("jax_num_cpu_devices", b.devices)
+        except RuntimeError:
+            pass
+    from ._batch import run_batch
+
+    start = time.perf_counter()
+    module, sim, problem, fields = prepare(config)
+    field = b.field or module.STATE[0]
+    if field not in problem.data and field not in problem.known:
+        raise SystemExit(
+            f"{config.source}: [batch] field {field!r} is not a data or known field of "
+            f"{config.problem!r}; expected one of {sorted(problem.data) + sorted(problem.known)}."
+        )
+    opt = config.optimiser
+    result = run_batch(
+        problem, fields, b.stack, field=field, devices=b.devices or None,
+        optimiser=_optimiser(opt), steps=opt.steps, chunk=opt.chunk,
+        dtype=np.dtype(b.dtype), key=b.key or None, output=out / "batch_result.mjx",
+    )
+    metrics = {
+        "problem": config.problem,
+        "batch": len(result.status),
+        "status": [getattr(s, "value", str(s)) for s in result.status],
+        "steps": [int(s) for s in result.steps],
+        "final_loss": [float(v) for v in result.final_loss],
+        "wall_time": time.perf_counter() - start,
+        "devices": b.devices or 1,
+        "config": config.to_dict(),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    if progress:
+        print(result.summary())
+    return metrics
+
+
 def summary(metrics: dict) -> str:
     """A few readable lines from a metrics dict."""
     lines = [
@@ -154,6 +201,8 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"mollijax run: {config.problem} from {config.source} -> {out}")
     metrics = run(config, out, resume=args.resume, progress=not args.quiet)
+    if "batch" in metrics:  # one status per item; the summary was printed by the batch run
+        return 0 if all(s == "completed" for s in metrics["status"]) else 1
     if not args.quiet:
         print(summary(metrics))
     return 0 if metrics["status"] == "completed" else 1

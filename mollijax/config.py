@@ -112,6 +112,24 @@ class OptimiserConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class BatchConfig:
+    """Fit one problem per item of a stack (`mollijax.fit_batch`).
+
+    `stack` is a folder of images or `.npy` files, or one `.npy`/`.npz` file (`key` names the
+    array in an `.npz`), with a leading batch axis; `field` is the data field every item
+    replaces (default: the problem's first observed field). `devices` splits the batch over
+    that many devices (on CPU, host devices are created as needed); `dtype` is "float32" or
+    "float64". An empty `stack` means no batch run.
+    """
+
+    stack: str = _f("", (str,))
+    field: str = _f("", (str,))
+    key: str = _f("", (str,))
+    devices: int = _f(0, (int,))
+    dtype: str = _f("float64", (str,), ("float32", "float64"))
+
+
+@dataclasses.dataclass(frozen=True)
 class OutputConfig:
     dir: str | None = _f(None, (str,))
 
@@ -130,6 +148,7 @@ class Config:
     weights: dict[str, float]
     optimiser: OptimiserConfig
     output: OutputConfig
+    batch: BatchConfig = dataclasses.field(default_factory=BatchConfig)
     source: str = "<memory>"
 
     def to_dict(self) -> dict:
@@ -141,7 +160,7 @@ class Config:
 
 
 _TABLES = ("problem", "data", "derivatives", "unknowns", "state", "regularisers", "weights",
-           "optimiser", "output")
+           "optimiser", "output", "batch")
 
 
 def _type_name(types: tuple) -> str:
@@ -253,6 +272,7 @@ def from_dict(raw: Mapping[str, Any], source: str = "<memory>") -> Config:
         weights=_numbers(raw.get("weights", {}), "weights", source),
         optimiser=_section(OptimiserConfig, raw.get("optimiser", {}), "optimiser", source),
         output=_section(OutputConfig, raw.get("output", {}), "output", source),
+        batch=_section(BatchConfig, raw.get("batch", {}), "batch", source),
         source=source,
     )
 
