@@ -72,6 +72,10 @@ def pad_axis(u: jax.Array, axis: int, left: int, right: int, mode: str) -> jax.A
     raise MollijaxError(f"Cannot pad with boundary {mode!r}.")
 
 
+# Above this many taps the direct correlation loops instead of unrolling one slice per tap.
+_UNROLL_LIMIT = 65
+
+
 def correlate_axis(u: jax.Array, taps: np.ndarray, axis: int) -> jax.Array:
     """`out_i = sum_j taps[j] u_{i+j}` along `axis`, 'valid' (length `n - len(taps) + 1`).
 
@@ -83,6 +87,15 @@ def correlate_axis(u: jax.Array, taps: np.ndarray, axis: int) -> jax.Array:
     if taps.size == 1:
         return u * jnp.asarray(taps[0], u.dtype)
     n_out = u.shape[axis] - taps.size + 1
+    if taps.size > _UNROLL_LIMIT:
+        # wide kernels: a loop over the taps keeps compile time independent of their number
+        coeffs = jnp.asarray(taps, u.dtype)
+
+        def add_tap(acc, j):
+            return acc + coeffs[j] * jax.lax.dynamic_slice_in_dim(u, j, n_out, axis=axis), None
+
+        zero = jnp.zeros_like(jax.lax.slice_in_dim(u, 0, n_out, axis=axis))
+        return jax.lax.scan(add_tap, zero, jnp.arange(taps.size))[0]
     out = None
     for j, c in enumerate(taps):
         if c == 0.0:
