@@ -326,7 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     theory_p.add_argument("--quiet", action="store_true")
     theory_p.set_defaults(func=_theory)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    from ._errors import MollijaxError
+
+    try:
+        return int(args.func(args))
+    except MollijaxError as e:  # bad input: a clear message, not a traceback
+        print(f"mollijax {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -58,3 +58,11 @@ def test_builtin_default_runs_without_config_files(tmp_path, monkeypatch):
     assert cli.main(["run", "--problem", "forcing", "--steps", "50", "--quiet"]) == 0
     metrics = json.loads((tmp_path / "runs" / "forcing" / "metrics.json").read_text())
     assert metrics["config"]["source"] == "<default forcing>" and metrics["steps"] == 50
+
+
+def test_bad_config_is_a_clear_message_not_a_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[problem]\nname = "heat1d"\n[optimiser]\nlr = 0.1\n')
+    assert cli.main(["run", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml: [optimiser] unknown key 'lr'" in err and "Traceback" not in err
