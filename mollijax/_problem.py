@@ -353,7 +353,8 @@ class Problem(eqx.Module):
                 if name in self.data and name not in self.complete:
                     raise MollijaxError(
                         f"Field {name!r} is used as data directly, but its data has masked "
-                        "(missing) nodes; represent it by an unknown (e.g. a NetworkField)."
+                        "(missing) nodes; represent it by an unknown fitted to the observed nodes (e.g. a "
+                        "NetworkField; in a config, [state] representation = \"mlp\")."
                     )
                 if mode == "grid":
                     return arr

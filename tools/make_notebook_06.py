@@ -169,9 +169,13 @@ name the array inside the archive.
 
 Every check happens when the data are loaded, before anything is compiled, and the error names the
 field, what was expected and what was found. All of them are `mollijax.MollijaxError`s."""),
-    ("code", """def try_run(config):
+    ("code", """from mollijax.config import load_config
+
+def try_run(config):
+    # the Python API behind `mollijax run` raises the error; the command line prints the same
+    # message on one line and exits with status 2
     try:
-        cli.main(["run", str(config), "--out", str(work / "bad"), "--quiet"])
+        cli.run(load_config(config), work / "bad", progress=False)
     except mj.MollijaxError as e:
         print(f"{type(e).__name__}: {e}".replace(str(work), "<work>"))
     else:
