@@ -249,3 +249,16 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
     with open(path, "w") as f:
         json.dump(payload, f, indent=1, default=default)
         f.write("\n")
+
+
+def finish_report(args, info: dict, rows: list, text: str, wall: float) -> None:
+    """Print a finished table and write `--json` / `--markdown` outputs if requested."""
+    print()
+    print(text)
+    print(f"\nTotal wall time {wall:.0f} s")
+    if args.json:
+        write_json(args.json, {"machine": info, "quick": args.quick, "wall_s": wall,
+                               "rows": rows})
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text + "\n")

@@ -202,17 +202,7 @@ def main(argv=None):
         rows += equal_rows(name, noises, steps, args.lr, args.rounds, args.budget, args.quick)
         if args.json:  # partial results survive an interrupted run
             C.write_json(args.json, {"partial": True, "rows": rows})
-    wall = time.perf_counter() - t0
-    text = report(rows)
-    print()
-    print(text)
-    print(f"\nTotal wall time {wall:.0f} s")
-    if args.json:
-        C.write_json(args.json, {"machine": info, "quick": args.quick, "wall_s": wall,
-                                 "rows": rows})
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text + "\n")
+    C.finish_report(args, info, rows, report(rows), time.perf_counter() - t0)
 
 
 if __name__ == "__main__":

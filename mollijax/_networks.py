@@ -14,6 +14,12 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 
+def _fourier_embedding(frequencies, x):
+    """`[cos(2 pi B x), sin(2 pi B x)]` with the frequencies `B` held fixed."""
+    z = 2 * jnp.pi * jax.lax.stop_gradient(frequencies) @ x
+    return jnp.concatenate([jnp.cos(z), jnp.sin(z)])
+
+
 class MLP(eqx.Module):
     """A plain multilayer perceptron `R^in_size -> R` with `tanh` activations."""
 
@@ -59,8 +65,7 @@ class FourierMLP(eqx.Module):
         self.net = eqx.nn.MLP(2 * features, "scalar", width, depth, activation=jnp.tanh, key=kn)
 
     def __call__(self, x: Float[Array, " in_size"]) -> Float[Array, ""]:
-        z = 2 * jnp.pi * jax.lax.stop_gradient(self.frequencies) @ x
-        return self.net(jnp.concatenate([jnp.cos(z), jnp.sin(z)]))
+        return self.net(_fourier_embedding(self.frequencies, x))
 
 
 class _PirateBlock(eqx.Module):
@@ -120,8 +125,7 @@ class PirateNet(eqx.Module):
         self.head = eqx.nn.Linear(width, "scalar", key=keys[4])
 
     def __call__(self, x: Float[Array, " in_size"]) -> Float[Array, ""]:
-        z = 2 * jnp.pi * jax.lax.stop_gradient(self.frequencies) @ x
-        phi = jnp.concatenate([jnp.cos(z), jnp.sin(z)])
+        phi = _fourier_embedding(self.frequencies, x)
         u, v = jnp.tanh(self.gate_u(phi)), jnp.tanh(self.gate_v(phi))
         h = jnp.tanh(self.embed(phi))
         for block in self.blocks:
