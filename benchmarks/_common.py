@@ -262,3 +262,23 @@ def finish_report(args, info: dict, rows: list, text: str, wall: float) -> None:
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(text + "\n")
+
+
+def make_train_step(static_unknowns, problem_static, optimiser):
+    """One plain training step `(params, opt_state, problem_arrays) -> (params, opt_state,
+    loss)` of a partitioned `Problem` and unknowns: what the benchmarks time and compile."""
+    import equinox as eqx
+    import jax
+    import optax
+
+    def step(params, opt_state, problem_arrays):
+        prob = eqx.combine(problem_arrays, problem_static)
+
+        def loss(p):
+            return prob.total(prob.loss_terms(eqx.combine(p, static_unknowns)))
+
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, opt_state = optimiser.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return step

@@ -121,20 +121,6 @@ def make_problem(method: str, grid: mj.Grid, target, source):
     raise ValueError(method)
 
 
-def make_step(problem, static_unknowns, problem_static, optimiser):
-    def step(params, opt_state, problem_arrays):
-        prob = eqx.combine(problem_arrays, problem_static)
-
-        def loss(p):
-            return prob.total(prob.loss_terms(eqx.combine(p, static_unknowns)))
-
-        value, grads = jax.value_and_grad(loss)(params)
-        updates, opt_state = optimiser.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
-    return step
-
-
 def bench_grid(n: int, methods, rounds: int, reps: int, budget: float):
     grid = mj.Grid.from_bounds((n, n), (0.0, 0.0), (1.0, 1.0), axes=("x", "y"))
     x, y = grid.mesh()
@@ -151,7 +137,7 @@ def bench_grid(n: int, methods, rounds: int, reps: int, budget: float):
         problem = make_problem(method, grid, target, source)
         problem.check(unknowns)
         parr, pstat = eqx.partition(problem, eqx.is_array)
-        step = make_step(problem, static_u, pstat, optimiser)
+        step = C.make_train_step(static_u, pstat, optimiser)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             compiled, t_lower, t_compile = C.compile_fn(step, params, opt_state, parr)

@@ -51,7 +51,6 @@ jax.config.update("jax_enable_x64", True)
 
 import equinox as eqx  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -160,20 +159,6 @@ def build_run(module, sim, arch: str, method: str, eps):
     return problem, fields
 
 
-def make_step(static_unknowns, problem_static, optimiser):
-    def step(params, opt_state, problem_arrays):
-        prob = eqx.combine(problem_arrays, problem_static)
-
-        def loss(p):
-            return prob.total(prob.loss_terms(eqx.combine(p, static_unknowns)))
-
-        value, grads = jax.value_and_grad(loss)(params)
-        updates, opt_state = optimiser.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
-    return step
-
-
 class Runner:
     """One compiled training step of (problem, architecture, method), reused for timing and
     for training at every noise level (the data are arguments, not constants)."""
@@ -187,7 +172,7 @@ class Runner:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", mj.PrecisionWarning)
             self.compiled, t_lower, t_compile = C.compile_fn(
-                make_step(self.static_u, self.pstat, optimiser), self.params, self.opt_state, parr)
+                C.make_train_step(self.static_u, self.pstat, optimiser), self.params, self.opt_state, parr)
         self.compile_s = t_lower + t_compile
         self.memory = C.xla_memory(self.compiled)
         self.args = (self.params, self.opt_state, parr)

@@ -25,6 +25,7 @@ from ._conv import canonical_boundary, separable_apply
 from ._errors import (
     DerivativeOrderError,
     DTypeError,
+    GridMismatchError,
     KernelTooWideError,
     MollijaxError,
     NonFiniteError,
@@ -70,8 +71,6 @@ def check_values(u, grid: Grid, name: str = "u") -> jax.Array:
     if not hasattr(u, "shape"):
         u = np.asarray(u)
     if len(u.shape) != grid.ndim:
-        from ._errors import GridMismatchError
-
         raise GridMismatchError(
             f"`{name}` must be a {grid.ndim}-D array of shape {grid.shape}, got {describe(u)}."
         )

@@ -325,9 +325,9 @@ class Problem(eqx.Module):
                     f"Condition {c.name!r} constrains {c.field!r}, which is not an unknown; "
                     f"unknowns are {sorted(unknowns)}."
                 )
-        valid = set(self.weights and dict(self.weights)) - {"data", "residual", "condition", "reg"}
+        named = set(dict(self.weights)) - {"data", "residual", "condition", "reg"}
         known_terms = set(self.term_names()) | {f"data:{n}" for n in self.data if n in unknowns}
-        for key in valid:
+        for key in named:
             if key not in known_terms:
                 raise MollijaxError(
                     f"`weights` names {key!r}, which is not a loss term; terms are "
