@@ -28,6 +28,7 @@ from ._errors import (
     NonUniformGridError as NonUniformGridError,
     PrecisionWarning as PrecisionWarning,
 )
+from ._evolution import Evolution as Evolution
 from ._fields import (
     AbstractField as AbstractField,
     Constant as Constant,

@@ -351,6 +351,7 @@ def fit_batch(
         )
     dtype = _float_dtype(dtype)
     data, known, size = _check_stack(problem, data_stack)
+    problem = problem.prepare(unknowns)  # substeps of an Evolution, from the shared initial guess
     template, params, static = _stack_unknowns(unknowns, size)
     problem.check(template)
     optimiser = default_optimiser(steps) if optimiser is None else optimiser

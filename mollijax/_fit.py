@@ -225,6 +225,7 @@ def fit(
     """
     start = time.perf_counter()
     problem.check(unknowns)
+    problem = problem.prepare(unknowns)
     if steps < 0 or chunk < 1:
         raise MollijaxError(f"`steps` must be >= 0 and `chunk` >= 1, got {steps}, {chunk}.")
     if adaptive not in (None, "gradnorm"):
@@ -312,7 +313,7 @@ def fit(
     save(status)
     trained = eqx.combine(params, static)
     values = {k: np.asarray(f.on_subgrid(problem.grid)) for k, f in trained.items()}
-    fields = {k: np.asarray(f.on_grid(problem.grid)) for k, f in trained.items()}
+    fields = {k: np.asarray(v) for k, v in problem.grid_values(trained).items()}
     return FitResult(
         unknowns=trained,
         values=values,

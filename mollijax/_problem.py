@@ -23,6 +23,7 @@ from jaxtyping import Array, Float
 
 from ._differentiators import AbstractDifferentiator, Mollifier
 from ._errors import GridMismatchError, MollijaxError, NonFiniteError, describe
+from ._evolution import Evolution, integrate, stable_substeps, with_substeps
 from ._fields import AbstractField, check_axes
 from ._grid import Grid
 from ._scope import PointField, Scope, UnknownFieldError
@@ -165,6 +166,9 @@ class Problem(eqx.Module):
       on every axis), or `"autodiff"` / `"taylor"` to differentiate network fields pointwise.
     - `margin`: nodes dropped from each end of every axis in the residual terms (default:
       the differentiator's halo on non-periodic axes, where padding biases derivatives).
+    - `evolution`: an `Evolution`: the fields it names are not fitted freely but integrated
+      in time from their initial values (their unknowns live on the spatial axes), so their
+      PDE holds by construction; their data terms then fit the whole evolution.
     """
 
     grid: Grid = eqx.field(static=True)
@@ -178,6 +182,7 @@ class Problem(eqx.Module):
     derivatives: AbstractDifferentiator | str = eqx.field(static=True)
     margin: tuple[int, ...] = eqx.field(static=True)
     complete: tuple[str, ...] = eqx.field(static=True)
+    evolution: Evolution | None
 
     def __init__(
         self,
@@ -192,10 +197,13 @@ class Problem(eqx.Module):
         weights: Mapping[str, float] | None = None,
         derivatives: AbstractDifferentiator | str | None = None,
         margin: int | Sequence[int] | None = None,
+        evolution: Evolution | None = None,
     ):
         if not isinstance(grid, Grid):
             raise MollijaxError(f"`grid` must be a mollijax.Grid, got {type(grid).__name__}.")
         self.grid = grid
+        if residuals is None:
+            residuals = {}
         if callable(residuals):
             residuals = {"pde": residuals}
         if not isinstance(residuals, Mapping) or not all(callable(r) for r in residuals.values()):
@@ -268,6 +276,25 @@ class Problem(eqx.Module):
                 f"{derivatives.grid} vs {grid}."
             )
         self.derivatives = derivatives
+        if evolution is not None:
+            if not isinstance(evolution, Evolution):
+                raise MollijaxError(
+                    f"`evolution` must be a mollijax.Evolution, got {type(evolution).__name__}."
+                )
+            evolution.check_grid(grid)
+            if isinstance(derivatives, str):
+                raise MollijaxError(
+                    f"`evolution` needs grid derivatives for the residuals, not {derivatives!r}: "
+                    "the evolved fields exist only on the grid."
+                )
+            for name in evolution.names:
+                if name in known:
+                    raise MollijaxError(
+                        f"Field {name!r} is both evolved by `evolution` and `known`; pick one."
+                    )
+        self.evolution = evolution
+        if not self.residuals and evolution is None and not data:
+            raise MollijaxError("A Problem needs residuals, data or an evolution.")
         if margin is None:
             halo = getattr(derivatives, "halo", (0,) * grid.ndim)
             modes = getattr(derivatives, "boundary", ("",) * grid.ndim)
@@ -334,9 +361,30 @@ class Problem(eqx.Module):
                     f"{sorted(known_terms)}."
                 )
 
-    def grid_values(self, unknowns) -> dict[str, Array]:
-        """Every unknown evaluated on the full grid."""
-        return {name: f.on_grid(self.grid) for name, f in unknowns.items()}
+    def grid_values(self, unknowns, used: set | None = None) -> dict[str, Array]:
+        """Every unknown on the full grid (an evolved field: its integrated evolution)."""
+        values = {
+            name: f.on_grid(self.grid)
+            for name, f in unknowns.items()
+            if self.evolution is None or name not in self.evolution.names
+        }
+        if self.evolution is not None:
+            values.update(
+                integrate(self.evolution, self.grid, unknowns, self.known, self.conditions, used)
+            )
+        return values
+
+    def prepare(self, unknowns) -> Problem:
+        """This problem with every choice that depends on the initial unknowns made.
+
+        An `Evolution` with `substeps=None` gets its Runge-Kutta substeps from the stiffness
+        of its right-hand side at `unknowns` (`fit` calls this).
+        """
+        evo = self.evolution
+        if evo is None or evo.substeps is not None:
+            return self
+        n = stable_substeps(evo, self.grid, unknowns, self.known, self.conditions)
+        return eqx.tree_at(lambda p: p.evolution, self, with_substeps(evo, n))
 
     def _scope(self, unknowns, values) -> Scope:
         grid = self.grid
@@ -421,9 +469,10 @@ class Problem(eqx.Module):
         """
         self._check_unknowns(unknowns)
         used: set[str] = set()
+        prepared = self.prepare(unknowns)
 
         def run(u):
-            values = self.grid_values(u)
+            values = prepared.grid_values(u, used)
             scope = self._scope(u, values)
             for name, fn in self.residuals:
                 out = fn(scope)
@@ -437,10 +486,12 @@ class Problem(eqx.Module):
                             f"broadcast to the grid {self.grid.shape}."
                         ) from None
             used.update(scope.used)
-            return self.loss_terms(u)
+            return prepared.loss_terms(u)
 
         shapes = eqx.filter_eval_shape(run, unknowns)
         used |= {n for n in self.data if n in unknowns}
+        if self.evolution is not None:
+            used |= set(self.evolution.names)
         used |= {c.field for c in self.conditions}
         unused = sorted(set(unknowns) - used)
         if unused:
