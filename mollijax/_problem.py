@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._differentiators import AbstractDifferentiator, Mollifier
+from ._differentiators import AbstractDifferentiator, FiniteDifference, Mollifier
 from ._errors import GridMismatchError, MollijaxError, NonFiniteError, describe
 from ._evolution import Evolution, integrate, stable_substeps, with_substeps
 from ._fields import AbstractField, check_axes
@@ -66,7 +66,7 @@ class Condition(eqx.Module):
         self.value = jnp.asarray(value)
         self.name = name or f"{field}@{label}"
 
-    def select(self, values: Array, grid: Grid) -> Array:
+    def select(self, values: Array, grid: Grid) -> tuple[Array, Array | None]:
         if self.mask is not None:
             if self.mask.shape != grid.shape:
                 raise GridMismatchError(
@@ -151,7 +151,8 @@ class Problem(eqx.Module):
     **Arguments:**
 
     - `grid`: the `Grid`.
-    - `residuals`: a function `r(s) -> field` of a `Scope`, or a dict of named ones.
+    - `residuals`: a function `r(s) -> field` of a `Scope`, or a dict of named ones (`None`:
+      none, e.g. when an `evolution` makes the PDE hold by construction).
     - `data`: observed fields, `{name: array of grid shape}`. A name that is also an
       unknown gets a data-misfit term; a name that is not is used as the field itself
       (derivatives of the mollified data).
@@ -187,7 +188,7 @@ class Problem(eqx.Module):
     def __init__(
         self,
         grid: Grid,
-        residuals: Callable | Mapping[str, Callable],
+        residuals: Callable | Mapping[str, Callable] | None,
         data: Mapping[str, object] | None = None,
         *,
         masks: Mapping[str, object] | None = None,
@@ -257,7 +258,9 @@ class Problem(eqx.Module):
             regs.append((reg, float(w)))
         self.regularisers = tuple(regs)
         self.weights = tuple(sorted((str(k), float(v)) for k, v in (weights or {}).items()))
-        if derivatives is None:
+        if derivatives is None and not self.residuals:
+            derivatives = FiniteDifference(grid)  # nothing to mollify: no residuals
+        elif derivatives is None:
             derivatives = Mollifier(grid, tuple(4 * h for h in grid.spacing))
         if isinstance(derivatives, str):
             if derivatives not in POINT_MODES:

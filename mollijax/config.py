@@ -87,16 +87,19 @@ class UnknownConfig:
     features: int | None = _f(None, (int,))
     scale: float | None = _f(None, _NUMBER)
     blocks: int | None = _f(None, (int,))
+    output_scale: float | None = _f(None, _NUMBER)
 
 
 @dataclasses.dataclass(frozen=True)
 class StateConfig:
-    representation: str = _f("data", (str,), ("data", "mlp", "fourier", "pirate"))
+    representation: str = _f("data", (str,), ("data", "mlp", "fourier", "pirate", "evolve"))
     width: int | None = _f(None, (int,))
     depth: int | None = _f(None, (int,))
     features: int | None = _f(None, (int,))
     scale: float | None = _f(None, _NUMBER)
     blocks: int | None = _f(None, (int,))
+    accuracy: int | None = _f(None, (int,))
+    substeps: int | None = _f(None, (int,))
 
 
 @dataclasses.dataclass(frozen=True)

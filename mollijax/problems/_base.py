@@ -24,6 +24,7 @@ A ready problem is a module in `mollijax.problems` with
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 from collections.abc import Mapping, Sequence
 
@@ -32,6 +33,7 @@ import numpy as np
 from jaxtyping import PRNGKeyArray
 
 from .._differentiators import FiniteDifference, Mollifier
+from .._evolution import Evolution
 from .._eps import estimate_noise, suggest_eps
 from .._errors import MollijaxError
 from .._fit import FitResult
@@ -42,7 +44,8 @@ from .._networks import MLP, FourierMLP, PirateNet
 from .._problem import Condition, Problem, Regulariser
 
 REPRESENTATIONS = ("grid", "constant", "mlp", "fourier", "pirate")
-STATE_REPRESENTATIONS = ("data", "mlp", "fourier", "pirate")
+STATE_REPRESENTATIONS = ("data", "mlp", "fourier", "pirate", "evolve")
+EVOLVE_OPTIONS = ("accuracy", "substeps")
 DERIVATIVES = ("mollifier", "finite_difference", "autodiff", "taylor")
 KERNELS = ("bump", "polynomial", "gaussian")
 NETWORK_OPTIONS = ("width", "depth", "features", "scale", "blocks")
@@ -177,7 +180,8 @@ def make_unknown(
     """One unknown field from its representation `spec` over the problem's `hint`.
 
     `spec`/`hint` keys: `representation`, `axes`, `constraint` (`"free"`, `"positive"`, ... or
-    `["bounded", lo, hi]`), `init` (starting value), and network options.
+    `["bounded", lo, hi]`), `init` (starting value), network options, and `output_scale`
+    (the `NetworkField` multiplier of the network's output, default 1).
     """
     merged = {**dict(hint), **dict(spec)}
     axes = tuple(merged.get("axes", ()))
@@ -213,7 +217,9 @@ def make_unknown(
         shape = tuple(grid.shape[grid.axis_index(a)] for a in axes)
         return GridField(np.full(shape, float(init)), axes, constraint)
     net = make_network(rep, len(axes), key, merged)
-    return NetworkField(net, axes, constraint, init=float(init))
+    out_scale = merged.get("output_scale")
+    out_scale = 1.0 if out_scale is None else float(out_scale)
+    return NetworkField(net, axes, constraint, init=float(init), scale=out_scale)
 
 
 def make_regularisers(spec) -> list[tuple[Regulariser, float]]:
@@ -261,7 +267,10 @@ def build(
     - `state`: how observed fields enter the residuals: `"data"` (the data itself, so
       derivatives are those of the mollified data), or a network (`"mlp"`, `"fourier"`,
       `"pirate"`, or a dict with `representation` and network options) fitted to the data
-      by a `data:<field>` term.
+      by a `data:<field>` term, or `"evolve"` (problems with an `EVOLUTION`: the state is
+      integrated in time from fitted initial values, an `Evolution` with finite differences
+      of order `accuracy` (default 4) and `substeps` (default: from the stiffness); the
+      residuals then hold by construction and the data terms are the whole fit).
     - `unknowns`: `{name: spec}` overriding the module's `UNKNOWNS` hints; a spec is a
       representation name or a dict (`representation`, `constraint`, `init`, network
       options).
@@ -283,6 +292,9 @@ def build(
         raise ProblemSpecError(
             f"`state` representation {state_rep!r} is not one of {STATE_REPRESENTATIONS}."
         )
+    if state_rep == "evolve":
+        return _build_evolution(module, sim, state_spec, mode, unknowns, regularisers,
+                                weights, key)
     if mode != "grid" and state_rep == "data":
         raise ProblemSpecError(
             f"`derivatives={derivatives!r}` differentiates fields pointwise: the observed "
@@ -326,6 +338,65 @@ def build(
         regularisers=make_regularisers(regularisers),
         weights=weights,
         derivatives=diff,
+    )
+    return problem, fields
+
+
+@functools.lru_cache(maxsize=None)
+def _finite_differences(accuracy: int):
+    """One factory per order, so that fits of rebuilt problems reuse compiled code."""
+
+    def make(grid: Grid) -> FiniteDifference:
+        return FiniteDifference(grid, accuracy=accuracy)
+
+    return make
+
+
+def _build_evolution(module, sim, spec, mode, unknowns, regularisers, weights, key):
+    grid = sim.grid
+    if not hasattr(module, "EVOLUTION"):
+        raise ProblemSpecError(
+            f"Problem {module.NAME!r} has no evolution form u_t = F(u); use a state "
+            f"representation among {[r for r in STATE_REPRESENTATIONS if r != 'evolve']}."
+        )
+    if mode != "grid":
+        raise ProblemSpecError(
+            "The 'evolve' state exists only on the grid; use derivatives 'mollifier' or "
+            "'finite_difference', not pointwise ones."
+        )
+    extra = sorted(set(spec) - set(EVOLVE_OPTIONS))
+    if extra:
+        raise ProblemSpecError(
+            f"The 'evolve' state takes only {EVOLVE_OPTIONS}; got {extra}."
+        )
+    accuracy = int(spec.get("accuracy", 4))
+    given = dict(unknowns or {})
+    bad = sorted(set(given) - set(module.UNKNOWNS))
+    if bad:
+        raise ProblemSpecError(
+            f"Problem {module.NAME!r} has no unknown(s) {bad}; its unknowns are "
+            f"{sorted(module.UNKNOWNS)}."
+        )
+    keys = jax.random.split(key, len(module.UNKNOWNS))
+    fields: dict[str, AbstractField] = {}
+    for k, (name, hint) in zip(keys, module.UNKNOWNS.items(), strict=True):
+        fields[name] = make_unknown(name, _spec(given.get(name)), hint, grid, mode, k)
+    t = grid.axis_index("t")
+    space_axes = tuple(a for a in grid.axes if a != "t")
+    for name in module.EVOLUTION:
+        first = np.take(np.asarray(sim.data[name], dtype=np.float64), 0, axis=t)
+        if sim.masks and name in sim.masks:
+            first = np.where(np.take(sim.masks[name], 0, axis=t), first, 0.0)
+        fields[name] = GridField(np.nan_to_num(first), space_axes)
+    evolution = Evolution(
+        dict(module.EVOLUTION), time="t", substeps=spec.get("substeps"),
+        derivatives=_finite_differences(accuracy),
+    )
+    conditions = list(module.conditions(sim)) if hasattr(module, "conditions") else []
+    problem = Problem(
+        grid, None, data=sim.data, masks=sim.masks or None, known=sim.known,
+        conditions=[c for c in conditions if c.field in fields],
+        regularisers=make_regularisers(regularisers), weights=weights, evolution=evolution,
     )
     return problem, fields
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .._grid import Grid
+from .._problem import Condition
 from ._base import Simulation, observe, pick_variant, resolve_params
 
 NAME = "heat1d"
@@ -98,3 +99,16 @@ def residual(s):
 
 
 residuals = {"pde": residual}
+
+
+def flux_divergence(s):
+    """(D u_x)_x: the time derivative of `u`, for the `evolve` state."""
+    return s.d(s.D * s.d(s.u, "x"), "x")
+
+
+EVOLUTION = {"u": flux_divergence}
+
+
+def conditions(sim: Simulation) -> list[Condition]:
+    """u(0, t) = u(1, t) = 0 (network and evolved states)."""
+    return [Condition("u", {"x": 0}, 0.0, "u(0)"), Condition("u", {"x": -1}, 0.0, "u(1)")]
