@@ -351,7 +351,8 @@ def fit_batch(
         )
     dtype = _float_dtype(dtype)
     data, known, size = _check_stack(problem, data_stack)
-    problem = problem.prepare(unknowns)  # substeps of an Evolution, from the shared initial guess
+    # an Evolution's substeps, from the (first) initial guess
+    problem = problem.prepare(unknowns if isinstance(unknowns, Mapping) else unknowns[0])
     template, params, static = _stack_unknowns(unknowns, size)
     problem.check(template)
     optimiser = default_optimiser(steps) if optimiser is None else optimiser

@@ -291,6 +291,12 @@ def fit(
                     f"diverged at step {done + 1}: the loss, gradients or parameters became "
                     f"NaN/inf; returning the last parameters with a finite loss (step {done})"
                 )
+                if problem.evolution is not None:
+                    message += (
+                        f". The evolution takes {problem.evolution.substeps} explicit Runge-Kutta "
+                        "substeps per time interval: coefficients that grew past their stability "
+                        "limit blow the state up; raise `substeps` (or `safety`) of the Evolution"
+                    )
                 break
             params, opt_state = new_params, new_state
             for k, v in hist.items():

@@ -194,3 +194,53 @@ def test_mollifier_in_the_right_hand_side_and_time_dependent_coefficient():
     dt = grid.spacing[1]
     steps = np.concatenate([[0.0], np.cumsum(1.0 + grid.coords("t")[:-1]) * dt])
     np.testing.assert_allclose(u[0], np.exp(-steps), rtol=1e-3)
+
+
+def _tiny():
+    grid, problem, unknowns = _sine_problem(21, 11, 1.0, None, 0.1)
+    x, t = grid.mesh()
+    data = np.exp(-0.2 * np.pi**2 * t) * np.sin(np.pi * x)  # D = 0.2
+    problem = mj.Problem(grid, None, data={"u": data}, evolution=problem.evolution,
+                         conditions=_dirichlet())
+    return problem, {"u": unknowns["u"], "D": mj.Constant(0.1, "positive")}
+
+
+ADAM = optax.adam(3e-2)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    problem, unknowns = _tiny()
+    full = mj.fit(problem, unknowns, ADAM, steps=40, chunk=20, progress=False)
+    ckpt = tmp_path / "run.ckpt"
+    mj.fit(problem, unknowns, ADAM, steps=20, chunk=20, checkpoint=ckpt, progress=False)
+    resumed = mj.fit(problem, unknowns, ADAM, steps=40, chunk=20, checkpoint=ckpt, resume=True,
+                     progress=False)
+    np.testing.assert_allclose(resumed.values["D"], full.values["D"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(resumed.fields["u"], full.fields["u"], rtol=0, atol=1e-12)
+    assert full.values["D"] > 0.11  # it moved towards the truth 0.2
+
+
+def test_batch_items_equal_individual_fits():
+    problem, unknowns = _tiny()
+    x, t = problem.grid.mesh()
+    stack = np.stack([np.exp(-d * np.pi**2 * t) * np.sin(np.pi * x) for d in (0.15, 0.25)])
+    batch = mj.fit_batch(problem, {"u": stack}, unknowns, ADAM, steps=30, chunk=30)
+    for i in range(2):
+        one = mj.Problem(problem.grid, None, data={"u": stack[i]}, evolution=problem.evolution,
+                         conditions=_dirichlet())
+        single = mj.fit(one, unknowns, ADAM, steps=30, chunk=30, progress=False)
+        np.testing.assert_allclose(batch.values["D"][i], single.values["D"], rtol=1e-10)
+
+
+def test_unstable_integration_stops_with_a_message():
+    # one substep is far below the stability limit of D = 3 on this grid: the state blows up,
+    # the fit stops as diverged, keeps the (finite) starting point and says what to raise
+    grid, _, unknowns = _sine_problem(21, 61, 1.0, 1, 3.0)
+    rough = np.random.default_rng(0).standard_normal(21)  # every mode, the unstable ones too
+    unknowns["u"] = mj.GridField(rough, "x")
+    problem = mj.Problem(grid, None, data={"u": np.zeros(grid.shape)},
+                         evolution=mj.Evolution(_diffusion, substeps=1), conditions=_dirichlet())
+    result = mj.fit(problem, unknowns, ADAM, steps=5, chunk=5, progress=False)
+    assert result.status == mj.Status.diverged and result.steps == 0
+    assert "substeps" in result.message
+    np.testing.assert_allclose(result.values["D"], 3.0)
