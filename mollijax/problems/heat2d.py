@@ -23,6 +23,7 @@ import numpy as np
 from jaxtyping import Float
 
 from .._grid import Grid
+from .._problem import Condition
 from ._base import ProblemSpecError, Simulation, observe, pick_variant, resolve_params
 
 NAME = "heat2d"
@@ -204,3 +205,17 @@ def residual(s):
 
 
 residuals = {"pde": residual}
+
+
+def flux_divergence(s):
+    """div(D grad u): the time derivative of `u`, for the `evolve` state."""
+    return s.d(s.D * s.d(s.u, "x"), "x") + s.d(s.D * s.d(s.u, "y"), "y")
+
+
+EVOLUTION = {"u": flux_divergence}
+
+
+def conditions(sim: Simulation) -> list[Condition]:
+    """u = 0 on the four sides of the square (network and evolved states)."""
+    return [Condition("u", {axis: i}, 0.0, f"u({axis}={end})")
+            for axis in ("x", "y") for i, end in ((0, 0), (-1, 1))]
