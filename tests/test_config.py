@@ -56,3 +56,14 @@ def test_numbers_accept_integers_and_missing_file():
     assert cfg.optimiser.learning_rate == 1.0 and isinstance(cfg.optimiser.learning_rate, float)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("no/such/file.toml")
+
+
+def test_evolve_configs_parse_and_bad_state_keys_are_named(tmp_path):
+    for name in ("heat1d_evolve", "heat1d_evolve_small"):
+        cfg = load_config(CONFIGS / f"{name}.toml")
+        assert cfg.state.representation == "evolve" and cfg.state.accuracy == 4
+        assert cfg.unknowns["D"].output_scale == 0.01
+    path = _write(tmp_path, '[problem]\nname = "heat1d"\n[state]\nrepresentation = "evolve"\n'
+                            'accuracy = "high"\n')
+    with pytest.raises(ConfigError, match=r"\[state\] key 'accuracy' must be a integer"):
+        load_config(path)
