@@ -18,7 +18,7 @@ The data misfit of the integrated state is then the whole fit: the output-error 
 likelihood, for Gaussian noise) estimator, whose derivatives are never taken of noisy data.
 Explicit steps are stable only for `tau |lambda| < 2.78`, `lambda` the largest eigenvalue of
 the Jacobian of `F`; `substeps=None` estimates `|lambda|` by power iteration at the initial
-unknowns and takes `safety` times the steps that need.
+unknowns and takes `safety` times the number of steps that requires.
 """
 
 from __future__ import annotations
@@ -79,7 +79,9 @@ class Evolution(eqx.Module):
         self.rhs = tuple((str(k), f) for k, f in rhs.items())
         self.time = str(time)
         if substeps is not None and (int(substeps) != substeps or substeps < 1):
-            raise MollijaxError(f"Evolution `substeps` must be a positive integer or None, got {substeps!r}.")
+            raise MollijaxError(
+                f"Evolution `substeps` must be a positive integer or None, got {substeps!r}."
+            )
         self.substeps = None if substeps is None else int(substeps)
         self.derivatives = derivatives
         if not safety >= 1.0:
@@ -97,7 +99,9 @@ class Evolution(eqx.Module):
                 f"Evolution time axis {self.time!r} is not an axis of the grid {grid.axes}."
             )
         if grid.ndim < 2:
-            raise MollijaxError("An Evolution needs a grid with a time axis and at least one spatial axis.")
+            raise MollijaxError(
+                "An Evolution needs a grid with a time axis and at least one spatial axis."
+            )
         self.differentiator(grid)
 
     def spatial_grid(self, grid: Grid) -> Grid:
@@ -137,6 +141,7 @@ def _pinned(conditions, name: str, grid: Grid, time: str):
     for c in conditions:
         if c.field != name or c.mask is not None or any(a == time for a, _ in c.index):
             continue
+        c.select(mask, grid)  # names an index out of range
         idx: list = [slice(None)] * grid.ndim
         for axis, i in c.index:
             idx[grid.axis_index(axis)] = i

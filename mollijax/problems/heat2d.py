@@ -24,7 +24,7 @@ from jaxtyping import Float
 
 from .._grid import Grid
 from .._problem import Condition
-from ._base import ProblemSpecError, Simulation, observe, pick_variant, resolve_params
+from ._base import ProblemSpecError, Simulation, observe, resolve_params
 
 NAME = "heat2d"
 DESCRIPTION = "2-D heat equation u_t = div(D grad u), recover D(x, y) from u(x, y, t)"
