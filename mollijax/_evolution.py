@@ -141,7 +141,7 @@ def _pinned(conditions, name: str, grid: Grid, time: str):
     for c in conditions:
         if c.field != name or c.mask is not None or any(a == time for a, _ in c.index):
             continue
-        c.select(mask, grid)  # names an index out of range
+        c.select(values, grid)  # names an index out of range
         idx: list = [slice(None)] * grid.ndim
         for axis, i in c.index:
             idx[grid.axis_index(axis)] = i

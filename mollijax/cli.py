@@ -91,12 +91,17 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
     result.save(out / "result.mjx")
     arrays = {k: np.asarray(v) for k, v in result.values.items()}
     arrays.update({f"{k}_truth": np.asarray(v) for k, v in sim.truth.items()})
+    evolved = problem.evolution.names if problem.evolution is not None else ()
+    # an evolved field's unknown is its initial profile; its integration is kept too
+    arrays.update({f"{k}_evolved": np.asarray(result.fields[k]) for k in evolved})
     np.savez(out / "fields.npz", **arrays)
     plots = []
     for name, values in result.values.items():
         axes = fields[name].axes
-        p = _plots.plot_unknown(name, axes, sim.grid, values, sim.truth.get(name),
-                                out / f"{name}.png")
+        truth = sim.truth.get(name)
+        if name in evolved and name in sim.clean:
+            truth = np.take(sim.clean[name], 0, axis=sim.grid.axis_index(problem.evolution.time))
+        p = _plots.plot_unknown(name, axes, sim.grid, values, truth, out / f"{name}.png")
         if p is not None:
             plots.append(p.name)
     if result.history:
@@ -113,6 +118,11 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
         "initial_errors": errors(initial, sim),
         "final_losses": {k: float(v[-1]) for k, v in result.history.items() if len(v)},
         "eps": list(eps) if isinstance(eps, tuple) else eps,
+        "evolution": None if problem.evolution is None else {
+            "fields": list(evolved),
+            "substeps": problem.prepare(fields).evolution.substeps,
+            "differentiator": repr(problem.evolution.differentiator(sim.grid)),
+        },
         "grid": {"shape": list(sim.grid.shape), "spacing": list(sim.grid.spacing),
                  "axes": list(sim.grid.axes)},
         "plots": plots,

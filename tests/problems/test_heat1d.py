@@ -50,3 +50,13 @@ def test_evolve_state_errors():
     forcing = problems.get("forcing")
     with pytest.raises(ProblemSpecError, match="no evolution form"):
         problems.build(forcing, forcing.simulate(), state="evolve")
+
+
+def test_evolved_run_records_its_integration(tmp_path):
+    metrics = run_cli("heat1d_evolve_small.toml", tmp_path, "--steps", "2")
+    assert metrics["evolution"]["fields"] == ["u"] and metrics["evolution"]["substeps"] >= 1
+    with np.load(tmp_path / "fields.npz") as fields:
+        assert fields["u_evolved"].shape == (41, 41)
+        # the initial profile is the unknown, except at the pinned ends (u = 0 exactly there)
+        np.testing.assert_allclose(fields["u_evolved"][1:-1, 0], fields["u"][1:-1])
+        np.testing.assert_array_equal(fields["u_evolved"][[0, -1]], 0.0)
