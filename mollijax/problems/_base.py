@@ -301,17 +301,8 @@ def build(
             f"fields {tuple(module.STATE)} need a network state ('mlp', 'fourier' or "
             "'pirate'), not 'data'."
         )
-    given = dict(unknowns or {})
-    extra = sorted(set(given) - set(module.UNKNOWNS))
-    if extra:
-        raise ProblemSpecError(
-            f"Problem {module.NAME!r} has no unknown(s) {extra}; its unknowns are "
-            f"{sorted(module.UNKNOWNS)}."
-        )
     keys = jax.random.split(key, len(module.UNKNOWNS) + len(module.STATE))
-    fields: dict[str, AbstractField] = {}
-    for k, (name, hint) in zip(keys, module.UNKNOWNS.items(), strict=False):
-        fields[name] = make_unknown(name, _spec(given.get(name)), hint, grid, mode, k)
+    fields = _coefficients(module, unknowns, grid, mode, keys)
     if state_rep != "data":
         for k, name in zip(keys[len(module.UNKNOWNS):], module.STATE, strict=True):
             spec = dict(state_spec, representation=state_rep, axes=grid.axes)
@@ -342,6 +333,21 @@ def build(
     return problem, fields
 
 
+def _coefficients(module, unknowns, grid, mode, keys) -> dict[str, AbstractField]:
+    """The module's `UNKNOWNS` as fields, from the user's `unknowns` specs (one key each)."""
+    given = dict(unknowns or {})
+    extra = sorted(set(given) - set(module.UNKNOWNS))
+    if extra:
+        raise ProblemSpecError(
+            f"Problem {module.NAME!r} has no unknown(s) {extra}; its unknowns are "
+            f"{sorted(module.UNKNOWNS)}."
+        )
+    return {
+        name: make_unknown(name, _spec(given.get(name)), hint, grid, mode, k)
+        for k, (name, hint) in zip(keys, module.UNKNOWNS.items(), strict=False)
+    }
+
+
 @functools.lru_cache(maxsize=None)
 def _finite_differences(accuracy: int):
     """One factory per order, so that fits of rebuilt problems reuse compiled code."""
@@ -370,17 +376,8 @@ def _build_evolution(module, sim, spec, mode, unknowns, regularisers, weights, k
             f"The 'evolve' state takes only {EVOLVE_OPTIONS}; got {extra}."
         )
     accuracy = int(spec.get("accuracy", 4))
-    given = dict(unknowns or {})
-    bad = sorted(set(given) - set(module.UNKNOWNS))
-    if bad:
-        raise ProblemSpecError(
-            f"Problem {module.NAME!r} has no unknown(s) {bad}; its unknowns are "
-            f"{sorted(module.UNKNOWNS)}."
-        )
     keys = jax.random.split(key, len(module.UNKNOWNS))
-    fields: dict[str, AbstractField] = {}
-    for k, (name, hint) in zip(keys, module.UNKNOWNS.items(), strict=True):
-        fields[name] = make_unknown(name, _spec(given.get(name)), hint, grid, mode, k)
+    fields = _coefficients(module, unknowns, grid, mode, keys)
     t = grid.axis_index("t")
     space_axes = tuple(a for a in grid.axes if a != "t")
     for name in module.EVOLUTION:
