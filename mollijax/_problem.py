@@ -387,7 +387,10 @@ class Problem(eqx.Module):
         if evo is None or evo.substeps is not None:
             return self
         n = stable_substeps(evo, self.grid, unknowns, self.known, self.conditions)
-        return eqx.tree_at(lambda p: p.evolution, self, with_substeps(evo, n))
+        return self._with_substeps(n)
+
+    def _with_substeps(self, n: int) -> Problem:
+        return eqx.tree_at(lambda p: p.evolution, self, with_substeps(self.evolution, n))
 
     def _scope(self, unknowns, values) -> Scope:
         grid = self.grid
@@ -472,7 +475,10 @@ class Problem(eqx.Module):
         """
         self._check_unknowns(unknowns)
         used: set[str] = set()
-        prepared = self.prepare(unknowns)
+        # shapes and names do not depend on the substeps: trace with one, so that checking
+        # does not run the stiffness estimate that `prepare` (in `fit`) runs
+        evo = self.evolution
+        prepared = self if evo is None or evo.substeps is not None else self._with_substeps(1)
 
         def run(u):
             values = prepared.grid_values(u, used)

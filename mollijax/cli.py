@@ -84,6 +84,7 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
         return run_batch_config(config, out, progress=progress)
     start = time.perf_counter()
     module, sim, problem, fields = prepare(config)
+    problem = problem.prepare(fields)  # once: fit and the metrics below reuse it
     initial = initial_values(fields, sim.grid)
     opt = config.optimiser
     result = fit(problem, fields, _optimiser(opt), steps=opt.steps, chunk=opt.chunk,
@@ -120,7 +121,7 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
         "eps": list(eps) if isinstance(eps, tuple) else eps,
         "evolution": None if problem.evolution is None else {
             "fields": list(evolved),
-            "substeps": problem.prepare(fields).evolution.substeps,
+            "substeps": problem.evolution.substeps,
             "differentiator": repr(problem.evolution.differentiator(sim.grid)),
         },
         "grid": {"shape": list(sim.grid.shape), "spacing": list(sim.grid.spacing),
