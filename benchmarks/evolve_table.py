@@ -29,24 +29,17 @@ import argparse
 import os
 import sys
 
-_CORE = 0
-for _i, _a in enumerate(sys.argv):
-    if _a == "--core" and _i + 1 < len(sys.argv):
-        _CORE = int(sys.argv[_i + 1])
-if hasattr(os, "sched_setaffinity"):
-    os.sched_setaffinity(0, {_CORE})
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "")
-    + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-).strip()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _one_core  # noqa: E402
+
+_one_core.pin(sys.argv)  # before jax is imported
 
 import dataclasses  # noqa: E402
 import pathlib  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C  # noqa: E402
 
