@@ -79,7 +79,8 @@ def test_conditions_hold_exactly_and_time_axis_may_come_first():
     # a zero initial profile with zero ends stays zero
     unknowns["u"] = mj.GridField(np.zeros_like(x), "x")
     flat = mj.Problem(grid, None, evolution=mj.Evolution(_diffusion, substeps=4),
-                      conditions=[mj.Condition("u", {"x": 0}, 0.0)], data={"u": np.zeros(grid.shape)})
+                      conditions=[mj.Condition("u", {"x": 0}, 0.0)],
+                      data={"u": np.zeros(grid.shape)})
     np.testing.assert_array_equal(np.asarray(flat.grid_values(unknowns)["u"]), 0.0)
 
 
@@ -163,7 +164,8 @@ def test_evolution_errors():
     with pytest.raises(mj.MollijaxError, match="substeps"):
         mj.Evolution(_diffusion, substeps=0)
     with pytest.raises(mj.MollijaxError, match="not 'autodiff'"):
-        mj.Problem(grid, None, data=data, evolution=mj.Evolution(_diffusion), derivatives="autodiff")
+        mj.Problem(grid, None, data=data, evolution=mj.Evolution(_diffusion),
+                   derivatives="autodiff")
     wrong = mj.FiniteDifference(grid)
     with pytest.raises(mj.MollijaxError, match="spatial grid"):
         mj.Problem(grid, None, data=data, evolution=mj.Evolution(_diffusion, derivatives=wrong))
@@ -177,6 +179,20 @@ def test_evolution_errors():
         problem.check({"u": mj.GridField(x, "x"), "D": mj.Constant(0.1), "E": mj.Constant(1.0)})
     with pytest.raises(mj.UnknownFieldError, match="initial values"):
         problem.check({"D": mj.Constant(0.1)})
+    with pytest.raises(mj.MollijaxError, match="rhs"):
+        mj.Evolution({})
+    with pytest.raises(mj.MollijaxError, match="safety"):
+        mj.Evolution(_diffusion, safety=0.5)
+    with pytest.raises(mj.MollijaxError, match="both evolved"):
+        mj.Problem(grid, None, known={"u": np.zeros(grid.shape)},
+                   evolution=mj.Evolution(_diffusion, substeps=2))
+    with pytest.raises(mj.KernelTooWideError, match="axis 0"):  # 11 nodes in x
+        mj.Problem(grid, None, data=data, evolution=mj.Evolution(
+            _diffusion, derivatives=lambda g: mj.Mollifier(g, 0.8)))
+    far = mj.Problem(grid, None, data=data, evolution=mj.Evolution(_diffusion, substeps=2),
+                     conditions=[mj.Condition("u", {"x": 20}, 0.0)])
+    with pytest.raises(mj.GridMismatchError, match="index 20 out of range for axis 'x'"):
+        far.check({"u": mj.GridField(x, "x"), "D": mj.Constant(0.1)})
 
 
 def test_mollifier_in_the_right_hand_side_and_time_dependent_coefficient():
