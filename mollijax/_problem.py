@@ -466,6 +466,19 @@ class Problem(eqx.Module):
             out = out + w * value
         return out
 
+    def loss(self, unknowns, adaptive: Mapping[str, Array] | None = None):
+        """`(total, terms)`: the weighted loss of `unknowns` and its unweighted terms."""
+        terms = self.loss_terms(unknowns)
+        return self.total(terms, adaptive), terms
+
+    def with_data(self, data: Mapping[str, Array], known: Mapping[str, Array] | None = None) -> Problem:
+        """This problem with the values of its data (and known) fields replaced, same shapes
+        and names (one item of a batch)."""
+        out = eqx.tree_at(lambda p: p.data, self, dict(data))
+        if known is not None:
+            out = eqx.tree_at(lambda p: p.known, out, dict(known))
+        return out
+
     def check(self, unknowns) -> dict[str, jax.ShapeDtypeStruct]:
         """Validate `unknowns` against the problem without compiling anything.
 

@@ -1,0 +1,124 @@
+"""The one table of names: strings a config, the CLI or a script may use for an object.
+
+    kind          names
+    kernel        bump, polynomial, gaussian
+    boundary      odd, even, periodic, linear, zero, valid
+    derivatives   mollifier, finite_difference, spectral, autodiff, taylor
+    network       mlp, fourier, pirate, transformer
+    optimiser     adam, lbfgs
+    regulariser   tikhonov, smooth (H1 seminorm), tv
+
+`from_name(kind, name, **options)` builds the object; `names(kind)` lists the choices. Every
+place that turns a string into an object goes through here, so that a name means the same
+thing everywhere and an unknown one fails the same way, naming the kind and the choices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ._errors import MollijaxError
+
+
+class UnknownNameError(MollijaxError):
+    """A name that the table of `kind` does not hold."""
+
+
+def _kernels() -> dict[str, Callable]:
+    from ._kernels import Bump, Polynomial, TruncatedGaussian
+
+    return {"bump": Bump, "polynomial": Polynomial, "gaussian": TruncatedGaussian}
+
+
+def _boundaries() -> dict[str, Callable]:
+    from ._conv import BOUNDARIES
+
+    return {b: (lambda b=b: b) for b in BOUNDARIES}
+
+
+def _derivatives() -> dict[str, Callable]:
+    from ._differentiators import Autodiff, FiniteDifference, Mollifier, Spectral, Taylor
+
+    return {
+        "mollifier": Mollifier,
+        "finite_difference": FiniteDifference,
+        "spectral": Spectral,
+        "autodiff": Autodiff,
+        "taylor": Taylor,
+    }
+
+
+def _networks() -> dict[str, Callable]:
+    from ._networks import MLP, FourierMLP, PirateNet, TransformerPINN
+
+    return {"mlp": MLP, "fourier": FourierMLP, "pirate": PirateNet,
+            "transformer": TransformerPINN}
+
+
+def _optimisers() -> dict[str, Callable]:
+    import optax
+
+    from ._fit import default_optimiser
+
+    def adam(steps: int = 1000, learning_rate: float = 1e-3):
+        return default_optimiser(steps, learning_rate)
+
+    def lbfgs(steps: int = 1000, learning_rate: float | None = None):
+        del steps, learning_rate  # L-BFGS takes its step from the line search
+        return optax.lbfgs()
+
+    return {"adam": adam, "lbfgs": lbfgs}
+
+
+def _regularisers() -> dict[str, Callable]:
+    from ._terms import H1, TV, Tikhonov
+
+    return {"tikhonov": Tikhonov, "smooth": H1, "tv": TV}
+
+
+_TABLES: dict[str, Callable[[], dict[str, Callable]]] = {
+    "kernel": _kernels,
+    "boundary": _boundaries,
+    "derivatives": _derivatives,
+    "network": _networks,
+    "optimiser": _optimisers,
+    "regulariser": _regularisers,
+}
+
+# the names, without importing the objects (configs validate against these)
+NAMES: dict[str, tuple[str, ...]] = {
+    "kernel": ("bump", "polynomial", "gaussian"),
+    "boundary": ("odd", "even", "periodic", "linear", "zero", "valid"),
+    "derivatives": ("mollifier", "finite_difference", "spectral", "autodiff", "taylor"),
+    "network": ("mlp", "fourier", "pirate", "transformer"),
+    "optimiser": ("adam", "lbfgs"),
+    "regulariser": ("tikhonov", "smooth", "tv"),
+}
+
+
+def names(kind: str) -> tuple[str, ...]:
+    """The names the table of `kind` holds (`"kernel"`, `"boundary"`, `"derivatives"`,
+    `"network"`, `"optimiser"`, `"regulariser"`)."""
+    if kind not in NAMES:
+        raise UnknownNameError(f"Unknown kind {kind!r}; expected one of {tuple(NAMES)}.")
+    return NAMES[kind]
+
+
+def check_name(kind: str, name: object, where: str = "") -> str:
+    """`name` if the table of `kind` holds it; otherwise an `UnknownNameError` naming `where`."""
+    choices = names(kind)
+    if not isinstance(name, str) or name not in choices:
+        at = f"{where}: " if where else ""
+        raise UnknownNameError(f"{at}unknown {kind} {name!r}; expected one of {choices}.")
+    return name
+
+
+def from_name(kind: str, name: str, /, *args, **options):
+    """The object named `name` in the table of `kind`, built with `args` and `options`.
+
+        >>> import mollijax as mj
+        >>> mj.from_name("kernel", "bump")
+        Bump()
+    """
+    check_name(kind, name)
+    return _TABLES[kind]()[name](*args, **options)
