@@ -13,11 +13,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .._grid import Grid
-from .._problem import Condition
-from ._base import Simulation, observe, pick_variant, resolve_params
+import mollijax as mj
 
-NAME = "heat1d"
+from ._common import observe, pick_variant, require, resolve_params
+
 DESCRIPTION = "u_t = (D(x) u_x)_x on [0,1] x [0,T]: recover the diffusivity D(x) from u"
 ORDER = 2
 DEFAULTS = {
@@ -30,15 +29,6 @@ DEFAULTS = {
 }
 UNKNOWNS = {"D": {"axes": ("x",), "constraint": "free", "init": 0.03}}
 STATE = ("u",)
-CONFIG = {
-    "problem": {"nx": 61, "nt": 61},
-    "data": {"noise": 0.0, "seed": 0},
-    "derivatives": {"method": "mollifier", "kernel": "bump", "eps": "auto"},
-    "unknowns": {"D": {"representation": "grid", "init": 0.03}},
-    "state": {"representation": "data"},
-    "regularisers": {"D": {"smooth": 1e-4}},
-    "optimiser": {"name": "adam", "learning_rate": 1e-3, "steps": 1500, "chunk": 250},
-}
 
 
 def default_diffusivity(x):
@@ -54,17 +44,23 @@ _VARIANTS = {"sine": default_diffusivity, "constant": lambda x: 0.02 + 0.0 * x}
 
 
 def solve(
-    nx: int, nt: int, t_final: float, diffusivity: Callable, initial: Callable = default_initial,
-    refine: int = 4, substeps: int = 20,
-) -> tuple[Grid, np.ndarray]:
+    nx: int,
+    nt: int,
+    t_final: float,
+    diffusivity: Callable,
+    initial: Callable = default_initial,
+    refine: int = 4,
+    substeps: int = 20,
+) -> tuple[mj.Grid, np.ndarray]:
     """The clean solution `u` of shape `(nx, nt)` on the grid with axes `("x", "t")`."""
     nf = (nx - 1) * refine + 1
     x = np.linspace(0.0, 1.0, nf)
     h = x[1] - x[0]
     d_half = diffusivity(0.5 * (x[1:] + x[:-1]))
     n = nf - 2  # interior unknowns (Dirichlet zero ends)
-    a = (np.diag(-(d_half[:-1] + d_half[1:])) + np.diag(d_half[1:-1], 1)
-         + np.diag(d_half[1:-1], -1)) / h**2
+    a = (
+        np.diag(-(d_half[:-1] + d_half[1:])) + np.diag(d_half[1:-1], 1) + np.diag(d_half[1:-1], -1)
+    ) / h**2
     dt = t_final / (nt - 1) / substeps
     eye = np.eye(n)
     step = np.linalg.solve(eye - 0.5 * dt * a, eye + 0.5 * dt * a)
@@ -74,23 +70,40 @@ def solve(
     for k in range(nt):
         u[:, k] = np.concatenate([[0.0], state, [0.0]])[::refine]
         state = block @ state
-    grid = Grid.from_bounds((nx, nt), (0.0, 0.0), (1.0, t_final), axes=("x", "t"))
+    grid = mj.Grid.from_bounds((nx, nt), (0.0, 0.0), (1.0, t_final), axes=("x", "t"))
     return grid, u
 
 
-def simulate(*, noise: float = 0.0, seed: int = 0, **params) -> Simulation:
+def simulate(*, noise: float = 0.0, seed: int = 0, **params) -> mj.Dataset:
     """Simulate `u(x, t)` with the truth `D(x)`; `params` override `DEFAULTS`.
 
-    **Returns:** a `Simulation` with `data["u"]`, `clean["u"]` of shape `(nx, nt)` and
+    **Returns:** a `mj.Dataset` with `data["u"]`, `clean["u"]` of shape `(nx, nt)` and
     `truth["D"]` of shape `(nx,)`.
     """
-    p = resolve_params(NAME, DEFAULTS, params)
-    diffusivity = pick_variant(NAME, "diffusivity", p["diffusivity"], _VARIANTS)
-    grid, u = solve(int(p["nx"]), int(p["nt"]), float(p["t_final"]), diffusivity,
-                    refine=int(p["refine"]), substeps=int(p["substeps"]))
+    p = resolve_params("heat1d", DEFAULTS, params)
+    require(
+        p["nx"] >= 5
+        and p["nt"] >= 2
+        and p["refine"] >= 1
+        and p["substeps"] >= 1
+        and p["t_final"] > 0,
+        "heat1d",
+        f"`nx` >= 5, `nt` >= 2, `refine` >= 1, `substeps` >= 1 and `t_final` > 0, got "
+        f"nx={p['nx']}, nt={p['nt']}, refine={p['refine']}, substeps={p['substeps']}, "
+        f"t_final={p['t_final']}",
+    )
+    diffusivity = pick_variant("heat1d", "diffusivity", p["diffusivity"], _VARIANTS)
+    grid, u = solve(
+        int(p["nx"]),
+        int(p["nt"]),
+        float(p["t_final"]),
+        diffusivity,
+        refine=int(p["refine"]),
+        substeps=int(p["substeps"]),
+    )
     clean = {"u": u}
     truth = {"D": np.asarray(diffusivity(grid.coords("x")), dtype=np.float64)}
-    return Simulation(grid, observe(clean, noise, seed), clean, truth, params=p)
+    return mj.Dataset(grid, observe(clean, noise, seed), clean=clean, truth=truth, params=p)
 
 
 def residual(s):
@@ -109,6 +122,6 @@ def flux_divergence(s):
 EVOLUTION = {"u": flux_divergence}
 
 
-def conditions(sim: Simulation) -> list[Condition]:
+def conditions(dataset: mj.Dataset) -> list[mj.Condition]:
     """u(0, t) = u(1, t) = 0 (network and evolved states)."""
-    return [Condition("u", {"x": 0}, 0.0, "u(0)"), Condition("u", {"x": -1}, 0.0, "u(1)")]
+    return [mj.Condition("u", {"x": 0}, 0.0, "u(0)"), mj.Condition("u", {"x": -1}, 0.0, "u(1)")]

@@ -17,24 +17,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._grid import Grid
-from ._base import Simulation, observe, pick_variant, resolve_params
+import mollijax as mj
 
-NAME = "poisson_coefficient"
+from ._common import observe, pick_variant, require, resolve_params
+
 DESCRIPTION = "0 = lambda(x,y) Lap(u) + m(x,y), m known: recover lambda(x,y) from u"
 ORDER = 2
 DEFAULTS = {"nx": 41, "ny": 41, "coefficient": "bump"}
 UNKNOWNS = {"lam": {"axes": ("x", "y"), "constraint": "positive", "init": 1.0}}
 STATE = ("u",)
-CONFIG = {
-    "problem": {"nx": 41, "ny": 41},
-    "data": {"noise": 0.01, "seed": 0},
-    "derivatives": {"method": "mollifier", "kernel": "bump", "eps": 0.1},
-    "unknowns": {"lam": {"representation": "grid", "constraint": "positive", "init": 1.0}},
-    "state": {"representation": "data"},
-    "regularisers": {"lam": {"smooth": 0.3}},
-    "optimiser": {"name": "adam", "learning_rate": 0.02, "steps": 1000, "chunk": 250},
-}
 
 
 def state(x, y):
@@ -54,22 +45,34 @@ def _sine(x, y):
 _VARIANTS = {"bump": _bump, "sine": _sine}
 
 
-def simulate(*, noise: float = 0.0, seed: int = 0, **params) -> Simulation:
+def simulate(*, noise: float = 0.0, seed: int = 0, **params) -> mj.Dataset:
     """Sample `u` on an `nx x ny` grid; `params` override `DEFAULTS`.
 
-    **Returns:** a `Simulation` with `data["u"]`, `clean["u"]`, `known["m"]` and
+    **Returns:** a `mj.Dataset` with `data["u"]`, `clean["u"]`, `known["m"]` and
     `truth["lam"]`, all of shape `(nx, ny)`.
     """
-    p = resolve_params(NAME, DEFAULTS, params)
-    coefficient = pick_variant(NAME, "coefficient", p["coefficient"], _VARIANTS)
-    grid = Grid.from_bounds((int(p["nx"]), int(p["ny"])), (0.0, 0.0), (1.0, 1.0),
-                            axes=("x", "y"))
+    p = resolve_params("poisson_coefficient", DEFAULTS, params)
+    require(
+        p["nx"] >= 5 and p["ny"] >= 5,
+        "poisson_coefficient",
+        f"`nx` >= 5 and `ny` >= 5, got nx={p['nx']}, ny={p['ny']}",
+    )
+    coefficient = pick_variant("poisson_coefficient", "coefficient", p["coefficient"], _VARIANTS)
+    grid = mj.Grid.from_bounds(
+        (int(p["nx"]), int(p["ny"])), (0.0, 0.0), (1.0, 1.0), axes=("x", "y")
+    )
     x, y = grid.mesh()
     u, lap = state(x, y)
     lam = coefficient(x, y)
     clean = {"u": u}
-    return Simulation(grid, observe(clean, noise, seed), clean, {"lam": lam},
-                      known={"m": -lam * lap}, params=p)
+    return mj.Dataset(
+        grid,
+        observe(clean, noise, seed),
+        clean=clean,
+        truth={"lam": lam},
+        known={"m": -lam * lap},
+        params=p,
+    )
 
 
 def residual(s):

@@ -22,11 +22,10 @@ from collections.abc import Callable
 import numpy as np
 from jaxtyping import Float
 
-from .._grid import Grid
-from .._problem import Condition
-from ._base import ProblemSpecError, Simulation, observe, resolve_params
+import mollijax as mj
 
-NAME = "heat2d"
+from ._common import ProblemSpecError, observe, resolve_params
+
 DESCRIPTION = "2-D heat equation u_t = div(D grad u), recover D(x, y) from u(x, y, t)"
 ORDER = 2
 DEFAULTS: dict[str, object] = {
@@ -40,15 +39,6 @@ DEFAULTS: dict[str, object] = {
 }
 UNKNOWNS = {"D": {"axes": ("x", "y"), "constraint": "positive", "init": 0.02}}
 STATE = ("u",)
-CONFIG = {
-    "problem": {"n": 33, "nt": 17},
-    "data": {"noise": 0.0, "seed": 0},
-    "derivatives": {"method": "mollifier", "kernel": "bump", "eps": "auto"},
-    "unknowns": {"D": {"representation": "grid", "init": 0.02}},
-    "state": {"representation": "data"},
-    "regularisers": {"D": {"smooth": 1e-4}},
-    "optimiser": {"name": "adam", "learning_rate": 2e-2, "steps": 600, "chunk": 200},
-}
 TRUTHS = ("sines", "bump", "constant")
 
 
@@ -56,8 +46,11 @@ TRUTHS = ("sines", "bump", "constant")
 
 
 def diffusivity(
-    x: Float[np.ndarray, "*shape"], y: Float[np.ndarray, "*shape"], truth: str = "sines",
-    d_base: float = 0.02, d_amp: float = 0.01,
+    x: Float[np.ndarray, "*shape"],
+    y: Float[np.ndarray, "*shape"],
+    truth: str = "sines",
+    d_base: float = 0.02,
+    d_amp: float = 0.01,
 ) -> Float[np.ndarray, "*shape"]:
     """The true diffusivity at points `(x, y)`.
 
@@ -76,7 +69,9 @@ def diffusivity(
     raise ProblemSpecError(f"heat2d parameter `truth` must be one of {TRUTHS}, got {truth!r}.")
 
 
-def initial(x: Float[np.ndarray, "*shape"], y: Float[np.ndarray, "*shape"]) -> Float[np.ndarray, "*shape"]:
+def initial(
+    x: Float[np.ndarray, "*shape"], y: Float[np.ndarray, "*shape"]
+) -> Float[np.ndarray, "*shape"]:
     """`u(x, y, 0) = s1(x) s1(y) + 0.6 s2(x) s1(y) + 0.4 s1(x) s2(y)`, `sk(z) = sin(k pi z)`.
 
     Three Dirichlet modes decaying at different rates, so that `grad u` turns over time at
@@ -112,7 +107,10 @@ def flux_operator(
 
 
 def solve_forward(
-    d_fn: Callable, u0_fn: Callable, n_fine: int, times: Float[np.ndarray, " nt"],
+    d_fn: Callable,
+    u0_fn: Callable,
+    n_fine: int,
+    times: Float[np.ndarray, " nt"],
     safety: float = 0.5,
 ) -> Float[np.ndarray, "n_fine n_fine nt"]:
     """Solve `u_t = div(D grad u)` on `[0, 1]^2`, `u = 0` on the boundary.
@@ -152,7 +150,7 @@ def solve_forward(
     return out
 
 
-def simulate(*, noise: float = 0.0, seed: int = 0, **params) -> Simulation:
+def simulate(*, noise: float = 0.0, seed: int = 0, **params) -> mj.Dataset:
     """Simulate `u(x, y, t)` with the true `D` and return noisy observations.
 
     Parameters are those of `DEFAULTS`. The output grid has `n x n x nt` nodes on
@@ -160,10 +158,10 @@ def simulate(*, noise: float = 0.0, seed: int = 0, **params) -> Simulation:
     `(n - 1) refine + 1` nodes per space axis and is sampled at the output nodes. Noise is
     Gaussian with standard deviation `noise * std(u)`.
 
-    **Returns:** a `Simulation` with `data["u"]`, `clean["u"]` (shape `(n, n, nt)`) and
+    **Returns:** a `mj.Dataset` with `data["u"]`, `clean["u"]` (shape `(n, n, nt)`) and
     `truth["D"]` (shape `(n, n)`).
     """
-    p = resolve_params(NAME, DEFAULTS, params)
+    p = resolve_params("heat2d", DEFAULTS, params)
     n, nt, refine = int(p["n"]), int(p["nt"]), int(p["refine"])
     if n < 5 or nt < 3 or refine < 1:
         raise ProblemSpecError(
@@ -181,14 +179,15 @@ def simulate(*, noise: float = 0.0, seed: int = 0, **params) -> Simulation:
     def d_fn(x, y):
         return diffusivity(x, y, truth_kind, float(p["d_base"]), float(p["d_amp"]))
 
-    grid = Grid.from_bounds((n, n, nt), (0.0, 0.0, 0.0), (1.0, 1.0, float(p["t_final"])),
-                            axes=("x", "y", "t"))
+    grid = mj.Grid.from_bounds(
+        (n, n, nt), (0.0, 0.0, 0.0), (1.0, 1.0, float(p["t_final"])), axes=("x", "y", "t")
+    )
     fine = solve_forward(d_fn, initial, (n - 1) * refine + 1, grid.coords("t"))
     u = fine[::refine, ::refine, :]
     x, y = np.meshgrid(grid.coords("x"), grid.coords("y"), indexing="ij")
     clean = {"u": u}
-    return Simulation(
-        grid=grid,
+    return mj.Dataset(
+        grid,
         data=observe(clean, noise, seed),
         clean=clean,
         truth={"D": d_fn(x, y)},
@@ -215,7 +214,10 @@ def flux_divergence(s):
 EVOLUTION = {"u": flux_divergence}
 
 
-def conditions(sim: Simulation) -> list[Condition]:
+def conditions(dataset: mj.Dataset) -> list[mj.Condition]:
     """u = 0 on the four sides of the square (network and evolved states)."""
-    return [Condition("u", {axis: i}, 0.0, f"u({axis}={end})")
-            for axis in ("x", "y") for i, end in ((0, 0), (-1, 1))]
+    return [
+        mj.Condition("u", {axis: i}, 0.0, f"u({axis}={end})")
+        for axis in ("x", "y")
+        for i, end in ((0, 0), (-1, 1))
+    ]

@@ -15,23 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._grid import Grid
-from ._base import Simulation, observe, pick_variant, resolve_params
+import mollijax as mj
 
-NAME = "forcing"
+from ._common import observe, pick_variant, require, resolve_params
+
 DESCRIPTION = "u_t = u + lambda(t) on [0,T]: recover the forcing lambda(t) from u"
 ORDER = 1
 DEFAULTS = {"nt": 201, "t_final": 1.0, "u0": 1.0, "forcing": "sine", "substeps": 50}
 UNKNOWNS = {"lam": {"axes": ("t",), "constraint": "free", "init": 0.0}}
 STATE = ("u",)
-CONFIG = {
-    "problem": {"nt": 201},
-    "data": {"noise": 0.01, "seed": 0},
-    "derivatives": {"method": "mollifier", "kernel": "bump", "eps": 0.08},
-    "unknowns": {"lam": {"representation": "grid", "init": 0.0}},
-    "state": {"representation": "data"},
-    "optimiser": {"name": "adam", "learning_rate": 0.05, "steps": 1000, "chunk": 250},
-}
 
 
 def _sine(t, period):
@@ -67,21 +59,27 @@ def integrate(forcing, t: np.ndarray, u0: float, substeps: int) -> np.ndarray:
     return u
 
 
-def simulate(*, noise: float = 0.0, seed: int = 0, **params) -> Simulation:
+def simulate(*, noise: float = 0.0, seed: int = 0, **params) -> mj.Dataset:
     """Simulate `u(t)`; `params` override `DEFAULTS`.
 
-    **Returns:** a `Simulation` with `data["u"]`, `clean["u"]` of shape `(nt,)` and
+    **Returns:** a `mj.Dataset` with `data["u"]`, `clean["u"]` of shape `(nt,)` and
     `truth["lam"]` of shape `(nt,)`.
     """
-    p = resolve_params(NAME, DEFAULTS, params)
+    p = resolve_params("forcing", DEFAULTS, params)
+    require(
+        p["nt"] >= 3 and p["substeps"] >= 1 and p["t_final"] > 0,
+        "forcing",
+        f"`nt` >= 3, `substeps` >= 1 and `t_final` > 0, got nt={p['nt']}, "
+        f"substeps={p['substeps']}, t_final={p['t_final']}",
+    )
     period = float(p["t_final"])
-    shape = pick_variant(NAME, "forcing", p["forcing"], _VARIANTS)
+    shape = pick_variant("forcing", "forcing", p["forcing"], _VARIANTS)
     forcing = lambda t: shape(t, period)
-    grid = Grid.from_bounds((int(p["nt"]),), (0.0,), (period,), axes=("t",))
+    grid = mj.Grid.from_bounds((int(p["nt"]),), (0.0,), (period,), axes=("t",))
     t = grid.coords("t")
     clean = {"u": integrate(forcing, t, float(p["u0"]), int(p["substeps"]))}
     truth = {"lam": forcing(t)}
-    return Simulation(grid, observe(clean, noise, seed), clean, truth, params=p)
+    return mj.Dataset(grid, observe(clean, noise, seed), clean=clean, truth=truth, params=p)
 
 
 def residual(s):

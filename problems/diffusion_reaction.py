@@ -16,25 +16,15 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import solve_banded
 
-from .._grid import Grid
-from .._problem import Condition
-from ._base import Simulation, observe, pick_variant, resolve_params
+import mollijax as mj
 
-NAME = "diffusion_reaction"
+from ._common import observe, pick_variant, require, resolve_params
+
 DESCRIPTION = "nu u'' - k(x) u = sin(2 pi x), u(0)=u(1)=0: recover the reaction rate k(x) from u"
 ORDER = 2
 DEFAULTS = {"nx": 101, "nu": 0.01, "reaction": "gaussian", "refine": 40}
 UNKNOWNS = {"k": {"axes": ("x",), "constraint": "positive", "init": 0.5}}
 STATE = ("u",)
-CONFIG = {
-    "problem": {"nx": 101},
-    "data": {"noise": 0.01, "seed": 0},
-    "derivatives": {"method": "mollifier", "kernel": "bump", "eps": "auto"},
-    "unknowns": {"k": {"representation": "grid", "constraint": "positive", "init": 0.5}},
-    "state": {"representation": "data"},
-    "regularisers": {"k": {"smooth": 1e-5}},
-    "optimiser": {"name": "adam", "learning_rate": 0.05, "steps": 2000, "chunk": 500},
-}
 
 
 def _gaussian(x):
@@ -62,30 +52,42 @@ def solve_fd(reaction, nu: float, intervals: int) -> tuple[np.ndarray, np.ndarra
     return x, u
 
 
-def simulate(*, noise: float = 0.0, seed: int = 0, **params) -> Simulation:
+def simulate(*, noise: float = 0.0, seed: int = 0, **params) -> mj.Dataset:
     """Solve for `u` and sample it at `nx` nodes; `params` override `DEFAULTS`.
 
-    **Returns:** a `Simulation` with `data["u"]`, `clean["u"]`, `known["f"]`, `known["nu"]`
+    **Returns:** a `mj.Dataset` with `data["u"]`, `clean["u"]`, `known["f"]`, `known["nu"]`
     (the constant `nu` as a field) and `truth["k"]`, all of shape `(nx,)`.
     """
-    p = resolve_params(NAME, DEFAULTS, params)
-    reaction = pick_variant(NAME, "reaction", p["reaction"], _VARIANTS)
+    p = resolve_params("diffusion_reaction", DEFAULTS, params)
+    require(
+        p["nx"] >= 5 and p["refine"] >= 1 and p["nu"] > 0,
+        "diffusion_reaction",
+        f"`nx` >= 5, `refine` >= 1 and `nu` > 0, got nx={p['nx']}, refine={p['refine']}, "
+        f"nu={p['nu']}",
+    )
+    reaction = pick_variant("diffusion_reaction", "reaction", p["reaction"], _VARIANTS)
     nx, refine, nu = int(p["nx"]), int(p["refine"]), float(p["nu"])
     coarse = (nx - 1) * refine
     _, u_h = solve_fd(reaction, nu, coarse)
     _, u_h2 = solve_fd(reaction, nu, 2 * coarse)
     u = ((4 * u_h2[::2] - u_h) / 3)[::refine]
-    grid = Grid.from_bounds((nx,), (0.0,), (1.0,), axes=("x",))
+    grid = mj.Grid.from_bounds((nx,), (0.0,), (1.0,), axes=("x",))
     x = grid.coords("x")
     clean = {"u": u}
     known = {"f": source(x), "nu": np.full(nx, nu)}
-    return Simulation(grid, observe(clean, noise, seed), clean, {"k": reaction(x)},
-                      known=known, params=p)
+    return mj.Dataset(
+        grid,
+        observe(clean, noise, seed),
+        clean=clean,
+        truth={"k": reaction(x)},
+        known=known,
+        params=p,
+    )
 
 
-def conditions(sim: Simulation) -> list[Condition]:
+def conditions(dataset: mj.Dataset) -> list[mj.Condition]:
     """u(0) = u(1) = 0 (used when `u` is represented by a network)."""
-    return [Condition("u", {"x": 0}, 0.0, "u(0)"), Condition("u", {"x": -1}, 0.0, "u(1)")]
+    return [mj.Condition("u", {"x": 0}, 0.0, "u(0)"), mj.Condition("u", {"x": -1}, 0.0, "u(1)")]
 
 
 def residual(s):

@@ -29,10 +29,10 @@ from collections.abc import Callable
 import numpy as np
 from jaxtyping import Float
 
-from .._grid import Grid
-from ._base import ProblemSpecError, Simulation, observe, resolve_params
+import mollijax as mj
 
-NAME = "chromatin"
+from ._common import ProblemSpecError, observe, resolve_params
+
 DESCRIPTION = "steady chromatin phase field (4th order): recover lambda(x, y) from phi_w, phi_d"
 ORDER = 4
 KAPPA = 0.03
@@ -55,16 +55,6 @@ DEFAULTS: dict[str, object] = {
 UNKNOWNS = {"lam": {"axes": ("x", "y"), "constraint": "positive", "init": 1.0}}
 STATE = ("phi_w", "phi_d")
 TRUTHS = ("constant", "smooth", "lognormal")
-CONFIG = {
-    "problem": {"n": 64},
-    "data": {"noise": 0.0, "seed": 0},
-    "derivatives": {"method": "mollifier", "kernel": "bump", "eps": "auto",
-                    "boundary": "periodic"},
-    "unknowns": {"lam": {"representation": "grid", "init": 1.0}},
-    "state": {"representation": "data"},
-    "regularisers": {"lam": {"smooth": 1e-4}},
-    "optimiser": {"name": "adam", "learning_rate": 2e-2, "steps": 1000, "chunk": 250},
-}
 
 
 # ----------------------------------------------------------------------- model functions
@@ -119,7 +109,9 @@ def spectral_laplacian(f: Float[np.ndarray, "n n"], length: float) -> Float[np.n
     return np.real(np.fft.ifft2(-wavenumbers(f.shape[0], length) * np.fft.fft2(f)))
 
 
-def nucleoplasm(x: Float[np.ndarray, "*s"], y: Float[np.ndarray, "*s"], length: float) -> Float[np.ndarray, "*s"]:
+def nucleoplasm(
+    x: Float[np.ndarray, "*s"], y: Float[np.ndarray, "*s"], length: float
+) -> Float[np.ndarray, "*s"]:
     """The fixed `phi_w`: `0.45 + 0.12 sin(k x) cos(2 k y) + 0.08 cos(k (x + y))`, `k = 2 pi / L`.
 
     Smooth, periodic and within `[0.25, 0.65]`: interchromatin channels of varying width.
@@ -128,14 +120,18 @@ def nucleoplasm(x: Float[np.ndarray, "*s"], y: Float[np.ndarray, "*s"], length: 
     return 0.45 + 0.12 * np.sin(k * x) * np.cos(2 * k * y) + 0.08 * np.cos(k * (x + y))
 
 
-def gaussian_field(n: int, length: float, correlation: float, seed: int) -> Float[np.ndarray, "n n"]:
+def gaussian_field(
+    n: int, length: float, correlation: float, seed: int
+) -> Float[np.ndarray, "n n"]:
     """A periodic Gaussian random field of zero mean and unit standard deviation.
 
     White noise filtered by `exp(-|k|^2 correlation^2 / 4)` (a Gaussian covariance of
     length `correlation`), then normalised; seeded, so the same `seed` gives the same field.
     """
     white = np.random.default_rng(seed).standard_normal((n, n))
-    g = np.real(np.fft.ifft2(np.fft.fft2(white) * np.exp(-wavenumbers(n, length) * correlation**2 / 4)))
+    g = np.real(
+        np.fft.ifft2(np.fft.fft2(white) * np.exp(-wavenumbers(n, length) * correlation**2 / 4))
+    )
     g = g - g.mean()
     return g / g.std()
 
@@ -164,7 +160,9 @@ def truth_lambda(x, y, p: dict) -> np.ndarray:
 
 
 def steady_residual(
-    phi_w: Float[np.ndarray, "n n"], phi_d: Float[np.ndarray, "n n"], lam: Float[np.ndarray, "n n"],
+    phi_w: Float[np.ndarray, "n n"],
+    phi_d: Float[np.ndarray, "n n"],
+    lam: Float[np.ndarray, "n n"],
     length: float,
 ) -> Float[np.ndarray, "n n"]:
     """The steady residual `Laplacian(mu_d) + 2 (lambda phi_e - phi_h)`, spectrally."""
@@ -174,8 +172,12 @@ def steady_residual(
 
 
 def relax(
-    phi_w: Float[np.ndarray, "n n"], lam: Float[np.ndarray, "n n"], length: float,
-    tol: float = 1e-11, max_steps: int = 20000, dt: float = 10.0,
+    phi_w: Float[np.ndarray, "n n"],
+    lam: Float[np.ndarray, "n n"],
+    length: float,
+    tol: float = 1e-11,
+    max_steps: int = 20000,
+    dt: float = 10.0,
 ) -> tuple[Float[np.ndarray, "n n"], float, int]:
     """The steady `phi_d` for fixed `phi_w` and `lambda`, by semi-implicit relaxation.
 
@@ -200,7 +202,9 @@ def relax(
         phi_h, phi_e = fractions(phi_w, phi)
         explicit = np.fft.fft2(local_potential(phi_w, phi) - a * phi)
         reaction = np.fft.fft2(2 * (lam * phi_e - phi_h) + c * phi)
-        phi = np.real(np.fft.ifft2((np.fft.fft2(phi) + dt * (-k2 * explicit + reaction)) / denominator))
+        phi = np.real(
+            np.fft.ifft2((np.fft.fft2(phi) + dt * (-k2 * explicit + reaction)) / denominator)
+        )
         if step % 20 == 0:
             worst = float(np.abs(steady_residual(phi_w, phi, lam, length)).max())
             if worst < tol:
@@ -208,14 +212,22 @@ def relax(
     return phi, worst, max_steps
 
 
-def gaussian_blur(f: Float[np.ndarray, "n n"], sigma: float, length: float) -> Float[np.ndarray, "n n"]:
+def gaussian_blur(
+    f: Float[np.ndarray, "n n"], sigma: float, length: float
+) -> Float[np.ndarray, "n n"]:
     """Periodic convolution with a Gaussian PSF of standard deviation `sigma` (length units)."""
-    return np.real(np.fft.ifft2(np.fft.fft2(f) * np.exp(-wavenumbers(f.shape[0], length) * sigma**2 / 2)))
+    return np.real(
+        np.fft.ifft2(np.fft.fft2(f) * np.exp(-wavenumbers(f.shape[0], length) * sigma**2 / 2))
+    )
 
 
 def microscope(
-    f: Float[np.ndarray, "n n"], psf_sigma: float, photons: float, read_noise: float,
-    length: float, rng: np.random.Generator,
+    f: Float[np.ndarray, "n n"],
+    psf_sigma: float,
+    photons: float,
+    read_noise: float,
+    length: float,
+    rng: np.random.Generator,
 ) -> Float[np.ndarray, "n n"]:
     """A microscopy image of `f`, rescaled back to `f`'s units.
 
@@ -232,7 +244,7 @@ def microscope(
     return lo + counts / photons * (hi - lo)
 
 
-def simulate(*, noise: float = 0.0, seed: int = 0, **params) -> Simulation:
+def simulate(*, noise: float = 0.0, seed: int = 0, **params) -> mj.Dataset:
     """Steady chromatin fields for a true `lambda`, with optional microscopy and noise.
 
     Parameters are those of `DEFAULTS`. The output grid is periodic, `n x n` on
@@ -241,9 +253,9 @@ def simulate(*, noise: float = 0.0, seed: int = 0, **params) -> Simulation:
     `phi_w` and `phi_d`: the microscopy images (when `psf_sigma` or `photons` is set), then
     Gaussian noise of relative level `noise`; `clean` holds the steady fields themselves.
 
-    **Returns:** a `Simulation` with `truth["lam"]` of shape `(n, n)`.
+    **Returns:** a `mj.Dataset` with `truth["lam"]` of shape `(n, n)`.
     """
-    p = resolve_params(NAME, DEFAULTS, params)
+    p = resolve_params("chromatin", DEFAULTS, params)
     n, refine, length = int(p["n"]), int(p["refine"]), float(p["length"])
     if n < 8 or refine < 1 or length <= 0:
         raise ProblemSpecError(
@@ -259,16 +271,18 @@ def simulate(*, noise: float = 0.0, seed: int = 0, **params) -> Simulation:
             f"chromatin needs `lam_mean` > 0 and 0 <= `lam_amp` < 1 for a positive lambda, got "
             f"lam_mean={p['lam_mean']}, lam_amp={p['lam_amp']}."
         )
-    fine = Grid.from_bounds((n * refine,) * 2, 0.0, length, periodic=True, axes=("x", "y"))
+    fine = mj.Grid.from_bounds((n * refine,) * 2, 0.0, length, periodic=True, axes=("x", "y"))
     xf, yf = fine.mesh()
     # the log-normal truth is drawn on the output grid and interpolated spectrally (exactly
     # band-limited), so the same `field_seed` gives the same truth at every `refine`
-    grid = Grid.from_bounds((n, n), 0.0, length, periodic=True, axes=("x", "y"))
+    grid = mj.Grid.from_bounds((n, n), 0.0, length, periodic=True, axes=("x", "y"))
     x, y = grid.mesh()
     lam = truth_lambda(x, y, p)
     lam_fine = lam if refine == 1 else fourier_upsample(lam, refine)
     phi_w_fine = nucleoplasm(xf, yf, length)
-    phi_d_fine, worst, steps = relax(phi_w_fine, lam_fine, length, float(p["tol"]), int(p["max_steps"]))
+    phi_d_fine, worst, steps = relax(
+        phi_w_fine, lam_fine, length, float(p["tol"]), int(p["max_steps"])
+    )
     if worst > 1e3 * float(p["tol"]):
         raise ProblemSpecError(
             f"chromatin: relaxation did not reach a steady state in `max_steps`={steps} steps "
@@ -277,12 +291,13 @@ def simulate(*, noise: float = 0.0, seed: int = 0, **params) -> Simulation:
     clean = {"phi_w": phi_w_fine[::refine, ::refine], "phi_d": phi_d_fine[::refine, ::refine]}
     rng = np.random.default_rng(seed)
     imaged = {
-        k: microscope(v, float(p["psf_sigma"]), float(p["photons"]), float(p["read_noise"]),
-                      length, rng)
+        k: microscope(
+            v, float(p["psf_sigma"]), float(p["photons"]), float(p["read_noise"]), length, rng
+        )
         for k, v in clean.items()
     }
-    return Simulation(
-        grid=grid,
+    return mj.Dataset(
+        grid,
         data=observe(imaged, noise, seed + 1),
         clean=clean,
         truth={"lam": lam},
@@ -307,5 +322,5 @@ def fourier_upsample(f: Float[np.ndarray, "n n"], factor: int) -> Float[np.ndarr
         spec[:, -1] = spec[:, 0]
     big = np.zeros((m, m), dtype=complex)
     lo = m // 2 - n // 2
-    big[lo:lo + spec.shape[0], lo:lo + spec.shape[1]] = spec
+    big[lo : lo + spec.shape[0], lo : lo + spec.shape[1]] = spec
     return np.real(np.fft.ifft2(np.fft.ifftshift(big))) * factor**2
