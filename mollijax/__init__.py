@@ -7,6 +7,7 @@ from ._batch import (
     load_stack as load_stack,
     run_batch as run_batch,
 )
+from ._dataset import Dataset as Dataset
 from ._differentiators import (
     AbstractDifferentiator as AbstractDifferentiator,
     Autodiff as Autodiff,
@@ -50,7 +51,18 @@ from ._networks import (
     PirateNet as PirateNet,
     TransformerPINN as TransformerPINN,
 )
-from ._problem import Condition as Condition, Problem as Problem, Regulariser as Regulariser
+from ._names import UnknownNameError as UnknownNameError, from_name as from_name, names as names
+from ._problem import Problem as Problem
+from ._terms import (
+    H1 as H1,
+    TV as TV,
+    AbstractTerm as AbstractTerm,
+    Condition as Condition,
+    DataMisfit as DataMisfit,
+    Regulariser as Regulariser,
+    Residual as Residual,
+    Tikhonov as Tikhonov,
+)
 from ._scope import PointField as PointField, Scope as Scope, UnknownFieldError as UnknownFieldError
 from ._sharding import (
     Sharded as Sharded,

@@ -17,8 +17,7 @@ import numpy as np
 from ._errors import GridMismatchError, MollijaxError, NonFiniteError, describe
 from ._grid import Grid
 
-# names that a field cannot take: the residual's scope `s` uses them for its methods
-RESERVED = ("d", "lap", "grad", "div", "grid", "used", "mode", "derivatives", "biharmonic")
+from ._scope import RESERVED
 
 
 def check_field_name(name: object, where: str) -> str:

@@ -26,6 +26,10 @@ from ._grid import Grid
 from ._multiindex import parse_multi_index
 
 
+# names a field cannot take: `s.<name>` is a method or attribute of the scope
+RESERVED = ("d", "lap", "grad", "div", "coord", "apply", "grid", "used")
+
+
 class UnknownFieldError(MollijaxError, KeyError):
     """A residual or loss refers to a field name that the problem does not define."""
 

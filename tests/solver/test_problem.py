@@ -72,11 +72,16 @@ def test_unknown_axis_and_bad_weights_and_regulariser():
     problem = mj.Problem(GRID, _heat, data={"u": _data()})
     with pytest.raises(mj.GridMismatchError, match="axis 'y'"):
         problem.check({"D": mj.GridField(np.ones(33), "y")})
-    with pytest.raises(mj.MollijaxError, match="regulariser kind 'l1'"):
+    with pytest.raises(mj.MollijaxError, match="unknown regulariser 'l1'"):
         mj.Regulariser("D", "l1")
-    weighted = mj.Problem(GRID, _heat, data={"u": _data()}, weights={"residual:heat": 2.0})
+    # a weight for a term that does not exist is refused when the problem is built
     with pytest.raises(mj.MollijaxError, match="'residual:heat', which is not a loss term"):
-        weighted.check(_unknowns())
+        mj.Problem(GRID, _heat, data={"u": _data()}, weights={"residual:heat": 2.0})
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(mj.MollijaxError, match="weights\\['residual'\\].*finite number >= 0"):
+            mj.Problem(GRID, _heat, data={"u": _data()}, weights={"residual": bad})
+    with pytest.raises(mj.MollijaxError, match="'reg:D:smooth'.*finite number >= 0"):
+        mj.Regulariser("D", "smooth", -1e-3)
     regularised = mj.Problem(GRID, _heat, data={"u": _data()},
                              regularisers=[mj.Regulariser("E", "smooth")])
     with pytest.raises(mj.UnknownFieldError, match="'E'"):
@@ -110,7 +115,8 @@ def _divergence_residual_error(mode, nx, nt, margin):
                          derivatives=derivatives, margin=margin)
     unknowns = {"u": mj.NetworkField(_Exact(), "xt"), "D": mj.NetworkField(_Linear(), "x")}
     scope = problem._scope(unknowns, problem.grid_values(unknowns))
-    residual = problem._evaluate_residual(problem.residuals[0][1], scope)
+    (term,) = [t for t in problem.terms if isinstance(t, mj.Residual)]
+    residual = problem._evaluate_residual(term.fn, scope)
     want = expected[margin:-margin, margin:-margin]
     return float(np.max(np.abs(residual - want)) / np.max(np.abs(want)))
 
@@ -137,3 +143,43 @@ def test_point_mode_refuses_to_differentiate_grid_data():
                          derivatives="autodiff")
     with pytest.raises(mj.MollijaxError, match="Cannot differentiate"):
         problem.check({"c": mj.Constant(0.0)})
+
+
+@pytest.mark.parametrize("name", ["d", "lap", "grad", "div", "grid", "coord"])
+def test_reserved_field_names_are_refused_when_built(name):
+    with pytest.raises(mj.MollijaxError, match=f"field name '{name}' is reserved"):
+        mj.Problem(GRID, _heat, data={name: _data()})
+    problem = mj.Problem(GRID, _heat, data={"u": _data()})
+    with pytest.raises(mj.MollijaxError, match=f"field name '{name}' is reserved"):
+        problem.check({name: mj.GridField(np.ones(33), "x")})
+
+
+def test_autodiff_differentiator_object_means_point_mode():
+    # the object and the string are the same choice: residuals are differentiated pointwise
+    unknowns = {"u": mj.NetworkField(_Exact(), "xt"), "D": mj.NetworkField(_Linear(), "x")}
+    by_object = mj.Problem(GRID, _heat, derivatives=mj.Autodiff(GRID))
+    by_name = mj.Problem(GRID, _heat, derivatives="autodiff")
+    assert by_object.mode == by_name.mode == "autodiff"
+    a = by_object.loss_terms(unknowns)["residual:pde"]
+    b = by_name.loss_terms(unknowns)["residual:pde"]
+    assert float(a) == float(b)
+
+
+def test_weights_are_values_a_new_weight_does_not_recompile():
+    import equinox as eqx
+
+    problem = mj.Problem(GRID, _heat, data={"u": _data()},
+                         regularisers=[mj.H1("D", 1e-3)])
+    unknowns = _unknowns()
+    traces = []
+
+    @eqx.filter_jit
+    def total(p, u):
+        traces.append(1)
+        return p.loss(u)[0]
+
+    base = float(total(problem, unknowns))
+    heavier = problem.with_weights({"reg:D:smooth": 1.0})
+    reg = float(problem.loss_terms(unknowns)["reg:D:smooth"])
+    assert abs(float(total(heavier, unknowns)) - (base + (1.0 - 1e-3) * reg)) < 1e-9 * max(1, base)
+    assert len(traces) == 1

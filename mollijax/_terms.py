@@ -1,0 +1,304 @@
+"""Loss terms: small typed modules, each one scalar of a problem's loss.
+
+A `Problem`'s loss is `L = sum_k w_k L_k`. Each term `L_k` is a module here, and its weight
+`w_k` is a value (an array leaf), not a static setting: a sweep over weights reuses one
+compiled fit, and `jax.vmap` can run it as a batch.
+
+    term                name in the history   L_k
+    DataMisfit(f)       data:f                mean over observed nodes of (f - f_obs)^2
+    Residual(r)         residual:r            mean over the interior of r(s)^2
+    Condition(f, ...)   condition:<label>     mean over the selected nodes of (f - value)^2
+    Tikhonov(u)         reg:u:tikhonov        mean(u^2)
+    H1(u)               reg:u:smooth          sum_a mean((du/dx_a)^2)  (forward differences)
+    TV(u, delta)        reg:u:tv              mean(sqrt(|grad u|^2 + delta^2))
+
+Terms are evaluated against an `Evaluation` (what one loss evaluation knows: the grid, every
+field's values, the data and a residual evaluator), built by `Problem.loss_terms`.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import operator
+from collections.abc import Callable, Mapping
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ._errors import GridMismatchError, MollijaxError, NonFiniteError, describe
+from ._fields import AbstractField
+from ._grid import Grid
+
+
+def check_weight(value, where: str) -> Float[Array, ""]:
+    """A loss weight as a 0-d array; negative, NaN or inf weights are errors naming `where`."""
+    try:
+        w = float(value)
+    except jax.errors.ConcretizationTypeError:
+        return value  # a traced weight (a sweep under vmap): its caller checks it
+    except (TypeError, ValueError):
+        raise MollijaxError(f"{where} must be a number, got {value!r}.") from None
+    if not math.isfinite(w) or w < 0:
+        raise MollijaxError(f"{where} must be a finite number >= 0, got {value!r}.")
+    return jnp.asarray(w)
+
+
+class Evaluation(eqx.Module):
+    """What a term sees in one loss evaluation."""
+
+    grid: Grid = eqx.field(static=True)
+    unknowns: Mapping[str, AbstractField]
+    values: Mapping[str, Array]  # every unknown (and evolved field) on the full grid
+    data: Mapping[str, Array]
+    masks: Mapping[str, Array]
+    residual: Callable[[Callable], Array] = eqx.field(static=True)
+
+
+class AbstractTerm(eqx.Module):
+    """One scalar of the loss, with its weight (a value)."""
+
+    weight: eqx.AbstractVar[Float[Array, ""]]
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str:
+        """The key of this term in the loss history."""
+
+    @property
+    def kind(self) -> str:
+        """`"data"`, `"residual"`, `"condition"` or `"reg"` (weights may be given per kind)."""
+        return self.name.split(":", 1)[0]
+
+    def active(self, unknowns: Mapping) -> bool:
+        """Whether the term is part of the loss for these unknowns."""
+        return True
+
+    @abc.abstractmethod
+    def __call__(self, ev: Evaluation) -> Float[Array, ""]:
+        """The unweighted value `L_k`."""
+
+    def with_weight(self, weight) -> AbstractTerm:
+        return eqx.tree_at(lambda t: t.weight, self, check_weight(weight, f"weight of {self.name!r}"))
+
+
+class DataMisfit(AbstractTerm):
+    """`mean over observed nodes of (f - f_obs)^2` for an observed field `f` that is fitted
+    (an unknown) or evolved; inactive when `f` is used as data directly."""
+
+    field: str = eqx.field(static=True)
+    weight: Float[Array, ""]
+
+    def __init__(self, field: str, weight=1.0):
+        self.field = field
+        self.weight = check_weight(weight, f"weight of 'data:{field}'")
+
+    @property
+    def name(self) -> str:
+        return f"data:{self.field}"
+
+    def __call__(self, ev: Evaluation) -> Float[Array, ""]:
+        mask = ev.masks[self.field]
+        err = jnp.where(mask, ev.values[self.field] - ev.data[self.field], 0.0)
+        return jnp.sum(err**2) / jnp.maximum(jnp.sum(mask.astype(err.dtype)), 1.0)
+
+
+class Residual(AbstractTerm):
+    """`mean over the interior of r(s)^2` for a residual function `r` of a `Scope`."""
+
+    fn: Callable = eqx.field(static=True)
+    label: str = eqx.field(static=True)
+    weight: Float[Array, ""]
+
+    def __init__(self, fn: Callable, label: str = "pde", weight=1.0):
+        if not callable(fn):
+            raise MollijaxError(f"Residual {label!r}: `fn` must be a function r(s), got {fn!r}.")
+        self.fn = fn
+        self.label = str(label)
+        self.weight = check_weight(weight, f"weight of 'residual:{label}'")
+
+    @property
+    def name(self) -> str:
+        return f"residual:{self.label}"
+
+    def __call__(self, ev: Evaluation) -> Float[Array, ""]:
+        return jnp.mean(ev.residual(self.fn) ** 2)
+
+
+class _Penalty(AbstractTerm):
+    """A penalty on one unknown's values on its own sub-grid."""
+
+    unknown: eqx.AbstractVar[str]
+    kind_name: eqx.AbstractClassVar[str]
+
+    @property
+    def name(self) -> str:
+        return f"reg:{self.unknown}:{self.kind_name}"
+
+    def _gradients(self, ev: Evaluation) -> list[Array]:
+        field = ev.unknowns[self.unknown]
+        if not field.axes:
+            raise MollijaxError(
+                f"Regulariser {self.kind_name!r} on {self.unknown!r} does nothing: it is a "
+                "constant."
+            )
+        v = field.on_subgrid(ev.grid)
+        grads = []
+        for k, axis in enumerate(field.axes):
+            h = ev.grid.spacing[ev.grid.axis_index(axis)]
+            g = jnp.diff(v, axis=k) / h
+            for j in range(v.ndim):  # trim the other axes to a common shape
+                if j != k:
+                    g = jax.lax.slice_in_dim(g, 0, v.shape[j] - 1, axis=j)
+            grads.append(g)
+        return grads
+
+
+class Tikhonov(_Penalty):
+    """`mean(u^2)` over the unknown's sub-grid."""
+
+    unknown: str = eqx.field(static=True)
+    weight: Float[Array, ""]
+    kind_name: ClassVar[str] = "tikhonov"
+
+    def __init__(self, unknown: str, weight=1.0):
+        self.unknown = unknown
+        self.weight = check_weight(weight, f"weight of 'reg:{unknown}:tikhonov'")
+
+    def __call__(self, ev: Evaluation) -> Float[Array, ""]:
+        return jnp.mean(ev.unknowns[self.unknown].on_subgrid(ev.grid) ** 2)
+
+
+class H1(_Penalty):
+    """The H1 seminorm `sum_a mean((du/dx_a)^2)`, forward differences on the sub-grid."""
+
+    unknown: str = eqx.field(static=True)
+    weight: Float[Array, ""]
+    kind_name: ClassVar[str] = "smooth"
+
+    def __init__(self, unknown: str, weight=1.0):
+        self.unknown = unknown
+        self.weight = check_weight(weight, f"weight of 'reg:{unknown}:smooth'")
+
+    def __call__(self, ev: Evaluation) -> Float[Array, ""]:
+        return jnp.mean(sum(g**2 for g in self._gradients(ev)))
+
+
+class TV(_Penalty):
+    """Smoothed total variation `mean(sqrt(|grad u|^2 + delta^2))` (edge-preserving)."""
+
+    unknown: str = eqx.field(static=True)
+    weight: Float[Array, ""]
+    delta: float = eqx.field(static=True)
+    kind_name: ClassVar[str] = "tv"
+
+    def __init__(self, unknown: str, weight=1.0, delta: float = 1e-6):
+        if not (isinstance(delta, int | float) and delta > 0 and math.isfinite(delta)):
+            raise MollijaxError(f"TV on {unknown!r}: `delta` must be a number > 0, got {delta!r}.")
+        self.unknown = unknown
+        self.weight = check_weight(weight, f"weight of 'reg:{unknown}:tv'")
+        self.delta = float(delta)
+
+    def __call__(self, ev: Evaluation) -> Float[Array, ""]:
+        sq = sum(g**2 for g in self._gradients(ev))
+        return jnp.mean(jnp.sqrt(sq + self.delta**2))
+
+
+def Regulariser(unknown: str, kind: str, weight=1.0, **options) -> AbstractTerm:
+    """The regulariser named `kind` (`"tikhonov"`, `"smooth"`, `"tv"`) on `unknown`:
+    `Tikhonov`, `H1` or `TV` from the table of names."""
+    from ._names import from_name
+
+    return from_name("regulariser", kind, unknown, weight, **options)
+
+
+class Condition(AbstractTerm):
+    """A boundary or initial condition `f = value` on part of the grid, as a loss term
+    `mean over the selected nodes of (f - value)^2` (an `Evolution` imposes it exactly
+    instead, on the fields it evolves).
+
+    **Arguments:**
+
+    - `field`: name of the field it constrains.
+    - `where`: `{"t": 0}` (node 0 along axis t; several axes allowed, negative indices too)
+      or a boolean mask of the grid's shape.
+    - `value`: number or array broadcastable to the selected nodes.
+    - `name`: label in the loss history (default `"<field>@<where>"`).
+    - `weight`: its loss weight (default 1).
+    """
+
+    field: str = eqx.field(static=True)
+    index: tuple = eqx.field(static=True)
+    mask: Array | None
+    value: Array
+    label: str = eqx.field(static=True)
+    weight: Float[Array, ""]
+
+    def __init__(self, field: str, where, value, name: str | None = None, weight=1.0):
+        self.field = field
+        if isinstance(where, Mapping):
+            try:
+                self.index = tuple(sorted((str(k), operator.index(v)) for k, v in where.items()))
+            except TypeError:
+                raise MollijaxError(
+                    f"Condition on {field!r}: `where` must map axis names to integer node "
+                    f"indices, got {dict(where)!r}."
+                ) from None
+            self.mask = None
+            label = ",".join(f"{k}={v}" for k, v in self.index)
+        else:
+            where = np.asarray(where)
+            if where.dtype != bool:
+                raise MollijaxError(
+                    f"Condition on {field!r}: `where` must be a dict {{axis: index}} or a "
+                    f"boolean mask, got {describe(where)}."
+                )
+            self.index = ()
+            self.mask = jnp.asarray(where)
+            label = "mask"
+        value = np.asarray(value, dtype=np.float64)
+        if not np.all(np.isfinite(value)):
+            raise NonFiniteError(f"Condition on {field!r}: `value` contains NaN or inf.")
+        self.value = jnp.asarray(value)
+        self.label = name or f"{field}@{label}"
+        self.weight = check_weight(weight, f"weight of 'condition:{self.label}'")
+
+    @property
+    def name(self) -> str:
+        return f"condition:{self.label}"
+
+    def select(self, values: Array, grid: Grid) -> tuple[Array, Array | None]:
+        """The constrained nodes of `values` (or all of them and the mask)."""
+        if self.mask is not None:
+            if self.mask.shape != grid.shape:
+                raise GridMismatchError(
+                    f"Condition {self.label!r}: mask must have the grid's shape {grid.shape}, "
+                    f"got {self.mask.shape}."
+                )
+            return values, self.mask
+        idx: list = [slice(None)] * grid.ndim
+        for axis, i in self.index:
+            a = grid.axis_index(axis)
+            if not -grid.shape[a] <= i < grid.shape[a]:
+                raise GridMismatchError(
+                    f"Condition {self.label!r}: index {i} out of range for axis {axis!r} of "
+                    f"size {grid.shape[a]}."
+                )
+            idx[a] = i
+        return values[tuple(idx)], None
+
+    def loss(self, values: Array, grid: Grid) -> Float[Array, ""]:
+        """The mean squared violation on `values` (the field on the full grid)."""
+        selected, mask = self.select(values, grid)
+        err = (selected - self.value.astype(selected.dtype)) ** 2
+        if mask is None:
+            return jnp.mean(err)
+        count = jnp.maximum(jnp.sum(mask.astype(err.dtype)), 1.0)
+        return jnp.sum(jnp.where(mask, err, 0.0)) / count
+
+    def __call__(self, ev: Evaluation) -> Float[Array, ""]:
+        return self.loss(ev.values[self.field], ev.grid)
