@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from .._errors import MollijaxError
+import mollijax as mj
+
 from ._electro_potentials import AbstractUnit
 
 
@@ -30,7 +31,7 @@ class Charges(eqx.Module):
     def __check_init__(self):
         c, p = jnp.shape(self.charge), jnp.shape(self.position)
         if len(c) != 1 or len(p) != 2 or p != (c[0], 2):
-            raise MollijaxError(
+            raise mj.MollijaxError(
                 f"Charges need `charge` of shape (n,) and `position` of shape (n, 2); got "
                 f"{c} and {p}."
             )

@@ -20,16 +20,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from .._differentiators import Mollifier
-from .._errors import MollijaxError
-from .._grid import Grid
+import mollijax as mj
+
 from ._electro_dynamics import Charges
 from ._electro_potentials import ScreenedUnit, lattice_features, lattice_unit
 
 
-def _square_periodic(grid: Grid) -> tuple[tuple[int, int], float]:
+def _square_periodic(grid: mj.Grid) -> tuple[tuple[int, int], float]:
     if grid.ndim != 2 or grid.shape[0] != grid.shape[1] or not np.isclose(*grid.spacing):
-        raise MollijaxError(
+        raise mj.MollijaxError(
             f"`grid` must be a square 2-D periodic grid, got shape {grid.shape} and spacing "
             f"{grid.spacing}."
         )
@@ -37,7 +36,12 @@ def _square_periodic(grid: Grid) -> tuple[tuple[int, int], float]:
 
 
 def sample_teacher(
-    teacher: Charges, unit: ScreenedUnit, grid: Grid, key: PRNGKeyArray, n: int, noise: float = 0.0
+    teacher: Charges,
+    unit: ScreenedUnit,
+    grid: mj.Grid,
+    key: PRNGKeyArray,
+    n: int,
+    noise: float = 0.0,
 ) -> tuple[Int[Array, "n 2"], Float[Array, " n"], Float[Array, ""], Float[Array, " n"]]:
     """Draw `n` inputs (lattice Fourier features of `unit` on `grid`'s periodic box) and labels
     `y_n = sum_j b_j sigma(w_j, x_n) + noise * N(0, 1)`.
@@ -57,7 +61,7 @@ def estimate_potential(
     beta: Float[Array, " n"],
     amplitude: Float[Array, ""],
     y: Float[Array, " n"],
-    grid: Grid,
+    grid: mj.Grid,
 ) -> Float[Array, "n0 n1"]:
     """Monte Carlo `V_hat(theta) = (1/n) sum_n y_n sigma(theta, x_n)` on every node of `grid`.
 
@@ -76,7 +80,7 @@ def estimate_potential(
 
 
 def source_density(
-    potential: Float[Array, "n0 n1"], lam: float, D: Mollifier
+    potential: Float[Array, "n0 n1"], lam: float, D: mj.Mollifier
 ) -> Float[Array, "n0 n1"]:
     """`(lambda - Laplacian)(V * phi_eps)` with the mollified derivatives of `D`.
 
@@ -87,7 +91,7 @@ def source_density(
     return lam * smooth - dxx - dyy
 
 
-def _periodic_offsets(grid: Grid, radius: float):
+def _periodic_offsets(grid: mj.Grid, radius: float):
     h = grid.spacing[0]
     q = int(np.ceil(radius / h))
     offs = [(i, j) for i in range(-q, q + 1) for j in range(-q, q + 1)
@@ -96,7 +100,7 @@ def _periodic_offsets(grid: Grid, radius: float):
 
 
 def read_charges(
-    density: Float[Array, "n0 n1"], grid: Grid, radius: float, threshold: float = 0.3
+    density: Float[Array, "n0 n1"], grid: mj.Grid, radius: float, threshold: float = 0.3
 ) -> Charges:
     """Protons from the bumps of `density` on a periodic grid.
 
@@ -107,9 +111,9 @@ def read_charges(
     """
     shape, length = _square_periodic(grid)
     if not (0 < threshold < 1):
-        raise MollijaxError(f"`threshold` must lie in (0, 1), got {threshold!r}.")
+        raise mj.MollijaxError(f"`threshold` must lie in (0, 1), got {threshold!r}.")
     if not (grid.spacing[0] <= radius < length / 4):
-        raise MollijaxError(
+        raise mj.MollijaxError(
             f"`radius` must lie in [h, length / 4) = [{grid.spacing[0]:.4g}, {length / 4:.4g}), "
             f"got {radius!r}."
         )
@@ -172,7 +176,7 @@ def random_teacher(
         if d.min() >= min_separation:
             break
     else:
-        raise MollijaxError(
+        raise mj.MollijaxError(
             f"Could not place {k} protons {min_separation} apart in a box of side {length}."
         )
     charge = rng.uniform(*charge_range, k)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from .._errors import MollijaxError
+import mollijax as mj
 
 _EULER_GAMMA = 0.57721566490153286061
 
@@ -52,7 +52,7 @@ def hermite_activation(z: Float[Array, "*batch"], m: int) -> Float[Array, "*batc
     `He_0 = 1`, `He_1 = z`. Under `z ~ N(0, 1)` these are orthonormal.
     """
     if not (isinstance(m, int) and m >= 0):
-        raise MollijaxError(f"Hermite degree `m` must be a non-negative int, got {m!r}.")
+        raise mj.MollijaxError(f"Hermite degree `m` must be a non-negative int, got {m!r}.")
     prev, cur = jnp.ones_like(z), z
     if m == 0:
         return prev
@@ -181,7 +181,7 @@ def exp1(x: Float[Array, "*batch"]) -> Float[Array, "*batch"]:
     return -_EULER_GAMMA - jnp.log(x) + total
 
 
-# --------------------------------------------------------------------------- translation-invariant units
+# ---------------------------------------------------------------------- translation-invariant units
 
 
 class AbstractUnit(eqx.Module):
@@ -230,11 +230,11 @@ class ScreenedUnit(AbstractUnit):
         for name in ("lam", "delta"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise MollijaxError(
+                raise mj.MollijaxError(
                     f"ScreenedUnit `{name}` must be a positive finite number, got {value!r}."
                 )
         if self.lam * self.delta**2 / 2 >= 1.0:
-            raise MollijaxError(
+            raise mj.MollijaxError(
                 f"ScreenedUnit needs a core smaller than the screening length, lam * delta^2 "
                 f"/ 2 < 1; got lam={self.lam!r}, delta={self.delta!r}."
             )
@@ -285,7 +285,7 @@ class GaussianUnit(AbstractUnit):
     def __check_init__(self):
         if not (isinstance(self.width, int | float) and math.isfinite(self.width)
                 and self.width > 0):
-            raise MollijaxError(
+            raise mj.MollijaxError(
                 f"GaussianUnit `width` must be a positive finite number, got {self.width!r}."
             )
 
@@ -297,7 +297,9 @@ class GaussianUnit(AbstractUnit):
         return 2.0 * math.pi * s2 * jnp.exp(-s2 * k2 / 2.0)
 
 
-def torus_potential(unit: AbstractUnit, shape: tuple[int, int], length: float) -> Float[Array, "n0 n1"]:
+def torus_potential(
+    unit: AbstractUnit, shape: tuple[int, int], length: float
+) -> Float[Array, "n0 n1"]:
     """The periodised potential `G_T(theta) = sum_n G(theta + n L)` on the nodes of a periodic
     `shape` grid of side `length`, from its Fourier series `L^-2 sum_k G_hat(k) e^{i k.theta}`,
     `k in (2 pi / L) Z^2`, truncated to the grid's frequencies (exact to the spectrum's tail).

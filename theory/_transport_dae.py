@@ -29,7 +29,8 @@ import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._errors import MollijaxError
+import mollijax as mj
+
 from ._transport_mixture import Numbers, _psd_sqrt, noise_matrix
 
 
@@ -63,7 +64,7 @@ class RBFDenoiser(eqx.Module):
     def __init__(self, centres: Float[ArrayLike, "M d"], length: float):
         c = jnp.asarray(centres)
         if c.ndim != 2 or not (np.isfinite(length) and length > 0):
-            raise MollijaxError(
+            raise mj.MollijaxError(
                 f"RBFDenoiser needs `centres` of shape (M, d) and a positive `length`, got "
                 f"shape {tuple(c.shape)} and length {length!r}."
             )
@@ -147,9 +148,9 @@ def train_denoiser(
     """
     x = jnp.asarray(x)
     if x.ndim != 2:
-        raise MollijaxError(f"`x` must have shape (n, d), got shape {tuple(x.shape)}.")
+        raise mj.MollijaxError(f"`x` must have shape (n, d), got shape {tuple(x.shape)}.")
     if not (np.isfinite(tau) and tau > 0):
-        raise MollijaxError(f"`tau` must be a positive number, got {tau!r}.")
+        raise mj.MollijaxError(f"`tau` must be a positive number, got {tau!r}.")
     root = _psd_sqrt(noise_matrix(noise, x.shape[1]))
     noisy, clean = _noise_pairs(key, x, tau, root, copies)
     return _fit(model, noisy, clean, float(learning_rate), int(steps))
@@ -186,7 +187,7 @@ def trained_dae_stack(
     tau = float(total_time) / int(layers)
     m = xs[0].shape[0] if train_size is None else int(train_size)
     if not 0 < m <= xs[0].shape[0]:
-        raise MollijaxError(
+        raise mj.MollijaxError(
             f"`train_size` must be between 1 and the number of particles {xs[0].shape[0]}, "
             f"got {train_size}."
         )

@@ -5,7 +5,7 @@
   so the difference of two snapshots of the same particles moved a little is small and
   smooth, which is what a time derivative needs.
 - `fit_diffusion`: the inverse problem. Given snapshots `rho_k` at times `t_k`, mollify them
-  with a `Mollifier` (the kernel-density estimate) and fit the constant symmetric tensor `D`
+  with a `mj.Mollifier` (the kernel-density estimate) and fit the constant symmetric tensor `D`
   in `d rho/dt = div(D grad rho) = sum_{a,b} D_ab d_a d_b rho` by least squares.
 - `w2_sorted`, `w2_gaussian`, `sliced_w2`: 2-Wasserstein distances between point clouds.
 """
@@ -21,12 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._differentiators import Mollifier
-from .._errors import GridMismatchError, MollijaxError
-from .._grid import Grid
+import mollijax as mj
 
 
-def particle_density(points: Float[ArrayLike, "n d"], grid: Grid) -> Float[Array, "*grid"]:
+def particle_density(points: Float[ArrayLike, "n d"], grid: mj.Grid) -> Float[Array, "*grid"]:
     """Cloud-in-cell density of `n` particles on `grid`.
 
     Each particle spreads mass `1 / n` over the `2^d` nodes of its cell with multilinear
@@ -37,7 +35,7 @@ def particle_density(points: Float[ArrayLike, "n d"], grid: Grid) -> Float[Array
     """
     x = jnp.asarray(points)
     if x.ndim != 2 or x.shape[1] != grid.ndim:
-        raise GridMismatchError(
+        raise mj.GridMismatchError(
             f"`points` must have shape (n, {grid.ndim}) for a {grid.ndim}-D grid, "
             f"got shape {tuple(x.shape)}."
         )
@@ -80,9 +78,9 @@ class DiffusionFit(NamedTuple):
 
 
 def fit_diffusion(
-    densities: Float[ArrayLike, "T *grid"],
+    densities: Float[ArrayLike, " T *grid"],
     times: Float[ArrayLike, " T"] | Sequence[float],
-    differentiator: Mollifier,
+    differentiator: mj.Mollifier,
 ) -> DiffusionFit:
     """Fit `D` in `d rho/dt = sum_{a,b} D_ab d_a d_b rho` to density snapshots.
 
@@ -102,24 +100,24 @@ def fit_diffusion(
 
     - `densities`: shape `(T, *grid)`, `T >= 2`, e.g. from `particle_density`.
     - `times`: shape `(T,)`, increasing.
-    - `differentiator`: a `Mollifier` on the densities' grid (use `boundary="zero"` when the
+    - `differentiator`: a `mj.Mollifier` on the densities' grid (use `boundary="zero"` when the
       densities vanish at the edges).
 
     **Returns:** a `DiffusionFit`.
     """
-    if not isinstance(differentiator, Mollifier):
-        raise MollijaxError(
+    if not isinstance(differentiator, mj.Mollifier):
+        raise mj.MollijaxError(
             f"`differentiator` must be a mollijax.Mollifier, got {type(differentiator).__name__}."
         )
     grid = differentiator.grid
     rho = jnp.asarray(densities)
     t = np.asarray(times, dtype=np.float64)
     if rho.ndim != grid.ndim + 1 or tuple(rho.shape[1:]) != grid.shape:
-        raise GridMismatchError(
+        raise mj.GridMismatchError(
             f"`densities` must have shape (T, *{grid.shape}), got shape {tuple(rho.shape)}."
         )
     if t.shape != (rho.shape[0],) or t.size < 2 or np.any(np.diff(t) <= 0):
-        raise MollijaxError(
+        raise mj.MollijaxError(
             f"`times` must be {rho.shape[0]} increasing numbers (one per snapshot), "
             f"got {t.tolist()}."
         )
@@ -144,8 +142,8 @@ def fit_diffusion(
 
 
 def snapshot_densities(
-    particles: Float[ArrayLike, "T n d"], grid: Grid
-) -> Float[Array, "T *grid"]:
+    particles: Float[ArrayLike, "T n d"], grid: mj.Grid
+) -> Float[Array, " T *grid"]:
     """`particle_density` of every snapshot of a `(T, n, d)` particle history."""
     return jnp.stack([particle_density(p, grid) for p in jnp.asarray(particles)])
 
@@ -162,7 +160,7 @@ def w2_sorted(a: Float[ArrayLike, "*n"], b: Float[ArrayLike, "*n"]) -> float:
     """
     a, b = jnp.ravel(jnp.asarray(a)), jnp.ravel(jnp.asarray(b))
     if a.shape != b.shape:
-        raise MollijaxError(
+        raise mj.MollijaxError(
             f"`a` and `b` must hold the same number of samples, got {a.shape[0]} and {b.shape[0]}."
         )
     return float(jnp.sqrt(jnp.mean((jnp.sort(a) - jnp.sort(b)) ** 2)))
@@ -183,7 +181,7 @@ def w2_gaussian(a: Float[ArrayLike, "n d"], b: Float[ArrayLike, "m d"]) -> float
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise MollijaxError(
+        raise mj.MollijaxError(
             f"`a` and `b` must have shapes (n, d) and (m, d), got {a.shape} and {b.shape}."
         )
     sa, sb = np.cov(a.T, bias=True).reshape(a.shape[1], -1), np.cov(b.T, bias=True).reshape(
@@ -203,7 +201,7 @@ def sliced_w2(
     sorting). For a translation by `m` it equals `|m| / sqrt(d)`."""
     a, b = jnp.asarray(a), jnp.asarray(b)
     if a.shape != b.shape or a.ndim != 2:
-        raise MollijaxError(
+        raise mj.MollijaxError(
             f"`a` and `b` must have the same shape (n, d), got {a.shape} and {b.shape}."
         )
     theta = jax.random.normal(key, (directions, a.shape[1]), dtype=a.dtype)

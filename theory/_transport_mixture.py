@@ -28,14 +28,12 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._errors import MollijaxError
-from .._grid import Grid
-
+import mollijax as mj
 
 # numbers given as arrays, scalars or nested Python lists (weights, covariances, noise, times)
 Numbers = ArrayLike | Sequence
 
-class MixtureError(MollijaxError):
+class MixtureError(mj.MollijaxError):
     """A Gaussian mixture or its flow is ill-posed (bad weights, covariances, or times)."""
 
 
@@ -319,7 +317,7 @@ def deep_dae_variance(s0: float, t: float, layers: int) -> float:
 
 
 def entropy_fisher(
-    mixture: GaussianMixture, grid: Grid, noise: Numbers = 1.0
+    mixture: GaussianMixture, grid: mj.Grid, noise: Numbers = 1.0
 ) -> tuple[float, float, float]:
     """`H = -int mu log mu`, `I_A = int (grad log mu)^T A grad log mu mu` and the mass
     `int mu`, by the midpoint/trapezoid rule on `grid` (which should cover the mixture to

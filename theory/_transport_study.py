@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    python -m mollijax.theory._transport_study [number of seeds]
+    python -m theory._transport_study [number of seeds]
 
 For each seed it repeats the settings of `tests/theory/test_transport.py` (2-D mixture,
 100 000 particles, 64 x 64 grid, eps = 1.5, `scheme="difference"`; trained affine DAEs on a
@@ -18,7 +18,8 @@ import sys
 import jax
 import numpy as np
 
-from .._grid import Grid
+import mollijax as mj
+
 from .transport import (
     AffineDenoiser,
     GaussianMixture,
@@ -36,7 +37,7 @@ def seed_study(seeds: int = 5) -> dict[str, np.ndarray]:
     jax.config.update("jax_enable_x64", True)
     mix = GaussianMixture([0.5, 0.5], [[-1.2, 0.0], [1.2, 0.3]], [[1.0, 0.8], [0.7, 1.0]])
     gauss = GaussianMixture([1.0], [[0.0, 0.0]], [[[1.0, 0.3], [0.3, 0.8]]])
-    grid = Grid.from_bounds((64, 64), (-6.0, -6.0), (6.0, 6.0))
+    grid = mj.Grid.from_bounds((64, 64), (-6.0, -6.0), (6.0, 6.0))
     diff = density_differentiator(grid, 1.5)
     times = np.linspace(0.0, 0.25, 6)
     depth = 0.15 * np.arange(16) / 15

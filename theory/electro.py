@@ -1,6 +1,6 @@
 """Depth-2 networks as electrodynamics (Panigrahy, Rahimi, Sachdeva, Zhang, arXiv 1702.00458).
 
-Public surface of the electrodynamics view, and `run_electro`, the default demonstration:
+Everything the electrodynamics view offers, and `run`, the default demonstration:
 
 1. potentials `Phi(theta, w) = E_x[sigma(theta.x) sigma(w.x)]` of sign, Hermite and ReLU units
    in closed form, checked by Monte Carlo;
@@ -8,7 +8,8 @@ Public surface of the electrodynamics view, and `run_electro`, the default demon
    student electrons towards teacher protons, node-wise and joint, against a Gaussian unit;
 3. recovery of the teacher from samples by applying the mollified `(lambda - Laplacian)`.
 
-Run it as `python -m mollijax.theory._electro_main configs/theory_electro.toml OUT_DIR`.
+Run it as `mollijax theory electro configs/theory_electro.toml --out OUT_DIR`. Uses only the
+public mollijax API (`import mollijax as mj`).
 """
 
 from __future__ import annotations
@@ -22,46 +23,93 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._differentiators import Mollifier
-from .._errors import MollijaxError
-from .._grid import Grid
+import mollijax as mj
+
 from ._electro_dynamics import (
     Charges as Charges,
+)
+from ._electro_dynamics import (
     descend as descend,
+)
+from ._electro_dynamics import (
     descend_nodewise as descend_nodewise,
+)
+from ._electro_dynamics import (
     energy as energy,
+)
+from ._electro_dynamics import (
     felt_potential as felt_potential,
+)
+from ._electro_dynamics import (
     position_laplacians as position_laplacians,
 )
 from ._electro_inverse import (
     estimate_potential as estimate_potential,
+)
+from ._electro_inverse import (
     match_errors as match_errors,
+)
+from ._electro_inverse import (
     random_teacher as random_teacher,
+)
+from ._electro_inverse import (
     read_charges as read_charges,
+)
+from ._electro_inverse import (
     sample_teacher as sample_teacher,
+)
+from ._electro_inverse import (
     source_density as source_density,
 )
 from ._electro_potentials import (
     AbstractUnit as AbstractUnit,
+)
+from ._electro_potentials import (
     GaussianUnit as GaussianUnit,
+)
+from ._electro_potentials import (
     ScreenedUnit as ScreenedUnit,
+)
+from ._electro_potentials import (
     bessel_k0 as bessel_k0,
+)
+from ._electro_potentials import (
     exp1 as exp1,
+)
+from ._electro_potentials import (
     hermite_activation as hermite_activation,
+)
+from ._electro_potentials import (
     hermite_potential as hermite_potential,
+)
+from ._electro_potentials import (
     lattice_features as lattice_features,
+)
+from ._electro_potentials import (
     lattice_unit as lattice_unit,
+)
+from ._electro_potentials import (
     monte_carlo_potential as monte_carlo_potential,
+)
+from ._electro_potentials import (
     relu_activation as relu_activation,
+)
+from ._electro_potentials import (
     relu_potential as relu_potential,
+)
+from ._electro_potentials import (
     sign_activation as sign_activation,
+)
+from ._electro_potentials import (
     sign_potential as sign_potential,
+)
+from ._electro_potentials import (
     torus_potential as torus_potential,
 )
 
 
-class ElectroConfigError(MollijaxError):
-    """A configuration of `run_electro` names an unknown section or key, or a bad value."""
+class ElectroConfigError(mj.MollijaxError):
+    """A configuration of `run` names an unknown section or key, or a bad value."""
 
 
 ELECTRO_DEFAULTS: dict[str, dict] = {
@@ -204,7 +252,8 @@ def run_dynamics(cfg: dict) -> dict:
     for name, unit in units.items():
         node_final, node_paths = descend_nodewise(init, unit, teacher, cfg["lr"], cfg["steps"])
         joint_final, joint_path = descend(init, unit, teacher, cfg["lr"], cfg["steps"])
-        out["runs"][name] = {"nodewise": (node_final, node_paths), "joint": (joint_final, joint_path)}
+        out["runs"][name] = {"nodewise": (node_final, node_paths),
+                             "joint": (joint_final, joint_path)}
     return out
 
 
@@ -230,9 +279,9 @@ def _last_state_outside_cores(path: Charges, teacher: Charges, core: float) -> i
 def run_recovery(cfg: dict) -> dict:
     """Teacher recovery over `cfg["seeds"]` random teachers: max position and charge errors."""
     n = cfg["grid"]
-    grid = Grid.from_bounds((n, n), (0.0, 0.0), (1.0, 1.0), periodic=True)
+    grid = mj.Grid.from_bounds((n, n), (0.0, 0.0), (1.0, 1.0), periodic=True)
     unit = ScreenedUnit(cfg["lam"], cfg["delta"])
-    D = Mollifier(grid, cfg["eps"], boundary="periodic")
+    D = mj.Mollifier(grid, cfg["eps"], boundary="periodic")
     per_seed = []
     example = None
     for seed in range(cfg["seeds"]):
@@ -346,8 +395,8 @@ def _plot_recovery(rec, path):
 # --------------------------------------------------------------------------- entry point
 
 
-def run_electro(config: dict, out_dir: pathlib.Path) -> dict:
-    """Run the demonstration described by `config` and write PNG plots into `out_dir`.
+def run(config: dict, out: pathlib.Path) -> dict:
+    """Run the demonstration described by `config` and write PNG plots into the folder `out`.
 
     `config` has the sections `potentials`, `dynamics` and `recovery` of
     `configs/theory_electro.toml`; missing keys take `ELECTRO_DEFAULTS`, unknown ones raise
@@ -362,7 +411,7 @@ def run_electro(config: dict, out_dir: pathlib.Path) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
-    out_dir = pathlib.Path(out_dir)
+    out_dir = pathlib.Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     metrics: dict = {}

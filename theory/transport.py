@@ -1,4 +1,4 @@
-"""Infinitely deep denoising autoencoders as transport (Sonoda & Murata, JMLR 2019).
+"""Infinitely deep denoising autoencoders as transport (Sonoda & Murata, arXiv 1605.02832).
 
 A Gaussian denoising autoencoder (DAE) with noise variance `t` maps
 `x -> x + t grad log(W_t * mu)(x)`, `W_t` the heat kernel. Stacking layers of noise `t / L`,
@@ -14,9 +14,11 @@ each trained on the previous layer's features, tends as `L -> inf` to the partic
   Wasserstein distances (`w2_sorted`, `w2_gaussian`, `sliced_w2`);
 - the inverse problem: the diffusion tensor `D` in `d rho/dt = div(D grad rho)` fitted to
   snapshots with mollified derivatives (`fit_diffusion`);
-- `run_transport(config, out_dir)`, the demonstration behind `configs/theory_transport.toml`.
+- `run(config, out)`, the demonstration behind `configs/theory_transport.toml`
+  (`mollijax theory transport configs/theory_transport.toml --out OUT_DIR`).
 
-See `docs/theory_transport.md` for the claims and what the tests verify.
+Uses only the public mollijax API (`import mollijax as mj`). See `docs/theory_transport.md`
+for the claims and what the tests verify.
 """
 
 from __future__ import annotations
@@ -25,45 +27,82 @@ import pathlib
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from .._differentiators import Mollifier
-from .._errors import MollijaxError
-from .._grid import Grid
-from .._kernels import Bump, Polynomial, TruncatedGaussian
+import mollijax as mj
+
 from ._transport_dae import (
     AffineDenoiser as AffineDenoiser,
+)
+from ._transport_dae import (
     RBFDenoiser as RBFDenoiser,
+)
+from ._transport_dae import (
     grid_centres as grid_centres,
+)
+from ._transport_dae import (
     train_denoiser as train_denoiser,
+)
+from ._transport_dae import (
     trained_dae_stack as trained_dae_stack,
 )
 from ._transport_density import (
     DiffusionFit as DiffusionFit,
+)
+from ._transport_density import (
     fit_diffusion as fit_diffusion,
+)
+from ._transport_density import (
     particle_density as particle_density,
+)
+from ._transport_density import (
     sliced_w2 as sliced_w2,
+)
+from ._transport_density import (
     snapshot_densities as snapshot_densities,
+)
+from ._transport_density import (
     w2_gaussian as w2_gaussian,
+)
+from ._transport_density import (
     w2_sorted as w2_sorted,
 )
 from ._transport_mixture import (
     GaussianMixture as GaussianMixture,
+)
+from ._transport_mixture import (
     MixtureError as MixtureError,
+)
+from ._transport_mixture import (
     brownian_flow as brownian_flow,
+)
+from ._transport_mixture import (
     deep_dae_variance as deep_dae_variance,
+)
+from ._transport_mixture import (
     entropy_fisher as entropy_fisher,
+)
+from ._transport_mixture import (
     exact_flow as exact_flow,
+)
+from ._transport_mixture import (
     exact_velocity as exact_velocity,
+)
+from ._transport_mixture import (
     noise_matrix as noise_matrix,
+)
+from ._transport_mixture import (
     oracle_dae_layer as oracle_dae_layer,
+)
+from ._transport_mixture import (
     oracle_dae_stack as oracle_dae_stack,
+)
+from ._transport_mixture import (
     shallow_dae_variance as shallow_dae_variance,
 )
 
 
-class TransportConfigError(MollijaxError):
+class TransportConfigError(mj.MollijaxError):
     """A key or value of the transport demonstration's configuration is wrong."""
 
 
@@ -89,9 +128,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "kernel": "bump",
 }
 
-_KERNELS = {"bump": Bump, "polynomial": Polynomial, "truncated_gaussian": TruncatedGaussian}
-
-
 def make_config(config: dict[str, Any] | None = None) -> dict[str, Any]:
     """`DEFAULT_CONFIG` updated with `config`; an unknown key raises `TransportConfigError`."""
     config = dict(config or {})
@@ -106,9 +142,9 @@ def make_config(config: dict[str, Any] | None = None) -> dict[str, Any]:
         raise TransportConfigError(
             f"Config key 'denoiser' must be 'affine' or 'rbf', got {merged['denoiser']!r}."
         )
-    if merged["kernel"] not in _KERNELS:
+    if merged["kernel"] not in mj.names("kernel"):
         raise TransportConfigError(
-            f"Config key 'kernel' must be one of {sorted(_KERNELS)}, got {merged['kernel']!r}."
+            f"Config key 'kernel' must be one of {mj.names('kernel')}, got {merged['kernel']!r}."
         )
     for key in ("particles", "snapshots", "layers", "train_steps", "grid_points",
                 "rbf_per_axis", "train_size"):
@@ -119,12 +155,13 @@ def make_config(config: dict[str, Any] | None = None) -> dict[str, Any]:
     return merged
 
 
-def density_differentiator(grid: Grid, eps: float, kernel: str = "bump") -> Mollifier:
-    """The `Mollifier` used for density snapshots: zero boundary (densities vanish outside the
-    box) and `scheme="difference"`, so that every derivative is a derivative of the *same*
+def density_differentiator(grid: mj.Grid, eps: float, kernel: str = "bump") -> mj.Mollifier:
+    """The `mj.Mollifier` used for density snapshots: zero boundary (densities vanish outside
+    the box) and `scheme="difference"`, so that every derivative is a derivative of the *same*
     smoothed field and `d rho/dt = div(D grad rho)` survives the smoothing unbiased (see
-    `docs/theory_transport.md`)."""
-    return Mollifier(grid, eps, kernel=_KERNELS[kernel](), boundary="zero", scheme="difference")
+    `docs/theory_transport.md`). `kernel` is a name of `mj.names("kernel")`."""
+    return mj.Mollifier(grid, eps, kernel=mj.from_name("kernel", kernel), boundary="zero",
+                        scheme="difference")
 
 
 def _plot(out_dir: pathlib.Path, name: str, draw) -> str:
@@ -140,18 +177,18 @@ def _plot(out_dir: pathlib.Path, name: str, draw) -> str:
     return str(path)
 
 
-def run_transport(config: dict[str, Any], out_dir: pathlib.Path) -> dict[str, Any]:
+def run(config: dict[str, Any], out: pathlib.Path) -> dict[str, Any]:
     """Run the transport demonstration described by `config` (keys of `DEFAULT_CONFIG`).
 
     Samples a 2-D Gaussian mixture and transports it (i) by the exact deep-DAE flow
     `dx/dt = A grad log mu_t`, (ii) by `layers` DAE layers trained with optax, and (iii) by a
     Brownian control; then fits the diffusion tensor `D` of each from mollified density
     snapshots, and tracks entropy, Fisher information and Wasserstein distances along depth.
-    Writes PNG plots into `out_dir` and returns a JSON-ready metrics dict (expected `D`:
+    Writes PNG plots into the folder `out` and returns a JSON-ready metrics dict (expected `D`:
     `-A` for the DAE flows, `+I/2` for the control).
     """
     cfg = make_config(config)
-    out_dir = pathlib.Path(out_dir)
+    out_dir = pathlib.Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     mix = GaussianMixture(cfg["weights"], cfg["means"], cfg["covariances"])
     if mix.dim != 2:
@@ -167,7 +204,7 @@ def run_transport(config: dict[str, Any], out_dir: pathlib.Path) -> dict[str, An
     k_sample, k_train, k_brown, k_slice = jax.random.split(key, 4)
     x0 = mix.sample(k_sample, cfg["particles"])
     lo, hi = cfg["domain"]
-    grid = Grid.from_bounds((cfg["grid_points"],) * 2, (lo, lo), (hi, hi), axes=("x", "y"))
+    grid = mj.Grid.from_bounds((cfg["grid_points"],) * 2, (lo, lo), (hi, hi), axes=("x", "y"))
     diff = density_differentiator(grid, float(cfg["eps"]), cfg["kernel"])
 
     times = np.linspace(0.0, t_total, cfg["snapshots"])
@@ -193,7 +230,7 @@ def run_transport(config: dict[str, Any], out_dir: pathlib.Path) -> dict[str, An
     expected = {"exact_flow": -a, "dae_layers": -a, "brownian": 0.5 * np.eye(2)}
 
     # entropy and Fisher information along depth (quadrature of the exact mixture)
-    quad = Grid.from_bounds((120, 120), (lo, lo), (hi, hi))
+    quad = mj.Grid.from_bounds((120, 120), (lo, lo), (hi, hi))
     hf = np.array([entropy_fisher(mix.at(t, a), quad, a) for t in depth_times])
     # dH/dt by a central difference of the exact entropy (step 1e-4) at every depth
     dt_h = 1e-4

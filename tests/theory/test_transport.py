@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import mollijax as mj
-from mollijax.theory import transport as tr
-from mollijax.theory._transport_dae import _noise_pairs
+
+# `tr` (theory/transport.py) and `theory` (the loader of its helper modules) are fixtures of
+# conftest.py, which imports the top-level theory/ folder by path.
 
 MIXTURE_2D = dict(weights=[0.5, 0.5], means=[[-1.2, 0.0], [1.2, 0.3]],
                   covs=[[1.0, 0.8], [0.7, 1.0]])
@@ -22,7 +23,7 @@ TOL_D = 0.06
 
 
 @pytest.fixture(scope="module")
-def mixture2d():
+def mixture2d(tr):
     return tr.GaussianMixture(**MIXTURE_2D)
 
 
@@ -32,7 +33,7 @@ def x0_2d(mixture2d):
 
 
 @pytest.fixture(scope="module")
-def fit_snapshots():
+def fit_snapshots(tr):
     diff = tr.density_differentiator(GRID_2D, 1.5)
 
     def fit(particles, times):
@@ -44,7 +45,7 @@ def fit_snapshots():
 # ----------------------------------------------------------------- shallow and deep Gaussian DAEs
 
 
-def test_oracle_dae_on_gaussian_is_shrinkage():
+def test_oracle_dae_on_gaussian_is_shrinkage(tr):
     s0, t = 1.3, 0.5
     g = tr.GaussianMixture([1.0], [[0.0]], [s0])
     x = jnp.linspace(-3.0, 3.0, 7)[:, None]
@@ -52,14 +53,15 @@ def test_oracle_dae_on_gaussian_is_shrinkage():
     np.testing.assert_allclose(out, x * s0 / (s0 + t), rtol=1e-12)
 
 
-def test_shallow_trained_dae_variance():
+def test_shallow_trained_dae_variance(tr, theory):
     s0, t = 1.3, 0.5
     x = np.sqrt(s0) * jax.random.normal(jax.random.PRNGKey(1), (4000, 1))
     model, history = tr.train_denoiser(tr.AffineDenoiser(1), x, jax.random.PRNGKey(2), t,
                                        steps=300, copies=2)
     assert history[-1] < history[0]
     # independent computation: least squares on the same antithetic pairs
-    noisy, clean = _noise_pairs(jax.random.PRNGKey(2), jnp.asarray(x), t, np.ones((1, 1)), 2)
+    noise_pairs = theory("_transport_dae")._noise_pairs
+    noisy, clean = noise_pairs(jax.random.PRNGKey(2), jnp.asarray(x), t, np.ones((1, 1)), 2)
     design = np.concatenate([np.asarray(noisy), np.ones((noisy.shape[0], 1))], axis=1)
     coef, *_ = np.linalg.lstsq(design, np.asarray(clean)[:, 0], rcond=None)
     assert abs(float(model.weight[0, 0]) - coef[0]) < 1e-4
@@ -71,7 +73,7 @@ def test_shallow_trained_dae_variance():
     assert abs(tr.shallow_dae_variance(s0, t) - s0**3 / (s0 + t) ** 2) < 1e-15
 
 
-def test_deep_dae_converges_at_first_order_in_depth():
+def test_deep_dae_converges_at_first_order_in_depth(tr):
     s0, t = 1.0, 0.3
     depths = np.array([16, 32, 64, 128, 256])
     errors = np.array([tr.deep_dae_variance(s0, t, int(L)) - (s0 - 2 * t) for L in depths])
@@ -83,7 +85,7 @@ def test_deep_dae_converges_at_first_order_in_depth():
     assert abs(errors[-1] / leading - 1) < 0.05
 
 
-def test_trained_deep_dae_matches_variance_recursion():
+def test_trained_deep_dae_matches_variance_recursion(tr):
     s0, t, layers = 1.0, 0.4, 4
     x = np.sqrt(s0) * jax.random.normal(jax.random.PRNGKey(3), (4000, 1))
     xs, _ = tr.trained_dae_stack(tr.AffineDenoiser(1), x, jax.random.PRNGKey(4), t, layers,
@@ -99,7 +101,7 @@ def test_trained_deep_dae_matches_variance_recursion():
 
 
 @pytest.mark.parametrize("noise", [1.0, [1.0, 0.0]])
-def test_entropy_decreases_at_fisher_rate(mixture2d, noise):
+def test_entropy_decreases_at_fisher_rate(tr, mixture2d, noise):
     quad = mj.Grid.from_bounds((96, 96), (-7.0, -7.0), (7.0, 7.0))
     t, dt = 0.1, 1e-4
     h_plus = tr.entropy_fisher(mixture2d.at(t + dt, noise), quad, noise)[0]
@@ -109,7 +111,7 @@ def test_entropy_decreases_at_fisher_rate(mixture2d, noise):
     assert abs((h_plus - h_minus) / (2 * dt) + fisher) < 1e-4 * fisher
 
 
-def test_entropy_fisher_of_gaussian():
+def test_entropy_fisher_of_gaussian(tr):
     s = 0.7
     grid = mj.Grid.from_bounds(201, -8.0, 8.0)
     h, fisher, _ = tr.entropy_fisher(tr.GaussianMixture([1.0], [[0.0]], [s]), grid)
@@ -117,7 +119,7 @@ def test_entropy_fisher_of_gaussian():
     assert abs(fisher - 1 / s) < 1e-10
 
 
-def test_wasserstein_distances():
+def test_wasserstein_distances(tr):
     rng = np.random.default_rng(0)
     a = rng.standard_normal(5000)
     b = 1.5 * a + 0.3  # monotone map: it is the optimal coupling
@@ -132,7 +134,7 @@ def test_wasserstein_distances():
     assert abs(sw / (np.linalg.norm(m) / np.sqrt(2)) - 1) < 0.05
 
 
-def test_w2_speed_is_sqrt_fisher_1d():
+def test_w2_speed_is_sqrt_fisher_1d(tr):
     # the flow is the W2 gradient flow of the entropy: metric speed |mu'| = sqrt(I)
     mix = tr.GaussianMixture([0.3, 0.7], [[-1.5], [1.0]], [0.6, 0.9])
     times = np.array([0.05, 0.07])
@@ -146,7 +148,7 @@ def test_w2_speed_is_sqrt_fisher_1d():
 # ----------------------------------------------------------------- densities, inverse problem
 
 
-def test_particle_density_conserves_mass_and_mean():
+def test_particle_density_conserves_mass_and_mean(tr):
     p = jax.random.normal(jax.random.PRNGKey(6), (3000, 2)) * 0.8 + jnp.array([0.3, -0.2])
     rho = tr.particle_density(p, GRID_2D)
     dv = np.prod(GRID_2D.spacing)
@@ -156,7 +158,7 @@ def test_particle_density_conserves_mass_and_mean():
                                np.asarray(p.mean(0)), atol=1e-12)
 
 
-def test_fit_recovers_minus_one_from_exact_snapshots(mixture2d):
+def test_fit_recovers_minus_one_from_exact_snapshots(tr, mixture2d):
     pts = GRID_2D.points()
     rho = jnp.stack([jnp.exp(jax.vmap(mixture2d.at(t).log_density)(pts)).reshape(GRID_2D.shape)
                      for t in TIMES])
@@ -165,24 +167,24 @@ def test_fit_recovers_minus_one_from_exact_snapshots(mixture2d):
     assert fit.relative_residual < 0.01
 
 
-def test_exact_deep_flow_gives_minus_laplacian(mixture2d, x0_2d, fit_snapshots):
+def test_exact_deep_flow_gives_minus_laplacian(tr, mixture2d, x0_2d, fit_snapshots):
     d = fit_snapshots(tr.exact_flow(mixture2d, x0_2d, TIMES), TIMES)
     np.testing.assert_allclose(d, -np.eye(2), atol=TOL_D)
 
 
-def test_noise_on_one_axis_gives_diag_minus_one_zero(mixture2d, x0_2d, fit_snapshots):
+def test_noise_on_one_axis_gives_diag_minus_one_zero(tr, mixture2d, x0_2d, fit_snapshots):
     d = fit_snapshots(tr.exact_flow(mixture2d, x0_2d, TIMES, noise=[1.0, 0.0]), TIMES)
     np.testing.assert_allclose(d, np.diag([-1.0, 0.0]), atol=TOL_D)
 
 
-def test_brownian_control_gives_plus_half(x0_2d, fit_snapshots):
+def test_brownian_control_gives_plus_half(tr, x0_2d, fit_snapshots):
     d = fit_snapshots(tr.brownian_flow(jax.random.PRNGKey(7), x0_2d, TIMES), TIMES)
     np.testing.assert_allclose(d, 0.5 * np.eye(2), atol=TOL_D)
 
 
 @pytest.mark.parametrize("noise, expected", [(1.0, -np.eye(2)),
                                              ([1.0, 0.0], np.diag([-1.0, 0.0]))])
-def test_trained_dae_layers_give_minus_noise(fit_snapshots, noise, expected):
+def test_trained_dae_layers_give_minus_noise(tr, fit_snapshots, noise, expected):
     g = tr.GaussianMixture([1.0], [[0.0, 0.0]], [[[1.0, 0.3], [0.3, 0.8]]])
     x0 = g.sample(jax.random.PRNGKey(8), 40000)
     total, layers = 0.15, 15
@@ -195,7 +197,7 @@ def test_trained_dae_layers_give_minus_noise(fit_snapshots, noise, expected):
 # ----------------------------------------------------------------- errors and the demonstration
 
 
-def test_errors_name_the_argument(mixture2d):
+def test_errors_name_the_argument(tr, mixture2d):
     with pytest.raises(tr.TransportConfigError, match="'particle'"):
         tr.make_config({"particle": 10})
     with pytest.raises(tr.MixtureError, match="blow-up"):
@@ -207,10 +209,22 @@ def test_errors_name_the_argument(mixture2d):
                          tr.density_differentiator(GRID_2D, 1.5))
 
 
-def test_run_transport_writes_plots_and_metrics(tmp_path):
+@pytest.mark.parametrize("kernel", ["bump", "polynomial", "gaussian"])
+def test_kernel_names_are_the_library_table(tr, kernel):
+    assert tr.make_config({"kernel": kernel})["kernel"] == kernel
+    diff = tr.density_differentiator(GRID_2D, 1.5, kernel)
+    assert type(diff.kernel) is type(mj.from_name("kernel", kernel))
+
+
+def test_unknown_kernel_name_lists_the_choices(tr):
+    with pytest.raises(tr.TransportConfigError, match="'kernel'.*'gaussian'"):
+        tr.make_config({"kernel": "truncated_gaussian"})
+
+
+def test_run_transport_writes_plots_and_metrics(tr, tmp_path):
     config = dict(particles=2000, snapshots=3, layers=2, train_steps=5, train_size=500,
                   grid_points=32, rbf_per_axis=3)
-    metrics = tr.run_transport(config, tmp_path)
+    metrics = tr.run(config, tmp_path)
     assert {p.name for p in tmp_path.glob("*.png")} == {
         "transport_particles.png", "transport_densities.png", "transport_entropy.png",
         "transport_fit.png"}
@@ -218,7 +232,7 @@ def test_run_transport_writes_plots_and_metrics(tmp_path):
     assert metrics["dH_dt_plus_I_max_relative"] < 1e-3
 
 
-def test_config_file_matches_defaults():
+def test_config_file_matches_defaults(tr):
     import pathlib
     import tomllib
 
