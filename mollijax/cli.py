@@ -2,14 +2,21 @@
 
     mollijax run [CONFIG] [--problem NAME] [--out DIR] [--resume] [--steps N] [--quiet]
     mollijax list
+    mollijax examples DIR [--force]
     mollijax show RESULT_DIR
     mollijax demo
+    mollijax theory PART [CONFIG]
+    mollijax --version
 
-`run` trains a ready problem from a TOML configuration (or, with no CONFIG, the built-in
-default run of `--problem`, `heat1d` unless given) and writes to the output folder:
-`metrics.json` (errors against the truth, final losses, wall time, status, the configuration),
-`result.mjx` (`FitResult.save`), `fields.npz` (recovered unknowns and their truth),
-PNG plots and `checkpoint.mjx`, from which `--resume` continues an interrupted run.
+`run` trains the problem a TOML configuration describes: its `[problem]` table names a
+problem file (`file = "my_pde.py"`, a user's own PDE) or a shipped one (`name = "<name>"`,
+the file `problems/<name>.py`; `mollijax list` shows them).
+With no CONFIG it runs the shipped `configs/default.toml`; `--problem NAME` runs the shipped
+`configs/NAME.toml`. It writes to the output folder: `metrics.json` (errors against the
+truth, final losses, wall time, status, the configuration), `result.mjx` (`FitResult.save`),
+`fields.npz` (recovered unknowns and their truth), PNG plots and `checkpoint.mjx`, from which
+`--resume` continues an interrupted run. `examples` copies the shipped problems/, configs/
+and theory/ folders out of the installed package, to read and edit.
 """
 
 from __future__ import annotations
@@ -18,52 +25,57 @@ import argparse
 import dataclasses
 import json
 import pathlib
+import shutil
 import sys
 import time
-
-DEFAULT_PROBLEM = "heat1d"
-
-
-def _optimiser(cfg):
-    import optax
-
-    from ._fit import default_optimiser
-
-    if cfg.name == "lbfgs":
-        return optax.lbfgs()
-    return default_optimiser(cfg.steps, cfg.learning_rate)
+import types
+from typing import NamedTuple
 
 
-def prepare(config):
-    """`(module, sim, problem, unknowns)` of a configuration: simulate or load the data and
-    build the problem."""
-    import jax
+class Prepared(NamedTuple):
+    """What a configuration becomes before fitting."""
 
-    from . import problems
-    from .io import load_simulation
+    module: types.ModuleType  # the problem file
+    dataset: object  # mollijax.Dataset: simulated or read from files
+    problem: object  # mollijax.Problem
+    unknowns: dict  # the initial unknowns
 
-    module = problems.get(config.problem)
+
+def optimiser(cfg):
+    """The optax optimiser of an `[optimiser]` table, from the table of names."""
+    from ._names import from_name
+
+    return from_name("optimiser", cfg.name, steps=cfg.steps, learning_rate=cfg.learning_rate)
+
+
+def prepare(config) -> Prepared:
+    """Load the problem file, simulate or read the data, and build the problem."""
+    from ._build import build
+    from ._problem_files import simulate
+    from .io import load_dataset
+
+    module = config.module()
     if config.data.source == "simulate":
-        sim = module.simulate(noise=config.data.noise, seed=config.data.seed, **config.params)
+        dataset = simulate(module, noise=config.data.noise, seed=config.data.seed,
+                           **config.params)
     else:
         base = pathlib.Path(config.source).parent if config.source[:1] != "<" else pathlib.Path()
-        sim = load_simulation(config.data, module, base)
-    d = config.derivatives
-    unknowns = {
-        name: {k: v for k, v in dataclasses.asdict(u).items() if v is not None}
-        for name, u in config.unknowns.items()
+        dataset = load_dataset(config.data, module, base)
+    problem, fields = build(module, dataset, config)
+    return Prepared(module, dataset, problem, fields)
+
+
+def _evolution_metrics(evolution, grid) -> dict | None:
+    if evolution is None:
+        return None
+    describe = getattr(evolution, "describe", None)
+    if describe is not None:
+        return {"fields": list(evolution.names), **describe(grid)}
+    return {
+        "fields": list(evolution.names),
+        "substeps": getattr(evolution, "substeps", None),
+        "differentiator": repr(evolution.differentiator(grid)),
     }
-    state = {k: v for k, v in dataclasses.asdict(config.state).items() if v is not None}
-    eps = d.eps if d.eps != "auto" else None
-    if isinstance(eps, int):
-        eps = float(eps)
-    problem, fields = problems.build(
-        module, sim, derivatives=d.method, eps=eps, kernel=d.kernel,
-        boundary=d.boundary if isinstance(d.boundary, str) else tuple(d.boundary), state=state,
-        unknowns=unknowns, regularisers=config.regularisers, weights=config.weights or None,
-        key=jax.random.PRNGKey(config.optimiser.seed),
-    )
-    return module, sim, problem, fields
 
 
 def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
@@ -75,23 +87,24 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
     import numpy as np
 
     from . import _plots
+    from ._build import initial_values
     from ._fit import fit
-    from .problems._base import errors, initial_values
+    from ._problem_files import score
 
     out = pathlib.Path(out or config.output.dir or f"runs/{config.problem}")
     out.mkdir(parents=True, exist_ok=True)
     if config.batch.stack:
         return run_batch_config(config, out, progress=progress)
     start = time.perf_counter()
-    module, sim, problem, fields = prepare(config)
+    module, dataset, problem, fields = prepare(config)
     problem = problem.prepare(fields)  # once: fit and the metrics below reuse it
-    initial = initial_values(fields, sim.grid)
+    initial = initial_values(fields, dataset.grid)
     opt = config.optimiser
-    result = fit(problem, fields, _optimiser(opt), steps=opt.steps, chunk=opt.chunk,
+    result = fit(problem, fields, optimiser(opt), steps=opt.steps, chunk=opt.chunk,
                  checkpoint=out / "checkpoint.mjx", resume=resume, progress=progress)
     result.save(out / "result.mjx")
     arrays = {k: np.asarray(v) for k, v in result.values.items()}
-    arrays.update({f"{k}_truth": np.asarray(v) for k, v in sim.truth.items()})
+    arrays.update({f"{k}_truth": np.asarray(v) for k, v in dataset.truth.items()})
     evolved = problem.evolution.names if problem.evolution is not None else ()
     # an evolved field's unknown is its initial profile; its integration is kept too
     arrays.update({f"{k}_evolved": np.asarray(result.fields[k]) for k in evolved})
@@ -99,38 +112,44 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
     plots = []
     for name, values in result.values.items():
         axes = fields[name].axes
-        truth = sim.truth.get(name)
-        if name in evolved and name in sim.clean:
-            truth = np.take(sim.clean[name], 0, axis=sim.grid.axis_index(problem.evolution.time))
-        p = _plots.plot_unknown(name, axes, sim.grid, values, truth, out / f"{name}.png")
+        truth = dataset.truth.get(name)
+        if name in evolved and name in dataset.clean:
+            time_axis = dataset.grid.axis_index(problem.evolution.time)
+            truth = np.take(dataset.clean[name], 0, axis=time_axis)
+        p = _plots.plot_unknown(name, axes, dataset.grid, values, truth, out / f"{name}.png")
         if p is not None:
             plots.append(p.name)
     if result.history:
         plots.append(_plots.plot_losses(result.history, out / "losses.png").name)
-    eps = getattr(problem.derivatives, "eps", problem.derivatives)
+    eps = getattr(problem.derivatives, "eps", None)
     metrics = {
         "problem": config.problem,
+        "problem_file": config.problem_file,
         "status": result.status.value,
         "message": result.message,
         "steps": result.steps,
         "wall_time": time.perf_counter() - start,
         "fit_time": result.wall_time,
-        "errors": errors(result.values, sim),
-        "initial_errors": errors(initial, sim),
+        "errors": score(result.values, dataset),
+        "initial_errors": score(initial, dataset),
         "final_losses": {k: float(v[-1]) for k, v in result.history.items() if len(v)},
         "eps": list(eps) if isinstance(eps, tuple) else eps,
-        "evolution": None if problem.evolution is None else {
-            "fields": list(evolved),
-            "substeps": problem.evolution.substeps,
-            "differentiator": repr(problem.evolution.differentiator(sim.grid)),
-        },
-        "grid": {"shape": list(sim.grid.shape), "spacing": list(sim.grid.spacing),
-                 "axes": list(sim.grid.axes)},
+        "derivatives": type(problem.derivatives).__name__,
+        "evolution": _evolution_metrics(problem.evolution, dataset.grid),
+        "grid": {"shape": list(dataset.grid.shape), "spacing": list(dataset.grid.spacing),
+                 "axes": list(dataset.grid.axes)},
         "plots": plots,
         "config": config.to_dict(),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     return metrics
+
+
+def _batch_api():
+    """`(run_batch, result class)` from the public API (whatever it calls the batch result)."""
+    import mollijax as mj
+
+    return mj.run_batch, getattr(mj, "BatchResult", None) or mj.FitResult
 
 
 def run_batch_config(config, out: pathlib.Path, *, progress: bool = True) -> dict:
@@ -146,28 +165,32 @@ def run_batch_config(config, out: pathlib.Path, *, progress: bool = True) -> dic
             jax.config.update("jax_num_cpu_devices", b.devices)
         except RuntimeError:
             pass
-    from ._batch import run_batch
+    run_batch, _ = _batch_api()
 
     start = time.perf_counter()
-    module, sim, problem, fields = prepare(config)
+    module, dataset, problem, fields = prepare(config)
     field = b.field or module.STATE[0]
     if field not in problem.data and field not in problem.known:
-        raise SystemExit(
+        from .config import ConfigError
+
+        raise ConfigError(
             f"{config.source}: [batch] field {field!r} is not a data or known field of "
             f"{config.problem!r}; expected one of {sorted(problem.data) + sorted(problem.known)}."
         )
     opt = config.optimiser
     result = run_batch(
         problem, fields, b.stack, field=field, devices=b.devices or None,
-        optimiser=_optimiser(opt), steps=opt.steps, chunk=opt.chunk,
+        optimiser=optimiser(opt), steps=opt.steps, chunk=opt.chunk,
         dtype=np.dtype(b.dtype), key=b.key or None, output=out / "batch_result.mjx",
     )
+    status = np.atleast_1d(np.asarray([getattr(s, "value", str(s)) for s in result.status]))
     metrics = {
         "problem": config.problem,
-        "batch": len(result.status),
-        "status": [getattr(s, "value", str(s)) for s in result.status],
-        "steps": [int(s) for s in result.steps],
-        "final_loss": [float(v) for v in result.final_loss],
+        "problem_file": config.problem_file,
+        "batch": len(status),
+        "status": [str(s) for s in status],
+        "steps": [int(s) for s in np.atleast_1d(result.steps)],
+        "final_loss": [float(v) for v in np.atleast_1d(result.final_loss)],
         "wall_time": time.perf_counter() - start,
         "devices": b.devices or 1,
         "config": config.to_dict(),
@@ -200,17 +223,22 @@ def summary(metrics: dict) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .config import default_config, load_config
+    from .config import load_config, shipped_config
 
     if args.config is not None and args.problem is not None:
         raise SystemExit("mollijax run: give a CONFIG file or --problem, not both.")
-    config = (load_config(args.config) if args.config is not None
-              else default_config(args.problem or DEFAULT_PROBLEM))
+    if args.config is not None:
+        config = load_config(args.config)
+    else:
+        config = shipped_config(args.problem or "default")
     if args.steps is not None:
+        if args.steps < 1:
+            raise SystemExit(f"mollijax run: --steps must be >= 1, got {args.steps}.")
         config = config.replace(optimiser=dataclasses.replace(config.optimiser, steps=args.steps))
     out = pathlib.Path(args.out or config.output.dir or f"runs/{config.problem}")
     if not args.quiet:
-        print(f"mollijax run: {config.problem} from {config.source} -> {out}")
+        print(f"mollijax run: {config.problem} ({config.problem_file}) from {config.source} "
+              f"-> {out}")
     metrics = run(config, out, resume=args.resume, progress=not args.quiet)
     if "batch" in metrics:  # one status per item; the summary was printed by the batch run
         return 0 if all(s == "completed" for s in metrics["status"]) else 1
@@ -220,17 +248,41 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from . import problems
+    from ._examples import examples_root
+    from ._problem_files import load_problem
     from .config import find_configs
 
-    print("ready problems (mollijax run --problem NAME):")
-    for name, module in problems.registry().items():
-        print(f"  {name:<22} {module.DESCRIPTION}")
-    found = find_configs(args.configs)
+    root = examples_root()
+    print(f"shipped problems in {root / 'problems'} (mollijax run --problem NAME):")
+    for path in sorted((root / "problems").glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        print(f"  {path.stem:<22} {load_problem(path).DESCRIPTION}")
+    folder = pathlib.Path(args.configs) if args.configs else root / "configs"
+    found = find_configs(folder)
     if found:
-        print(f"configurations in {args.configs}/ (mollijax run PATH):")
+        print(f"configurations in {folder} (mollijax run PATH):")
         for path in found:
-            print(f"  {path}")
+            print(f"  {path.stem:<34} {path}")
+    return 0
+
+
+def _examples(args: argparse.Namespace) -> int:
+    from ._examples import FOLDERS, examples_root
+
+    dest = pathlib.Path(args.dir)
+    if dest.exists() and not args.force:
+        raise SystemExit(
+            f"mollijax examples: {dest} already exists; choose a new folder or pass --force "
+            "to overwrite the copies in it."
+        )
+    root = examples_root()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in FOLDERS:
+        shutil.copytree(root / folder, dest / folder, ignore=ignore, dirs_exist_ok=True)
+    if not args.quiet:
+        print(f"mollijax examples: copied {', '.join(f + '/' for f in FOLDERS)} to {dest}; "
+              f"run e.g. mollijax run {dest / 'configs' / 'default.toml'}")
     return 0
 
 
@@ -261,23 +313,24 @@ def _demo(args: argparse.Namespace) -> int:
     noisy = u + args.noise * u.std() * rng.standard_normal(u.shape)
     interior = (slice(args.n // 8, -args.n // 8),) * 2
     print(f"u = sin(2 pi x) cos(2 pi y) on a {args.n}x{args.n} grid, noise {args.noise:.0%}")
-    print(f"{'derivative':>10} {'eps':>8} {'mollified':>10} {'finite diff':>12}   (relative L2 error)")
+    print(f"{'derivative':>10} {'eps':>8} {'mollified':>10} {'finite diff':>12}"
+          "   (relative L2 error)")
     fd = mj.FiniteDifference(grid)
     for name, ref in exact.items():
         order = len(name)
         level = mj.estimate_noise(noisy) if args.noise > 0 else 0.0
         eps = mj.suggest_eps(grid, order, level)
         mol = mj.Mollifier(grid, eps)(noisy, name)
-        err = lambda v: float(np.linalg.norm((v - ref)[interior]) / np.linalg.norm(ref[interior]))
+        err = lambda v, ref=ref: float(
+            np.linalg.norm((v - ref)[interior]) / np.linalg.norm(ref[interior])
+        )
         print(f"{name:>10} {eps:8.4f} {err(mol):10.3e} {err(fd(noisy, name)):12.3e}")
     return 0
 
 
-# part -> (file in the shipped theory/ folder, loaded by path and run as `run(config, out)`, help)
 THEORY = {
-    "electro": ("electro.py",
-                "depth-2 networks as electrodynamics (docs/theory_electrodynamics.md)"),
-    "transport": ("transport.py", "deep DAEs as transport (docs/theory_transport.md)"),
+    "electro": ("run_electro", "depth-2 networks as electrodynamics (docs/theory_electrodynamics.md)"),
+    "transport": ("run_transport", "deep DAEs as transport (docs/theory_transport.md)"),
 }
 
 
@@ -287,7 +340,7 @@ def _theory(args: argparse.Namespace) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # the theory checks compare to 1e-6 and below
-    from ._examples import load_file, shipped
+    from . import theory
 
     config: dict = {}
     if args.config:
@@ -298,8 +351,8 @@ def _theory(args: argparse.Namespace) -> int:
             config = tomllib.load(f)
     out = pathlib.Path(args.out or f"runs/theory_{args.part}")
     out.mkdir(parents=True, exist_ok=True)
-    module = load_file(shipped("theory", THEORY[args.part][0]))
-    metrics = module.run(config, out)
+    runner = getattr(theory, THEORY[args.part][0])
+    metrics = runner(config, out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     if not args.quiet:
         print(f"mollijax theory {args.part}: wrote {out / 'metrics.json'} and plots in {out}")
@@ -307,25 +360,37 @@ def _theory(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="mollijax", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"mollijax {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run_p = sub.add_parser("run", help="train a ready problem from a TOML configuration")
-    run_p.add_argument("config", nargs="?", help="TOML file (default: the built-in run of "
-                       f"--problem, {DEFAULT_PROBLEM!r} unless given)")
-    run_p.add_argument("--problem", help="run this ready problem's built-in default")
+    run_p = sub.add_parser("run", help="train the problem of a TOML configuration")
+    run_p.add_argument("config", nargs="?", help="TOML file (default: the shipped "
+                       "configs/default.toml, or configs/NAME.toml with --problem NAME)")
+    run_p.add_argument("--problem", help="run the shipped configuration configs/NAME.toml")
     run_p.add_argument("--out", help="output folder (default: [output] dir, else runs/<problem>)")
     run_p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     run_p.add_argument("--steps", type=int, help="override [optimiser] steps")
     run_p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     run_p.set_defaults(func=_run)
-    list_p = sub.add_parser("list", help="list the ready problems and configurations")
-    list_p.add_argument("--configs", default="configs", help="folder of TOML configurations")
+    list_p = sub.add_parser("list", help="list the shipped problems and configurations")
+    list_p.add_argument("--configs", default=None,
+                        help="folder of TOML configurations (default: the shipped configs/)")
     list_p.set_defaults(func=_list)
+    ex_p = sub.add_parser("examples", help="copy the shipped problems/, configs/ and theory/ "
+                          "into a folder")
+    ex_p.add_argument("dir", help="destination folder (must not exist, unless --force)")
+    ex_p.add_argument("--force", action="store_true", help="copy into an existing folder, "
+                      "overwriting files of the same name")
+    ex_p.add_argument("--quiet", action="store_true")
+    ex_p.set_defaults(func=_examples)
     show_p = sub.add_parser("show", help="print the metrics of a finished run")
     show_p.add_argument("result", help="output folder of `mollijax run`")
     show_p.set_defaults(func=_show)
-    demo = sub.add_parser("demo", help="mollified vs finite-difference derivatives of a noisy field")
+    demo = sub.add_parser("demo",
+                          help="mollified vs finite-difference derivatives of a noisy field")
     demo.add_argument("--n", type=int, default=128, help="grid points per axis")
     demo.add_argument("--noise", type=float, default=0.05, help="relative noise level")
     demo.add_argument("--seed", type=int, default=0)

@@ -1,47 +1,164 @@
-"""Run configurations: TOML files parsed into frozen dataclasses.
+"""Run configurations: TOML files parsed into frozen, validated dataclasses.
 
 A configuration has the tables
 
-    [problem]            name = "<ready problem>", then any of its simulation parameters
+    [problem]            file = "my_pde.py" (relative to the configuration's folder) or
+                         name = "<shipped problem>", then any of its simulation parameters
     [data]               source = "simulate" (noise, seed) or "file" (path, fields, grid)
-    [derivatives]        method, kernel, eps ("auto" or a number or one per axis), boundary
+    [derivatives]        method, kernel, eps ("auto", a number or one per axis), boundary
     [unknowns.<name>]    representation, constraint, init, axes, network options
-    [state]              representation of the observed fields, network options
+    [state]              representation of the observed fields, network or evolve options
     [regularisers.<u>]   kind = weight, e.g. smooth = 1e-4
     [weights]            term or kind = weight
-    [optimiser]          name (adam | lbfgs), learning_rate, steps, chunk, seed
+    [optimiser]          name, learning_rate, steps, chunk, seed
+    [batch]              stack, field, key, devices, dtype
     [output]             dir
 
-Every key is checked: an unknown key or a value of the wrong type is a `ConfigError` naming
-the file, the table and the key. `default_config(name)` builds a ready problem's default run
-in code (from its `CONFIG` dict), so it works without any file.
+Every key and value is checked when the file is read: an unknown key, a value of the wrong
+type (no silent casting: `nx = 41.5` for an integer parameter is an error; an integer is
+accepted for a number) or out of range (`eps = "wide"`, a negative weight or learning rate,
+`seed = -1`) is a `ConfigError` naming the file, the table and the key. Simulation parameters
+are checked against the problem file's `DEFAULTS` (name and type). Names of kernels,
+boundaries, derivative methods, networks, optimisers and regularisers are those of the one
+table of names (`mollijax.names(kind)`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pathlib
 import tomllib
-from collections.abc import Mapping
+import types
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._errors import MollijaxError
-
-_NUMBER = (int, float)
-_EPS = (str, int, float, list)
-_CONSTRAINT = (str, list)
+from ._examples import examples_root, shipped
+from ._fields import as_constraint
+from ._names import UnknownNameError, check_name, names
+from ._problem_files import load_problem as load_problem
+from ._problem_files import problem_name
+from ._problem_files import score as score
 
 
 class ConfigError(MollijaxError):
     """A configuration file or table is malformed: unknown key, wrong type, bad value."""
 
 
-def _f(default: Any, types: tuple, choices: tuple | None = None):
-    meta = {"types": types, "choices": choices}
+# --------------------------------------------------------------------------- value checks
+# a check returns None when the value is fine, else what was expected ("a number > 0")
+
+
+def _finite(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _positive(v):
+    return None if _finite(v) and v > 0 else "a finite number > 0"
+
+
+def _non_negative(v):
+    return None if _finite(v) and v >= 0 else "a finite number >= 0"
+
+
+def _finite_number(v):
+    return None if _finite(v) else "a finite number"
+
+
+def _at_least(n: int) -> Callable:
+    def check(v):
+        return None if v >= n else f"an integer >= {n}"
+
+    return check
+
+
+def _even(v):
+    return None if v >= 2 and v % 2 == 0 else "an even integer >= 2"
+
+
+def _choice(*choices: str) -> Callable:
+    def check(v):
+        return None if v in choices else f"one of {choices}"
+
+    return check
+
+
+def _named(kind: str) -> Callable:
+    def check(v):
+        try:
+            check_name(kind, v)
+        except UnknownNameError:
+            return f"a {kind} name, one of {names(kind)}"
+        return None
+
+    return check
+
+
+def _eps(v):
+    expected = '"auto", a number > 0, or one number > 0 per axis'
+    if isinstance(v, str):
+        return None if v == "auto" else expected
+    if isinstance(v, list):
+        return None if v and all(_finite(e) and e > 0 for e in v) else expected
+    return None if _finite(v) and v > 0 else expected
+
+
+def _boundary(v):
+    items = v if isinstance(v, list) else [v]
+    ok = items and all(isinstance(b, str) and b in names("boundary") for b in items)
+    return None if ok else f"a boundary name or one per axis, from {names('boundary')}"
+
+
+def _constraint(v):
+    expected = "'free', 'positive', 'negative' or ['bounded', lower, upper]"
+    if isinstance(v, list) and not (len(v) == 3 and all(_finite(b) for b in v[1:])):
+        return expected
+    try:
+        as_constraint(v)
+    except MollijaxError:
+        return expected
+    return None
+
+
+def _spacing(v):
+    items = v if isinstance(v, list) else [v]
+    return (
+        None
+        if items and all(_finite(e) and e > 0 for e in items)
+        else ("a number > 0 or one per axis")
+    )
+
+
+def _origin(v):
+    items = v if isinstance(v, list) else [v]
+    return None if items and all(_finite(e) for e in items) else "a number or one per axis"
+
+
+def _identifiers(v):
+    ok = all(isinstance(a, str) and a.isidentifier() for a in v)
+    return None if ok else "an array of axis names"
+
+
+def _string_table(v):
+    ok = all(isinstance(k, str) and isinstance(e, str) for k, e in v.items())
+    return None if ok else 'a table of field = "array name or file"'
+
+
+def _f(default: Any, types: tuple, check: Callable | None = None):
+    meta = {"types": types, "check": check}
     if isinstance(default, dict | list):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+_NUMBER = (int, float)
+_REPRESENTATIONS = ("grid", "constant")  # of an unknown, besides the networks
+_STATES = ("data", "evolve")  # of the observed fields, besides the networks
+
+
+# ------------------------------------------------------------------------------- schema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,63 +172,77 @@ class DataConfig:
     shape, `spacing` and `origin` per axis, and axis names `axes`.
     """
 
-    source: str = _f("simulate", (str,), ("simulate", "file"))
-    noise: float = _f(0.0, _NUMBER)
-    seed: int = _f(0, (int,))
+    source: str = _f("simulate", (str,), _choice("simulate", "file"))
+    noise: float = _f(0.0, _NUMBER, _non_negative)
+    seed: int = _f(0, (int,), _at_least(0))
     path: str | None = _f(None, (str,))
-    fields: dict = _f({}, (dict,))
-    known: dict = _f({}, (dict,))
-    masks: dict = _f({}, (dict,))
-    truth: dict = _f({}, (dict,))
-    spacing: list | float | None = _f(None, (list, float, int))
-    origin: list | float | None = _f(None, (list, float, int))
-    axes: list | None = _f(None, (list,))
+    fields: dict = _f({}, (dict,), _string_table)
+    known: dict = _f({}, (dict,), _string_table)
+    masks: dict = _f({}, (dict,), _string_table)
+    truth: dict = _f({}, (dict,), _string_table)
+    spacing: list | float | None = _f(None, (list, float, int), _spacing)
+    origin: list | float | None = _f(None, (list, float, int), _origin)
+    axes: list | None = _f(None, (list,), _identifiers)
 
 
 @dataclasses.dataclass(frozen=True)
 class DerivativesConfig:
-    method: str = _f("mollifier", (str,), ("mollifier", "finite_difference", "autodiff", "taylor"))
-    kernel: str = _f("bump", (str,), ("bump", "polynomial", "gaussian"))
-    eps: str | float | list = _f("auto", _EPS)
-    boundary: str | list = _f("odd", (str, list))
+    """`method` (a derivative method name), `kernel` and `eps` (mollifier only: `"auto"`
+    from the noise and the problem's `ORDER`, a half-width, or one per axis), `boundary`
+    (mollifier and finite differences: a mode or one per axis)."""
+
+    method: str = _f("mollifier", (str,), _named("derivatives"))
+    kernel: str = _f("bump", (str,), _named("kernel"))
+    eps: str | float | list = _f("auto", (str, int, float, list), _eps)
+    boundary: str | list = _f("odd", (str, list), _boundary)
 
 
 @dataclasses.dataclass(frozen=True)
 class UnknownConfig:
-    representation: str | None = _f(None, (str,), ("grid", "constant", "mlp", "fourier", "pirate"))
-    constraint: str | list | None = _f(None, _CONSTRAINT)
-    init: float | None = _f(None, _NUMBER)
-    axes: list | None = _f(None, (list,))
-    width: int | None = _f(None, (int,))
-    depth: int | None = _f(None, (int,))
-    features: int | None = _f(None, (int,))
-    scale: float | None = _f(None, _NUMBER)
-    blocks: int | None = _f(None, (int,))
-    output_scale: float | None = _f(None, _NUMBER)
+    """One unknown: `representation` ("grid", "constant" or a network name), `constraint`,
+    `init`, `axes` (default: the problem file's hints), network options (`width`, `depth`,
+    `features`, `scale`, `blocks`) and `output_scale` (a network's output multiplier)."""
+
+    representation: str | None = _f(
+        None, (str,), lambda v: _choice(*_REPRESENTATIONS, *names("network"))(v)
+    )
+    constraint: str | list | None = _f(None, (str, list), _constraint)
+    init: float | None = _f(None, _NUMBER, _finite_number)
+    axes: list | None = _f(None, (list,), _identifiers)
+    width: int | None = _f(None, (int,), _at_least(1))
+    depth: int | None = _f(None, (int,), _at_least(1))
+    features: int | None = _f(None, (int,), _at_least(1))
+    scale: float | None = _f(None, _NUMBER, _positive)
+    blocks: int | None = _f(None, (int,), _at_least(1))
+    output_scale: float | None = _f(None, _NUMBER, _positive)
 
 
 @dataclasses.dataclass(frozen=True)
 class StateConfig:
-    representation: str = _f("data", (str,), ("data", "mlp", "fourier", "pirate", "evolve"))
-    width: int | None = _f(None, (int,))
-    depth: int | None = _f(None, (int,))
-    features: int | None = _f(None, (int,))
-    scale: float | None = _f(None, _NUMBER)
-    blocks: int | None = _f(None, (int,))
-    accuracy: int | None = _f(None, (int,))
-    substeps: int | None = _f(None, (int,))
+    """How the observed fields enter the residuals: `"data"` (the data themselves), a
+    network name (fitted to the data; network options), or `"evolve"` (integrated in time
+    by the problem's `EVOLUTION`; `accuracy` of the spatial differences, `substeps`)."""
+
+    representation: str = _f("data", (str,), lambda v: _choice(*_STATES, *names("network"))(v))
+    width: int | None = _f(None, (int,), _at_least(1))
+    depth: int | None = _f(None, (int,), _at_least(1))
+    features: int | None = _f(None, (int,), _at_least(1))
+    scale: float | None = _f(None, _NUMBER, _positive)
+    blocks: int | None = _f(None, (int,), _at_least(1))
+    accuracy: int | None = _f(None, (int,), _even)
+    substeps: int | None = _f(None, (int,), _at_least(1))
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimiserConfig:
     """`adam` uses a cosine decay from `learning_rate` to 1 % over `steps`; `lbfgs` is optax's
-    L-BFGS with its line search (`learning_rate` unused)."""
+    L-BFGS with its line search (`learning_rate` unused). `seed` initialises networks."""
 
-    name: str = _f("adam", (str,), ("adam", "lbfgs"))
-    learning_rate: float = _f(1e-3, _NUMBER)
-    steps: int = _f(1000, (int,))
-    chunk: int = _f(250, (int,))
-    seed: int = _f(0, (int,))
+    name: str = _f("adam", (str,), _named("optimiser"))
+    learning_rate: float = _f(1e-3, _NUMBER, _positive)
+    steps: int = _f(1000, (int,), _at_least(1))
+    chunk: int = _f(250, (int,), _at_least(1))
+    seed: int = _f(0, (int,), _at_least(0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,8 +259,8 @@ class BatchConfig:
     stack: str = _f("", (str,))
     field: str = _f("", (str,))
     key: str = _f("", (str,))
-    devices: int = _f(0, (int,))
-    dtype: str = _f("float64", (str,), ("float32", "float64"))
+    devices: int = _f(0, (int,), _at_least(0))
+    dtype: str = _f("float64", (str,), _choice("float32", "float64"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,9 +270,15 @@ class OutputConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """A parsed run configuration; `source` is the file it came from (or `<default NAME>`)."""
+    """A parsed run configuration.
+
+    `problem` is the problem's name (its file's stem), `problem_file` the resolved path of
+    the problem file, `params` its simulation parameters (`DEFAULTS` updated by the
+    `[problem]` table), `source` the configuration file it came from.
+    """
 
     problem: str
+    problem_file: str
     params: dict
     data: DataConfig
     derivatives: DerivativesConfig
@@ -154,6 +291,10 @@ class Config:
     batch: BatchConfig = dataclasses.field(default_factory=BatchConfig)
     source: str = "<memory>"
 
+    def module(self) -> types.ModuleType:
+        """The problem file, imported (cached: the same module every call)."""
+        return load_problem(self.problem_file)
+
     def to_dict(self) -> dict:
         """A JSON-able echo of the configuration."""
         return dataclasses.asdict(self)
@@ -162,13 +303,32 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
-_TABLES = ("problem", "data", "derivatives", "unknowns", "state", "regularisers", "weights",
-           "optimiser", "output", "batch")
+_TABLES = (
+    "problem",
+    "data",
+    "derivatives",
+    "unknowns",
+    "state",
+    "regularisers",
+    "weights",
+    "optimiser",
+    "output",
+    "batch",
+)
+_NETWORK_KEYS = ("width", "depth", "features", "scale", "blocks")
 
 
 def _type_name(types: tuple) -> str:
-    names = {int: "integer", float: "number", str: "string", list: "array", dict: "table"}
-    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
+    words = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }
+    if float in types:
+        types = tuple(t for t in types if t is not int)
+    return " or ".join(dict.fromkeys(words.get(t, t.__name__) for t in types))
 
 
 def _section(cls, table: Any, where: str, source: str):
@@ -185,94 +345,186 @@ def _section(cls, table: Any, where: str, source: str):
         types = meta["types"]
         if isinstance(value, bool) or not isinstance(value, types):
             raise ConfigError(
-                f"{source}: [{where}] key {key!r} must be a {_type_name(types)}, got "
+                f"{source}: [{where}] key {key!r} must be {_type_name(types)}, got "
                 f"{value!r} ({type(value).__name__})."
             )
-        if meta["choices"] and value not in meta["choices"]:
-            raise ConfigError(
-                f"{source}: [{where}] key {key!r} must be one of {meta['choices']}, got {value!r}."
-            )
+        problem = meta["check"](value) if meta["check"] else None
+        if problem:
+            raise ConfigError(f"{source}: [{where}] key {key!r} must be {problem}, got {value!r}.")
         out[key] = float(value) if isinstance(value, int) and float in types else value
     return cls(**out)
 
 
-def _numbers(table: Any, where: str, source: str) -> dict[str, float]:
+def _weights(table: Any, where: str, source: str, kind: str | None = None) -> dict[str, float]:
     if not isinstance(table, Mapping):
         raise ConfigError(f"{source}: [{where}] must be a table, got {table!r}.")
     out = {}
     for key, value in table.items():
-        if isinstance(value, bool) or not isinstance(value, _NUMBER):
+        if kind is not None and key not in names(kind):
             raise ConfigError(
-                f"{source}: [{where}] key {key!r} must be a number, got {value!r}."
+                f"{source}: [{where}] unknown key {key!r}; expected one of {names(kind)}."
+            )
+        if _non_negative(value):
+            raise ConfigError(
+                f"{source}: [{where}] key {key!r} must be a finite number >= 0, got {value!r}."
             )
         out[str(key)] = float(value)
     return out
 
 
-def from_dict(raw: Mapping[str, Any], source: str = "<memory>") -> Config:
-    """Validate a configuration given as nested dicts (the parsed TOML)."""
-    from . import problems
+def _param(name: str, default: Any, value: Any, where: str):
+    """`value` if it has the type of `default` (an integer for a float is widened)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(default, bool) and isinstance(value, bool)
+        expected = "true or false"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int), "an integer"
+    elif isinstance(default, float):
+        ok, expected = _finite(value), "a finite number"
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok, expected = isinstance(value, str), "a string"
+    else:
+        ok, expected = True, ""
+    if not ok:
+        raise ConfigError(
+            f"{where} key {name!r} must be {expected} (its default is {default!r}), got "
+            f"{value!r} ({type(value).__name__})."
+        )
+    return value
 
-    extra = sorted(set(raw) - set(_TABLES))
-    if extra:
+
+def _problem_table(raw: Any, source: str, base: pathlib.Path):
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: [problem] must be a table, got {raw!r}.")
+    prob = dict(raw)
+    has_file, has_name = "file" in prob, "name" in prob
+    if has_file == has_name:
         raise ConfigError(
-            f"{source}: unknown table(s) {extra}; expected some of {list(_TABLES)}."
+            f'{source}: [problem] needs either file = "my_pde.py" (a problem file, relative '
+            f'to the configuration\'s folder) or name = "<shipped problem>" (one of '
+            f"{shipped_problems()}), {'not both' if has_file else 'got neither'}."
         )
-    prob = dict(raw.get("problem", {}))
-    if "name" not in prob or not isinstance(prob["name"], str):
-        raise ConfigError(
-            f"{source}: [problem] needs name = \"<problem>\"; ready problems are "
-            f"{problems.names()}."
-        )
-    name = prob.pop("name")
+    key = "file" if has_file else "name"
+    value = prob.pop(key)
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: [problem] key {key!r} must be a string, got {value!r}.")
+    if has_file:
+        target: str | pathlib.Path = base / value
+    else:
+        if value not in shipped_problems():
+            raise ConfigError(
+                f"{source}: [problem] unknown problem {value!r}; shipped problems are "
+                f'{shipped_problems()} (or give file = "my_pde.py").'
+            )
+        target = value
     try:
-        module = problems.get(name)
+        module = load_problem(target)
     except MollijaxError as e:
-        raise ConfigError(f"{source}: [problem] {e}") from None
+        raise ConfigError(f"{source}: [problem] {key} = {value!r}: {e}") from None
+    where = f"{source}: [problem]"
     bad = sorted(set(prob) - set(module.DEFAULTS))
     if bad:
         raise ConfigError(
-            f"{source}: [problem] unknown key(s) {bad} for problem {name!r}; expected some of "
-            f"{sorted(module.DEFAULTS)}."
+            f"{where} unknown key(s) {bad} for problem {problem_name(module)!r}; expected some "
+            f"of {sorted(module.DEFAULTS)}."
         )
-    unknowns_raw = raw.get("unknowns", {})
-    if not isinstance(unknowns_raw, Mapping):
-        raise ConfigError(f"{source}: [unknowns] must be a table of tables.")
+    params = {k: _param(k, module.DEFAULTS[k], v, where) for k, v in prob.items()}
+    return module, {**module.DEFAULTS, **params}
+
+
+def _per_unknown(raw: Any, table: str, module, source: str) -> dict:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: [{table}] must be a table of tables.")
+    for uname in raw:
+        if uname not in module.UNKNOWNS:
+            raise ConfigError(
+                f"{source}: [{table}.{uname}] is not an unknown of "
+                f"{problem_name(module)!r}; its unknowns are {sorted(module.UNKNOWNS)}."
+            )
+    return dict(raw)
+
+
+def _check_unknown(u: UnknownConfig, hint: Mapping, where: str, source: str) -> None:
+    networked = u.representation is not None and u.representation not in _REPRESENTATIONS
+    for key in (*_NETWORK_KEYS, "output_scale"):
+        if getattr(u, key) is not None and not networked:
+            raise ConfigError(
+                f"{source}: [{where}] key {key!r} is a network option; set representation to "
+                f"a network ({names('network')}) or remove it."
+            )
+    constraint = u.constraint if u.constraint is not None else hint.get("constraint", "free")
+    init = u.init if u.init is not None else hint.get("init")
+    if init is None:
+        return
+    c = as_constraint(tuple(constraint) if isinstance(constraint, list) else constraint)
+    try:
+        c.inverse(init)
+    except MollijaxError:
+        raise ConfigError(
+            f"{source}: [{where}] key 'init' = {init!r} violates the constraint {constraint!r}."
+        ) from None
+
+
+def _check_state(s: StateConfig, module, source: str) -> None:
+    rep = s.representation
+    for key in _NETWORK_KEYS:
+        if getattr(s, key) is not None and rep in _STATES:
+            raise ConfigError(
+                f"{source}: [state] key {key!r} is a network option; representation {rep!r} "
+                "takes none."
+            )
+    for key in ("accuracy", "substeps"):
+        if getattr(s, key) is not None and rep != "evolve":
+            raise ConfigError(
+                f'{source}: [state] key {key!r} applies only to representation = "evolve".'
+            )
+    if rep == "evolve" and getattr(module, "EVOLUTION", None) is None:
+        raise ConfigError(
+            f'{source}: [state] representation = "evolve": problem '
+            f"{problem_name(module)!r} has no evolution form u_t = F(u) (`EVOLUTION`)."
+        )
+
+
+def from_dict(
+    raw: Mapping[str, Any], source: str = "<memory>", base: str | os.PathLike | None = None
+) -> Config:
+    """Validate a configuration given as nested dicts (the parsed TOML).
+
+    `base` is the folder a `[problem] file` is relative to (default: the current folder).
+    """
+    extra = sorted(set(raw) - set(_TABLES))
+    if extra:
+        raise ConfigError(f"{source}: unknown table(s) {extra}; expected some of {list(_TABLES)}.")
+    if "problem" not in raw:
+        raise ConfigError(
+            f'{source}: [problem] needs file = "my_pde.py" or name = "<shipped problem>".'
+        )
+    base = pathlib.Path(base) if base is not None else pathlib.Path()
+    module, params = _problem_table(raw["problem"], source, base)
     unknowns = {}
-    for uname, table in unknowns_raw.items():
-        if uname not in module.UNKNOWNS:
-            raise ConfigError(
-                f"{source}: [unknowns.{uname}] is not an unknown of {name!r}; its unknowns are "
-                f"{sorted(module.UNKNOWNS)}."
-            )
-        unknowns[uname] = _section(UnknownConfig, table, f"unknowns.{uname}", source)
-    regs_raw = raw.get("regularisers", {})
-    if not isinstance(regs_raw, Mapping):
-        raise ConfigError(f"{source}: [regularisers] must be a table of tables.")
-    regs = {}
-    for uname, table in regs_raw.items():
-        if uname not in module.UNKNOWNS:
-            raise ConfigError(
-                f"{source}: [regularisers.{uname}] is not an unknown of {name!r}; its unknowns "
-                f"are {sorted(module.UNKNOWNS)}."
-            )
-        kinds = _numbers(table, f"regularisers.{uname}", source)
-        for kind in kinds:
-            if kind not in ("tikhonov", "smooth", "tv"):
-                raise ConfigError(
-                    f"{source}: [regularisers.{uname}] unknown key {kind!r}; expected one of "
-                    "['smooth', 'tikhonov', 'tv']."
-                )
-        regs[uname] = kinds
+    for uname, table in _per_unknown(raw.get("unknowns", {}), "unknowns", module, source).items():
+        where = f"unknowns.{uname}"
+        unknowns[uname] = _section(UnknownConfig, table, where, source)
+        _check_unknown(unknowns[uname], module.UNKNOWNS[uname], where, source)
+    regs = {
+        uname: _weights(table, f"regularisers.{uname}", source, "regulariser")
+        for uname, table in _per_unknown(
+            raw.get("regularisers", {}), "regularisers", module, source
+        ).items()
+    }
+    state = _section(StateConfig, raw.get("state", {}), "state", source)
+    _check_state(state, module, source)
     return Config(
-        problem=name,
-        params={**module.DEFAULTS, **prob},
+        problem=problem_name(module),
+        problem_file=str(pathlib.Path(module.__file__).resolve()),
+        params=params,
         data=_section(DataConfig, raw.get("data", {}), "data", source),
         derivatives=_section(DerivativesConfig, raw.get("derivatives", {}), "derivatives", source),
         unknowns=unknowns,
-        state=_section(StateConfig, raw.get("state", {}), "state", source),
+        state=state,
         regularisers=regs,
-        weights=_numbers(raw.get("weights", {}), "weights", source),
+        weights=_weights(raw.get("weights", {}), "weights", source),
         optimiser=_section(OptimiserConfig, raw.get("optimiser", {}), "optimiser", source),
         output=_section(OutputConfig, raw.get("output", {}), "output", source),
         batch=_section(BatchConfig, raw.get("batch", {}), "batch", source),
@@ -289,27 +541,40 @@ def load_config(path: str | os.PathLike) -> Config:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return from_dict(raw, str(path))
+    return from_dict(raw, str(path), path.parent)
 
 
-def default_config(name: str) -> Config:
-    """The default run of a ready problem, built in code from its `CONFIG` dict."""
-    from . import problems
+def shipped_config(name: str) -> Config:
+    """The shipped configuration `configs/<name>.toml` (`"default"`: the default run)."""
+    try:
+        path = shipped("configs", f"{name}.toml")
+    except MollijaxError:
+        raise ConfigError(
+            f"No shipped configuration {name!r}; there are {shipped_configs()}."
+        ) from None
+    return load_config(path)
 
-    module = problems.get(name)
-    raw = {k: dict(v) for k, v in getattr(module, "CONFIG", {}).items()}
-    raw["problem"] = {"name": name, **raw.get("problem", {})}
-    return from_dict(raw, f"<default {name}>")
+
+def shipped_problems() -> list[str]:
+    """The names of the shipped problem files (`problems/*.py`)."""
+    folder = examples_root() / "problems"
+    return sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_"))
+
+
+def shipped_configs() -> list[str]:
+    """The names of the shipped configurations (`configs/*.toml`)."""
+    return [p.stem for p in find_configs(examples_root() / "configs")]
 
 
 def find_configs(root: str | os.PathLike = "configs") -> list[pathlib.Path]:
-    """TOML files under `root` whose [problem] names a ready problem."""
+    """TOML files under `root` whose [problem] table names a problem (file or name)."""
     out = []
     for path in sorted(pathlib.Path(root).glob("*.toml")):
         try:
             raw = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError):
             continue
-        if isinstance(raw.get("problem"), Mapping) and "name" in raw["problem"]:
+        prob = raw.get("problem")
+        if isinstance(prob, Mapping) and ("name" in prob or "file" in prob):
             out.append(path)
     return out

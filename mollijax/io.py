@@ -1,10 +1,10 @@
 """Loading user data onto a grid: .npz (named arrays), .npy and TIFF stacks.
 
-`load_array(path, name)` reads one array; `load_simulation(data, module, base)` reads every
+`load_array(path, name)` reads one array; `load_dataset(data, module, base)` reads every
 field a `[data] source = "file"` table names, builds the `Grid` from the data's shape and the
 configured spacing, origin and axes, and checks them: NaN or inf only where masked out, one
 dimension per axis, and every field of the same shape (a `GridMismatchError` or
-`NonFiniteError` naming the field otherwise). The result is a `Simulation` whose `truth` holds
+`NonFiniteError` naming the field otherwise). The result is a `Dataset` whose `truth` holds
 whatever true unknowns the user supplied (often none).
 """
 
@@ -17,9 +17,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._dataset import Dataset
 from ._errors import GridMismatchError, MollijaxError, NonFiniteError, describe
 from ._grid import Grid
-from .problems._base import Simulation
+from ._problem_files import problem_name
 
 SUFFIXES = (".npz", ".npy", ".tif", ".tiff")
 
@@ -49,7 +50,9 @@ def load_array(path: str | os.PathLike, name: str | None = None) -> np.ndarray:
 
         arr = tifffile.imread(path)
     else:
-        raise DataFileError(f"{path}: unsupported file type {suffix!r}; expected one of {SUFFIXES}.")
+        raise DataFileError(
+            f"{path}: unsupported file type {suffix!r}; expected one of {SUFFIXES}."
+        )
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
             or arr.dtype == bool):
         raise DataFileError(f"{path}: array {name!r} must be real, got dtype {arr.dtype}.")
@@ -120,11 +123,11 @@ def check_fields(
     return out
 
 
-def load_simulation(data, module: types.ModuleType, base: str | os.PathLike = ".") -> Simulation:
+def load_dataset(data, module: types.ModuleType, base: str | os.PathLike = ".") -> Dataset:
     """Read user data as described by a `DataConfig` (`source = "file"`).
 
-    Every field of `module.STATE` must be listed under `fields`; paths are relative to `base`
-    (the configuration file's folder).
+    `module` is the problem file (`load_problem`). Every field of `module.STATE` must be
+    listed under `fields`; paths are relative to `base` (the configuration file's folder).
     """
     base = pathlib.Path(base)
     path = None if data.path is None else base / data.path
@@ -157,7 +160,7 @@ def load_simulation(data, module: types.ModuleType, base: str | os.PathLike = ".
     for f, e in data.truth.items():
         if f not in module.UNKNOWNS:
             raise DataFileError(
-                f"[data.truth] names {f!r}, which is not an unknown of {module.NAME!r}."
+                f"[data.truth] names {f!r}, which is not an unknown of {problem_name(module)!r}."
             )
         t = _read(str(e), path, base, f"truth.{f}")
         axes = tuple(module.UNKNOWNS[f].get("axes", ()))
@@ -167,4 +170,4 @@ def load_simulation(data, module: types.ModuleType, base: str | os.PathLike = ".
                 f"Truth of {f!r} (axes {axes}) must have shape {expected}, got {t.shape}."
             )
         truth[f] = t.astype(np.float64)
-    return Simulation(grid, observed, dict(observed), truth, known=known, masks=masks)
+    return Dataset(grid, observed, masks=masks, known=known, truth=truth)

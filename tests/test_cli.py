@@ -1,13 +1,17 @@
-"""The `mollijax` command: run (with --steps, --resume, the built-in default), list, show."""
+"""The `mollijax` command: run (with --steps, --resume, the shipped defaults), list, show,
+examples, --version."""
 
 import json
 import pathlib
 
 import numpy as np
+import pytest
 
+import mollijax as mj
 from mollijax import cli
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
 SMALL = str(CONFIGS / "forcing_small.toml")
 
 
@@ -45,19 +49,31 @@ def test_show_and_list(tmp_path, capsys, monkeypatch):
     text = capsys.readouterr().out
     assert "problem forcing: completed after 50 steps" in text and "lam: relative L2" in text
     assert cli.main(["show", str(tmp_path / "missing")]) == 2
-    monkeypatch.chdir(CONFIGS.parent)
+    monkeypatch.chdir(tmp_path)  # `list` shows the shipped files wherever it runs
     assert cli.main(["list"]) == 0
     text = capsys.readouterr().out
-    for name in ("heat1d", "forcing", "poisson_coefficient", "diffusion_reaction"):
-        assert name in text
-    assert "configs/forcing_small.toml" in text
+    for name in ("heat1d", "heat2d", "forcing", "poisson_coefficient", "diffusion_reaction",
+                 "chromatin"):
+        assert f"  {name} " in text
+    assert "forcing_small" in text and "default" in text
 
 
-def test_builtin_default_runs_without_config_files(tmp_path, monkeypatch):
+def test_shipped_problem_runs_without_config_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no configs/ folder here
     assert cli.main(["run", "--problem", "forcing", "--steps", "50", "--quiet"]) == 0
     metrics = json.loads((tmp_path / "runs" / "forcing" / "metrics.json").read_text())
-    assert metrics["config"]["source"] == "<default forcing>" and metrics["steps"] == 50
+    assert pathlib.Path(metrics["config"]["source"]).name == "forcing.toml"
+    assert metrics["steps"] == 50 and metrics["problem"] == "forcing"
+    assert cli.main(["run", "--problem", "nope", "--quiet"]) == 2
+
+
+def test_no_config_runs_the_shipped_default(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli, "run", lambda config, out, **k: calls.append(config) or {
+        "status": "completed"})
+    assert cli.main(["run", "--quiet", "--out", str(tmp_path)]) == 0
+    (config,) = calls
+    assert pathlib.Path(config.source).name == "default.toml" and config.problem == "heat1d"
 
 
 def test_bad_config_is_a_clear_message_not_a_traceback(tmp_path, capsys):
@@ -66,3 +82,34 @@ def test_bad_config_is_a_clear_message_not_a_traceback(tmp_path, capsys):
     assert cli.main(["run", str(bad), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "bad.toml: [optimiser] unknown key 'lr'" in err and "Traceback" not in err
+    bad.write_text('[problem]\nname = "heat1d"\n[derivatives]\neps = "wide"\n')
+    assert cli.main(["run", str(bad), "--out", str(tmp_path / "out")]) == 2
+    assert "[derivatives] key 'eps' must be" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"mollijax {mj.__version__}"
+
+
+def test_examples_copies_the_shipped_folders(tmp_path, capsys):
+    dest = tmp_path / "ex"
+    assert cli.main(["examples", str(dest), "--quiet"]) == 0
+    for folder in ("problems", "configs", "theory"):
+        shipped = {p.name for p in (ROOT / folder).iterdir() if p.name != "__pycache__"}
+        assert {p.name for p in (dest / folder).iterdir()} == shipped, folder
+    assert (dest / "configs" / "default.toml").read_text() == (CONFIGS / "default.toml").read_text()
+    with pytest.raises(SystemExit, match="already exists"):
+        cli.main(["examples", str(dest), "--quiet"])
+    (dest / "configs" / "default.toml").write_text("edited")
+    assert cli.main(["examples", str(dest), "--force", "--quiet"]) == 0
+    assert (dest / "configs" / "default.toml").read_text() == (CONFIGS / "default.toml").read_text()
+    # a copied configuration runs the copied problem file it names
+    from mollijax.config import load_config
+
+    (dest / "configs" / "mine.toml").write_text('[problem]\nfile = "../problems/forcing.py"\n')
+    cfg = load_config(dest / "configs" / "mine.toml")
+    assert pathlib.Path(cfg.problem_file) == (dest / "problems" / "forcing.py").resolve()
+

@@ -9,8 +9,11 @@ import sys
 import numpy as np
 import pytest
 
+import mollijax as mj
 from mollijax import cli
-from mollijax.problems import heat1d
+from mollijax.config import load_problem
+
+heat1d = load_problem(pathlib.Path(__file__).resolve().parents[1] / "problems" / "heat1d.py")
 
 SMALL = """
 [problem]
@@ -58,9 +61,8 @@ def test_batch_run_fits_every_item(tmp_path, stack):
     assert cli.main(["run", str(_config(tmp_path, stack, 0)), "--out", str(out), "--quiet"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["batch"] == 3 and metrics["status"] == ["completed"] * 3
-    from mollijax import BatchResult
-
-    result = BatchResult.load(out / "batch_result.mjx")
+    result_class = getattr(mj, "BatchResult", None) or mj.FitResult
+    result = result_class.load(out / "batch_result.mjx")
     d = result.values["D"]
     truth = heat1d.simulate(nx=41, nt=41).truth["D"]
     inner = slice(6, -6)

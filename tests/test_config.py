@@ -1,22 +1,40 @@
-"""Run configurations: the shipped files parse, defaults match them, bad keys are named."""
+"""Run configurations: the shipped files parse, bad keys and values are named at parse time."""
 
 import pathlib
 
 import pytest
 
-from mollijax.config import ConfigError, default_config, from_dict, load_config
+from mollijax.config import (
+    ConfigError,
+    from_dict,
+    load_config,
+    shipped_config,
+    shipped_configs,
+    shipped_problems,
+)
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
-MINE = ("heat1d", "forcing", "poisson_coefficient", "diffusion_reaction")
+SHIPPED = sorted(p.stem for p in CONFIGS.glob("*.toml") if not p.stem.startswith("theory_"))
 
 
-@pytest.mark.parametrize("name", MINE)
-def test_shipped_config_is_the_builtin_default(name):
-    from_file = load_config(CONFIGS / f"{name}.toml").to_dict()
-    builtin = default_config(name).to_dict()
-    from_file.pop("source"), builtin.pop("source")
-    assert from_file == builtin
-    load_config(CONFIGS / f"{name}_small.toml")
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_configs_parse(name):
+    cfg = load_config(CONFIGS / f"{name}.toml")
+    assert cfg.problem in shipped_problems()
+    assert pathlib.Path(cfg.problem_file).is_file()
+
+
+def test_every_shipped_problem_has_its_default_run():
+    assert set(shipped_problems()) <= set(shipped_configs())
+    for name in shipped_problems():
+        assert shipped_config(name).problem == name
+
+
+def test_default_run_is_the_heat1d_run():
+    default = load_config(CONFIGS / "default.toml").to_dict()
+    heat1d = load_config(CONFIGS / "heat1d.toml").to_dict()
+    default.pop("source"), heat1d.pop("source")
+    assert default == heat1d
 
 
 def _write(tmp_path, text):
@@ -31,18 +49,48 @@ def test_unknown_key_names_file_table_and_key(tmp_path):
         load_config(path)
 
 
+F = '[problem]\nname = "forcing"\n'
+
+
 @pytest.mark.parametrize(
     "text, pattern",
     [
-        ('[problem]\nname = "forcing"\n[optimiser]\nsteps = "many"\n', r"\[optimiser\] key 'steps' must be a integer"),
-        ('[problem]\nname = "forcing"\n[optimiser]\nsteps = true\n', r"'steps'"),
-        ('[problem]\nname = "forcing"\n[derivatives]\nmethod = "magic"\n', r"'method' must be one of"),
-        ('[problem]\nname = "nope"\n', r"Unknown problem 'nope'"),
-        ('[problem]\nname = "forcing"\nnx = 3\n', r"\[problem\] unknown key\(s\) \['nx'\]"),
-        ('[problem]\nname = "forcing"\n[unknowns.k]\ninit = 1.0\n', r"\[unknowns\.k\] is not an unknown"),
-        ('[problem]\nname = "forcing"\n[regularisers.lam]\nsmoothh = 1.0\n', r"unknown key 'smoothh'"),
-        ('[problem]\nname = "forcing"\n[solver]\nx = 1\n', r"unknown table\(s\) \['solver'\]"),
-        ('[data]\nnoise = 0.1\n', r"\[problem\] needs name"),
+        (F + '[optimiser]\nsteps = "many"\n', r"\[optimiser\] key 'steps' must be an integer"),
+        (F + '[optimiser]\nsteps = true\n', r"'steps'"),
+        (F + '[optimiser]\nsteps = 10.5\n', r"'steps' must be an integer"),
+        (F + '[optimiser]\nsteps = 0\n', r"'steps' must be an integer >= 1"),
+        (F + '[optimiser]\nlearning_rate = -0.1\n', r"'learning_rate' must be a finite number > 0"),
+        (F + '[optimiser]\nlearning_rate = nan\n', r"'learning_rate' must be a finite number > 0"),
+        (F + '[optimiser]\nname = "sgd"\n', r"'name' must be a optimiser name"),
+        (F + '[optimiser]\nseed = -1\n', r"\[optimiser\] key 'seed' must be an integer >= 0"),
+        (F + '[data]\nseed = -1\n', r"\[data\] key 'seed' must be an integer >= 0"),
+        (F + '[data]\nnoise = -0.01\n', r"\[data\] key 'noise' must be a finite number >= 0"),
+        (F + '[derivatives]\nmethod = "magic"\n', r"'method' must be a derivatives name"),
+        (F + '[derivatives]\nkernel = "gauss"\n', r"'kernel' must be a kernel name"),
+        (F + '[derivatives]\neps = "wide"\n', r"\[derivatives\] key 'eps' must be \"auto\""),
+        (F + '[derivatives]\neps = -0.1\n', r"key 'eps' must be"),
+        (F + '[derivatives]\neps = [0.1, 0.0]\n', r"key 'eps' must be"),
+        (F + '[derivatives]\nboundary = "mirror"\n', r"key 'boundary' must be a boundary name"),
+        (F + '[unknowns.lam]\nrepresentation = "spline"\n', r"'representation' must be one of"),
+        (F + '[unknowns.lam]\nconstraint = "huge"\n', r"'constraint' must be 'free'"),
+        (F + '[unknowns.lam]\nconstraint = ["bounded", 1.0, 0.0]\n', r"'constraint' must be"),
+        (F + '[unknowns.lam]\nconstraint = "positive"\ninit = -1.0\n', r"violates the constraint"),
+        (F + '[unknowns.lam]\nwidth = 8\n', r"'width' is a network option"),
+        (F + '[unknowns.lam]\nrepresentation = "mlp"\nwidth = 0\n', r"'width' must be an integer >= 1"),
+        (F + '[state]\naccuracy = 4\n', r"'accuracy' applies only to representation = \"evolve\""),
+        (F + '[regularisers.lam]\nsmooth = -1.0\n', r"\[regularisers\.lam\] key 'smooth' must be a finite number >= 0"),
+        (F + '[regularisers.lam]\nsmoothh = 1.0\n', r"unknown key 'smoothh'"),
+        (F + '[weights]\n"data" = nan\n', r"\[weights\] key 'data' must be a finite number >= 0"),
+        (F + '[batch]\ndevices = -2\n', r"'devices' must be an integer >= 0"),
+        ('[problem]\nname = "nope"\n', r"unknown problem 'nope'; shipped problems are"),
+        ('[problem]\nname = "forcing"\nfile = "x.py"\n', r"either file = .* not both"),
+        (F + 'nx = 3\n', r"\[problem\] unknown key\(s\) \['nx'\]"),
+        (F + 'nt = 41.5\n', r"\[problem\] key 'nt' must be an integer \(its default is 201\)"),
+        (F + 'forcing = 3\n', r"\[problem\] key 'forcing' must be a string"),
+        (F + 't_final = "long"\n', r"\[problem\] key 't_final' must be a finite number"),
+        (F + '[unknowns.k]\ninit = 1.0\n', r"\[unknowns\.k\] is not an unknown"),
+        (F + '[solver]\nx = 1\n', r"unknown table\(s\) \['solver'\]"),
+        ('[data]\nnoise = 0.1\n', r"\[problem\] needs file"),
         ('[problem\nname = 1', r"not valid TOML"),
     ],
 )
@@ -52,10 +100,14 @@ def test_bad_configs_are_named(tmp_path, text, pattern):
 
 
 def test_numbers_accept_integers_and_missing_file():
-    cfg = from_dict({"problem": {"name": "forcing"}, "optimiser": {"learning_rate": 1}})
+    cfg = from_dict({"problem": {"name": "forcing", "t_final": 2},
+                     "optimiser": {"learning_rate": 1}})
     assert cfg.optimiser.learning_rate == 1.0 and isinstance(cfg.optimiser.learning_rate, float)
+    assert cfg.params["t_final"] == 2.0 and isinstance(cfg.params["t_final"], float)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("no/such/file.toml")
+    with pytest.raises(ConfigError, match="No shipped configuration 'nope'"):
+        shipped_config("nope")
 
 
 def test_evolve_configs_parse_and_bad_state_keys_are_named(tmp_path):
@@ -65,5 +117,21 @@ def test_evolve_configs_parse_and_bad_state_keys_are_named(tmp_path):
         assert cfg.unknowns["D"].output_scale == 0.01
     path = _write(tmp_path, '[problem]\nname = "heat1d"\n[state]\nrepresentation = "evolve"\n'
                             'accuracy = "high"\n')
-    with pytest.raises(ConfigError, match=r"\[state\] key 'accuracy' must be a integer"):
+    with pytest.raises(ConfigError, match=r"\[state\] key 'accuracy' must be an integer"):
         load_config(path)
+    path = _write(tmp_path, '[problem]\nname = "heat1d"\n[state]\nrepresentation = "evolve"\n'
+                            'accuracy = 3\n')
+    with pytest.raises(ConfigError, match=r"'accuracy' must be an even integer >= 2"):
+        load_config(path)
+
+
+def test_problem_file_is_relative_to_the_config(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "mine.py").write_text(
+        "import mollijax as mj\nDESCRIPTION = 'x'\nORDER = 1\nDEFAULTS = {'n': 3}\n"
+        "UNKNOWNS = {'c': {'axes': ()}}\nSTATE = ('u',)\nresiduals = {'pde': lambda s: s.u}\n"
+        "def simulate(*, noise=0.0, seed=0, **p):\n    raise NotImplementedError\n"
+    )
+    cfg = load_config(_write(tmp_path, '[problem]\nfile = "sub/mine.py"\nn = 4\n'))
+    assert cfg.problem == "mine" and cfg.params == {"n": 4}
+    assert pathlib.Path(cfg.problem_file) == (tmp_path / "sub" / "mine.py").resolve()

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from mollijax import GridMismatchError, NonFiniteError, cli, problems
-from mollijax.config import DataConfig
-from mollijax.io import DataFileError, load_array, load_simulation
+from mollijax import GridMismatchError, NonFiniteError, cli
+from mollijax.config import DataConfig, load_problem
+from mollijax.io import DataFileError, load_array, load_dataset
 
-HEAT = problems.get("heat1d")
+HEAT = load_problem("heat1d")
 
 
 def _data(**kw):
@@ -36,7 +36,7 @@ def test_npz_npy_and_tiff_read_back(tmp_path):
 def test_grid_and_fields_from_config(tmp_path):
     u = np.random.default_rng(0).standard_normal((11, 6))
     np.savez(tmp_path / "d.npz", obs=u, D=np.full(11, 0.02))
-    sim = load_simulation(_data(path="d.npz", fields={"u": "obs"}, truth={"D": "D"}), HEAT,
+    sim = load_dataset(_data(path="d.npz", fields={"u": "obs"}, truth={"D": "D"}), HEAT,
                           tmp_path)
     assert sim.grid.shape == (11, 6) and sim.grid.spacing == (0.1, 0.2)
     assert sim.grid.axes == ("x", "t")
@@ -50,8 +50,8 @@ def test_nan_is_an_error_unless_masked(tmp_path):
     mask = np.isfinite(u)
     np.savez(tmp_path / "d.npz", u=u, m=mask)
     with pytest.raises(NonFiniteError, match=r"'u' has 1 NaN"):
-        load_simulation(_data(path="d.npz", fields={"u": "u"}), HEAT, tmp_path)
-    sim = load_simulation(_data(path="d.npz", fields={"u": "u"}, masks={"u": "m"}), HEAT,
+        load_dataset(_data(path="d.npz", fields={"u": "u"}), HEAT, tmp_path)
+    sim = load_dataset(_data(path="d.npz", fields={"u": "u"}, masks={"u": "m"}), HEAT,
                           tmp_path)
     assert np.all(np.isfinite(sim.data["u"])) and not sim.masks["u"][3, 2]
 
@@ -60,23 +60,23 @@ def test_rank_and_shape_errors(tmp_path):
     np.savez(tmp_path / "d.npz", u=np.ones((11, 6)), u3=np.ones((11, 6, 2)), f=np.ones((11, 5)),
              D=np.ones(10))
     with pytest.raises(GridMismatchError, match=r"3 dimension\(s\) \(11, 6, 2\) but \[data\] `axes`"):
-        load_simulation(_data(path="d.npz", fields={"u": "u3"}), HEAT, tmp_path)
+        load_dataset(_data(path="d.npz", fields={"u": "u3"}), HEAT, tmp_path)
     np.savez(tmp_path / "e.npz", u=np.ones((11, 6)), v=np.ones((11, 6, 2)))
     with pytest.raises(GridMismatchError, match=r"'v' must have 2 dimension\(s\)"):
-        load_simulation(_data(path="e.npz", fields={"u": "u", "v": "v"}), HEAT, tmp_path)
+        load_dataset(_data(path="e.npz", fields={"u": "u", "v": "v"}), HEAT, tmp_path)
     with pytest.raises(GridMismatchError, match=r"'f' has shape \(11, 5\)"):
-        load_simulation(_data(path="d.npz", fields={"u": "u"}, known={"f": "f"}), HEAT, tmp_path)
+        load_dataset(_data(path="d.npz", fields={"u": "u"}, known={"f": "f"}), HEAT, tmp_path)
     with pytest.raises(GridMismatchError, match=r"Truth of 'D'.*\(11,\), got \(10,\)"):
-        load_simulation(_data(path="d.npz", fields={"u": "u"}, truth={"D": "D"}), HEAT, tmp_path)
+        load_dataset(_data(path="d.npz", fields={"u": "u"}, truth={"D": "D"}), HEAT, tmp_path)
     with pytest.raises(GridMismatchError, match="spacing"):
-        load_simulation(_data(path="d.npz", fields={"u": "u"}, spacing=[1.0, 2.0, 3.0]), HEAT,
+        load_dataset(_data(path="d.npz", fields={"u": "u"}, spacing=[1.0, 2.0, 3.0]), HEAT,
                         tmp_path)
     with pytest.raises(DataFileError, match=r"missing \['u'\]"):
-        load_simulation(_data(path="d.npz", fields={}), HEAT, tmp_path)
+        load_dataset(_data(path="d.npz", fields={}), HEAT, tmp_path)
 
 
 def test_run_on_user_file_recovers_forcing(tmp_path):
-    sim = problems.get("forcing").simulate(noise=0.0, nt=101)
+    sim = load_problem("forcing").simulate(noise=0.0, nt=101)
     np.save(tmp_path / "u.npy", sim.data["u"])
     np.savez(tmp_path / "truth.npz", lam=sim.truth["lam"])
     (tmp_path / "run.toml").write_text(

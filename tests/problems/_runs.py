@@ -1,11 +1,20 @@
-"""Shared helper: run a configuration through the CLI in-process and read its metrics."""
+"""Shared helpers: the shipped problem files loaded by path, and runs through the CLI."""
 
 import json
 import pathlib
 
 from mollijax import cli
+from mollijax.config import load_problem
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
+PROBLEMS = ROOT / "problems"
+SHIPPED = sorted(p.stem for p in PROBLEMS.glob("*.py") if not p.name.startswith("_"))
+
+
+def load(name: str):
+    """The shipped problem file `problems/<name>.py`, loaded by path like a user's own."""
+    return load_problem(PROBLEMS / f"{name}.py")
 
 
 def run_cli(config: str, out: pathlib.Path, *extra: str) -> dict:

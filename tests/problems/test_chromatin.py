@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 import mollijax as mj
-from mollijax import problems
-from mollijax.problems import chromatin
+
+from _runs import SHIPPED, load
+
+chromatin = load("chromatin")
 
 N = 48
 
@@ -126,7 +128,7 @@ def test_lambda_from_microscopy_images():
     fd = _rel(_pointwise(sim, mj.FiniteDifference(sim.grid, boundary="periodic")), sim.truth["lam"])
     assert moll < 0.06, moll  # measured 0.040
     assert fd > 1.0, fd  # measured 1.9
-    assert "chromatin" in problems.names()
+    assert "chromatin" in SHIPPED
 
 
 @pytest.mark.parametrize("config, tol", [("chromatin_small.toml", 0.015),

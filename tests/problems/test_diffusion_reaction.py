@@ -1,9 +1,9 @@
 """diffusion_reaction: simulator against an exact solution, recovery of k(x) via the CLI."""
 
 import numpy as np
-from _runs import run_cli
+from _runs import load, run_cli
 
-from mollijax.problems import diffusion_reaction as dr
+dr = load("diffusion_reaction")
 
 
 def test_simulator_exact_for_constant_reaction():

@@ -2,14 +2,17 @@
 
 import numpy as np
 import pytest
+from _runs import PROBLEMS
 
 import mollijax as mj
-from mollijax import problems
+from mollijax.cli import prepare
+from mollijax.config import from_dict
 
 
-def _mismatch(module, params, scale=1.0):
-    sim = module.simulate(**params)
-    problem, fields = problems.build(module, sim, state="evolve")
+def _mismatch(name, params, scale=1.0):
+    config = from_dict({"problem": {"file": str(PROBLEMS / f"{name}.py"), **params},
+                        "state": {"representation": "evolve"}})
+    _, sim, problem, fields = prepare(config)
     t = sim.grid.axis_index("t")
     space = tuple(a for a in sim.grid.axes if a != "t")
     fields["u"] = mj.GridField(np.take(sim.clean["u"], 0, axis=t), space)
@@ -27,9 +30,8 @@ def test_evolution_with_the_truth_converges_to_the_simulator(name, coarse, fine)
     # the simulators are second-order finite volumes + Crank-Nicolson on finer grids; the
     # evolution is 4th-order finite differences + RK4 on the observation grid: two solvers.
     # Their difference must shrink at least like h^2 (the simulators' order) when h halves.
-    module = problems.get(name)
-    e_coarse, e_fine = _mismatch(module, coarse), _mismatch(module, fine)
+    e_coarse, e_fine = _mismatch(name, coarse), _mismatch(name, fine)
     order = np.log2(e_coarse / e_fine)
     assert order > 1.6 and e_fine < 1e-2, (e_coarse, e_fine, order)
     # a diffusivity 20 % off does not match (the comparison can fail)
-    assert _mismatch(module, fine, 1.2) > 5 * e_fine
+    assert _mismatch(name, fine, 1.2) > 5 * e_fine

@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-from _runs import run_cli
+from _runs import load, run_cli
 
-from mollijax import problems
-from mollijax.problems import forcing
+import mollijax as mj
+
+forcing = load("forcing")
 
 
 def test_simulator_matches_closed_form():
@@ -29,10 +30,14 @@ def test_noise_is_relative_and_seeded():
 
 
 def test_unknown_parameter_is_named():
-    with pytest.raises(problems.ProblemSpecError, match="'dt'"):
+    with pytest.raises(mj.MollijaxError, match="'dt'"):
         forcing.simulate(dt=0.1)
-    with pytest.raises(problems.ProblemSpecError, match="forcing"):
+    with pytest.raises(mj.MollijaxError, match="forcing"):
         forcing.simulate(forcing="square")
+    with pytest.raises(mj.MollijaxError, match="`nt` must be an int"):
+        forcing.simulate(nt=41.5)  # no silent casting
+    with pytest.raises(mj.MollijaxError, match="seed"):
+        forcing.simulate(seed=-1)
 
 
 def test_forcing_recovered_through_cli(tmp_path):

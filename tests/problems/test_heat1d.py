@@ -1,17 +1,25 @@
-"""heat1d through the CLI, and its contract."""
+"""heat1d through the CLI, and the contract of the shipped problem files."""
 
 import numpy as np
-from _runs import run_cli
+import pytest
+from _runs import SHIPPED, load, run_cli
 
-from mollijax import problems
+from mollijax.cli import prepare
+from mollijax.config import ConfigError, from_dict
 
 
-def test_registry_lists_contract_modules():
-    names = problems.names()
-    for name in ("heat1d", "forcing", "poisson_coefficient", "diffusion_reaction"):
-        assert name in names
-        module = problems.get(name)
-        assert set(module.UNKNOWNS) and module.STATE and module.ORDER >= 1
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_files_follow_the_contract(name):
+    module = load(name)
+    assert set(module.UNKNOWNS) and module.STATE and module.ORDER >= 1
+    assert module.DESCRIPTION and set(module.DEFAULTS)
+    assert not hasattr(module, "CONFIG")  # the default run lives only in configs/<name>.toml
+
+
+def test_every_ready_problem_is_shipped():
+    for name in ("heat1d", "heat2d", "forcing", "poisson_coefficient", "diffusion_reaction",
+                 "chromatin"):
+        assert name in SHIPPED
 
 
 def test_diffusivity_recovered_through_cli(tmp_path):
@@ -35,26 +43,25 @@ def test_evolved_state_through_cli(tmp_path):
         assert fields["u"].shape == (41,)  # the fitted initial profile
 
 
+def _config(**tables):
+    return from_dict({"problem": {"name": "heat1d", "nx": 21, "nt": 11}, **tables})
+
+
 def test_evolve_state_errors():
-    import pytest
-
-    from mollijax.problems import ProblemSpecError
-
-    heat = problems.get("heat1d")
-    sim = heat.simulate(nx=21, nt=11)
-    with pytest.raises(ProblemSpecError, match=r"takes only \('accuracy', 'substeps'\)"):
-        problems.build(heat, sim, state={"representation": "evolve", "width": 8})
-    with pytest.raises(ProblemSpecError, match="exists only on the grid"):
-        problems.build(heat, sim, derivatives="autodiff", state="evolve",
-                       unknowns={"D": "mlp"})
-    forcing = problems.get("forcing")
-    with pytest.raises(ProblemSpecError, match="no evolution form"):
-        problems.build(forcing, forcing.simulate(), state="evolve")
+    with pytest.raises(ConfigError, match=r"\[state\] key 'width' is a network option"):
+        _config(state={"representation": "evolve", "width": 8})
+    with pytest.raises(Exception, match="exists only on the grid"):
+        prepare(_config(derivatives={"method": "autodiff"}, state={"representation": "evolve"},
+                        unknowns={"D": {"representation": "mlp"}}))
+    with pytest.raises(ConfigError, match="no evolution form"):
+        from_dict({"problem": {"name": "forcing"}, "state": {"representation": "evolve"}})
 
 
 def test_evolved_run_records_its_integration(tmp_path):
     metrics = run_cli("heat1d_evolve_small.toml", tmp_path, "--steps", "2")
-    assert metrics["evolution"]["fields"] == ["u"] and metrics["evolution"]["substeps"] >= 1
+    evolution = metrics["evolution"]
+    assert evolution["fields"] == ["u"]
+    assert evolution.get("substeps", 1) >= 1
     with np.load(tmp_path / "fields.npz") as fields:
         assert fields["u_evolved"].shape == (41, 41)
         # the initial profile is the unknown, except at the pinned ends (u = 0 exactly there)

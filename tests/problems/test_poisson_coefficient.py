@@ -1,9 +1,9 @@
 """poisson_coefficient: exact truth by construction, and recovery of lambda(x, y) via the CLI."""
 
 import numpy as np
-from _runs import run_cli
+from _runs import load, run_cli
 
-from mollijax.problems import poisson_coefficient as pc
+pc = load("poisson_coefficient")
 
 
 def test_state_laplacian_and_source_are_consistent():
