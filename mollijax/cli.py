@@ -328,9 +328,11 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# part -> (file in the shipped theory/ folder, loaded by path and run as `run(config, out)`, help)
 THEORY = {
-    "electro": ("run_electro", "depth-2 networks as electrodynamics (docs/theory_electrodynamics.md)"),
-    "transport": ("run_transport", "deep DAEs as transport (docs/theory_transport.md)"),
+    "electro": ("electro.py",
+                "depth-2 networks as electrodynamics (docs/theory_electrodynamics.md)"),
+    "transport": ("transport.py", "deep DAEs as transport (docs/theory_transport.md)"),
 }
 
 
@@ -340,7 +342,7 @@ def _theory(args: argparse.Namespace) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # the theory checks compare to 1e-6 and below
-    from . import theory
+    from ._examples import load_file, shipped
 
     config: dict = {}
     if args.config:
@@ -351,8 +353,8 @@ def _theory(args: argparse.Namespace) -> int:
             config = tomllib.load(f)
     out = pathlib.Path(args.out or f"runs/theory_{args.part}")
     out.mkdir(parents=True, exist_ok=True)
-    runner = getattr(theory, THEORY[args.part][0])
-    metrics = runner(config, out)
+    module = load_file(shipped("theory", THEORY[args.part][0]))
+    metrics = module.run(config, out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     if not args.quiet:
         print(f"mollijax theory {args.part}: wrote {out / 'metrics.json'} and plots in {out}")
