@@ -17,7 +17,7 @@ Both run on the evolved configuration's grid (its `[problem]` parameters), so th
 same data.
 
 Reported per noise level: the relative L2 error of D on interior nodes
-(`mollijax.problems.errors`), mean and max over the seeds, and the median wall time of `fit`
+(`mollijax.config.score`), mean and max over the seeds, and the median wall time of `fit`
 (compilation included: each run builds a fresh optimiser, as the CLI does). One core: as in
 `benchmarks/heat1d.py`, the process pins itself to `--core` and one XLA thread before jax is
 imported. float32 (the CLI's default).
@@ -39,13 +39,12 @@ import dataclasses  # noqa: E402
 import pathlib  # noqa: E402
 import time  # noqa: E402
 
+import _common as C  # noqa: E402
 import numpy as np  # noqa: E402
 
-import _common as C  # noqa: E402
-
-from mollijax import fit, problems  # noqa: E402
-from mollijax.cli import _optimiser, prepare  # noqa: E402
-from mollijax.config import load_config  # noqa: E402
+from mollijax import fit  # noqa: E402
+from mollijax.cli import optimiser, prepare  # noqa: E402
+from mollijax.config import load_config, score  # noqa: E402
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
@@ -56,10 +55,10 @@ def run_one(config, noise: float, seed: int) -> tuple[float, float, str]:
     _, sim, problem, fields = prepare(config)
     opt = config.optimiser
     t0 = time.perf_counter()
-    result = fit(problem, fields, _optimiser(opt), steps=opt.steps, chunk=opt.chunk,
+    result = fit(problem, fields, optimiser(opt), steps=opt.steps, chunk=opt.chunk,
                  progress=False)
     wall = time.perf_counter() - t0
-    return problems.errors(result.values, sim)["D"]["rel_l2"], wall, result.status.value
+    return score(result.values, sim)["D"]["rel_l2"], wall, result.status.value
 
 
 def main(argv=None):

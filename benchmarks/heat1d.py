@@ -5,7 +5,7 @@ Usage (from the repository root, with the package installed):
     python benchmarks/heat1d.py [--noise 0 0.01 0.05] [--core 0] [--pinn-steps 300]
                                 [--repeats 3] [--json out.json] [--markdown out.md]
 
-Data: `mollijax.problems.heat1d.simulate` on a 101 x 101 (x, t) grid, t in [0, 2], with
+Data: `problems/heat1d.py`'s `simulate` on a 101 x 101 (x, t) grid, t in [0, 2], with
 D(x) = 0.02 + 0.015 sin(2 pi x) and Gaussian noise of standard deviation `noise * std(u)`
 (seed 0). The error is the relative L2 error of D on the interior nodes 10..90 (a margin
 of 10 nodes at each end, where u = 0 and D is not identifiable).
@@ -64,15 +64,16 @@ _one_core.pin(sys.argv)  # before jax is imported
 
 import time  # noqa: E402
 
+import _common as C  # noqa: E402
 import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-import _common as C  # noqa: E402
-
 import mollijax as mj  # noqa: E402
-from mollijax.problems import heat1d  # noqa: E402
+from mollijax.config import load_problem  # noqa: E402
+
+heat1d = load_problem("heat1d")  # problems/heat1d.py
 
 MARGIN = 10  # nodes dropped at each end of x in the error of D
 

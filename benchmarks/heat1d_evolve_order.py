@@ -26,7 +26,9 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import mollijax as mj  # noqa: E402
-from mollijax.problems import heat1d  # noqa: E402
+from mollijax.config import load_problem  # noqa: E402
+
+heat1d = load_problem("heat1d")  # problems/heat1d.py
 
 
 def main(argv=None):

@@ -20,20 +20,18 @@ def _run(out, *extra):
 
 
 def test_interrupted_run_resumes_to_the_same_answer(tmp_path, monkeypatch):
-    import mollijax._fit as fit_module
-
     assert _run(tmp_path / "full", "--steps", "200") == 0
-    real_fit = fit_module.fit
+    real_fit = mj.fit
 
     def stop(step, terms):
         if step >= 100:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(fit_module, "fit", lambda *a, **k: real_fit(*a, callback=stop, **k))
+    monkeypatch.setattr(mj, "fit", lambda *a, **k: real_fit(*a, callback=stop, **k))
     assert _run(tmp_path / "cut", "--steps", "200") == 1  # interrupted: non-zero exit
     cut = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     assert cut["status"] == "interrupted" and cut["steps"] == 100
-    monkeypatch.setattr(fit_module, "fit", real_fit)
+    monkeypatch.setattr(mj, "fit", real_fit)
     assert _run(tmp_path / "cut", "--steps", "200", "--resume") == 0
     resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     assert resumed["status"] == "completed" and resumed["steps"] == 200

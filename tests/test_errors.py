@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 import mollijax as mj
-from mollijax._kernels import kernel_from_name
 
 GRID = mj.Grid.from_bounds((16, 12), 0.0, 1.0)
 U = np.ones(GRID.shape)
@@ -104,9 +103,9 @@ def test_unknown_names(kwargs, match):
 
 
 def test_unknown_kernel_and_scheme_names():
-    with pytest.raises(mj.MollijaxError, match=r"Unknown kernel 'bumpy'"):
-        kernel_from_name("bumpy")
-    assert kernel_from_name("Polynomial", power=4) == mj.Polynomial(4)
+    with pytest.raises(mj.MollijaxError, match=r"unknown kernel 'bumpy'"):
+        mj.from_name("kernel", "bumpy")
+    assert mj.from_name("kernel", "polynomial", power=4) == mj.Polynomial(4)
     with pytest.raises(mj.MollijaxError, match=r"Unknown tap `scheme` 'raw'"):
         mj.mollifier_taps(mj.Bump(), 0.05, 0.01, 1, scheme="raw")
 

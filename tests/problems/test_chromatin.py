@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
+from _runs import SHIPPED, load
 
 import mollijax as mj
-
-from _runs import SHIPPED, load
 
 chromatin = load("chromatin")
 

@@ -2,12 +2,10 @@
 
 import numpy as np
 import pytest
-from _runs import run_cli
+from _runs import SHIPPED, load, run_cli
 
 import mollijax as mj
 from mollijax.config import score
-
-from _runs import SHIPPED, load
 
 heat2d = load("heat2d")
 
