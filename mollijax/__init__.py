@@ -51,6 +51,7 @@ from ._networks import (
     PirateNet as PirateNet,
     TransformerPINN as TransformerPINN,
 )
+from ._examples import examples_root as examples_root, load_file as load_file
 from ._names import UnknownNameError as UnknownNameError, from_name as from_name, names as names
 from ._problem import Problem as Problem
 from ._terms import (
