@@ -1,27 +1,29 @@
 """Batched fitting: one `Problem`, a stack of `B` datasets, one fit per item.
 
 `fit_batch(problem, {"u": stack}, unknowns, optimiser)` fits `B` independent copies of the
-problem at once. Item `b` is the problem with its data leaves replaced by `stack[b]`
-(`eqx.tree_at`); its unknowns start from the same initial guess (or from the `b`-th of a list
-of guesses). The per-item chunk of optimiser steps is exactly `fit`'s (`_fit._run_chunk`),
-`vmap`-ed over the batch axis of the parameters, optimiser states and data, so item `b`'s
-iterates equal those of `fit(problem_b, ...)` to round-off. Each item carries its own NaN
-guard: an item whose loss, gradients or parameters become non-finite is frozen at its last
-finite-loss iterate and reported `diverged`; the others run on.
+problem at once. Item `b` is `problem.with_data(...)` with its data (or known) arrays
+replaced by `stack[b]`; its unknowns start from the same initial guess (or from the `b`-th of
+a list of guesses). The per-item chunk of optimiser steps is exactly `fit`'s
+(`_driver.run_chunk`), `vmap`-ed over the item axis of the training state and the data, and
+the Python loop around it is `fit`'s too (`_driver.drive`): checkpoints, resume, interrupts,
+progress bar, callback and history. So item `b`'s iterates equal those of
+`fit(problem_b, ...)` to round-off. Each item carries its own NaN guard: an item whose loss,
+gradients or parameters become non-finite is frozen at its last finite-loss iterate and
+reported `diverged`; the others run on. An item whose data are NaN or inf at observed nodes
+is left out before training (`skipped`, with the reason).
 
-With a `mesh` (a 1-D `jax.sharding.Mesh`, `batch_mesh`), the stacked parameters, optimiser
-states and data are placed with their batch axis split over the devices
-(`NamedSharding(mesh, P("batch"))`); the jitted chunk then runs item-parallel on every
-device, and the results equal the unsharded ones to round-off.
+With a `mesh` (a 1-D `jax.sharding.Mesh`, `batch_mesh`), the training state and the data are
+placed with their item axis split over the devices (`NamedSharding(mesh, P("batch"))`); the
+jitted chunk then runs item-parallel on every device, and the results equal the unsharded
+ones to round-off.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pathlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import equinox as eqx
 import jax
@@ -30,110 +32,18 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from . import _checkpoint
+from . import _driver
+from ._driver import Checkpointer, item_problem
 from ._errors import DTypeError, GridMismatchError, MollijaxError, NonFiniteError, describe
-from ._fit import Status, _run_chunk, _with_extra_args, default_optimiser
+from ._fit import _with_extra_args, default_optimiser
 from ._problem import Problem
+from ._result import FitResult, Status
 from ._sharding import _single_axis, batch_mesh, gather, shard_stack
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 ARRAY_SUFFIXES = (".npy",)
 
-
-# ----------------------------------------------------------------------------- result
-
-
-@dataclasses.dataclass
-class BatchResult:
-    """What `fit_batch` returns; every array has the batch size `B` as leading axis.
-
-    - `unknowns`: the trained unknowns, stacked (each array leaf has a leading `B` axis);
-      `item(b)` gives item `b`'s unknowns as `fit` would return them;
-    - `values`: `{name: (B, *subgrid)}` each unknown on its own sub-grid;
-    - `history`: `{term: (B, steps)}` per-step loss terms and `"total"`; NaN after an item
-      stopped;
-    - `status`: `(B,)` array of `Status` values (`"completed"` / `"diverged"`);
-    - `steps`: `(B,)` steps each item took (for a diverged item, the step of the returned
-      last finite-loss iterate);
-    - `final_loss`: `(B,)` weighted loss of the returned parameters;
-    - `names`: item labels (file names when loaded from a folder);
-    - `wall_time`: seconds spent in the call (compilation included).
-    """
-
-    unknowns: dict
-    values: dict[str, np.ndarray]
-    history: dict[str, np.ndarray]
-    status: np.ndarray
-    steps: np.ndarray
-    final_loss: np.ndarray
-    wall_time: float
-    names: tuple[str, ...] = ()
-
-    @property
-    def size(self) -> int:
-        return int(self.status.shape[0])
-
-    @property
-    def ok(self) -> np.ndarray:
-        """`(B,)` booleans: True where the item completed."""
-        return self.status == Status.completed.value
-
-    def item(self, b: int) -> dict:
-        """Unknowns of item `b` (the structure `fit` takes and returns)."""
-        return jax.tree_util.tree_map(
-            lambda x: x[b] if eqx.is_array(x) else x, self.unknowns
-        )
-
-    def summary(self) -> str:
-        done = int(self.ok.sum())
-        lines = [f"{done}/{self.size} items completed in {self.wall_time:.1f} s"]
-        for b in np.flatnonzero(~self.ok):
-            label = self.names[b] if self.names else str(b)
-            lines.append(f"  item {label}: {self.status[b]} at step {int(self.steps[b])}")
-        return "\n".join(lines)
-
-    def save(self, path: str | os.PathLike) -> pathlib.Path:
-        """Write a self-describing file: JSON header (status, steps, names) + arrays."""
-        arrays = {
-            "values": {k: np.asarray(v) for k, v in self.values.items()},
-            "history": {k: np.asarray(v) for k, v in self.history.items()},
-            "final_loss": np.asarray(self.final_loss),
-        }
-        header = {
-            "kind": "batch-result",
-            "status": [str(s) for s in self.status],
-            "steps": [int(s) for s in self.steps],
-            "names": list(self.names),
-            "wall_time": self.wall_time,
-            "shapes": {
-                g: {k: list(v.shape) for k, v in arrays[g].items()} for g in ("values", "history")
-            },
-        }
-        return _checkpoint.write(path, header, arrays)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> BatchResult:
-        """Read a saved result (values, history, status; not the unknowns' structure)."""
-        header = _checkpoint.read_header(path)
-        if header.get("kind") != "batch-result":
-            raise MollijaxError(f"`path` {path} is not a saved BatchResult.")
-        size = len(header["status"])
-        like = {
-            g: {k: np.zeros(s) for k, s in header["shapes"][g].items()}
-            for g in ("values", "history")
-        }
-        like["final_loss"] = np.zeros(size)
-        _, arrays = _checkpoint.read(path, like=like)
-        return cls(
-            unknowns={},
-            values={k: np.asarray(v) for k, v in arrays["values"].items()},
-            history={k: np.asarray(v) for k, v in arrays["history"].items()},
-            status=np.asarray(header["status"]),
-            steps=np.asarray(header["steps"]),
-            final_loss=np.asarray(arrays["final_loss"]),
-            wall_time=float(header["wall_time"]),
-            names=tuple(header["names"]),
-        )
+BatchResult = FitResult  # the same class: `fit_batch` returns a batched `FitResult`
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -161,7 +71,9 @@ def _cast(tree, dtype):
     )
 
 
-def _check_stack(problem: Problem, data_stack: Mapping) -> tuple[dict, dict, int]:
+def _check_stack(problem: Problem, data_stack: Mapping) -> tuple[dict, dict, int, dict]:
+    """`(data, known, B, skipped)`: validated float64 stacks, and `{item: reason}` for the
+    items whose data are NaN or inf at observed nodes (or whose known fields are)."""
     if not isinstance(data_stack, Mapping) or not data_stack:
         raise MollijaxError(
             "`data_stack` must be a non-empty dict {name: array of shape (B, *grid)}, got "
@@ -169,6 +81,7 @@ def _check_stack(problem: Problem, data_stack: Mapping) -> tuple[dict, dict, int
         )
     grid = problem.grid
     data, known, sizes = {}, {}, {}
+    reasons: dict[int, list[str]] = {}
     for name, value in data_stack.items():
         if name not in problem.data and name not in problem.known:
             raise MollijaxError(
@@ -187,23 +100,30 @@ def _check_stack(problem: Problem, data_stack: Mapping) -> tuple[dict, dict, int
         if name in problem.data:
             mask = np.asarray(problem.masks[name])
             bad = ~np.isfinite(arr) & mask
-            if bad.any():
-                items = sorted({int(b) for b in np.nonzero(bad)[0]})
-                raise NonFiniteError(
-                    f"`data_stack[{name!r}]` has NaN or inf at observed nodes of item(s) "
-                    f"{items[:10]}; mask them in the problem or drop the item(s)."
-                )
+            where = "observed node(s) of data"
             data[name] = np.where(mask, arr, 0.0)
         else:
-            if not np.all(np.isfinite(arr)):
-                raise NonFiniteError(f"`data_stack[{name!r}]` (a known field) has NaN or inf.")
+            bad = ~np.isfinite(arr)
+            where = "node(s) of the known field"
             known[name] = arr
+        counts = bad.reshape(arr.shape[0], -1).sum(axis=1)
+        for b in np.flatnonzero(counts):
+            reasons.setdefault(int(b), []).append(
+                f"NaN or inf at {int(counts[b])} {where} {name!r}"
+            )
         sizes[name] = arr.shape[0]
     if len(set(sizes.values())) != 1:
         raise GridMismatchError(
             f"Every array of `data_stack` must have the same batch size; got {sizes}."
         )
-    return data, known, next(iter(sizes.values()))
+    size = next(iter(sizes.values()))
+    if len(reasons) == size:
+        items = sorted(reasons)
+        raise NonFiniteError(
+            f"`data_stack` has NaN or inf at observed nodes of every item(s) {items[:10]}"
+            f"{' ...' if size > 10 else ''}: nothing to fit; mask them in the problem."
+        )
+    return data, known, size, {b: "; ".join(r) for b, r in sorted(reasons.items())}
 
 
 def _stack_unknowns(unknowns, size: int):
@@ -255,46 +175,76 @@ def _place(tree, mesh: Mesh | None):
     return jax.tree_util.tree_map(lambda x: shard_stack(np.asarray(x), mesh), tree)
 
 
-def _item(prob: Problem, data, known) -> Problem:
-    """The problem with (some of) its data and known arrays replaced by one item's."""
-    new = (dict(prob.data, **data), dict(prob.known, **known))
-    return eqx.tree_at(lambda q: (q.data, q.known), prob, new)
+def _expand(x: np.ndarray, active: np.ndarray, size: int, fill) -> np.ndarray:
+    """Rows of the active items put back at their places in a `(size, ...)` array."""
+    x = np.asarray(x)
+    out = np.full((size, *x.shape[1:]), fill, dtype=x.dtype)
+    out[active] = x
+    return out
 
 
-def _item_chunk(p, s, data, known, prob, first, length, static, opt):
-    item = _item(prob, data, known)
-    return _run_chunk(p, s, {}, item, first, length, static, opt)
-
-
-@eqx.filter_jit
-def _batch_chunk(p, s, data, known, prob, first, length, static, opt):
-    """`length` steps of every item: `fit`'s chunk, `vmap`-ed over the batch axis."""
-    run = jax.vmap(
-        lambda p, s, d, k: _item_chunk(p, s, d, k, prob, first, length, static, opt)
-    )
-    return run(p, s, data, known)
+def _nan_fill(x: np.ndarray):
+    return np.nan if np.issubdtype(x.dtype, np.inexact) else 0
 
 
 @eqx.filter_jit
-def _batch_loss(p, data, known, prob, static):
+def _batch_outputs(p, data, known, prob, static):
+    """Per item: each unknown on its sub-grid, and every unknown on the full grid."""
+
     def one(p, d, k):
-        item = _item(prob, d, k)
-        return item.total(item.loss_terms(eqx.combine(p, static)))
+        u = eqx.combine(p, static)
+        values = {name: f.on_subgrid(prob.grid) for name, f in u.items()}
+        return values, item_problem(prob, d, k).grid_values(u)
 
     return jax.vmap(one)(p, data, known)
 
 
-def _select(flag, a, b):
-    """Per item: `a` where `flag` (shape `(B,)`) else `b`, for pytrees of stacked leaves."""
+class _Batched(_driver.Run):
+    desc = "fit_batch"
 
-    def pick(x, y):
-        f = flag.reshape(flag.shape + (1,) * (x.ndim - 1))
-        return jnp.where(f, x, y)
+    def __init__(self, prob, data, known, static, opt, active, size, mesh):
+        self.prob, self.data, self.known = prob, data, known
+        self.static, self.opt, self.mesh = static, opt, mesh
+        self.active, self.size = active, size
+        count = 1 if mesh is None else mesh.devices.size
+        self.padded = -(-len(active) // count) * count
 
-    return jax.tree_util.tree_map(pick, a, b)
+    def place(self, tree):
+        """Pad the item axis to a multiple of the device count and place it on the mesh."""
+        return _place(_pad(tree, len(self.active), self.padded), self.mesh)
 
+    def advance(self, state, done, n):
+        first = jnp.asarray(done, jnp.int32)
+        state, hist = _driver.run_batch_chunk(
+            state, self.data, self.known, self.prob, first, n, self.static, self.opt
+        )
+        return state, {k: gather(v)[: len(self.active)] for k, v in hist.items()}
 
-# ----------------------------------------------------------------------------- fit_batch
+    def any_alive(self, state):
+        return bool(np.any(gather(state.alive)[: len(self.active)]))
+
+    def host(self, state):
+        return jax.tree_util.tree_map(lambda x: gather(x)[: len(self.active)], state)
+
+    def statuses(self, host, done, steps) -> np.ndarray:
+        running = Status.completed if done >= steps else Status.interrupted
+        status = np.where(host.alive, running.value, Status.diverged.value).astype(object)
+        full = np.full(self.size, Status.skipped.value, dtype=object)
+        full[self.active] = status
+        return full.astype(str)
+
+    def header(self, state, done, steps, interrupted):
+        host = self.host(state)
+        return {
+            "step": _expand(host.step, self.active, self.size, 0).tolist(),
+            "status": self.statuses(host, done, steps).tolist(),
+        }
+
+    def report(self, hist):
+        terms = {k: _expand(v[:, -1], self.active, self.size, np.nan) for k, v in hist.items()}
+        total = terms["total"][np.isfinite(terms["total"])]
+        median = float(np.median(total)) if total.size else np.nan
+        return terms, f"median loss={median:.3e}"
 
 
 def fit_batch(
@@ -308,7 +258,12 @@ def fit_batch(
     mesh: Mesh | None = None,
     dtype=None,
     names: Sequence[str] = (),
-) -> BatchResult:
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    callback: Callable[[int, dict], None] | None = None,
+) -> FitResult:
     """Fit the same `problem` to each of `B` datasets, item by item in parallel.
 
     Item `b` minimises `L_b(theta_b) = sum_k w_k L_k(theta_b; data_b)`, the problem's
@@ -321,27 +276,34 @@ def fit_batch(
     - `problem`: a `Problem`; its own data arrays give the shapes (and the masks, shared by
       all items).
     - `data_stack`: `{name: array of shape (B, *grid)}` for data or known fields of `problem`.
+      An item with NaN or inf at observed nodes (or in a known field) is left out: status
+      `"skipped"`, the reason in `reasons`, NaN in its arrays; the others are unaffected.
     - `unknowns`: one initial guess `{name: field}` used for every item, or a list of `B`
       guesses of the same structure.
     - `optimiser`: any optax transformation (default `default_optimiser(steps)`).
     - `steps`, `chunk`: total steps per item, and steps per compiled `lax.scan`.
     - `mesh`: `None` (default devices) or a 1-D `jax.sharding.Mesh` (`batch_mesh(n)`): the
-      batch axis is split over its devices (the batch is padded with copies of the last
-      item to a multiple of the device count; the copies are dropped from the result).
+      item axis is split over its devices (padded with copies of the last item to a
+      multiple of the device count; the copies are dropped from the result).
     - `dtype`: working float dtype of data and parameters: `None` (JAX's default: float32,
       or float64 under `jax_enable_x64`), `"float32"` or `"float64"`.
     - `names`: optional item labels, kept in the result.
+    - `checkpoint`, `checkpoint_every`, `resume`: as in `fit` (the whole batch's state in one
+      file, its history in `<checkpoint>.history`); the signature also covers the stacked
+      data, the skipped items and `dtype`. A checkpoint may be resumed with another `mesh`.
+    - `progress`: show a progress bar; `callback(step, terms)` after each chunk, `terms`
+      `{term: (B,) array}` of each item's last values (NaN for skipped items).
 
-    **Returns:** a `BatchResult` with per-item `values`, `history`, `status` and `steps`.
-    Deterministic; item `b` equals `fit(problem_b, unknowns_b, optimiser, steps, chunk)`
-    to round-off (up to the step of a divergence, which `fit` stops at and `fit_batch`
-    records per item).
+    **Returns:** a batched `FitResult` with per-item `values`, `fields`, `history`,
+    `status`, `steps` and `final_loss`. Deterministic; item `b` equals
+    `fit(problem_b, unknowns_b, optimiser, steps, chunk)` to round-off (up to the step of a
+    divergence, which `fit` stops at and `fit_batch` records per item), and a resumed batch
+    equals an uninterrupted one.
     """
     start = time.perf_counter()
     if not isinstance(problem, Problem):
         raise MollijaxError(f"`problem` must be a mollijax.Problem, got {type(problem).__name__}.")
-    if steps < 0 or chunk < 1:
-        raise MollijaxError(f"`steps` must be >= 0 and `chunk` >= 1, got {steps}, {chunk}.")
+    every = _driver.check_run(steps, chunk, checkpoint, checkpoint_every, resume)
     if mesh is not None:
         _single_axis(mesh, "mesh")
     if names and len(names) != len(next(iter(data_stack.values()))):
@@ -350,76 +312,100 @@ def fit_batch(
             f"{len(next(iter(data_stack.values())))}."
         )
     dtype = _float_dtype(dtype)
-    data, known, size = _check_stack(problem, data_stack)
-    # an Evolution's substeps, from the (first) initial guess
-    problem = problem.prepare(unknowns if isinstance(unknowns, Mapping) else unknowns[0])
+    data, known, size, skipped = _check_stack(problem, data_stack)
+    active = np.array([b for b in range(size) if b not in skipped], dtype=np.int64)
     template, params, static = _stack_unknowns(unknowns, size)
     problem.check(template)
+    # an Evolution's substeps, from the (first) initial guess
+    problem = problem.prepare(unknowns if isinstance(unknowns, Mapping) else unknowns[0])
     optimiser = default_optimiser(steps) if optimiser is None else optimiser
     opt = _with_extra_args(optimiser)
 
     prob = _cast(problem, dtype)
-    params = _cast(params, dtype)
-    data = {k: jnp.asarray(v, dtype) for k, v in data.items()}
-    known = {k: jnp.asarray(v, dtype) for k, v in known.items()}
-    state = jax.vmap(opt.init)(params)
+    params = jax.tree_util.tree_map(lambda x: x[active], _cast(params, dtype))
+    data = {k: jnp.asarray(v[active], dtype) for k, v in data.items()}
+    known = {k: jnp.asarray(v[active], dtype) for k, v in known.items()}
+    state = _driver.init_state(params, jax.vmap(opt.init)(params), {}, (len(active),))
+    run = _Batched(prob, None, None, static, opt, active, size, mesh)
+    run.data, run.known = run.place((data, known))
 
-    count = 1 if mesh is None else mesh.devices.size
-    padded = -(-size // count) * count
-    params, state, data, known = _place(_pad((params, state, data, known), size, padded), mesh)
+    ckpt = None
+    if checkpoint is not None:
+        signature = {
+            "grid": list(problem.grid.shape),
+            "terms": sorted(problem.term_names()),
+            "unknowns": sorted(template),
+            "optimiser": _driver.optimiser_kind(state.opt_state),
+            "batch": size,
+            "skipped": sorted(skipped),
+            "dtype": dtype.name,
+            "data": _driver.data_hash(problem.data, problem.masks, problem.known, data, known),
+        }
+        ckpt = Checkpointer(checkpoint, signature)
+    done, history = 0, []
+    if resume:
+        loaded = ckpt.load(state)
+        if loaded is not None:
+            header, state, history = loaded
+            done = int(header["done"])
 
-    alive = jnp.ones((padded,), bool)
-    stop_step = jnp.full((padded,), steps)
-    best_params, best_state = params, state
-    history: dict[str, list[np.ndarray]] = {}
-    done = 0
-    while done < steps:
-        n = min(chunk, steps - done)
-        out = _batch_chunk(params, state, data, known, prob, jnp.asarray(done), n, static, opt)
-        new_params, new_state, good_params, good_state, good_step, ok, hist = out
-        failed = alive & ~ok
-        # an item that diverges in this chunk keeps its last finite-loss iterate
-        best_params = _select(failed, good_params, _select(alive, new_params, best_params))
-        best_state = _select(failed, good_state, _select(alive, new_state, best_state))
-        stop_step = jnp.where(failed, good_step, stop_step)
-        alive = alive & ok
-        params, state = new_params, new_state
-        for k, v in hist.items():
-            history.setdefault(k, []).append(gather(v))
-        done += n
-        if not bool(jnp.any(alive)):
-            break
-
-    final_loss = gather(_batch_loss(best_params, data, known, prob, static))[:size]
-    stop = gather(stop_step)[:size]
-    hist = {k: np.concatenate(v, axis=1)[:size] for k, v in history.items()}
-    taken = np.arange(next(iter(hist.values())).shape[1]) if hist else np.arange(0)
-    hist = {k: np.where(taken[None, :] < stop[:, None], v, np.nan) for k, v in hist.items()}
-    trained = eqx.combine(
-        jax.tree_util.tree_map(lambda x: jnp.asarray(gather(x)[:size]), best_params), static
+    state, done, interrupted = _driver.drive(
+        run, run.place(state), done, history, steps=steps, chunk=chunk, checkpointer=ckpt,
+        every=every, progress=progress, callback=callback,
     )
-    values = {k: gather(v)[:size] for k, v in _batch_values(best_params, static, prob).items()}
-    alive_host = gather(alive)[:size]
-    status = np.where(alive_host, Status.completed.value, Status.diverged.value)
-    return BatchResult(
-        unknowns=trained,
+    return _batch_result(problem, run, state, done, steps, history, skipped, names, start, ckpt)
+
+
+def _batch_result(problem, run, state, done, steps, history, skipped, names, start, ckpt):
+    active, size = run.active, run.size
+    host = run.host(state)
+    taken = np.asarray(host.step, dtype=np.int64)
+    status = run.statuses(host, done, steps)
+    hint = _driver.divergence_hint(problem)
+    reasons = []
+    for b in range(size):
+        if b in skipped:
+            reasons.append(skipped[b])
+            continue
+        s = int(taken[np.searchsorted(active, b)])
+        if status[b] == Status.diverged.value:
+            why = (f"diverged at step {s + 1}; kept the last parameters with a finite loss "
+                   f"(step {s})")
+            reasons.append(f"{why}. {hint}" if hint else why)
+        elif status[b] == Status.interrupted.value:
+            reasons.append(f"interrupted at step {s}")
+        else:
+            reasons.append("")
+
+    def expand(x):
+        x = np.asarray(x)
+        return _expand(x, active, size, _nan_fill(x))
+
+    params = jax.tree_util.tree_map(lambda x: jnp.asarray(expand(x)), host.params)
+    values, fields = _batch_outputs(state.params, run.data, run.known, run.prob, run.static)
+    values = {k: expand(gather(v)[: len(active)]) for k, v in values.items()}
+    fields = {k: expand(gather(v)[: len(active)]) for k, v in fields.items()}
+    names_ = list(history[0][1]) if history else []
+    hist = {}
+    for k in names_:
+        h = np.concatenate([r[k] for _, r in history], axis=1)
+        t = np.arange(h.shape[1])
+        hist[k] = expand(np.where(t[None, :] < taken[:, None], h, np.nan))
+    n_ok = int(np.sum(status == Status.completed.value))
+    return FitResult(
+        unknowns=eqx.combine(params, run.static),
         values=values,
+        fields=fields,
         history=hist,
         status=status,
-        steps=stop,
-        final_loss=final_loss,
+        steps=_expand(taken, active, size, 0),
         wall_time=time.perf_counter() - start,
+        message=f"{n_ok}/{size} items completed ({len(skipped)} skipped)",
+        checkpoint=str(ckpt.path) if ckpt is not None else None,
+        final_loss=expand(host.loss),
         names=tuple(str(n) for n in names),
+        reasons=tuple(reasons),
     )
-
-
-@eqx.filter_jit
-def _batch_values(p, static, prob):
-    def one(p):
-        return {k: f.on_subgrid(prob.grid) for k, f in eqx.combine(p, static).items()}
-
-    return jax.vmap(one)(p)
-
 
 # ----------------------------------------------------------------------------- loading and CLI
 
@@ -529,7 +515,11 @@ def run_batch(
     dtype=None,
     key: str | None = None,
     output: str | os.PathLike | None = None,
-) -> BatchResult:
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> FitResult:
     """Load a stack, fit every item, optionally save: the function behind a batch CLI run.
 
     **Arguments:**
@@ -541,7 +531,8 @@ def run_batch(
     - `devices`: `None` for one device (no sharding), or how many devices to split the
       batch over (`batch_mesh(devices)`).
     - `key`: the array's name in an `.npz` file.
-    - `output`: where to write the `BatchResult` (`BatchResult.save`), or `None`.
+    - `output`: where to write the result (`FitResult.save`), or `None`.
+    - `checkpoint`, `checkpoint_every`, `resume`, `progress`: as in `fit_batch`.
     """
     if isinstance(stack, str | os.PathLike):
         names = list_stack(stack) if pathlib.Path(stack).is_dir() else []
@@ -551,7 +542,8 @@ def run_batch(
     mesh = None if devices is None else batch_mesh(devices)
     result = fit_batch(
         problem, {field: arr}, unknowns, optimiser, steps=steps, chunk=chunk, mesh=mesh,
-        dtype=dtype, names=names,
+        dtype=dtype, names=names, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+        resume=resume, progress=progress,
     )
     if output is not None:
         result.save(output)

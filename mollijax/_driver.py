@@ -1,0 +1,429 @@
+"""The training driver behind `fit` and `fit_batch`: one jitted chunk, one Python loop.
+
+A run's whole mutable state is one `TrainState`. One jitted function advances it by a chunk
+of optimiser steps with `lax.scan` (`run_chunk`); a batch runs the same chunk `vmap`-ed over
+a leading item axis (`run_batch_chunk`). Each step keeps its update only if the loss, the
+gradients and the new parameters are finite, and the chunk tracks the last iterate whose loss
+was finite; an item whose chunk ends non-finite is frozen at that iterate (`alive` False), so
+the state always holds the last finite parameters of every item.
+
+`drive` is the one Python loop over chunks: it records the history, drives the progress bar
+and the callback, writes checkpoints (atomically, every `checkpoint_every` steps, at the end,
+on divergence and on interrupt; the history goes to an append-only companion file) and turns
+Ctrl-C, and SIGTERM while it runs, into a clean stop that keeps the state of the last
+finished chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pathlib
+import signal
+import threading
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Bool, Float, Int, PyTree
+
+from . import _checkpoint
+from ._checkpoint import CheckpointMismatchError, CorruptFileError, HistoryLog
+from ._errors import MollijaxError
+
+
+class TrainState(eqx.Module):
+    """Everything a run carries from one chunk to the next (a leading item axis in a batch).
+
+    - `params`: the inexact-array leaves of the unknowns (the last finite-loss iterate once
+      an item diverged);
+    - `opt_state`: the optimiser's state at `params`;
+    - `weights`: adaptive loss weights `{term: scalar}` (empty without `adaptive`);
+    - `step`: optimiser steps behind `params`;
+    - `loss`: weighted loss at `params` (NaN before the first chunk);
+    - `alive`: False once the item diverged.
+    """
+
+    params: PyTree
+    opt_state: PyTree
+    weights: dict
+    step: Int[Array, "*items"]
+    loss: Float[Array, "*items"]
+    alive: Bool[Array, "*items"]
+
+
+def init_state(params, opt_state, weights: dict, items: tuple[int, ...] = ()) -> TrainState:
+    """The state before the first step (`items`: `()` for one fit, `(B,)` for a batch)."""
+    return TrainState(
+        params=params,
+        opt_state=opt_state,
+        weights=weights,
+        step=jnp.zeros(items, jnp.int32),
+        loss=jnp.full(items, jnp.nan, jnp.zeros(()).dtype),
+        alive=jnp.ones(items, bool),
+    )
+
+
+# ----------------------------------------------------------------------------- the chunk
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree_util.tree_leaves(tree)
+        if eqx.is_inexact_array(x)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _tree_where(cond, a, b):
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(cond, x, y), a, b)
+
+
+def _loss_fn(p, static, w, prob):
+    return prob.loss(eqx.combine(p, static), w or None)
+
+
+def _chunk(state: TrainState, prob, first, length: int, static, opt):
+    """`length` steps of one item from global step `first` (a `lax.scan`)."""
+    w = state.weights
+
+    def step(carry, k):
+        p, s, gp, gs, gk, gl, ok = carry
+        (loss, terms), grads = jax.value_and_grad(_loss_fn, has_aux=True)(p, static, w, prob)
+        # optax's schedules mix Python floats with int32 counters: keep its update out of
+        # strict dtype promotion (which tests enable for mollijax's own code)
+        with jax.numpy_dtype_promotion("standard"):
+            updates, s_new = opt.update(
+                grads, s, p, value=loss, grad=grads,
+                value_fn=lambda q: _loss_fn(q, static, w, prob)[0],
+            )
+        p_new = optax.apply_updates(p, updates)
+        loss_ok = ok & jnp.isfinite(loss)
+        gp, gs = _tree_where(loss_ok, p, gp), _tree_where(loss_ok, s, gs)
+        gk = jnp.where(loss_ok, k, gk)
+        gl = jnp.where(loss_ok, loss.astype(gl.dtype), gl)
+        step_ok = loss_ok & _all_finite(grads) & _all_finite(p_new)
+        p, s = _tree_where(step_ok, p_new, p), _tree_where(step_ok, s_new, s)
+        return (p, s, gp, gs, gk, gl, step_ok), dict(terms, total=loss)
+
+    p0, s0 = state.params, state.opt_state
+    init = (p0, s0, p0, s0, first, state.loss, jnp.array(True))
+    ks = first + jnp.arange(length, dtype=first.dtype)
+    (p, s, gp, gs, gk, gl, ok), hist = jax.lax.scan(step, init, ks)
+    # the loss at the final iterate: a last update that left finite parameters with a
+    # non-finite loss is caught here, not one chunk later
+    end = _loss_fn(p, static, w, prob)[0].astype(gl.dtype)
+    ok = ok & jnp.isfinite(end)
+    keep = ~state.alive  # a diverged item stays frozen (its chunk runs, its result is dropped)
+    failed = state.alive & ~ok
+    new = TrainState(
+        params=_tree_where(keep, p0, _tree_where(failed, gp, p)),
+        opt_state=_tree_where(keep, s0, _tree_where(failed, gs, s)),
+        weights=w,
+        step=jnp.where(keep, state.step, jnp.where(failed, gk, first + length)),
+        loss=jnp.where(keep, state.loss, jnp.where(failed, gl, end)),
+        alive=state.alive & ok,
+    )
+    return new, hist
+
+
+@eqx.filter_jit
+def run_chunk(state: TrainState, prob, first, length: int, static, opt):
+    """One fit: `length` steps of `state` (module level, so compiled chunks are reused)."""
+    return _chunk(state, prob, first, length, static, opt)
+
+
+def item_problem(prob, data: dict, known: dict):
+    """`prob` with one batch item's data (and known) arrays swapped in."""
+    return prob.with_data(dict(prob.data, **data), dict(prob.known, **known) if known else None)
+
+
+@eqx.filter_jit
+def run_batch_chunk(state: TrainState, data, known, prob, first, length: int, static, opt):
+    """A batch: the single chunk `vmap`-ed over the item axis of `state`, `data`, `known`."""
+
+    def one(st, d, k):
+        return _chunk(st, item_problem(prob, d, k), first, length, static, opt)
+
+    return jax.vmap(one)(state, data, known)
+
+
+@eqx.filter_jit
+def balance(p, w, prob, static, balanced: tuple[str, ...]):
+    """Gradient-norm balancing: `w_k <- 0.9 w_k + 0.1 sum_j |grad L_j| / |grad L_k|`."""
+    norms = {}
+    for t in balanced:
+        g = jax.grad(lambda q, t=t: prob.loss_terms(eqx.combine(q, static))[t])(p)
+        norms[t] = optax.tree.norm(g)
+    total = sum(norms.values())
+    return {t: 0.9 * w[t] + 0.1 * total / jnp.maximum(norms[t], 1e-12) for t in balanced}
+
+
+# ----------------------------------------------------------------------------- signatures
+
+
+def data_hash(*arrays: dict) -> str:
+    """SHA-256 over named arrays (names, dtypes, shapes and bytes), in sorted-name order."""
+    h = hashlib.sha256()
+    for group in arrays:
+        for name in sorted(group):
+            a = np.asarray(group[name])
+            h.update(json.dumps([name, a.dtype.name, list(a.shape)]).encode())
+            h.update(a.tobytes())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def optimiser_kind(opt_state) -> str:
+    """The optimiser as its state's node types, e.g. `ScaleByAdamState/ScaleByScheduleState`."""
+    kinds: list[str] = []
+
+    def walk(x):
+        if isinstance(x, tuple) and hasattr(x, "_fields"):
+            kinds.append(type(x).__name__)
+        if isinstance(x, tuple | list):
+            for y in x:
+                walk(y)
+        elif isinstance(x, dict):
+            for y in x.values():
+                walk(y)
+
+    walk(opt_state)
+    return "/".join(kinds) or type(opt_state).__name__
+
+
+def _describe_mismatch(saved: dict, now: dict) -> str:
+    parts = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key), now.get(key)
+        if a != b:
+            if key == "data":
+                parts.append("the data differ (their SHA-256 changed)")
+            else:
+                parts.append(f"{key}: checkpoint {a!r}, now {b!r}")
+    return "; ".join(parts)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+class Checkpointer:
+    """Writes and reads a run's checkpoint: the state file plus its append-only history log."""
+
+    def __init__(self, path: str | os.PathLike, signature: dict):
+        self.path = pathlib.Path(path)
+        self.signature = signature
+        self.log = HistoryLog(self.path.with_name(self.path.name + ".history"))
+
+    def save(self, tree, done: int, extra: dict, new_records: list) -> None:
+        committed = self.log.append(new_records)
+        header = dict(
+            extra, kind="checkpoint", done=int(done), signature=self.signature, history=committed
+        )
+        _checkpoint.write(self.path, header, tree)
+
+    def load(self, like):
+        """`(header, tree, records)` from the checkpoint, or None if there is none yet."""
+        if not self.path.exists():
+            return None
+        header = _checkpoint.read_header(self.path)
+        if header.get("kind") != "checkpoint":
+            raise CheckpointMismatchError(f"{self.path} is not a training checkpoint.")
+        saved = header.get("signature")
+        if saved != self.signature:
+            what = _describe_mismatch(saved or {}, self.signature)
+            raise CheckpointMismatchError(
+                f"Checkpoint {self.path} belongs to a different run, refusing to resume: {what}."
+            )
+        _, tree = _checkpoint.read(self.path, like=like)
+        records = self.log.load(header.get("history"))
+        done, at, names = int(header["done"]), 0, None
+        for start, terms in records:
+            lengths = {v.shape[-1] for v in terms.values()}
+            if start != at or len(lengths) != 1 or (names is not None and set(terms) != names):
+                raise CorruptFileError(
+                    f"History {self.log.path}: records are not a contiguous run of the same "
+                    f"terms (record at step {start}, expected {at})."
+                )
+            names, at = set(terms), at + lengths.pop()
+        if at != done:
+            raise CorruptFileError(
+                f"History {self.log.path} covers {at} steps, the checkpoint {done}."
+            )
+        return header, tree, records
+
+
+# ----------------------------------------------------------------------------- interrupts
+
+
+class Interrupts:
+    """While active, SIGTERM (and SIGINT, if Python's default handler has it) raise
+    `KeyboardInterrupt`; inside `critical()` the raise waits until the section ends, so the
+    state, the step count and the history are always updated together.
+
+    The previous handlers come back on exit. Outside the main thread nothing is installed.
+    """
+
+    def __enter__(self) -> Interrupts:
+        self._depth, self._pending, self._previous = 0, False, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                current = signal.getsignal(sig)
+                if sig == signal.SIGINT and current is not signal.default_int_handler:
+                    continue
+                if current is signal.SIG_IGN:
+                    continue
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+    def _handle(self, signum, frame):
+        if self._depth:
+            self._pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def critical(self, raise_pending: bool = True):
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if not self._depth and self._pending:
+            self._pending = False
+            if raise_pending:
+                raise KeyboardInterrupt
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class Run:
+    """What `drive` needs from a fit or a batch (implemented by `_fit` and `_batch`)."""
+
+    desc: str = "fit"
+
+    def advance(self, state, done: int, n: int):
+        """`(new state, {term: host array (n,) or (B, n)})`: one chunk from step `done`."""
+        raise NotImplementedError
+
+    def any_alive(self, state) -> bool:
+        raise NotImplementedError
+
+    def host(self, state):
+        """The state as written to a checkpoint (host arrays, no padding)."""
+        raise NotImplementedError
+
+    def header(self, state, done: int, steps: int, interrupted: bool) -> dict:
+        """Status and step(s) for a checkpoint header."""
+        raise NotImplementedError
+
+    def report(self, hist: dict) -> tuple[dict, str]:
+        """`(terms for the callback, progress-bar postfix)` after a chunk."""
+        raise NotImplementedError
+
+
+def drive(
+    run: Run,
+    state,
+    done: int,
+    history: list,
+    *,
+    steps: int,
+    chunk: int,
+    checkpointer: Checkpointer | None,
+    every: int,
+    progress: bool,
+    callback: Callable[[int, dict], None] | None,
+):
+    """The Python loop over compiled chunks; returns `(state, done, interrupted)`.
+
+    `history` (a list of `(start step, {term: array})`) is extended in place.
+    """
+    bar = _progress(progress, steps, done, run.desc)
+    unsaved: list = []
+    last_saved = done
+    interrupted = False
+
+    def save(final: bool):
+        nonlocal unsaved, last_saved
+        extra = run.header(state, done, steps, interrupted if final else False)
+        checkpointer.save(run.host(state), done, extra, unsaved)
+        unsaved, last_saved = [], done
+
+    with Interrupts() as irq:
+        try:
+            while done < steps and run.any_alive(state):
+                n = min(chunk, steps - done)
+                new_state, hist = run.advance(state, done, n)
+                with irq.critical():
+                    state, done = new_state, done + n
+                    history.append((done - n, hist))
+                    unsaved.append((done - n, hist))
+                if not run.any_alive(state):
+                    break
+                terms, postfix = run.report(hist)
+                if bar is not None:
+                    bar.update(n)
+                    bar.set_postfix_str(postfix)
+                if callback is not None:
+                    callback(done, terms)
+                if checkpointer is not None and done - last_saved >= every:
+                    with irq.critical():
+                        save(final=False)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            if bar is not None:
+                bar.close()
+        if checkpointer is not None:
+            with irq.critical(raise_pending=not interrupted):
+                save(final=True)
+    return state, done, interrupted
+
+
+def _progress(enabled: bool, total: int, initial: int, desc: str):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # progress bars are a convenience
+        return None
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", leave=False)
+
+
+def divergence_hint(problem) -> str:
+    """What to change when an evolved problem diverges ('' without an evolution)."""
+    evolution = problem.evolution
+    if evolution is None:
+        return ""
+    hint = getattr(evolution, "divergence_hint", None)
+    if callable(hint):
+        return str(hint())
+    return (
+        "the evolution takes explicit Runge-Kutta substeps: coefficients that grew past "
+        "their stability limit blow the state up; raise `substeps` (or `safety`) of the "
+        "Evolution"
+    )
+
+
+def check_run(steps: int, chunk: int, checkpoint, checkpoint_every, resume: bool) -> int:
+    """Validate the loop arguments; returns the checkpoint interval in steps."""
+    if steps < 0 or chunk < 1:
+        raise MollijaxError(f"`steps` must be >= 0 and `chunk` >= 1, got {steps}, {chunk}.")
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise MollijaxError(f"`checkpoint_every` must be >= 1 or None, got {checkpoint_every}.")
+    if resume and checkpoint is None:
+        raise MollijaxError("`resume=True` needs a `checkpoint` path.")
+    return checkpoint_every or chunk
