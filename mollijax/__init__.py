@@ -7,6 +7,10 @@ from ._batch import (
     load_stack as load_stack,
     run_batch as run_batch,
 )
+from ._checkpoint import (
+    CheckpointMismatchError as CheckpointMismatchError,
+    CorruptFileError as CorruptFileError,
+)
 from ._dataset import Dataset as Dataset
 from ._differentiators import (
     AbstractDifferentiator as AbstractDifferentiator,
