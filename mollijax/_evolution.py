@@ -2,41 +2,46 @@
 
 A residual `u_t - F` evaluated on a fitted or mollified state only asks the PDE to hold
 approximately; an `Evolution` makes it hold by construction. The state fields are integrated
-along the grid's time axis from their initial values (unknowns on the spatial axes), by the
-classical fourth-order Runge-Kutta method with `substeps` steps per grid interval:
+along the grid's time axis from their initial values (unknowns on the spatial axes).
 
-    k1 = F(u),  k2 = F(u + tau/2 k1),  k3 = F(u + tau/2 k2),  k4 = F(u + tau k3),
-    u <- u + tau/6 (k1 + 2 k2 + 2 k3 + k4),          tau = dt / substeps.
+`Evolution` is the equation only (the "what"): `F` is a plain function of a `Scope` on the
+spatial sub-grid, written like the maths, `lambda s: s.d(s.D * s.d(s.u, "x"), "x")`, and its
+spatial derivatives turn it into a system of ordinary differential equations on the spatial
+nodes (the method of lines, a `SemiDiscrete`):
 
-`F` is a plain function of a `Scope` on the spatial sub-grid, written like the maths:
-`lambda s: s.d(s.D * s.d(s.u, "x"), "x")`. Coefficients that depend on time are held at their
-value at the start of each grid interval. Conditions of the `Problem` on an evolved field
-whose position does not involve the time axis (`Condition("u", {"x": 0}, 0.0)`) are imposed
-exactly: those nodes keep their prescribed value and their rate of change is zero.
+    du/dt = F_k(u)   on [t_k, t_{k+1}],
+
+with coefficients that depend on time (and known fields) held at their value at the start
+`t_k` of each grid interval. Conditions of the `Problem` on an evolved field whose position
+does not involve the time axis (`Condition("u", {"x": 0}, 0.0)`) are imposed exactly: those
+nodes are reset to their prescribed value at every node `t_k` and their rate of change is
+zero.
+
+The integrator (the "how", `mollijax._integrators`) maps that system to the state at every
+time node: `RK4` (classical fourth-order Runge-Kutta, fixed substeps per interval chosen from
+the stiffness of `F`; the default) or `Diffrax` (any diffrax solver, adaptive by default).
 
 The data misfit of the integrated state is then the whole fit: the output-error (maximum
 likelihood, for Gaussian noise) estimator, whose derivatives are never taken of noisy data.
-Explicit steps are stable only for `tau |lambda| < 2.78`, `lambda` the largest eigenvalue of
-the Jacobian of `F`; `substeps=None` estimates `|lambda|` by power iteration at the initial
-unknowns and takes `safety` times the number of steps that requires.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float
 
 from ._differentiators import AbstractDifferentiator, FiniteDifference
 from ._errors import MollijaxError
 from ._grid import Grid
+from ._integrators import RK4, RK4_STABILITY, AbstractIntegrator, SemiDiscrete
 from ._scope import Scope, UnknownFieldError
 
-RK4_STABILITY = 2.78  # |tau lambda| limit of classical RK4 on the negative real axis
+__all__ = ["RK4_STABILITY", "Evolution", "integrate", "stable_substeps", "with_substeps"]
 
 
 class Evolution(eqx.Module):
@@ -47,27 +52,35 @@ class Evolution(eqx.Module):
     - `rhs`: `{field: F}` with `F(s)` the time derivative of `field` as a function of a
       `Scope` on the spatial sub-grid (a single function means `{"u": F}`).
     - `time`: the name of the time axis of the problem's grid.
-    - `substeps`: Runge-Kutta steps per grid interval of the time axis; `None` chooses them
-      from the stiffness of `F` at the initial unknowns (see `safety`).
     - `derivatives`: the spatial differentiator: `None` (second-order `FiniteDifference`),
       a differentiator built on the spatial sub-grid, or a function `grid -> differentiator`.
-    - `safety`: factor over the stability limit when `substeps=None` (the coefficients move
-      during a fit; a run that still goes unstable stops as `diverged`).
+    - `integrator`: how the semi-discrete system is integrated in time, an
+      `AbstractIntegrator`; `None` is `RK4(substeps, safety)`.
+    - `substeps`, `safety`: shorthand for `integrator=RK4(substeps, safety)`: Runge-Kutta
+      steps per grid interval (`None`: chosen by `prepare` from the stiffness of `F` at the
+      initial unknowns) and the factor over the stability limit that choice keeps.
+
+    **Example** (the integrator is a separate object; the equation does not change):
+
+    ```python
+    heat = Evolution(lambda s: s.d(s.D * s.d(s.u, "x"), "x"))           # RK4, auto substeps
+    heat = Evolution(lambda s: s.d(s.D * s.d(s.u, "x"), "x"), integrator=Diffrax(rtol=1e-8))
+    ```
     """
 
     rhs: tuple[tuple[str, Callable], ...] = eqx.field(static=True)
     time: str = eqx.field(static=True)
-    substeps: int | None = eqx.field(static=True)
     derivatives: object = eqx.field(static=True)
-    safety: float = eqx.field(static=True)
+    integrator: AbstractIntegrator = eqx.field(static=True)
 
     def __init__(
         self,
         rhs: Callable | Mapping[str, Callable],
-        *,
         time: str = "t",
-        substeps: int | None = None,
         derivatives: AbstractDifferentiator | Callable | None = None,
+        integrator: AbstractIntegrator | None = None,
+        *,
+        substeps: int | None = None,
         safety: float = 2.0,
     ):
         if callable(rhs):
@@ -78,19 +91,43 @@ class Evolution(eqx.Module):
             )
         self.rhs = tuple((str(k), f) for k, f in rhs.items())
         self.time = str(time)
-        if substeps is not None and (int(substeps) != substeps or substeps < 1):
-            raise MollijaxError(
-                f"Evolution `substeps` must be a positive integer or None, got {substeps!r}."
-            )
-        self.substeps = None if substeps is None else int(substeps)
         self.derivatives = derivatives
-        if not safety >= 1.0:
-            raise MollijaxError(f"Evolution `safety` must be >= 1, got {safety!r}.")
-        self.safety = float(safety)
+        if integrator is None:
+            try:
+                integrator = RK4(substeps, safety)
+            except MollijaxError as e:
+                raise MollijaxError(f"Evolution: {e}") from None
+        elif substeps is not None or safety != 2.0:
+            raise MollijaxError(
+                "Evolution takes either `integrator` or its RK4 shorthand `substeps`/`safety`, "
+                f"not both: got integrator={type(integrator).__name__}, substeps={substeps!r}, "
+                f"safety={safety!r}."
+            )
+        if not isinstance(integrator, AbstractIntegrator):
+            raise MollijaxError(
+                "Evolution `integrator` must be a mollijax integrator (RK4, Diffrax or an "
+                f"AbstractIntegrator), got {type(integrator).__name__}."
+            )
+        self.integrator = integrator
 
     @property
     def names(self) -> tuple[str, ...]:
+        """The evolved fields, in the order of `rhs`."""
         return tuple(n for n, _ in self.rhs)
+
+    @property
+    def substeps(self) -> int | None:
+        """The RK4 substeps per grid interval (`None` if not chosen yet or not RK4)."""
+        return self.integrator.substeps if isinstance(self.integrator, RK4) else None
+
+    @property
+    def safety(self) -> float | None:
+        """The RK4 safety factor over its stability limit (`None` if not RK4)."""
+        return self.integrator.safety if isinstance(self.integrator, RK4) else None
+
+    def with_integrator(self, integrator: AbstractIntegrator) -> Evolution:
+        """The same equation, integrated by `integrator`."""
+        return Evolution(dict(self.rhs), self.time, self.derivatives, integrator)
 
     # ------------------------------------------------------------------ grids
     def check_grid(self, grid: Grid) -> None:
@@ -133,6 +170,133 @@ class Evolution(eqx.Module):
             )
         return d
 
+    # ------------------------------------------------------------- the system
+    def semi_discrete(
+        self,
+        grid: Grid,
+        unknowns: Mapping,
+        known: Mapping,
+        conditions=(),
+        used: set | None = None,
+    ) -> SemiDiscrete:
+        """The semi-discrete system `du/dt = F_k(u)` of this evolution on `grid`.
+
+        **Arguments:**
+
+        - `grid`: the problem's grid (time axis `self.time` and the spatial axes).
+        - `unknowns`: `{name: field}`; each evolved field gives its initial values on the
+          spatial axes, the others are coefficients (on the spatial axes, or on the full grid
+          and then read at `t_k` on `[t_k, t_{k+1}]`).
+        - `known`: `{name: array of the grid's shape}`, read at `t_k` as well.
+        - `conditions`: the problem's conditions; those on an evolved field whose position
+          does not involve the time axis are pinned exactly.
+        - `used`: if given, collects the names of the fields `F` reads (when traced).
+        """
+        t_axis = grid.axis_index(self.time)
+        space = self.spatial_grid(grid)
+        diff = self.differentiator(grid)
+        names = self.names
+        for name in names:
+            if name not in unknowns:
+                raise UnknownFieldError(
+                    f"Evolved field {name!r} needs an unknown with its initial values; unknowns "
+                    f"are {sorted(unknowns)}."
+                )
+            if self.time in unknowns[name].axes:
+                raise MollijaxError(
+                    f"Evolved field {name!r} must be given by its initial values, a field on the "
+                    f"spatial axes {space.axes}; it has axes {unknowns[name].axes}."
+                )
+        initial = {n: unknowns[n].on_grid(space) for n in names}
+        args = {"static": {}, "timed": {}, "known": dict(known), "pins": {}}
+        for name, field in unknowns.items():
+            if name in names:
+                continue
+            if self.time in field.axes:
+                args["timed"][name] = field.on_grid(grid)
+            else:
+                args["static"][name] = field.on_grid(space)
+        free = {}
+        for n in names:
+            mask, values = _pinned(conditions, n, grid, self.time)
+            args["pins"][n] = values
+            free[n] = ~np.take(mask, 0, axis=t_axis)
+        rhs = self.rhs
+
+        def rates(state, k, a):
+            def lookup(name):
+                if name in state:
+                    return state[name]
+                if name in a["static"]:
+                    return a["static"][name]
+                if name in a["timed"]:
+                    return _at_time(a["timed"][name], t_axis, k)
+                if name in a["known"]:
+                    return _at_time(a["known"][name], t_axis, k)
+                raise UnknownFieldError(
+                    f"The evolution of {list(names)} uses field {name!r}, which is not an "
+                    f"unknown or a known field; available: {sorted(set(unknowns) | set(known))}."
+                )
+
+            out = {}
+            for name, fn in rhs:
+                scope = Scope(space, lookup, diff, "grid")
+                rate = jnp.broadcast_to(fn(scope), space.shape)
+                out[name] = jnp.where(free[name], rate, 0.0)
+                if used is not None:
+                    used.update(scope.used)
+            return out
+
+        def pin(state, k, a):
+            return {n: jnp.where(free[n], v, _at_time(a["pins"][n], t_axis, k))
+                    for n, v in state.items()}
+
+        return SemiDiscrete(initial, args, rates, pin, grid.shape[t_axis], grid.spacing[t_axis])
+
+    def prepare(self, grid: Grid, unknowns: Mapping, known: Mapping, conditions=()) -> Evolution:
+        """This evolution with every choice that depends on the initial unknowns made (the
+        RK4 substeps from the stiffness of `F`); `self` when nothing is left to choose.
+        Runs eagerly, once per fit."""
+        system = self.semi_discrete(grid, unknowns, known, conditions)
+        integrator = self.integrator.prepare(system)
+        return self if integrator is self.integrator else self.with_integrator(integrator)
+
+    def traceable(self) -> Evolution:
+        """A stand-in for checking shapes and names abstractly without `prepare` (RK4 with
+        one substep when its substeps are not chosen yet); `self` when already traceable."""
+        integrator = self.integrator.traceable()
+        return self if integrator is self.integrator else self.with_integrator(integrator)
+
+    def integrate(
+        self,
+        grid: Grid,
+        unknowns: Mapping,
+        known: Mapping,
+        conditions=(),
+        used: set | None = None,
+    ) -> dict[str, Float[Array, "*grid"]]:
+        """`{field: values on the full grid}`, each evolved field integrated from its initial
+        unknown (arguments as `semi_discrete`)."""
+        system = self.semi_discrete(grid, unknowns, known, conditions, used)
+        history = self.integrator(system)
+        t_axis = grid.axis_index(self.time)
+        return {n: jnp.moveaxis(history[n], 0, t_axis) for n in self.names}
+
+    def describe(self, grid: Grid) -> dict:
+        """The evolution's settings, JSON-able: fields, time axis, spatial differentiator and
+        the integrator with its settings (`substeps` is the RK4 one, or None)."""
+        return {
+            "fields": list(self.names),
+            "time": self.time,
+            "differentiator": repr(self.differentiator(grid)),
+            "substeps": self.substeps,
+            **self.integrator.describe(),
+        }
+
+    def divergence_hint(self) -> str:
+        """The sentence appended to the message of a fit that diverged."""
+        return self.integrator.divergence_hint()
+
 
 def _pinned(conditions, name: str, grid: Grid, time: str):
     """`(mask, values)` on the full grid of the conditions that fix nodes of `name` exactly."""
@@ -154,139 +318,31 @@ def _at_time(arr, t_axis: int, k):
     return jax.lax.dynamic_index_in_dim(arr, k, axis=t_axis, keepdims=False)
 
 
-def _system(evolution: Evolution, grid: Grid, unknowns: Mapping, known: Mapping, conditions,
-            used: set | None):
-    """`(initial state, rates(state, k), pin(state, k))` of the evolution on `grid`."""
-    t_axis = grid.axis_index(evolution.time)
-    space = evolution.spatial_grid(grid)
-    diff = evolution.differentiator(grid)
-    names = evolution.names
-    for name in names:
-        if name not in unknowns:
-            raise UnknownFieldError(
-                f"Evolved field {name!r} needs an unknown with its initial values; unknowns are "
-                f"{sorted(unknowns)}."
-            )
-        if evolution.time in unknowns[name].axes:
-            raise MollijaxError(
-                f"Evolved field {name!r} must be given by its initial values, a field on the "
-                f"spatial axes {space.axes}; it has axes {unknowns[name].axes}."
-            )
-    initial = {n: unknowns[n].on_grid(space) for n in names}
-    coeffs_static, coeffs_timed = {}, {}
-    for name, field in unknowns.items():
-        if name in names:
-            continue
-        if evolution.time in field.axes:
-            coeffs_timed[name] = field.on_grid(grid)
-        else:
-            coeffs_static[name] = field.on_grid(space)
-    pins = {n: _pinned(conditions, n, grid, evolution.time) for n in names}
-    free = {n: jnp.asarray(~np.take(m, 0, axis=t_axis)) for n, (m, _) in pins.items()}
-
-    def rates(state, k):
-        def lookup(name):
-            if name in state:
-                return state[name]
-            if name in coeffs_static:
-                return coeffs_static[name]
-            if name in coeffs_timed:
-                return _at_time(coeffs_timed[name], t_axis, k)
-            if name in known:
-                return _at_time(known[name], t_axis, k)
-            raise UnknownFieldError(
-                f"The evolution of {list(names)} uses field {name!r}, which is not an unknown "
-                f"or a known field; available: {sorted(set(unknowns) | set(known))}."
-            )
-
-        out = {}
-        for name, fn in evolution.rhs:
-            scope = Scope(space, lookup, diff, "grid")
-            rate = jnp.broadcast_to(fn(scope), space.shape)
-            out[name] = jnp.where(free[name], rate, 0.0)
-            if used is not None:
-                used.update(scope.used)
-        return out
-
-    def pin(state, k):
-        return {n: jnp.where(free[n], v, _at_time(pins[n][1], t_axis, k)) for n, v in state.items()}
-
-    return initial, rates, pin
-
-
 def integrate(
     evolution: Evolution,
     grid: Grid,
     unknowns: Mapping,
-    known: Mapping[str, jax.Array],
+    known: Mapping,
     conditions=(),
     used: set | None = None,
-) -> dict[str, jax.Array]:
-    """The evolved fields on the full grid, integrated from their initial unknowns."""
-    if evolution.substeps is None:
-        raise MollijaxError(
-            "This Evolution chooses its substeps from the initial unknowns: call "
-            "`problem.prepare(unknowns)` first (`fit` does), or give `substeps`."
-        )
-    t_axis = grid.axis_index(evolution.time)
-    nt, dt = grid.shape[t_axis], grid.spacing[t_axis]
-    initial, rates, pin = _system(evolution, grid, unknowns, known, conditions, used)
-    tau = dt / evolution.substeps
-
-    def axpy(a, x, y):
-        return {n: y[n] + a * x[n] for n in y}
-
-    def interval(state, k):
-        def rk4(u, _):
-            k1 = rates(u, k)
-            k2 = rates(axpy(tau / 2, k1, u), k)
-            k3 = rates(axpy(tau / 2, k2, u), k)
-            k4 = rates(axpy(tau, k3, u), k)
-            return {n: u[n] + tau / 6 * (k1[n] + 2 * k2[n] + 2 * k3[n] + k4[n]) for n in u}, None
-
-        state = pin(state, k)
-        new, _ = jax.lax.scan(rk4, state, None, length=evolution.substeps)
-        return new, state
-
-    last, history = jax.lax.scan(interval, initial, jnp.arange(nt - 1))
-    last = pin(last, nt - 1)
-    return {
-        n: jnp.moveaxis(jnp.concatenate([history[n], last[n][None]], axis=0), 0, t_axis)
-        for n in evolution.names
-    }
+) -> dict[str, Float[Array, "*grid"]]:
+    """`evolution.integrate(...)` (kept for callers of the module function)."""
+    return evolution.integrate(grid, unknowns, known, conditions, used)
 
 
 def stable_substeps(
     evolution: Evolution, grid: Grid, unknowns: Mapping, known: Mapping, conditions=(),
-    iterations: int = 60,
 ) -> int:
-    """Runge-Kutta steps per grid interval that keep `safety * tau * |lambda| <= 2.78`.
-
-    `|lambda|` is the spectral radius of the Jacobian of the (pinned) right-hand side at the
-    initial state and coefficients, estimated by power iteration from a random start.
-    """
-    initial, rates, pin = _system(evolution, grid, unknowns, known, conditions, None)
-    state0 = pin(initial, 0)
-    names = evolution.names
-    keys = jax.random.split(jax.random.PRNGKey(0), len(names))
-    v = {n: jax.random.normal(k, state0[n].shape, state0[n].dtype)
-         for n, k in zip(names, keys, strict=True)}
-    jvp = jax.jit(lambda s, v: jax.jvp(lambda q: rates(q, 0), (s,), (v,))[1])
-    lam = 0.0
-    for _ in range(iterations):
-        norm = math.sqrt(sum(float(jnp.sum(x**2)) for x in v.values()))
-        if norm == 0.0:
-            break
-        v = {n: x / norm for n, x in v.items()}
-        v = jvp(state0, v)
-        lam = math.sqrt(sum(float(jnp.sum(x**2)) for x in v.values()))
-    dt = grid.spacing[grid.axis_index(evolution.time)]
-    return max(1, math.ceil(evolution.safety * dt * lam / RK4_STABILITY))
+    """The RK4 substeps `evolution.prepare` would choose (1 for other integrators, which
+    choose no substeps)."""
+    if not isinstance(evolution.integrator, RK4):
+        return 1
+    rk4 = RK4(None, evolution.integrator.safety)
+    return evolution.with_integrator(rk4).prepare(grid, unknowns, known, conditions).substeps
 
 
 def with_substeps(evolution: Evolution, substeps: int) -> Evolution:
-    """A copy of `evolution` with fixed `substeps`."""
-    return Evolution(
-        dict(evolution.rhs), time=evolution.time, substeps=substeps,
-        derivatives=evolution.derivatives, safety=evolution.safety,
-    )
+    """A copy of an RK4 `evolution` with fixed `substeps` (other integrators: unchanged)."""
+    if not isinstance(evolution.integrator, RK4):
+        return evolution
+    return evolution.with_integrator(RK4(substeps, evolution.integrator.safety))

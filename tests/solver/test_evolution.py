@@ -1,13 +1,16 @@
 """The evolved state: integration accuracy, exact conditions, stiffness, recovery, errors."""
 
+import pathlib
+
 import jax
 import numpy as np
 import optax
 import pytest
 
 import mollijax as mj
-from mollijax._evolution import integrate, stable_substeps
-from mollijax.problems import heat1d
+from mollijax.config import load_problem
+
+heat1d = load_problem(pathlib.Path(__file__).resolve().parents[2] / "problems" / "heat1d.py")
 
 LBFGS = optax.lbfgs()  # one object: fits reuse their compiled chunks
 
@@ -90,7 +93,7 @@ def test_stiffness_estimate_matches_the_largest_eigenvalue():
     for nx in (21, 41):
         grid, problem, unknowns = _sine_problem(nx, 6, 0.5, None, d)
         evo = problem.evolution
-        n = stable_substeps(evo, grid, unknowns, problem.known, problem.conditions)
+        n = evo.prepare(grid, unknowns, problem.known, _dirichlet()).substeps
         dt, h = grid.spacing[1], grid.spacing[0]
         expected = evo.safety * dt * d / h**2 / 2.78
         assert abs(n - expected) <= 1.0, (n, expected)
@@ -103,7 +106,7 @@ def test_stiffness_estimate_matches_the_largest_eigenvalue():
 def test_unprepared_auto_substeps_is_an_error():
     grid, problem, unknowns = _sine_problem(11, 5, 0.5, None)
     with pytest.raises(mj.MollijaxError, match="prepare"):
-        integrate(problem.evolution, grid, unknowns, {}, problem.conditions)
+        problem.evolution.integrate(grid, unknowns, {}, _dirichlet())
 
 
 @pytest.fixture(scope="module")

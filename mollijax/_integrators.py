@@ -1,0 +1,382 @@
+"""How an `Evolution` is integrated in time: the integrators of its semi-discrete system.
+
+An `Evolution` (the "what") turns `u_t = F(u, unknowns)` into a system of ordinary
+differential equations on the spatial nodes, one per evolved field (the method of lines):
+
+    du/dt = F_k(u)   on [t_k, t_{k+1}],   k = 0, ..., nt - 2,
+
+where `F_k` reads time-dependent coefficients and known fields at the node `t_k` (they are
+piecewise constant in time) and is zero on the nodes pinned by exact Dirichlet conditions,
+which are reset to their prescribed values at every node `t_k`. That system is a
+`SemiDiscrete`; an integrator (the "how") maps it to the state at every node `t_k`:
+
+- `RK4`: classical fourth-order Runge-Kutta with a fixed number of steps per interval, in
+  `lax.scan` (fast, explicit: stable only below the limit `tau |lambda| < 2.78`);
+- `Diffrax`: any `diffrax` solver, adaptive (Tsit5 with a PID controller by default) or
+  fixed-step, differentiated by recursive checkpointing.
+
+Write an integrator of your own by subclassing `AbstractIntegrator` (its four methods).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from ._errors import MollijaxError
+
+RK4_STABILITY = 2.78  # |tau lambda| limit of classical RK4 on the negative real axis
+
+State = dict[str, Float[Array, "*space"]]
+History = dict[str, Float[Array, " nt *space"]]
+
+
+class SemiDiscrete(eqx.Module):
+    """The semi-discrete system `du/dt = F_k(u)` that an integrator integrates.
+
+    **Fields:**
+
+    - `initial`: `{field: values on the spatial grid}`, the state at the first node `t_0`.
+    - `args`: every array `rates` and `pin` read (coefficients, known fields, pinned values),
+      passed explicitly so that integrators differentiate with respect to them without
+      closing over traced values.
+    - `rates`: `rates(state, k, args) -> {field: du/dt}`, the right-hand side on the
+      interval `[t_k, t_{k+1}]` (zero on pinned nodes); `k` may be traced.
+    - `pin`: `pin(state, k, args) -> state` with the pinned nodes set to their values at
+      `t_k`.
+    - `nt`: the number of time nodes; `dt`: their spacing.
+
+    An integrator returns `{field: array of shape (nt, *space)}`: row `k` is `pin(u(t_k), k)`.
+    """
+
+    initial: State
+    args: dict
+    rates: Callable = eqx.field(static=True)
+    pin: Callable = eqx.field(static=True)
+    nt: int = eqx.field(static=True)
+    dt: float = eqx.field(static=True)
+
+    def rates_at(self, state: State, k: int | Int[Array, ""]) -> State:
+        """`F_k(state)`."""
+        return self.rates(state, k, self.args)
+
+    def pin_at(self, state: State, k: int | Int[Array, ""]) -> State:
+        """`state` with its pinned nodes set to their values at `t_k`."""
+        return self.pin(state, k, self.args)
+
+
+def _stack(history, last):
+    """Rows `0..nt-2` (scanned) and the last row, stacked on a leading time axis."""
+    return {n: jnp.concatenate([history[n], last[n][None]], axis=0) for n in history}
+
+
+class AbstractIntegrator(eqx.Module):
+    """Integrates a `SemiDiscrete` system over the time nodes of a grid.
+
+    The interface an `Evolution` uses: `prepare` (make every choice that depends on the
+    initial state once, outside the loss), `__call__` (the integration, traced inside the
+    loss and differentiated by reverse mode), `describe` and `divergence_hint` (reports).
+    """
+
+    @abc.abstractmethod
+    def prepare(self, system: SemiDiscrete) -> AbstractIntegrator:
+        """This integrator with every choice that depends on the initial state made.
+
+        Runs eagerly on concrete values, once per fit; returns `self` when nothing is left
+        to choose.
+        """
+
+    @abc.abstractmethod
+    def __call__(self, system: SemiDiscrete) -> History:
+        """`{field: array (nt, *space)}`, the state at every time node."""
+
+    def traceable(self) -> AbstractIntegrator:
+        """A stand-in that integrates without `prepare`, with the same output shapes (for
+        checking a problem abstractly, without the eager work `prepare` does)."""
+        return self
+
+    @abc.abstractmethod
+    def describe(self) -> dict:
+        """The integrator's name and settings, JSON-able (for metrics files)."""
+
+    @abc.abstractmethod
+    def divergence_hint(self) -> str:
+        """A sentence on what to change when a fit through this integrator diverges."""
+
+
+class RK4(AbstractIntegrator):
+    """Classical fourth-order Runge-Kutta, `substeps` fixed steps per grid interval.
+
+    With `tau = dt / substeps` and `F = F_k` on the interval `[t_k, t_{k+1}]`:
+
+        k1 = F(u),  k2 = F(u + tau/2 k1),  k3 = F(u + tau/2 k2),  k4 = F(u + tau k3),
+        u <- u + tau/6 (k1 + 2 k2 + 2 k3 + k4).
+
+    Global error `O(tau^4)`. The steps are one `lax.scan` inside a `lax.scan` over the
+    intervals; reverse mode stores the stage values of every step (memory grows with
+    `nt * substeps`). Explicit: stable only for `tau |lambda| < 2.78` with `lambda` the
+    eigenvalues of the Jacobian of `F` (the limit of RK4 on the negative real axis).
+
+    **Arguments:**
+
+    - `substeps`: steps per grid interval; `None` chooses them in `prepare` from the
+      stiffness of `F` at the initial state: the spectral radius `|lambda|` of its Jacobian,
+      estimated by power iteration, gives `substeps = ceil(safety * dt * |lambda| / 2.78)`.
+    - `safety`: factor `>= 1` over that stability limit (the coefficients move during a fit;
+      a run that still goes unstable stops as `diverged`).
+    """
+
+    substeps: int | None = eqx.field(static=True)
+    safety: float = eqx.field(static=True)
+
+    def __init__(self, substeps: int | None = None, safety: float = 2.0):
+        if substeps is not None and (
+            isinstance(substeps, bool) or int(substeps) != substeps or substeps < 1
+        ):
+            raise MollijaxError(
+                f"RK4 `substeps` must be a positive integer or None, got {substeps!r}."
+            )
+        self.substeps = None if substeps is None else int(substeps)
+        if not safety >= 1.0:
+            raise MollijaxError(f"RK4 `safety` must be >= 1, got {safety!r}.")
+        self.safety = float(safety)
+
+    def prepare(self, system: SemiDiscrete) -> RK4:
+        if self.substeps is not None:
+            return self
+        return RK4(stable_substeps(system, self.safety), self.safety)
+
+    def traceable(self) -> RK4:
+        return self if self.substeps is not None else RK4(1, self.safety)
+
+    def __call__(self, system: SemiDiscrete) -> History:
+        if self.substeps is None:
+            raise MollijaxError(
+                "This Evolution chooses its substeps from the initial unknowns: call "
+                "`problem.prepare(unknowns)` first (`fit` does), or give `substeps`."
+            )
+        tau = system.dt / self.substeps
+
+        def axpy(a, x, y):
+            return {n: y[n] + a * x[n] for n in y}
+
+        def interval(state, k):
+            def step(u, _):
+                k1 = system.rates_at(u, k)
+                k2 = system.rates_at(axpy(tau / 2, k1, u), k)
+                k3 = system.rates_at(axpy(tau / 2, k2, u), k)
+                k4 = system.rates_at(axpy(tau, k3, u), k)
+                new = {n: u[n] + tau / 6 * (k1[n] + 2 * k2[n] + 2 * k3[n] + k4[n]) for n in u}
+                return new, None
+
+            state = system.pin_at(state, k)
+            new, _ = jax.lax.scan(step, state, None, length=self.substeps)
+            return new, state
+
+        last, history = jax.lax.scan(interval, system.initial, jnp.arange(system.nt - 1))
+        return _stack(history, system.pin_at(last, system.nt - 1))
+
+    def describe(self) -> dict:
+        return {"integrator": "RK4", "substeps": self.substeps, "safety": self.safety}
+
+    def divergence_hint(self) -> str:
+        return (
+            f"The evolution takes {self.substeps} explicit Runge-Kutta substeps per time "
+            "interval: coefficients that grew past their stability limit blow the state up; "
+            "raise `substeps` (or `safety`) of the Evolution, or integrate it with an implicit "
+            "solver (`Diffrax(diffrax.Kvaerno5())`)."
+        )
+
+
+def spectral_radius(system: SemiDiscrete, iterations: int = 60) -> float:
+    """`|lambda|`, the largest eigenvalue magnitude of the Jacobian of `F_0` at the initial
+    (pinned) state, by power iteration from a random start (`iterations` Jacobian-vector
+    products, eagerly)."""
+    state0 = system.pin_at(system.initial, 0)
+    names = tuple(state0)
+    keys = jax.random.split(jax.random.PRNGKey(0), len(names))
+    v = {n: jax.random.normal(k, state0[n].shape, state0[n].dtype)
+         for n, k in zip(names, keys, strict=True)}
+    jvp = jax.jit(lambda s, v, a: jax.jvp(lambda q: system.rates(q, 0, a), (s,), (v,))[1])
+    lam = 0.0
+    for _ in range(iterations):
+        norm = math.sqrt(sum(float(jnp.sum(x**2)) for x in v.values()))
+        if norm == 0.0:
+            break
+        v = {n: x / norm for n, x in v.items()}
+        v = jvp(state0, v, system.args)
+        lam = math.sqrt(sum(float(jnp.sum(x**2)) for x in v.values()))
+    return lam
+
+
+def stable_substeps(system: SemiDiscrete, safety: float = 2.0, iterations: int = 60) -> int:
+    """RK4 steps per grid interval that keep `safety * tau * |lambda| <= 2.78`
+    (`tau = dt / substeps`, `|lambda|` from `spectral_radius`)."""
+    lam = spectral_radius(system, iterations)
+    return max(1, math.ceil(safety * system.dt * lam / RK4_STABILITY))
+
+
+def _diffrax():
+    try:
+        import diffrax
+    except ImportError:  # pragma: no cover - diffrax is installed with the test extras
+        raise MollijaxError(
+            "The `Diffrax` integrator needs the `diffrax` package (`pip install diffrax`)."
+        ) from None
+    return diffrax
+
+
+class Diffrax(AbstractIntegrator):
+    """Integrate with `diffrax.diffeqsolve`, one solve per grid interval `[t_k, t_{k+1}]`.
+
+    Each interval starts from the pinned state at `t_k`, with `F_k` (coefficients and known
+    fields read at `t_k`, as `RK4` reads them: no interpolation in time), and saves only its
+    end point; a `lax.scan` runs the intervals. So the discontinuities of the piecewise
+    constant coefficients fall on solve boundaries and an adaptive solver never steps
+    across them.
+
+    Reverse mode differentiates the discrete solution ("discretise, then optimise"): the
+    default adjoint `diffrax.RecursiveCheckpointAdjoint()` keeps `O(log max_steps)`
+    checkpoints of the state per interval and recomputes the steps between them, so memory
+    stays small whatever the number of steps.
+
+    A solve that fails (more than `max_steps` steps in one interval, or a step size that
+    underflows) does not raise inside the loss and does not return its unfinished state:
+    from that interval on, the state is NaN, so that a fit stops as `diverged` with its last
+    finite parameters.
+
+    **Arguments:**
+
+    - `solver`: a `diffrax` solver; `None` is `diffrax.Tsit5()` (explicit 5th-order
+      Runge-Kutta with an embedded 4th-order error estimate). A stiff problem wants an
+      implicit one, e.g. `diffrax.Kvaerno5()`.
+    - `rtol`, `atol`: tolerances of the `diffrax.PIDController` of an adaptive solver
+      (local error per step `<= atol + rtol |u|`, in the RMS norm over nodes).
+    - `dt0`: the initial step of an adaptive solver (`None`: diffrax's heuristic, per
+      interval); required for a fixed-step solver (e.g. `diffrax.Euler()`), whose interval
+      `dt` is then cut into `ceil(dt / dt0)` equal steps.
+    - `max_steps`: the most steps (accepted or rejected) one interval may take.
+    - `adjoint`: a `diffrax` adjoint; `None` is `diffrax.RecursiveCheckpointAdjoint()`.
+    """
+
+    solver: object = eqx.field(static=True)
+    rtol: float = eqx.field(static=True)
+    atol: float = eqx.field(static=True)
+    dt0: float | None = eqx.field(static=True)
+    max_steps: int = eqx.field(static=True)
+    adjoint: object = eqx.field(static=True)
+
+    def __init__(
+        self,
+        solver=None,
+        rtol: float = 1e-6,
+        atol: float = 1e-8,
+        dt0: float | None = None,
+        max_steps: int = 4096,
+        adjoint=None,
+    ):
+        dfx = _diffrax()
+        solver = dfx.Tsit5() if solver is None else solver
+        if not isinstance(solver, dfx.AbstractSolver):
+            raise MollijaxError(
+                f"Diffrax `solver` must be a diffrax solver (e.g. diffrax.Tsit5()), got "
+                f"{type(solver).__name__}."
+            )
+        self.solver = solver
+        if not (rtol > 0 and atol >= 0):
+            raise MollijaxError(
+                f"Diffrax `rtol` must be > 0 and `atol` >= 0, got rtol={rtol!r}, atol={atol!r}."
+            )
+        self.rtol, self.atol = float(rtol), float(atol)
+        if dt0 is not None and not dt0 > 0:
+            raise MollijaxError(f"Diffrax `dt0` must be positive or None, got {dt0!r}.")
+        if dt0 is None and not self.adaptive:
+            raise MollijaxError(
+                f"Diffrax: the fixed-step solver {type(solver).__name__} needs `dt0`, the "
+                "largest step size."
+            )
+        self.dt0 = None if dt0 is None else float(dt0)
+        if isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1:
+            raise MollijaxError(f"Diffrax `max_steps` must be a positive integer, got "
+                                f"{max_steps!r}.")
+        self.max_steps = int(max_steps)
+        adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
+        if not isinstance(adjoint, dfx.AbstractAdjoint):
+            raise MollijaxError(
+                f"Diffrax `adjoint` must be a diffrax adjoint (e.g. "
+                f"diffrax.RecursiveCheckpointAdjoint()), got {type(adjoint).__name__}."
+            )
+        self.adjoint = adjoint
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the solver estimates its local error (and so steps adaptively)."""
+        return isinstance(self.solver, _diffrax().AbstractAdaptiveSolver)
+
+    def prepare(self, system: SemiDiscrete) -> Diffrax:
+        return self
+
+    def _steps(self, dt: float):
+        """`(dt0, step size controller)` for an interval of length `dt`."""
+        dfx = _diffrax()
+        if self.adaptive:
+            return self.dt0, dfx.PIDController(rtol=self.rtol, atol=self.atol)
+        n = max(1, math.ceil(dt / self.dt0 - 1e-9))
+        return dt / n, dfx.ConstantStepSize()
+
+    def __call__(self, system: SemiDiscrete) -> History:
+        dfx = _diffrax()
+        dt = system.dt
+        dt0, controller = self._steps(dt)
+        term = dfx.ODETerm(lambda t, y, a: system.rates(y, a[0], a[1]))
+        saveat = dfx.SaveAt(t1=True)
+
+        def interval(carry, k):
+            state, ok = carry
+            state = system.pin_at(state, k)
+            sol = dfx.diffeqsolve(
+                term, self.solver, 0.0, dt, dt0, state, (k, system.args), saveat=saveat,
+                stepsize_controller=controller, adjoint=self.adjoint,
+                max_steps=self.max_steps, throw=False,
+            )
+            good = ok & (sol.result == dfx.RESULTS.successful)
+            # after a failure, carry a finite (zero) state so that the remaining solves end
+            # quickly; every row from the failed interval on is NaN
+            new = {n: jnp.where(good, y[0], 0.0) for n, y in sol.ys.items()}
+            row = {n: jnp.where(ok, v, jnp.nan) for n, v in state.items()}
+            return (new, good), row
+
+        (last, ok), history = jax.lax.scan(
+            interval, (system.initial, jnp.array(True)), jnp.arange(system.nt - 1)
+        )
+        last = {n: jnp.where(ok, v, jnp.nan)
+                for n, v in system.pin_at(last, system.nt - 1).items()}
+        return _stack(history, last)
+
+    def describe(self) -> dict:
+        return {
+            "integrator": "Diffrax",
+            "solver": type(self.solver).__name__,
+            "adaptive": self.adaptive,
+            "rtol": self.rtol if self.adaptive else None,
+            "atol": self.atol if self.adaptive else None,
+            "dt0": self.dt0,
+            "max_steps": self.max_steps,
+            "adjoint": type(self.adjoint).__name__,
+        }
+
+    def divergence_hint(self) -> str:
+        what = (f"{type(self.solver).__name__}, rtol={self.rtol:g}, atol={self.atol:g}"
+                if self.adaptive else f"{type(self.solver).__name__}, dt0={self.dt0:g}")
+        return (
+            f"The evolution is integrated by diffrax ({what}) with at most "
+            f"max_steps={self.max_steps} steps per time interval; a solve that needs more "
+            "(a stiff or blown-up state) makes the state NaN: raise `max_steps`, loosen "
+            "`rtol`/`atol`, or use an implicit solver (`diffrax.Kvaerno5()`)."
+        )
