@@ -34,6 +34,11 @@ from ._errors import (
     PrecisionWarning as PrecisionWarning,
 )
 from ._evolution import Evolution as Evolution
+from ._integrators import (
+    RK4 as RK4,
+    AbstractIntegrator as AbstractIntegrator,
+    Diffrax as Diffrax,
+)
 from ._fields import (
     AbstractField as AbstractField,
     Constant as Constant,
@@ -58,6 +63,7 @@ from ._networks import (
 from ._examples import examples_root as examples_root, load_file as load_file
 from ._names import UnknownNameError as UnknownNameError, from_name as from_name, names as names
 from ._problem import Problem as Problem
+from ._steady import Steady as Steady
 from ._terms import (
     H1 as H1,
     TV as TV,

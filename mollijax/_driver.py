@@ -404,18 +404,9 @@ def _progress(enabled: bool, total: int, initial: int, desc: str):
 
 
 def divergence_hint(problem) -> str:
-    """What to change when an evolved problem diverges ('' without an evolution)."""
-    evolution = problem.evolution
-    if evolution is None:
-        return ""
-    hint = getattr(evolution, "divergence_hint", None)
-    if callable(hint):
-        return str(hint())
-    return (
-        "the evolution takes explicit Runge-Kutta substeps: coefficients that grew past "
-        "their stability limit blow the state up; raise `substeps` (or `safety`) of the "
-        "Evolution"
-    )
+    """What to change when a problem with a solved state (evolved or steady) diverges ('' when
+    it has none)."""
+    return problem.divergence_hint()
 
 
 def check_run(steps: int, chunk: int, checkpoint, checkpoint_every, resume: bool) -> int:

@@ -22,10 +22,11 @@ from jaxtyping import Array, Float
 from ._dataset import Dataset, check_field_name
 from ._differentiators import AbstractDifferentiator, Autodiff, FiniteDifference, Mollifier, Taylor
 from ._errors import GridMismatchError, MollijaxError
-from ._evolution import Evolution, with_substeps
+from ._evolution import Evolution
 from ._fields import AbstractField, check_axes
 from ._grid import Grid
 from ._scope import PointField, Scope, UnknownFieldError
+from ._steady import Steady
 from ._terms import AbstractTerm, Condition, DataMisfit, Evaluation, Residual, check_weight
 
 KINDS = ("data", "residual", "condition", "reg")
@@ -91,6 +92,10 @@ class Problem(eqx.Module):
     - `evolution`: an `Evolution`: the fields it names are not fitted freely but integrated
       in time from their initial values (their unknowns live on the spatial axes), so their
       PDE holds by construction; their data terms then fit the whole evolution.
+    - `steady`: a `Steady`: the fields it names are the solution of its residual
+      `R(u; coefficients) = 0` with their conditions imposed exactly, solved inside the loss
+      and differentiated implicitly (they are not unknowns); their data terms then measure
+      the misfit of the solution (output error).
     - `terms`: further loss terms (any `AbstractTerm`).
 
     Field names are checked when the problem is built: a name that the residual's scope
@@ -108,6 +113,7 @@ class Problem(eqx.Module):
     margin: tuple[int, ...] = eqx.field(static=True)
     complete: tuple[str, ...] = eqx.field(static=True)
     evolution: Evolution | None
+    steady: Steady | None
 
     def __init__(
         self,
@@ -123,6 +129,7 @@ class Problem(eqx.Module):
         derivatives: AbstractDifferentiator | str | None = None,
         margin: int | Sequence[int] | None = None,
         evolution: Evolution | None = None,
+        steady: Steady | None = None,
         terms: Sequence[AbstractTerm] = (),
     ):
         if isinstance(grid, Dataset):
@@ -202,8 +209,30 @@ class Problem(eqx.Module):
                         f"Field {name!r} is both evolved by `evolution` and `known`; pick one."
                     )
         self.evolution = evolution
-        if not residuals and evolution is None and not self.data:
-            raise MollijaxError("A Problem needs residuals, data or an evolution.")
+        if steady is not None:
+            if not isinstance(steady, Steady):
+                raise MollijaxError(
+                    f"`steady` must be a mollijax.Steady, got {type(steady).__name__}."
+                )
+            if self.mode != "grid":
+                raise MollijaxError(
+                    f"`steady` needs grid derivatives, not {self.mode!r}: the solved state "
+                    "exists only on the grid."
+                )
+            steady.check_grid(grid)
+            for name in steady.names:
+                check_field_name(name, f"steady[{name!r}]")
+                if name in self.known:
+                    raise MollijaxError(
+                        f"Field {name!r} is both solved by `steady` and `known`; pick one."
+                    )
+                if evolution is not None and name in evolution.names:
+                    raise MollijaxError(
+                        f"Field {name!r} is both evolved and solved as a steady state; pick one."
+                    )
+        self.steady = steady
+        if not residuals and evolution is None and steady is None and not self.data:
+            raise MollijaxError("A Problem needs residuals, data, an evolution or a steady state.")
         if margin is None:
             halo = getattr(self.derivatives, "halo", (0,) * grid.ndim)
             modes = getattr(self.derivatives, "boundary", ("",) * grid.ndim)
@@ -230,11 +259,25 @@ class Problem(eqx.Module):
     def active_terms(self, unknowns) -> tuple[AbstractTerm, ...]:
         """The terms of the loss for these unknowns: a data term only where its field is
         fitted (an unknown) or evolved."""
-        evolved = self.evolution.names if self.evolution is not None else ()
+        solved = self.solved_names()
         return tuple(
             t for t in self.terms
-            if not isinstance(t, DataMisfit) or t.field in unknowns or t.field in evolved
+            if not isinstance(t, DataMisfit) or t.field in unknowns or t.field in solved
         )
+
+    def solved_names(self) -> tuple[str, ...]:
+        """The fields that are computed, not fitted: evolved or solved steady states."""
+        out: tuple[str, ...] = ()
+        if self.evolution is not None:
+            out += self.evolution.names
+        if self.steady is not None:
+            out += self.steady.names
+        return out
+
+    def divergence_hint(self) -> str:
+        """What to change when a fit of this problem diverges ('' without a solved state)."""
+        hints = [s.divergence_hint() for s in (self.evolution, self.steady) if s is not None]
+        return " ".join(hints)
 
     def _check_unknowns(self, unknowns) -> None:
         if not isinstance(unknowns, Mapping):
@@ -255,6 +298,8 @@ class Problem(eqx.Module):
             target = getattr(t, "unknown", None) or getattr(t, "field", None)
             if isinstance(t, DataMisfit) or target is None or target in unknowns:
                 continue
+            if target in self.solved_names():
+                continue
             raise UnknownFieldError(
                 f"Loss term {t.name!r} names {target!r}, which is not an unknown; "
                 f"unknowns are {sorted(unknowns)}."
@@ -262,14 +307,17 @@ class Problem(eqx.Module):
 
     def grid_values(self, unknowns, used: set | None = None) -> dict[str, Array]:
         """Every unknown on the full grid (an evolved field: its integrated evolution)."""
-        evo = self.evolution
+        solved = self.solved_names()
         values = {
-            name: f.on_grid(self.grid)
-            for name, f in unknowns.items()
-            if evo is None or name not in evo.names
+            name: f.on_grid(self.grid) for name, f in unknowns.items() if name not in solved
         }
-        if evo is not None:
-            values.update(evo.integrate(self.grid, unknowns, self.known, self._conditions(), used))
+        conditions = self._conditions()
+        if self.evolution is not None:
+            values.update(
+                self.evolution.integrate(self.grid, unknowns, self.known, conditions, used)
+            )
+        if self.steady is not None:
+            values.update(self.steady.solve(self.grid, unknowns, self.known, conditions, used))
         return values
 
     def _conditions(self) -> tuple[Condition, ...]:
@@ -279,16 +327,25 @@ class Problem(eqx.Module):
         """This problem with every choice that depends on the initial unknowns made (an
         `Evolution`'s integrator settings, e.g. RK4 substeps from the stiffness; `fit` calls
         this)."""
-        if self.evolution is None:
-            return self
-        evo = self.evolution.prepare(self.grid, unknowns, self.known, self._conditions())
-        return eqx.tree_at(lambda p: p.evolution, self, evo)
+        out = self
+        conditions = self._conditions()
+        if self.evolution is not None:
+            evo = self.evolution.prepare(self.grid, unknowns, self.known, conditions)
+            out = eqx.tree_at(lambda p: p.evolution, out, evo)
+        if self.steady is not None:
+            steady = self.steady.prepare(self.grid, unknowns, self.known, conditions)
+            out = eqx.tree_at(lambda p: p.steady, out, steady, is_leaf=lambda x: x is None)
+        return out
 
     def _scope(self, unknowns, values) -> Scope:
         grid = self.grid
         mode = self.mode
 
+        solved = self.solved_names()
+
         def lookup(name):
+            if name in solved and mode == "grid":
+                return values[name]
             if name in unknowns:
                 if mode == "grid":
                     return values[name]
@@ -387,10 +444,9 @@ class Problem(eqx.Module):
         used: set[str] = set()
         # shapes and names do not depend on the integrator's settings: trace with one
         # substep, so that checking does not run the stiffness estimate `prepare` runs
-        evo = self.evolution
         prepared = self
-        if evo is not None and getattr(evo, "substeps", 1) is None:
-            prepared = eqx.tree_at(lambda p: p.evolution, self, with_substeps(evo, 1))
+        if self.evolution is not None:
+            prepared = eqx.tree_at(lambda p: p.evolution, self, self.evolution.traceable())
 
         def run(u):
             values = prepared.grid_values(u, used)
@@ -413,8 +469,7 @@ class Problem(eqx.Module):
 
         shapes = eqx.filter_eval_shape(run, unknowns)
         used |= {n for n in self.data if n in unknowns}
-        if self.evolution is not None:
-            used |= set(self.evolution.names)
+        used |= set(self.solved_names())
         used |= {c.field for c in self._conditions()}
         unused = sorted(set(unknowns) - used)
         if unused:
