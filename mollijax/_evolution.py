@@ -41,7 +41,7 @@ from ._grid import Grid
 from ._integrators import RK4, RK4_STABILITY, AbstractIntegrator, SemiDiscrete
 from ._scope import Scope, UnknownFieldError
 
-__all__ = ["RK4_STABILITY", "Evolution", "integrate", "stable_substeps", "with_substeps"]
+__all__ = ["RK4_STABILITY", "Evolution"]
 
 
 class Evolution(eqx.Module):
@@ -316,33 +316,3 @@ def _pinned(conditions, name: str, grid: Grid, time: str):
 
 def _at_time(arr, t_axis: int, k):
     return jax.lax.dynamic_index_in_dim(arr, k, axis=t_axis, keepdims=False)
-
-
-def integrate(
-    evolution: Evolution,
-    grid: Grid,
-    unknowns: Mapping,
-    known: Mapping,
-    conditions=(),
-    used: set | None = None,
-) -> dict[str, Float[Array, "*grid"]]:
-    """`evolution.integrate(...)` (kept for callers of the module function)."""
-    return evolution.integrate(grid, unknowns, known, conditions, used)
-
-
-def stable_substeps(
-    evolution: Evolution, grid: Grid, unknowns: Mapping, known: Mapping, conditions=(),
-) -> int:
-    """The RK4 substeps `evolution.prepare` would choose (1 for other integrators, which
-    choose no substeps)."""
-    if not isinstance(evolution.integrator, RK4):
-        return 1
-    rk4 = RK4(None, evolution.integrator.safety)
-    return evolution.with_integrator(rk4).prepare(grid, unknowns, known, conditions).substeps
-
-
-def with_substeps(evolution: Evolution, substeps: int) -> Evolution:
-    """A copy of an RK4 `evolution` with fixed `substeps` (other integrators: unchanged)."""
-    if not isinstance(evolution.integrator, RK4):
-        return evolution
-    return evolution.with_integrator(RK4(substeps, evolution.integrator.safety))

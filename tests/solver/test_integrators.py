@@ -12,7 +12,6 @@ import pytest
 import scipy.linalg
 
 import mollijax as mj
-from mollijax._evolution import stable_substeps, with_substeps
 from mollijax._integrators import RK4, AbstractIntegrator, Diffrax
 
 # u_t = D u_xx on [0, 1] x [0, 0.5], zero Dirichlet ends, a rough initial profile (every mode,
@@ -174,8 +173,7 @@ def test_evolution_interface_and_shorthand():
     h, dt = GRID.spacing
     assert abs(n - 2.0 * dt * 4 * D / h**2 / 2.78) <= 1.0, n
     assert prepared.prepare(GRID, _unknowns(), {}, DIRICHLET) is prepared
-    assert stable_substeps(rk4, GRID, _unknowns(), {}, DIRICHLET) == n
-    assert with_substeps(rk4, 5).substeps == 5
+    assert rk4.with_integrator(RK4(5)).substeps == 5
     assert rk4.traceable().substeps == 1 and prepared.traceable() is prepared
     assert "substeps" in prepared.divergence_hint() and str(n) in prepared.divergence_hint()
     meta = prepared.describe(GRID)
@@ -184,7 +182,7 @@ def test_evolution_interface_and_shorthand():
     dfx = mj.Evolution(_heat, integrator=Diffrax(rtol=1e-7))
     assert isinstance(dfx.integrator, AbstractIntegrator) and dfx.substeps is None
     assert dfx.prepare(GRID, _unknowns(), {}, DIRICHLET) is dfx
-    assert with_substeps(dfx, 4) is dfx and dfx.traceable() is dfx
+    assert dfx.traceable() is dfx
     meta = json.loads(json.dumps(dfx.describe(GRID)))
     assert meta["integrator"] == "Diffrax" and meta["solver"] == "Tsit5"
     assert meta["rtol"] == 1e-7 and meta["adjoint"] == "RecursiveCheckpointAdjoint"
