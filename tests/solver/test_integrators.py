@@ -12,7 +12,7 @@ import pytest
 import scipy.linalg
 
 import mollijax as mj
-from mollijax._integrators import RK4, AbstractIntegrator, Diffrax
+from mollijax import RK4, AbstractIntegrator, Diffrax
 
 # u_t = D u_xx on [0, 1] x [0, 0.5], zero Dirichlet ends, a rough initial profile (every mode,
 # the stiff ones too): with the 3-point second difference the semi-discrete system on the
