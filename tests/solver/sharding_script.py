@@ -19,8 +19,13 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import mollijax as mj  # noqa: E402
-from mollijax._batch import fit_batch  # noqa: E402
-from mollijax._sharding import Sharded, batch_mesh, shard_stack, sharded_derivatives  # noqa: E402
+from mollijax import (  # noqa: E402
+    Sharded,
+    batch_mesh,
+    fit_batch,  # noqa: E402
+    shard_stack,
+    sharded_derivatives,
+)
 
 
 def _rel(a, b) -> float:

@@ -11,9 +11,7 @@ import optax
 import pytest
 
 import mollijax as mj
-from mollijax import _checkpoint
-from mollijax._checkpoint import CheckpointMismatchError, CorruptFileError
-from mollijax._fit import FitResult
+from mollijax import CheckpointMismatchError, CorruptFileError, FitResult, _checkpoint
 
 SGD = optax.sgd(0.5)  # one object: compiled chunks are reused across calls
 ADAM = optax.adam(5e-2)

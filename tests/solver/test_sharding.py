@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import mollijax as mj
-from mollijax._sharding import batch_mesh, evaluate_tiled, sharded_derivatives
+from mollijax import batch_mesh, evaluate_tiled, sharded_derivatives
 
 SCRIPT = pathlib.Path(__file__).with_name("sharding_script.py")
 
@@ -157,7 +157,7 @@ def test_evaluate_tiled_rejects_bad_tile():
 
 
 def test_evaluate_grid_tiled_matches_evaluate():
-    from mollijax._sharding import evaluate_grid_tiled
+    from mollijax import evaluate_grid_tiled
 
     grid = mj.Grid((5, 7, 3), (0.1, 0.2, 0.3), (1.0, 2.0, 3.0))
     fn = lambda x: x[0] * 100 + x[1] * 10 + x[2] ** 2

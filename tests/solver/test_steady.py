@@ -11,9 +11,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 import mollijax as mj
-from mollijax._errors import MollijaxError
-from mollijax._scope import UnknownFieldError
-from mollijax._steady import Steady
+from mollijax import MollijaxError, Steady, UnknownFieldError
 
 
 def _divergence_1d(s):
