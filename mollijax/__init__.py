@@ -63,6 +63,7 @@ from ._networks import (
 from ._examples import examples_root as examples_root, load_file as load_file
 from ._names import UnknownNameError as UnknownNameError, from_name as from_name, names as names
 from ._problem import Problem as Problem
+from ._problem_files import load_problem as load_problem, score as score
 from ._steady import Steady as Steady
 from ._terms import (
     H1 as H1,

@@ -144,15 +144,3 @@ class TruncatedGaussian(AbstractKernel):
         he = H.hermeval(x, [0.0] * order + [1.0])
         value = (-1.0) ** order * self.sigma ** (-order) * he * np.exp(-0.5 * x * x)
         return np.where(np.abs(r) <= 1.0, value, 0.0)
-
-
-def kernel_from_name(name: str, **kwargs) -> AbstractKernel:
-    """Build a kernel from its name: `"bump"`, `"polynomial"` or `"gaussian"`."""
-    table = {"bump": Bump, "polynomial": Polynomial, "gaussian": TruncatedGaussian}
-    try:
-        cls = table[name.lower()]
-    except KeyError:
-        raise MollijaxError(
-            f"Unknown kernel {name!r}; expected one of {sorted(table)}."
-        ) from None
-    return cls(**kwargs)
