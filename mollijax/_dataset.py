@@ -16,7 +16,6 @@ import numpy as np
 
 from ._errors import GridMismatchError, MollijaxError, NonFiniteError, describe
 from ._grid import Grid
-
 from ._scope import RESERVED
 
 

@@ -106,7 +106,7 @@ class AbstractDifferentiator(eqx.Module):
         return self.derivatives(u, (alpha,))[0]
 
     # -------------------------------------------------------- common compound operators
-    def gradient(self, u: FieldLike | PointFn) -> Float[Array, "ndim *output"]:
+    def gradient(self, u: FieldLike | PointFn) -> Float[Array, ndim *output]:
         """`(d u / d x_0, ..., d u / d x_{d-1})` stacked on a leading axis."""
         alphas = [tuple(int(a == b) for b in range(self.grid.ndim)) for a in range(self.grid.ndim)]
         return jnp.stack(self.derivatives(u, alphas))

@@ -166,7 +166,7 @@ class Constant(AbstractField):
 class GridField(AbstractField):
     """An unknown given by its values on the nodes of the sub-grid of `axes`."""
 
-    raw: Float[Array, "..."]
+    raw: Float[Array, ...]
     constraint: Constraint
     axes: tuple[str, ...] = eqx.field(static=True)
     smooth: ClassVar[bool] = False

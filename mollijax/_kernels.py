@@ -19,6 +19,7 @@ runs inside a traced function.
 from __future__ import annotations
 
 import abc
+
 import equinox as eqx
 import numpy as np
 from numpy.polynomial import hermite_e as H

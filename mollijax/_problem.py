@@ -167,7 +167,9 @@ class Problem(eqx.Module):
                     f"`regularisers` must hold loss terms (Tikhonov, H1, TV, Regulariser(...)) "
                     f"or (term, weight) pairs, got {r!r}."
                 )
-            all_terms.append(term if w is None else term.with_weight(term.weight * check_weight(w, f"weight of {term.name!r}")))
+            if w is not None:
+                term = term.with_weight(term.weight * check_weight(w, f"weight of {term.name!r}"))
+            all_terms.append(term)
         for t in terms:
             if not isinstance(t, AbstractTerm):
                 raise MollijaxError(f"`terms` must hold loss terms, got {t!r}.")
@@ -187,7 +189,9 @@ class Problem(eqx.Module):
         scaled = []
         for t in all_terms:
             factor = table.get(t.name, table.get(t.kind))
-            scaled.append(t if factor is None else t.with_weight(t.weight * check_weight(factor, f"`weights[{t.name!r}]`")))
+            if factor is not None:
+                t = t.with_weight(t.weight * check_weight(factor, f"`weights[{t.name!r}]`"))
+            scaled.append(t)
         self.terms = tuple(scaled)
 
         self.derivatives, self.mode = _derivatives(derivatives, grid, bool(residuals))

@@ -25,7 +25,6 @@ from ._errors import MollijaxError
 from ._grid import Grid
 from ._multiindex import parse_multi_index
 
-
 # names a field cannot take: `s.<name>` is a method or attribute of the scope
 RESERVED = ("d", "lap", "grad", "div", "coord", "apply", "grid", "used")
 

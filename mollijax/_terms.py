@@ -83,7 +83,8 @@ class AbstractTerm(eqx.Module):
         """The unweighted value `L_k`."""
 
     def with_weight(self, weight) -> AbstractTerm:
-        return eqx.tree_at(lambda t: t.weight, self, check_weight(weight, f"weight of {self.name!r}"))
+        weight = check_weight(weight, f"weight of {self.name!r}")
+        return eqx.tree_at(lambda t: t.weight, self, weight)
 
 
 class DataMisfit(AbstractTerm):
