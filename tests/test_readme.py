@@ -20,6 +20,7 @@ SMALL = {
     "steps=1500": "steps=150",
     "steps=600": "steps=40",
     "np.full(101, ": "np.full(41, ",
+    "steps=400": "steps=60",
 }
 
 
