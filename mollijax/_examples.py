@@ -2,7 +2,7 @@
 demonstrations) and the folder of shipped examples.
 
 The shipped `problems/`, `theory/` and `configs/` folders live beside the package in a source
-checkout and inside it (`mollijax/_examples/`) in an installed wheel; `examples_root()`
+checkout and inside it (`mollijax/_shipped/`) in an installed wheel; `examples_root()`
 finds whichever exists. Nothing in the package names a ready problem: it only loads files.
 """
 
@@ -28,7 +28,7 @@ def examples_root() -> pathlib.Path:
     """The folder holding `problems/`, `theory/` and `configs/`: the source checkout's root,
     or the copy shipped inside an installed package."""
     here = pathlib.Path(__file__).resolve().parent
-    for root in (here / "_examples", here.parent):
+    for root in (here / "_shipped", here.parent):
         if all((root / f).is_dir() for f in FOLDERS):
             return root
     raise ProblemFileError(
