@@ -10,6 +10,10 @@ return plain dicts of floats so that results go straight into JSON.
 - `time_compiled(compiled, *args)`: median wall time of calls after one warm-up call.
 - `RssPeak`: a context manager sampling the process resident set size in a thread.
 - `format_table(rows, columns)`: a Markdown table, readable in a terminal too.
+- `auto_eps(grid, order, data)`: the per-axis widths of `eps = "auto"` in a run configuration.
+- `network_problem(module, dataset, derivatives)`: a problem file's residuals and conditions
+  on a data set, for fields that the caller represents by networks.
+- `first_error(values, dataset)`: the error of the first unknown with a truth (`mj.score`).
 """
 
 from __future__ import annotations
@@ -282,3 +286,48 @@ def make_train_step(static_unknowns, problem_static, optimiser):
         return optax.apply_updates(params, updates), opt_state, value
 
     return step
+
+
+# ----------------------------------------------------------------------------- problems
+
+
+def auto_eps(grid, order: int, data) -> tuple[float, ...]:
+    """Per-axis kernel half-widths of `eps = "auto"` in a run configuration.
+
+    `suggest_eps(grid, order, noise)` (noise: the largest `estimate_noise` of the observed
+    fields) gives a width for the shortest axis of length `L`; each axis `a` gets the same
+    fraction of its own length `L_a = n_a h_a`, never fewer than `order // 2 + 3` of its own
+    steps `h_a` (all it gets when the suggestion sits at `suggest_eps`'s floor).
+    """
+    import mollijax as mj
+
+    noise = max((mj.estimate_noise(v) for v in data.values()), default=0.0)
+    eps = mj.suggest_eps(grid, order, noise)
+    floors = [(order // 2 + 3) * h for h in grid.spacing]
+    if eps <= max(floors) * (1 + 1e-12):
+        return tuple(floors)
+    lengths = [n * h for n, h in zip(grid.shape, grid.spacing, strict=True)]
+    base = min(lengths)
+    return tuple(max(eps * length / base, f) for length, f in zip(lengths, floors, strict=True))
+
+
+def network_problem(module, dataset, derivatives):
+    """`mj.Problem` of a problem file's residuals on `dataset` (its data, masks and known
+    fields), with the file's conditions, no regulariser, and `derivatives` (a
+    differentiator or `"autodiff"`): the unknowns and observed fields are the caller's
+    (networks, so that both derivative methods see the same fields)."""
+    import mollijax as mj
+
+    names = set(module.UNKNOWNS) | set(module.STATE)
+    conditions = module.conditions(dataset) if hasattr(module, "conditions") else []
+    return mj.Problem(dataset, module.residuals, derivatives=derivatives,
+                      conditions=[c for c in conditions if c.field in names])
+
+
+def first_error(values, dataset) -> dict[str, float]:
+    """`mj.score` of the first unknown that has a truth, with its name under `"unknown"`."""
+    import mollijax as mj
+
+    errs = mj.score(values, dataset)
+    name = next(iter(errs))
+    return {"unknown": name, **errs[name]}

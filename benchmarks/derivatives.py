@@ -32,9 +32,10 @@ above 2; PrecisionWarnings are silenced here because only cost is measured.
 Part 2 (crossover). On a 256^2 grid, the Laplacian (two outputs, `xx` and `yy`) by the direct
 and FFT paths for kernel half-widths 2..64 steps, forward and `value_and_grad` of its sum of
 squares, in float64 and float32: where does FFT become cheaper? `Mollifier(method="auto")`
-now always picks FFT (this crossover is what decided it). A third column times a prototype direct path
-("shifted": fused shifted slices with an explicit transpose, `laplacian_shifted`) against
-the same FFT, to show how much of the crossover is owed to `lax.conv_general_dilated`.
+now always picks FFT (this crossover is what decided it). A third column times a prototype
+direct path ("shifted": fused shifted slices with an explicit transpose, `laplacian_shifted`,
+padded by NumPy's modes as `Mollifier` pads) against the same FFT, to show how much of the
+crossover is owed to `lax.conv_general_dilated`.
 """
 
 from __future__ import annotations
@@ -282,14 +283,27 @@ def _correlate_shifted(u, taps: np.ndarray, axis: int):
     return corr(u)
 
 
+_PAD_MODES = {"periodic": {"mode": "wrap"}, "even": {"mode": "reflect"},
+              "odd": {"mode": "reflect", "reflect_type": "odd"}, "zero": {"mode": "constant"}}
+
+
+def pad_axis(u, axis: int, width: int, boundary: str):
+    """`u` extended by `width` nodes at both ends of `axis` as `Mollifier` pads for
+    `boundary` (`periodic`: wrap; `even`: reflect about the end node; `odd`: `2 u_0 - u_j`;
+    `zero`)."""
+    if boundary not in _PAD_MODES:
+        raise ValueError(f"laplacian_shifted pads {sorted(_PAD_MODES)}, not {boundary!r}")
+    pad = [(0, 0)] * u.ndim
+    pad[axis] = (width, width)
+    return jnp.pad(u, pad, **_PAD_MODES[boundary])
+
+
 def laplacian_shifted(u, D: mj.Mollifier):
     """The Laplacian of `D` (padded boundaries) through `_correlate_shifted`."""
-    from mollijax._conv import pad_axis
-
     d = u.ndim
     padded = u
     for a in range(d):
-        padded = pad_axis(padded, a, D.halo[a], D.halo[a], D.boundary[a])
+        padded = pad_axis(padded, a, D.halo[a], D.boundary[a])
     total = None
     for b in range(d):
         v = padded

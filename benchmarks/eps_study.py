@@ -1,5 +1,5 @@
 """Kernel width `eps` against noise: derivative error and coefficient recovery, compared with
-the width the default rule picks (`mollijax.problems._base.auto_eps`, built on `suggest_eps`).
+the width the default rule `eps = "auto"` picks (built on `suggest_eps`; `_common.auto_eps`).
 
 Usage (from the repository root, with the package installed):
 
@@ -14,9 +14,10 @@ For each problem (full: `heat1d` and `diffusion_reaction`; quick:
   (`ORDER` times), of the noisy data mollified at `eps`, against the same derivative of the
   clean data at the narrowest width (the floor), relative L2 on interior nodes (a tenth of
   each axis dropped, and the kernel's halo);
-- the recovery error: the problem's default run (`CONFIG`: data state, grid unknown, its
-  regularisers and optimiser, `mollijax.cli.prepare`) with `eps` overridden, relative L2
-  error of the recovered coefficient on the interior (`mollijax.problems.errors`).
+- the recovery error: the problem's default run (its shipped `configs/<name>.toml`: data
+  state, grid unknown, its regularisers and optimiser, built by `mollijax.cli.prepare`) with
+  `eps` overridden, relative L2 error of the recovered coefficient on the interior
+  (`mollijax.score`).
 
 Both curves show the bias-variance trade-off: too narrow amplifies the noise, too wide biases
 the derivative. The report gives, per problem and noise level, the width the rule picks, the
@@ -43,10 +44,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
 import mollijax as mj  # noqa: E402
-from mollijax import problems  # noqa: E402
 from mollijax.cli import prepare  # noqa: E402
-from mollijax.config import default_config  # noqa: E402
-from mollijax.problems._base import auto_eps  # noqa: E402
+from mollijax.config import shipped_config  # noqa: E402
 
 NOISES = (0.0, 0.01, 0.05, 0.10)
 FACTORS = (0.5, 0.71, 1.0, 1.41, 2.0)
@@ -86,21 +85,20 @@ def recover(config, eps, steps):
         warnings.simplefilter("ignore", mj.PrecisionWarning)
         res = mj.fit(problem, fields, mj.default_optimiser(steps, opt.learning_rate),
                      steps=steps, chunk=min(opt.chunk, steps), progress=False)
-    errs = problems.errors(res, sim)
-    name = next(iter(errs))
-    return {"status": res.status.value, "wall_s": res.wall_time, **errs[name]}
+    return {"status": res.status.value, "wall_s": res.wall_time,
+            **C.first_error(res.values, sim)}
 
 
 def study(name, noises, factors, steps_cap):
-    module = problems.get(name)
-    base_cfg = default_config(name)
+    module = mj.load_problem(name)
+    base_cfg = shipped_config(name)
     steps = min(base_cfg.optimiser.steps, steps_cap)
     rows = []
     for noise in noises:
         cfg = base_cfg.replace(data=dataclasses.replace(base_cfg.data, noise=noise, seed=0))
         sim = module.simulate(noise=noise, seed=0, **cfg.params)
         grid = sim.grid
-        auto = auto_eps(grid, module.ORDER, sim.data)
+        auto = C.auto_eps(grid, module.ORDER, sim.data)
         est = mj.estimate_noise(sim.data["u"])
         for f, eps in candidate_widths(grid, module.ORDER, auto, factors):
             d_err = derivative_error(sim, module.ORDER, eps)

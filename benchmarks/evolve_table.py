@@ -3,7 +3,8 @@
 Usage (from the repository root, with the package installed):
 
     python benchmarks/evolve_table.py [--problems heat1d heat2d] [--noise 0 0.01 0.05 0.1]
-                                      [--seeds 0 1 2] [--core 0] [--markdown out.md]
+                                      [--seeds 0 1 2] [--core 0] [--steps N]
+                                      [--markdown out.md]
 
 For each problem two configurations are run exactly as `mollijax run` runs them (same
 `prepare`, optimiser and steps), with only `[data] noise` and `seed` changed:
@@ -17,7 +18,7 @@ Both run on the evolved configuration's grid (its `[problem]` parameters), so th
 same data.
 
 Reported per noise level: the relative L2 error of D on interior nodes
-(`mollijax.config.score`), mean and max over the seeds, and the median wall time of `fit`
+(`mollijax.score`), mean and max over the seeds, and the median wall time of `fit`
 (compilation included: each run builds a fresh optimiser, as the CLI does). One core: as in
 `benchmarks/heat1d.py`, the process pins itself to `--core` and one XLA thread before jax is
 imported. float32 (the CLI's default).
@@ -42,9 +43,9 @@ import time  # noqa: E402
 import _common as C  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mollijax import fit  # noqa: E402
+import mollijax as mj  # noqa: E402
 from mollijax.cli import optimiser, prepare  # noqa: E402
-from mollijax.config import load_config, score  # noqa: E402
+from mollijax.config import load_config  # noqa: E402
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
@@ -55,10 +56,10 @@ def run_one(config, noise: float, seed: int) -> tuple[float, float, str]:
     _, sim, problem, fields = prepare(config)
     opt = config.optimiser
     t0 = time.perf_counter()
-    result = fit(problem, fields, optimiser(opt), steps=opt.steps, chunk=opt.chunk,
+    result = mj.fit(problem, fields, optimiser(opt), steps=opt.steps, chunk=opt.chunk,
                  progress=False)
     wall = time.perf_counter() - t0
-    return score(result.values, sim)["D"]["rel_l2"], wall, result.status.value
+    return mj.score(result.values, sim)["D"]["rel_l2"], wall, result.status.value
 
 
 def main(argv=None):
@@ -67,6 +68,8 @@ def main(argv=None):
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.01, 0.05, 0.1])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--core", type=int, default=0, help="the one CPU core to run on")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="cap on both configurations' steps (a quick check; default: theirs)")
     parser.add_argument("--markdown", help="write the report table to this Markdown file")
     args = parser.parse_args(argv)
     print(C.describe_machine(C.machine_info()), flush=True)
@@ -76,6 +79,12 @@ def main(argv=None):
         mollified = load_config(CONFIGS / f"{name}.toml")
         # the same data for both: the evolved configuration's grid and time span
         mollified = dataclasses.replace(mollified, params=dict(evolved.params))
+        if args.steps is not None:
+            evolved, mollified = (
+                c.replace(optimiser=dataclasses.replace(
+                    c.optimiser, steps=min(args.steps, c.optimiser.steps),
+                    chunk=min(args.steps, c.optimiser.chunk)))
+                for c in (evolved, mollified))
         configs = {"mollified": mollified, "evolved": evolved}
         for noise in args.noise:
             seeds = args.seeds if noise > 0 else args.seeds[:1]  # no draws without noise

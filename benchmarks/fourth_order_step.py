@@ -159,7 +159,7 @@ def bench_grid(n: int, methods, rounds: int, reps: int, budget: float):
     # pay for the previous method's cache and allocator state), then times `k` calls; `k` is
     # sized from the method's previous samples so that slow methods get fewer calls
     for _ in range(rounds):
-        for method, e in entries.items():
+        for e in entries.values():
             C.block(e["compiled"](*e["args"]))
             typical = np.median(e["samples"]) if e["samples"] else e["first"]
             k = max(1, min(reps, int(budget / max(typical, 1e-4))))
@@ -239,8 +239,8 @@ def main(argv=None):
 
     info = C.machine_info()
     print(C.describe_machine(info))
-    print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, "
-          f"CPU affinity: {sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}")
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, CPU affinity: {cores}")
     results = {}
     for n in args.sizes:
         results[n] = bench_grid(n, methods, args.rounds, args.reps, args.budget)

@@ -46,8 +46,9 @@ on other noise draws to show how much of that is luck.
 Reported: the error, the wall time of `fit` (first call in the process, so compilation is
 included: what a user waits; `fit` keeps compiled chunks across calls, so a later noise level
 with the same architecture and widths reuses them, as the PINN rows after the first do), the
-warm wall time (median of `--repeats` interleaved re-runs, compiled code reused), XLA's memory analysis of one compiled `value_and_grad` of
-the loss, and the growth of the process RSS during the first fit.
+warm wall time (median of `--repeats` interleaved re-runs, compiled code reused), XLA's
+memory analysis of one compiled `value_and_grad` of the loss, and the growth of the process
+RSS during the first fit.
 """
 
 from __future__ import annotations
@@ -71,9 +72,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import mollijax as mj  # noqa: E402
-from mollijax.config import load_problem  # noqa: E402
 
-heat1d = load_problem("heat1d")  # problems/heat1d.py
+heat1d = mj.load_problem("heat1d")  # problems/heat1d.py
 
 MARGIN = 10  # nodes dropped at each end of x in the error of D
 
@@ -243,7 +243,8 @@ def main(argv=None):
             rows.append({"noise": f"{noise:.0%}", "estimator": name,
                          "D error": f"{r['error']:.2%}",
                          "wall (cold)": C.fmt_seconds(r["wall_cold_s"]),
-                         "wall (warm)": C.fmt_seconds(np.median(r["warm_s"])) if r["warm_s"] else "-",
+                         "wall (warm)": (C.fmt_seconds(np.median(r["warm_s"]))
+                                         if r["warm_s"] else "-"),
                          "XLA memory": C.fmt_bytes(r["memory"]["peak"]),
                          "RSS growth": C.fmt_bytes(r["rss_bytes"]),
                          "settings": settings})
@@ -302,7 +303,8 @@ def main(argv=None):
         text += ["\nPINN, same network, loss, optimiser and steps; mollifier vs nested autodiff "
                  "(cold: first fit of this\n"
                  "network in the process, compilation included when it happens; warm: median of "
-                 "interleaved re-runs, compiled code reused):\n", C.format_table(prow, list(prow[0]))]
+                 "interleaved re-runs, compiled code reused):\n",
+                 C.format_table(prow, list(prow[0]))]
     srow = []
     for rec in records:
         for seed, errs in rec.get("seeds", {}).items():

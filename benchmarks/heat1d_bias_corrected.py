@@ -25,9 +25,8 @@ import numpy as np  # noqa: E402
 from numpy.polynomial import legendre  # noqa: E402
 
 import mollijax as mj  # noqa: E402
-from mollijax.config import load_problem  # noqa: E402
 
-heat1d = load_problem("heat1d")  # problems/heat1d.py
+heat1d = mj.load_problem("heat1d")  # problems/heat1d.py
 
 
 def estimate(sim, ex: float, et: float, degree: int, correct: bool = True) -> np.ndarray:

@@ -4,7 +4,7 @@ Usage (from the repository root, with the package installed):
 
     python benchmarks/heat1d_evolve_order.py [--orders 2 4 6] [--steps 1000]
 
-Data: `mollijax.problems.heat1d.simulate` on the 101 x 101 benchmark grid without noise.
+Data: `problems/heat1d.py`'s `simulate` on the 101 x 101 benchmark grid without noise.
 Estimator: the `evolved, D network` row of `benchmarks/heat1d.py` (an `Evolution` with
 `FiniteDifference(accuracy=order)` in x, RK4 in t, a small MLP for D, optax L-BFGS), in float64
 so that the optimiser's stopping point is not the limit. With exact data the remaining error
@@ -26,9 +26,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import mollijax as mj  # noqa: E402
-from mollijax.config import load_problem  # noqa: E402
 
-heat1d = load_problem("heat1d")  # problems/heat1d.py
+heat1d = mj.load_problem("heat1d")  # problems/heat1d.py
 
 
 def main(argv=None):

@@ -5,18 +5,17 @@ Usage (from the repository root, with the package installed):
 
     python benchmarks/paper_comparison.py [--quick] [--json out.json] [--markdown out.md]
 
-For every problem (1st order: `forcing`; 2nd order: `heat1d`; 4th order: `chromatin` when
-it is registered in `mollijax.problems`, else the 4th-order stand-in defined below, which the
-report names), every architecture of the state network `u` (`MLP`, `PirateNet`,
-`TransformerPINN`) and both derivative methods:
+For every problem (the shipped problem files `problems/forcing.py`, 1st order;
+`problems/heat1d.py`, 2nd order; `problems/chromatin.py`, 4th order), every architecture of
+the state network `u` (`MLP`, `PirateNet`, `TransformerPINN`) and both derivative methods:
 
 - the state `u` is a `NetworkField` of that architecture, fitted to the noisy data by the
   `data:u` term; the unknown coefficient is a small `MLP` field; both methods start from the
   same parameters (same PRNG keys), use the same residual function, loss weights, optimiser
   (Adam, cosine decay) and number of steps;
 - `autodiff`: `derivatives="autodiff"` (nested reverse mode per node);
-  `mollifier`: `Mollifier(grid, eps)` on the network's grid values, `eps = auto_eps` of the
-  data (the default rule);
+  `mollifier`: `Mollifier(grid, eps)` on the network's grid values, `eps` the width of
+  `eps = "auto"` (the default rule, `_common.auto_eps`);
 - measured once per (problem, architecture, method): compile time of one training step,
   XLA's memory analysis of that step (argument + output + temp), and its run time (median of
   interleaved rounds across the two methods, because the machine may be shared);
@@ -24,7 +23,7 @@ report names), every architecture of the state network `u` (`MLP`, `PirateNet`,
   (Adam with `mollijax.default_optimiser`, i.e. what `fit` does, without recompiling per
   noise level: the data are arguments), its wall time (reported with the compile time added),
   the growth of the process RSS during it, and the recovered coefficient's relative L2 error
-  and correlation with the truth (`mollijax.problems.errors`, interior nodes).
+  and correlation with the truth (`mollijax.score`, interior nodes).
 
 `eps` is one width per problem, `auto_eps` of the 5 %-noise data (the default rule), so that
 the compiled step serves every noise level.
@@ -40,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import sys
 import time
 import types
@@ -57,56 +57,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
 import mollijax as mj  # noqa: E402
-from mollijax import problems  # noqa: E402
-from mollijax.problems import _base  # noqa: E402
+from mollijax.config import shipped_config  # noqa: E402
 
 NOISES = (0.0, 0.01, 0.05, 0.10)
 ARCHS = ("mlp", "pirate", "transformer")
 METHODS = ("autodiff", "mollifier")
 
 
-# ------------------------------------------------------------------ 4th-order stand-in
-def _standin() -> types.ModuleType:
-    """A 4th-order problem following the ready-problem contract, used until `chromatin` lands.
-
-    `u_t + lam(x) u_xxxx = m(x, t)` on `[0, 1] x [0, 1]`, manufactured solution
-    `u = exp(-t) sin(pi x) + 2 x^4` (so `u_xxxx = pi^4 exp(-t) sin(pi x) + 48 >= 48`: `lam`
-    is identifiable everywhere), truth `lam = 1 + 0.5 exp(-(x - 1/2)^2 / (2 0.15^2))`, and `m`
-    computed exactly from both.
-    """
-    mod = types.ModuleType("fourth_order_standin")
-    mod.NAME = "fourth_order_standin"
-    mod.DESCRIPTION = "u_t + lam(x) u_xxxx = m(x,t) (manufactured): recover lam(x) from u"
-    mod.ORDER = 4
-    mod.DEFAULTS = {"nx": 41, "nt": 21}
-    mod.UNKNOWNS = {"lam": {"axes": ("x",), "constraint": "positive", "init": 1.0}}
-    mod.STATE = ("u",)
-
-    def simulate(*, noise=0.0, seed=0, **params):
-        p = _base.resolve_params(mod.NAME, mod.DEFAULTS, params)
-        grid = mj.Grid.from_bounds((int(p["nx"]), int(p["nt"])), (0.0, 0.0), (1.0, 1.0),
-                                   axes=("x", "t"))
-        x, t = grid.mesh()
-        decay = np.exp(-t) * np.sin(np.pi * x)
-        u = decay + 2 * x**4
-        lam = 1 + 0.5 * np.exp(-((x - 0.5) ** 2) / (2 * 0.15**2))
-        m = -decay + lam * (np.pi**4 * decay + 48.0)
-        clean = {"u": u}
-        return _base.Simulation(grid, _base.observe(clean, noise, seed), clean,
-                                {"lam": lam[:, 0]}, known={"m": m}, params=p)
-
-    def residual(s):
-        return s.d(s.u, "t") + s.lam * s.d(s.u, "xxxx") - s.m
-
-    mod.simulate = simulate
-    mod.residuals = {"pde": residual}
-    return mod
-
-
 def problem_modules() -> dict[str, types.ModuleType]:
-    table = problems.registry()
-    fourth = table.get("chromatin") or _standin()
-    return {"forcing": table["forcing"], "heat1d": table["heat1d"], fourth.NAME: fourth}
+    """The shipped problem files of orders 1, 2 and 4 (`problems/*.py`)."""
+    return {name: mj.load_problem(name) for name in ("forcing", "heat1d", "chromatin")}
 
 
 def small_params(module, quick: bool) -> dict:
@@ -136,20 +96,25 @@ def make_net(arch: str, in_size: int, key):
 def build_run(module, sim, arch: str, method: str, eps):
     """`(problem, unknowns)`: state `u` of architecture `arch`, coefficient(s) a small MLP.
 
-    The boundary mode of the mollifier is the problem's default run's (`periodic` for
-    `chromatin`, else `odd`).
+    The boundary mode of the mollifier is the one of the problem's shipped configuration
+    (`configs/<name>.toml`: `periodic` for `chromatin`, else `odd`).
     The coefficient network's output is scaled by `|init|` (1 if 0) so that it starts near
     the size of the truth (the diffusivity of `heat1d` is about 0.02).
     """
-    derivatives = "autodiff" if method == "autodiff" else "mollifier"
-    boundary = getattr(module, "CONFIG", {}).get("derivatives", {}).get("boundary", "odd")
-    problem, fields = problems.build(module, sim, derivatives=derivatives, state="mlp",
-                                     eps=eps, boundary=boundary, key=jax.random.PRNGKey(0))
+    if method == "autodiff":
+        derivatives = "autodiff"
+    else:
+        boundary = shipped_config(pathlib.Path(module.__file__).stem).derivatives.boundary
+        boundary = boundary if isinstance(boundary, str) else tuple(boundary)
+        derivatives = mj.Mollifier(sim.grid, eps, kernel=mj.Bump(), boundary=boundary)
+    problem = C.network_problem(module, sim, derivatives)
+    fields = {}
     for k, (name, hint) in enumerate(module.UNKNOWNS.items()):
         axes = tuple(hint.get("axes", ()))
-        if not axes:
-            continue
         init = float(hint.get("init", 0.0))
+        if not axes:
+            fields[name] = mj.Constant(init, hint.get("constraint", "free"))
+            continue
         net = mj.MLP(len(axes), width=16, depth=2, key=jax.random.PRNGKey(10 + k))
         fields[name] = mj.NetworkField(net, axes, hint.get("constraint", "free"), init=init,
                                        scale=abs(init) if init else 1.0)
@@ -171,8 +136,9 @@ class Runner:
         parr, self.pstat = eqx.partition(problem, eqx.is_array)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", mj.PrecisionWarning)
-            self.compiled, t_lower, t_compile = C.compile_fn(
-                C.make_train_step(self.static_u, self.pstat, optimiser), self.params, self.opt_state, parr)
+            step = C.make_train_step(self.static_u, self.pstat, optimiser)
+            self.compiled, t_lower, t_compile = C.compile_fn(step, self.params, self.opt_state,
+                                                             parr)
         self.compile_s = t_lower + t_compile
         self.memory = C.xla_memory(self.compiled)
         self.args = (self.params, self.opt_state, parr)
@@ -207,10 +173,8 @@ class Runner:
             wall = time.perf_counter() - t0
         trained = eqx.combine(params, self.static_u)
         values = {k: np.asarray(f.on_subgrid(sim.grid)) for k, f in trained.items()}
-        errs = problems.errors(values, sim)
-        name = next(iter(errs))
         return {"status": "diverged" if diverged else "completed", "train_s": wall,
-                "rss_delta": rss.peak_delta, "unknown": name, **errs[name],
+                "rss_delta": rss.peak_delta, **C.first_error(values, sim),
                 "final_loss": float(loss) if loss is not None else float("nan")}
 
 
@@ -223,7 +187,7 @@ def run(args):
         params = small_params(module, args.quick)
         sims = {noise: module.simulate(noise=noise, seed=0, **params) for noise in args.noises}
         grid = sims[args.noises[0]].grid
-        eps = _base.auto_eps(grid, module.ORDER, module.simulate(noise=0.05, seed=0,
+        eps = C.auto_eps(grid, module.ORDER, module.simulate(noise=0.05, seed=0,
                                                                  **params).data)
         print(f"\n== {pname} (order {module.ORDER}), grid {grid.shape}, params {params}, "
               f"eps {tuple(round(e, 4) for e in eps)}", flush=True)

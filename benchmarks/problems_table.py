@@ -5,24 +5,27 @@ Usage (from the repository root, with the package installed):
 
     python benchmarks/problems_table.py [--quick] [--json out.json] [--markdown out.md]
 
-For every problem in `mollijax.problems.registry()` two configurations are run at each noise
-level (seed 0):
+For every shipped problem file (`problems/*.py`, `mollijax.config.shipped_problems()`) with a
+shipped configuration of the same name, in order of their derivative order, two configurations
+are run at each noise level (seed 0):
 
-- `default`: the problem's default run (`mollijax.config.default_config(name)`, i.e. its
-  `CONFIG`: the observed field used as mollified data, a grid unknown, its regularisers,
-  eps and optimiser, at its grid size and number of steps). Mollifier derivatives only:
-  nested autodiff cannot differentiate data, only a network.
+- `default`: the problem's default run, its shipped configuration `configs/<name>.toml`
+  (`mollijax.config.shipped_config(name)`: the observed field used as mollified data, a grid
+  unknown, its regularisers, eps and optimiser, at its grid size and number of steps), built
+  as `mollijax run` builds it (`mollijax.cli.prepare`). Mollifier derivatives only: nested
+  autodiff cannot differentiate data, only a network.
 - `equal footing`: the state `u` is an `MLP` (width 32, depth 3) fitted to the data, the
   coefficient an `MLP` (width 16, depth 2, output scaled by its initial value), no
   regulariser, the problem's boundary conditions where it has them; the same networks,
   initial parameters, residual, optimiser (Adam, cosine decay, `--lr`) and number of steps
-  for `mollifier` (eps from the default rule, `auto_eps`) and `autodiff`. Grids are capped
+  for `mollifier` (eps from the default rule of `eps = "auto"`, `_common.auto_eps`) and
+  `autodiff`. Grids are capped
   (101 nodes in 1-D, 17 per axis in 2-D, 9 in 3-D) so that nested autodiff fits the budget.
 
 Each run compiles one training step (value and gradient of the loss, optimiser update;
 `benchmarks/paper_comparison.py`'s `Runner`) and trains with it, which is what `fit` does.
 Reported: relative L2 error of the recovered coefficient on interior nodes
-(`mollijax.problems.errors`; relative error for a constant), the median time of one step,
+(`mollijax.score`; relative error for a constant), the median time of one step,
 the total time of a run (compile + all steps, median over noise levels), XLA's memory
 analysis of the step (argument + output + temp) and the growth of the process RSS during
 training (largest over noise levels).
@@ -43,10 +46,8 @@ import numpy as np  # noqa: E402
 from paper_comparison import Runner, build_run  # noqa: E402  (enables float64)
 
 import mollijax as mj  # noqa: E402
-from mollijax import problems  # noqa: E402
 from mollijax.cli import prepare  # noqa: E402
-from mollijax.config import default_config  # noqa: E402
-from mollijax.problems._base import auto_eps  # noqa: E402
+from mollijax.config import shipped_config, shipped_configs, shipped_problems  # noqa: E402
 
 NOISES = (0.0, 0.01, 0.05, 0.10)
 CAPS = {1: 101, 2: 17, 3: 9}
@@ -62,12 +63,6 @@ def capped_params(module, ndim_hint: int | None = None, quick: bool = False) -> 
             and module.DEFAULTS[k] > cap}
 
 
-def score(trained_values, sim) -> float:
-    errs = problems.errors(trained_values, sim)
-    e = next(iter(errs.values()))
-    return e.get("rel_l2", e.get("rel_error", float("nan")))
-
-
 def time_runner(r: Runner, rounds: int, budget: float) -> float:
     for _ in range(rounds):
         r.time_round(budget)
@@ -75,7 +70,7 @@ def time_runner(r: Runner, rounds: int, budget: float) -> float:
 
 
 def default_rows(name, noises, steps_cap, rounds, budget):
-    cfg0 = default_config(name)
+    cfg0 = shipped_config(name)
     steps = min(cfg0.optimiser.steps, steps_cap)
     opt = mj.default_optimiser(steps, cfg0.optimiser.learning_rate)
     out = []
@@ -98,7 +93,7 @@ def default_rows(name, noises, steps_cap, rounds, budget):
 
 
 def equal_rows(name, noises, steps, lr, rounds, budget, quick):
-    module = problems.get(name)
+    module = mj.load_problem(name)
     params = capped_params(module, quick=quick)
     sims = {n: module.simulate(noise=n, seed=0, **params) for n in noises}
     opt = mj.default_optimiser(steps, lr)
@@ -106,7 +101,7 @@ def equal_rows(name, noises, steps, lr, rounds, budget, quick):
     runners: dict = {}
     for noise in noises:
         sim = sims[noise]
-        eps = auto_eps(sim.grid, module.ORDER, sim.data)
+        eps = C.auto_eps(sim.grid, module.ORDER, sim.data)
         fresh = []
         for method in ("autodiff", "mollifier"):
             key = (method, None if method == "autodiff" else eps)
@@ -137,7 +132,7 @@ def report(rows) -> str:
     out = []
     for p in dict.fromkeys(r["problem"] for r in rows):
         sub = [r for r in rows if r["problem"] == p]
-        module = problems.get(p)
+        module = mj.load_problem(p)
         table = []
         for cfg in ("default", "equal footing"):
             for method in ("mollifier", "autodiff"):
@@ -180,7 +175,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=None,
                         help="equal-footing steps (full: 150)")
     parser.add_argument("--default-steps", type=int, default=None,
-                        help="cap on the default runs' steps (full: their CONFIG's)")
+                        help="cap on the default runs' steps (full: their configs')")
     parser.add_argument("--lr", type=float, default=3e-3, help="equal-footing Adam rate")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--budget", type=float, default=0.2)
@@ -190,8 +185,8 @@ def main(argv=None):
     noises = (0.0, 0.05) if args.quick else NOISES
     steps = args.steps or (60 if args.quick else 150)
     default_cap = args.default_steps or (200 if args.quick else 10**9)
-    names = args.problems or sorted(problems.names(),
-                                    key=lambda n: problems.get(n).ORDER)  # 4th order last
+    default = [n for n in shipped_problems() if n in shipped_configs()]  # with a default run
+    names = args.problems or sorted(default, key=lambda n: mj.load_problem(n).ORDER)
 
     info = C.machine_info()
     print(C.describe_machine(info))

@@ -1,5 +1,7 @@
 """Writes notebooks/01_quickstart.ipynb (run from the repository root, then execute it)."""
 
+# ruff: noqa: E501  (the cell texts are the notebook's, kept line for line)
+
 import nbformat as nbf
 
 cells = [

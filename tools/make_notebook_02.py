@@ -1,5 +1,7 @@
 """Writes notebooks/02_heat_inversion.ipynb (run from the repository root, then execute it)."""
 
+# ruff: noqa: E501  (the cell texts are the notebook's, kept line for line)
+
 import nbformat as nbf
 
 cells = [
@@ -27,7 +29,7 @@ This notebook shows
    on the *same* residual function: time per step and error;
 4. the 2-D problem $u_t = \\nabla\\cdot(D(x, y)\\nabla u)$, recovering $D(x, y)$ as an image.
 
-The data come from the project's own simulators (`mollijax.problems.heat1d`, `heat2d`), which use a
+The data come from the project's own simulators (`problems/heat1d.py`, `problems/heat2d.py`, loaded with `load_problem`), which use a
 finer grid than the observations. Set `MOLLIJAX_SMALL=1` to run everything on smaller grids with
 fewer steps."""),
     ("code", """import os
@@ -38,8 +40,9 @@ import numpy as np
 import matplotlib.pyplot as plt
 import optax
 import mollijax as mj
-from mollijax import problems
-from mollijax.problems import heat1d, heat2d
+from mollijax.config import load_problem, score
+
+heat1d, heat2d = load_problem("heat1d"), load_problem("heat2d")  # problems/*.py, by name
 
 SMALL = os.environ.get("MOLLIJAX_SMALL") == "1"
 NX = 41 if SMALL else 101          # nodes in x and in t (1-D problem)
@@ -77,7 +80,7 @@ undetermined.
 
 `suggest_eps` picks the kernel width from the grid, the derivative order and the estimated noise,
 for the shortest axis; each axis gets the same fraction of its own length (the rule
-`problems.build` and `mollijax run` apply with `eps = "auto"`), never fewer than 4 grid steps."""),
+`mollijax run` applies with `eps = "auto"`), never fewer than 4 grid steps."""),
     ("code", """def auto_eps(grid, data, order=2):
     \"\"\"Per-axis half-widths: suggest_eps for the shortest axis, scaled to each axis length.\"\"\"
     eps = mj.suggest_eps(grid, order, mj.estimate_noise(data))
@@ -109,7 +112,7 @@ eps = auto_eps(grid, u_obs)   # (eps_x, eps_t)
 start = time.perf_counter()
 result = recover_D(u_obs, eps)
 print(f"eps = ({eps[0]:.3f}, {eps[1]:.3f}), {result.status.value} in {time.perf_counter() - start:.1f} s")
-err = problems.errors(result.values, sim)["D"]
+err = score(result.values, sim)["D"]
 print(f"relative L2 error of D on the interior: {err['rel_l2']:.3f}, correlation {err['corr']:.4f}")"""),
     ("code", """D_hat = result.values["D"]
 fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 3.6))
@@ -127,7 +130,7 @@ for term, values in result.history.items():
 c.set_xlabel("Adam step"); c.set_ylabel("loss"); c.set_title("training"); c.legend()
 plt.tight_layout()"""),
     ("md", """Near $x = 0$ and $x = 1$ the boundary condition forces $u = 0$, so $u_x$ and $D u_x$ carry little
-information there and the odd padding of the mollifier is an assumption; the scores (`problems.errors`)
+information there and the odd padding of the mollifier is an assumption; the scores (`score`)
 leave out a tenth of the axis at each end.
 
 ## The effect of noise
@@ -140,7 +143,7 @@ for level in levels:
     s_ = heat1d.simulate(nx=NX, nt=NX, noise=level, seed=0)
     e_ = auto_eps(grid, s_.data["u"])
     r_ = result if level == 0.01 else recover_D(s_.data["u"], e_)   # 1 %: the fit above
-    by_noise[level] = (e_, r_.values["D"], problems.errors(r_.values, s_)["D"])
+    by_noise[level] = (e_, r_.values["D"], score(r_.values, s_)["D"])
     print(f"noise {level:4.0%}: eps_x = {e_[0]:.3f}, relative L2 error {by_noise[level][2]['rel_l2']:.3f}, "
           f"correlation {by_noise[level][2]['corr']:.4f}")
 
@@ -162,7 +165,7 @@ sweep = []
 for f in factors:
     e_ = tuple(np.maximum(f * auto5, floor))
     err_ = (by_noise[0.05][2] if f == 1.0 else
-            problems.errors(recover_D(s5.data["u"], e_).values, s5)["D"])
+            score(recover_D(s5.data["u"], e_).values, s5)["D"])
     sweep.append((e_[0], err_["rel_l2"]))
     print(f"eps_x = {e_[0]:.3f}: relative L2 error {sweep[-1][1]:.3f}")
 
@@ -205,7 +208,7 @@ evolved_unknowns = {
 }
 evolved = mj.fit(evolved_problem, evolved_unknowns, optax.lbfgs(), steps=200 if SMALL else 600,
                  chunk=100, progress=False)
-err_ev = problems.errors(evolved.values, s5)["D"]
+err_ev = score(evolved.values, s5)["D"]
 print(f"evolved state: {evolved.status.value}, {evolved.steps} L-BFGS steps, {evolved.wall_time:.1f} s "
       f"(with compilation), {evolved_problem.prepare(evolved_unknowns).evolution.substeps} RK4 substeps")
 print(f"D error at 5 % noise: evolved {err_ev['rel_l2']:.3f}, mollified residual {by_noise[0.05][2]['rel_l2']:.3f}")
@@ -260,7 +263,7 @@ comparison = {}
 for label, derivatives in [("mollifier", mj.Mollifier(ngrid, tuple(4 * h for h in ngrid.spacing))),
                            ("autodiff", "autodiff")]:
     r_, per_step = network_fit(derivatives)
-    comparison[label] = (r_, per_step, problems.errors(r_.values, net_sim)["D"])
+    comparison[label] = (r_, per_step, score(r_.values, net_sim)["D"])
     print(f"{label:10s} {per_step * 1e3:7.2f} ms/step, total {r_.wall_time:5.1f} s (with compilation), "
           f"D error {comparison[label][2]['rel_l2']:.3f}, final data misfit {r_.history['data:u'][-1]:.2e}")
 ratio = comparison["autodiff"][1] / comparison["mollifier"][1]
@@ -303,7 +306,7 @@ problem2 = mj.Problem(grid2, heat_2d, data={"u": sim2.data["u"]},
 unknowns2 = {"D": mj.GridField(np.full((N2, N2), 0.02), ("x", "y"), constraint="positive")}
 result2 = mj.fit(problem2, unknowns2, mj.default_optimiser(STEPS, 1e-2), steps=STEPS, chunk=STEPS,
                  progress=False)
-err2 = problems.errors(result2.values, sim2)["D"]
+err2 = score(result2.values, sim2)["D"]
 print(f"grid {grid2.shape}, eps {tuple(round(e, 3) for e in eps2)}, fit {result2.wall_time:.1f} s")
 print(f"relative L2 error of D(x, y) on the interior: {err2['rel_l2']:.3f}, correlation {err2['corr']:.4f}")"""),
     ("code", """D2, D2_true = result2.values["D"], sim2.truth["D"]

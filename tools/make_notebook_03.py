@@ -1,5 +1,7 @@
 """Writes notebooks/03_chromatin.ipynb (run from the repository root, then execute it)."""
 
+# ruff: noqa: E501  (the cell texts are the notebook's, kept line for line)
+
 import nbformat as nbf
 
 cells = [
@@ -17,7 +19,7 @@ where $\\lambda(x, y)$ is the local ratio of methylation to acetylation rates, t
 biologist wants. The residual contains $\\Delta^2\\phi_d$: **fourth derivatives of measured images**.
 Finite differences of noisy data are useless at that order; mollified derivatives are not.
 
-The ready problem `mollijax.problems.chromatin` computes steady states for a given $\\lambda$
+The ready problem `problems/chromatin.py` computes steady states for a given $\\lambda$
 (constant, smooth or log-normal) by a semi-implicit Fourier relaxation, and can image them like a
 microscope (blur and photon noise). This notebook
 
@@ -34,8 +36,9 @@ jax.config.update("jax_enable_x64", True)   # fourth derivatives want float64
 import numpy as np
 import matplotlib.pyplot as plt
 import mollijax as mj
-from mollijax import problems
-from mollijax.problems import chromatin
+from mollijax.config import load_problem
+
+chromatin = load_problem("chromatin")  # problems/chromatin.py
 
 SMALL = os.environ.get("MOLLIJAX_SMALL") == "1"
 N = 32 if SMALL else 64          # pixels per side of the periodic square [0, 10)^2

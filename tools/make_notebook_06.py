@@ -1,5 +1,7 @@
 """Writes notebooks/06_bring_your_own_data.ipynb (run from the repository root, then execute it)."""
 
+# ruff: noqa: E501  (the cell texts are the notebook's, kept line for line)
+
 import nbformat as nbf
 
 cells = [
@@ -28,8 +30,10 @@ import numpy as np
 import matplotlib.pyplot as plt
 import tifffile
 import mollijax as mj
-from mollijax import cli, problems
-from mollijax.problems import heat2d
+from mollijax import cli
+from mollijax.config import load_problem
+
+heat2d = load_problem("heat2d")  # problems/heat2d.py
 
 SMALL = os.environ.get("MOLLIJAX_SMALL") == "1"
 N = 21 if SMALL else 33        # pixels per side
