@@ -6,7 +6,7 @@ Usage (from the repository root):
 
 The problem is 2-D `div(k grad u) + f = 0` on the unit square, `u` pinned on the walls,
 `k = 1 + 0.5 sin(2 x) cos(3 y) + x y` a grid unknown, `f` a Gaussian source, second-order
-finite differences (`mollijax._steady.Steady` defaults). Printed:
+finite differences (`mollijax.Steady` defaults). Printed:
 
 1. the time of one `value_and_grad` of the data misfit `mean((u(k) - u_obs)^2)` through the
    solved state at 65^2 (GMRES with the sine-transform preconditioner; the gradient is one
@@ -38,7 +38,7 @@ from _common import compile_fn, format_table, time_compiled  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 import mollijax as mj  # noqa: E402
-from mollijax._steady import Steady  # noqa: E402
+from mollijax import Steady  # noqa: E402
 
 CAP = 4000  # iterations allowed without the preconditioner
 

@@ -17,6 +17,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._checkpoint import (
+    HistoryLog as HistoryLog,  # the append-only loss history beside a checkpoint
+    read_header as read_header,  # the verified JSON header of a file the project wrote
+)
 from ._dataset import Dataset
 from ._errors import GridMismatchError, MollijaxError, NonFiniteError, describe
 from ._grid import Grid

@@ -16,11 +16,6 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FOLDERS = ("problems", "theory", "benchmarks", "notebooks", "tests", "docs", "tools")
 SKIP = {".venv", "site", "__pycache__", ".git"}
-# files whose owners are moving them onto the public API (remove an entry once it passes)
-KNOWN = {
-    "benchmarks/steady_cost.py": "mollijax._steady.Steady (public as mj.Steady)",
-    "tests/solver/test_driver.py": "mollijax._checkpoint",
-}
 
 
 def _sources() -> list[pathlib.Path]:
@@ -81,9 +76,7 @@ def test_the_scan_finds_private_imports():
 
 def _params():
     for path in _sources():
-        rel = str(path.relative_to(ROOT))
-        marks = [pytest.mark.xfail(reason=KNOWN[rel])] if rel in KNOWN else []
-        yield pytest.param(path, marks=marks, id=rel)
+        yield pytest.param(path, id=str(path.relative_to(ROOT)))
 
 
 @pytest.mark.parametrize("path", list(_params()))

@@ -11,7 +11,12 @@ import optax
 import pytest
 
 import mollijax as mj
-from mollijax import CheckpointMismatchError, CorruptFileError, FitResult, _checkpoint
+from mollijax import (
+    CheckpointMismatchError,
+    CorruptFileError,
+    FitResult,
+    io as mio,  # read_header, HistoryLog: a run's files, verified
+)
 
 SGD = optax.sgd(0.5)  # one object: compiled chunks are reused across calls
 ADAM = optax.adam(5e-2)
@@ -66,7 +71,7 @@ def test_batch_checkpoint_and_resume_equal_an_uninterrupted_run(tmp_path, line, 
     ckpt = tmp_path / "batch.ckpt"
     half = _batch(line, steps=40, checkpoint=ckpt)
     assert half.steps.tolist()[0] == 40 and ckpt.exists()
-    header = _checkpoint.read_header(ckpt)
+    header = mio.read_header(ckpt)
     assert header["done"] == 40 and header["status"][0] == "completed"
     resumed = _batch(line, checkpoint=ckpt, resume=True, progress=True)
     _assert_same(resumed, full_batch)
@@ -89,7 +94,7 @@ def test_batch_interrupt_keeps_state_and_resumes(tmp_path, line, full_batch):
     assert cut.status[alive].tolist() == ["interrupted"] * 3
     assert cut.steps[alive].tolist() == [40] * 3
     assert "interrupted at step 40" in cut.reasons[0]
-    assert _checkpoint.read_header(ckpt)["status"][0] == "interrupted"
+    assert mio.read_header(ckpt)["status"][0] == "interrupted"
     resumed = _batch(line, checkpoint=ckpt, resume=True)
     _assert_same(resumed, full_batch)
 
@@ -224,10 +229,10 @@ def test_history_is_appended_not_rewritten(tmp_path, line, full_batch):
     assert all(abs(d - sizes[0]) <= 2 for d in np.diff(sizes))  # one chunk's worth each time
     for earlier in contents:
         assert final[: len(earlier)] == earlier
-    header = _checkpoint.read_header(ckpt)
+    header = mio.read_header(ckpt)
     assert header["history"]["bytes"] == len(final) and header["done"] == STEPS
     assert "history" not in str(header.get("leaves"))  # the history is not in the checkpoint
-    records = _checkpoint.HistoryLog(hist).load(header["history"])
+    records = mio.HistoryLog(hist).load(header["history"])
     assert [start for start, _ in records] == [0, 20, 40]
     got = np.concatenate([r["total"] for _, r in records], axis=1)
     ok = full_batch.ok
