@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import types
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -26,6 +27,7 @@ from ._grid import Grid
 from ._names import from_name
 from ._problem import Problem
 from ._problem_files import problem_name
+from ._steady import Steady
 from ._terms import Regulariser
 from .config import UnknownConfig
 
@@ -188,6 +190,13 @@ def build(
     default = UnknownConfig()
     if state.representation == "evolve":
         return _build_evolution(module, dataset, options, pointwise, key, default)
+    if state.representation == "solve":
+        return _build_steady(module, dataset, options, pointwise, key, default)
+    if state.representation == "auto":
+        raise BuildError(
+            '[state] representation = "auto" is a sequence of fits, not one problem: run it '
+            "with `auto_run` (what `mollijax run` does)."
+        )
     if pointwise and state.representation == "data":
         raise BuildError(
             f"[derivatives] method {method!r} differentiates fields pointwise: the observed "
@@ -268,6 +277,410 @@ def _build_evolution(module, dataset, options, pointwise, key, default):
     return problem, fields
 
 
+def steady_residual(module):
+    """The residual a solved steady state solves: the problem file's only one, or the one
+    named `"pde"`."""
+    res = _residuals(module)
+    if len(res) == 1:
+        return next(iter(res.values()))
+    if "pde" in res:
+        return res["pde"]
+    raise BuildError(
+        f"Problem {problem_name(module)!r} has residuals {sorted(res)}; a solved steady state "
+        'solves one: name it "pde".'
+    )
+
+
+def _build_steady(module, dataset, options, pointwise, key, default):
+    from .config import steady_refusal
+
+    grid = dataset.grid
+    why = steady_refusal(module)
+    if why:
+        raise BuildError(f'[state] representation = "solve": {why}')
+    if "t" in grid.axes:
+        raise BuildError(
+            f'[state] representation = "solve": the grid has a time axis {grid.axes}; a '
+            'steady state has none (for u_t = F(u) use representation = "evolve").'
+        )
+    if pointwise:
+        raise BuildError(
+            'The "solve" state exists only on the grid; use [derivatives] method '
+            "'mollifier' or 'finite_difference', not pointwise ones."
+        )
+    state = options.state
+    accuracy = 2 if state.accuracy is None else state.accuracy
+    keys = jax.random.split(key, len(module.UNKNOWNS))
+    fields = _coefficients(module, options.unknowns, grid, False, keys, default)
+    steady = Steady(
+        steady_residual(module),
+        fields=tuple(module.STATE),
+        derivatives=_finite_differences(accuracy),
+        solver=state.solver or "auto",
+    )
+    problem = Problem(
+        dataset,
+        None,
+        conditions=[c for c in module.conditions(dataset) if c.field in module.STATE],
+        regularisers=_regularisers(options.regularisers),
+        weights=options.weights or None,
+        steady=steady,
+    )
+    return problem, fields
+
+
 def initial_values(fields: Mapping[str, AbstractField], grid: Grid) -> dict[str, np.ndarray]:
     """Each unknown on its own sub-grid, as NumPy (the starting guess, for reporting)."""
     return {k: np.asarray(f.on_subgrid(grid)) for k, f in fields.items()}
+
+
+# ----------------------------------------------------------------------------- the default
+
+AUTO_SMOOTH = 1e-3
+"""Equation-error stage of `auto_run`: the smoothness weight, relative to the residual at
+the initial guess (`AUTO_SMOOTH * L_res(c0) * length^2 / c0^2`, so units-free)."""
+AUTO_WEIGHTS = tuple(float(w) for w in np.geomspace(1e1, 1e-5, 7))
+"""Output-error stage of `auto_run`: the units-free regulariser weights the discrepancy
+principle scans (from large to small), multiplied by `length^2 / c^2` of each unknown."""
+
+
+class AutoRun(NamedTuple):
+    """What `auto_run` returns.
+
+    - `result`: the final `FitResult` (of the output-error fit where the problem allows one,
+      else of the equation-error fit);
+    - `problem`, `unknowns`: the problem and initial unknowns of that final fit;
+    - `initial`: the very first guess (the problem file's hints), as `{name: values}`;
+    - `stages`: `{stage: FitResult}` in the order run (`"equation error"`, then
+      `"output error"` where it ran);
+    - `record`: what was chosen and why (JSON-able; `metrics.json`'s `"auto"`).
+    """
+
+    result: object
+    problem: Problem
+    unknowns: dict
+    initial: dict
+    stages: dict
+    record: dict
+
+
+def output_error_kind(module, grid: Grid) -> tuple[str | None, str]:
+    """`(state, why)`: `"evolve"` for a problem with `EVOLUTION` and a time axis, `"solve"` for
+    one without a time axis whose one observed field has `conditions`, else `None`."""
+    from .config import steady_refusal
+
+    if getattr(module, "EVOLUTION", None) is not None:
+        if "t" in grid.axes:
+            return "evolve", "the problem has an evolution form u_t = F(u) (EVOLUTION) and " \
+                "the data a time axis: the state is integrated in time (output error)"
+        return None, "EVOLUTION is defined but the data have no time axis 't'"
+    if "t" in grid.axes:
+        return None, "the data have a time axis but the problem no EVOLUTION"
+    why = steady_refusal(module)
+    if why:
+        return None, why
+    return "solve", "no time axis and boundary conditions given: the state is the solution " \
+        "of the residual with its conditions imposed exactly (output error)"
+
+
+def _discrepancy_api():
+    """`(noise_sigma, scaled, discrepancy)` from `mollijax._auto`, or None where it is not
+    part of this installation (the output-error stage then keeps a fixed weight)."""
+    try:
+        from . import _auto
+    except ImportError:
+        return None
+    fns = tuple(getattr(_auto, n, None) for n in ("noise_sigma", "scaled", "discrepancy"))
+    return fns if all(fns) else None
+
+
+def _sigma(dataset: Dataset, api) -> dict[str, float]:
+    if api is not None:
+        return {k: float(v) for k, v in api[0](dataset.data, dataset.masks or None).items()}
+    out = {}
+    for k, v in dataset.data.items():
+        v = np.asarray(v, dtype=np.float64)
+        out[k] = max(estimate_noise(v) * float(np.std(v)), 1e-8 * (float(np.std(v)) or 1.0))
+    return out
+
+
+def _length(grid: Grid, axes) -> float:
+    sizes = [grid.shape[grid.axis_index(a)] * grid.spacing[grid.axis_index(a)] for a in axes]
+    return float(max(sizes)) if sizes else 1.0
+
+
+def _scale(values) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    s = float(np.sqrt(np.mean(v**2))) if v.size else 0.0
+    return s if s > 0 and np.isfinite(s) else 1.0
+
+
+def _carry(fields: Mapping[str, AbstractField], values: Mapping[str, np.ndarray], names):
+    """`fields` with the coefficient unknowns `names` started from `values`."""
+    out = dict(fields)
+    for name in names:
+        f = fields[name]
+        v = np.asarray(values[name], dtype=np.float64)
+        if isinstance(f, Constant):
+            out[name] = Constant(float(v), f.constraint)
+        elif isinstance(f, GridField):
+            lo, hi = f.constraint.lower, f.constraint.upper
+            kind = f.constraint.kind
+            if kind == "positive":
+                v = np.maximum(v, 1e-3 * _scale(v))
+            elif kind == "negative":
+                v = np.minimum(v, -1e-3 * _scale(v))
+            elif kind == "bounded":
+                pad = 1e-6 * (hi - lo)
+                v = np.clip(v, lo + pad, hi - pad)
+            out[name] = GridField(v, f.axes, f.constraint)
+    return out
+
+
+def _networks_like(fields, values, names, grid: Grid, opt, seed: int):
+    """`fields` with each grid coefficient in `names` replaced by an MLP (width 16, depth 2)
+    fitted by L-BFGS to its values (offset: their mean, output scale: their spread)."""
+    import optax
+
+    from ._fit import fit
+
+    out, fits = dict(fields), {}
+    for i, name in enumerate(names):
+        f = fields[name]
+        v = np.asarray(values[name], dtype=np.float64)
+        mean, spread = float(np.mean(v)), float(np.std(v))
+        spread = max(spread, 1e-2 * abs(mean), 1e-12)
+        net = from_name("network", "mlp", len(f.axes), key=jax.random.PRNGKey(seed + i),
+                        width=16, depth=2)
+        field = NetworkField(net, f.axes, f.constraint, init=mean, scale=spread)
+        sub = Grid.from_bounds(
+            v.shape,
+            tuple(grid.origin[grid.axis_index(a)] for a in f.axes),
+            tuple(grid.origin[grid.axis_index(a)]
+                  + (grid.shape[grid.axis_index(a)] - 1) * grid.spacing[grid.axis_index(a)]
+                  for a in f.axes),
+            axes=f.axes,
+        )
+        problem = Problem(sub, None, data={name: v})
+        res = fit(problem, {name: field}, optax.lbfgs(), steps=opt.steps, chunk=50,
+                  tol=opt.tol, progress=False)
+        out[name] = res.unknowns[name]
+        fits[name] = {"network": "mlp", "width": 16, "depth": 2, "init": mean, "scale": spread,
+                      "fit_to_equation_error": res.message,
+                      "rel_misfit": float(np.linalg.norm(res.values[name] - v)
+                                          / max(np.linalg.norm(v), 1e-300))}
+    return out, fits
+
+
+def auto_run(
+    module: types.ModuleType,
+    dataset: Dataset,
+    options=None,
+    *,
+    steps: int | None = None,
+    tol: float | None = None,
+    log=None,
+    progress: bool = False,
+) -> AutoRun:
+    """The default estimator: an equation-error fit, refined by output error where possible.
+
+    1. **Equation error** (fast): the observed fields are mollified data (kernel widths from
+       `auto_eps`: the noise of the data and the problem's `ORDER`), the unknowns grid fields
+       (or constants), a smoothness penalty on each grid unknown (the configuration's
+       `[regularisers]`, else `AUTO_SMOOTH` relative to the residual at the first guess),
+       L-BFGS until the relative loss change over a chunk is below `tol`.
+    2. **Output error** where the problem allows it (`output_error_kind`): an `EVOLUTION`
+       and a time axis give the evolved state, no time axis and `conditions` the solved
+       steady state. Started from step 1's coefficients, with the data terms divided by the
+       estimated noise variance (`noise_sigma`, `scaled`: chi-square per node) and the
+       smoothness weight chosen by the discrepancy principle over `AUTO_WEIGHTS` (scanned
+       from large to small, stopping at the first whose fit explains the data to the noise
+       level, `tau = 1 - (fitted state nodes) / (data nodes)`), then refined at that weight
+       by L-BFGS until `tol` (at most `steps` steps).
+    3. Otherwise step 1's fit is the result.
+
+    **Arguments:**
+
+    - `module`: a problem file (`load_problem`); `dataset`: its data.
+    - `options`: a parsed configuration (`mollijax.config.Config`; default: the defaults of
+      a configuration with only `[problem]`), of which `derivatives` (kernel, boundary, eps),
+      `unknowns` (constraint, init, axes; representations stay grid or constant),
+      `regularisers` (fixed weights: no discrepancy scan), `state` (`accuracy`, `solver`,
+      `substeps`) and `optimiser` (`steps`: the cap per fit, `tol`, `chunk`) are used.
+    - `steps`, `tol`: override the configuration's (`tol` default 1e-9).
+    - `log`: a function of one string (e.g. `print`) told what is chosen and why.
+
+    **Returns:** an `AutoRun`; `record` holds the estimator, the noise estimate, the kernel
+    widths, the weights and the criterion's curve.
+    """
+    import dataclasses
+
+    from ._fit import fit
+    from ._names import from_name
+    from .config import from_dict
+
+    if options is None:
+        options = from_dict({"problem": {"file": str(module.__file__)}})
+    say = log or (lambda message: None)
+    grid = dataset.grid
+    opt = dataclasses.replace(
+        options.optimiser, name="lbfgs", steps=steps or options.optimiser.steps,
+        tol=tol if tol is not None else (options.optimiser.tol or 1e-9),
+    )
+    lbfgs = from_name("optimiser", "lbfgs", steps=opt.steps, learning_rate=opt.learning_rate)
+    chunk = min(opt.chunk, 50)
+    unknowns_cfg = {
+        k: dataclasses.replace(u, representation=None) for k, u in options.unknowns.items()
+    }
+    grid_unknowns = [
+        k for k, h in module.UNKNOWNS.items()
+        if (unknowns_cfg.get(k, UnknownConfig()).axes or h.get("axes"))
+    ]
+    api = _discrepancy_api()
+    sigma = _sigma(dataset, api)
+    kind, why = output_error_kind(module, grid)
+    record: dict = {
+        "estimator": kind or "equation error",
+        "why": why if kind else f"equation error only: {why}",
+        "noise": {"sigma": sigma, "relative": {
+            k: sigma[k] / (float(np.std(np.asarray(v))) or 1.0) for k, v in dataset.data.items()
+        }},
+        "tol": opt.tol,
+        "steps_cap": opt.steps,
+        "stages": [],
+    }
+
+    # 1. equation error: mollified data, grid unknowns
+    derivatives = dataclasses.replace(options.derivatives, method="mollifier")
+    options_a = dataclasses.replace(
+        options, derivatives=derivatives, unknowns=unknowns_cfg,
+        state=dataclasses.replace(options.state, representation="data", accuracy=None,
+                                  solver=None),
+        optimiser=opt,
+    )
+    problem_a, fields_a = build(module, dataset, options_a)
+    initial = initial_values(fields_a, grid)
+    eps = problem_a.derivatives.eps
+    weights_a: dict = {}
+    if not options.regularisers and grid_unknowns:
+        res0 = float(sum(v for k, v in problem_a.loss_terms(fields_a).items()
+                         if k.startswith("residual:")))
+        for name in grid_unknowns:
+            length = _length(grid, fields_a[name].axes)
+            weights_a[name] = AUTO_SMOOTH * max(res0, 1e-300) * length**2 / _scale(
+                initial[name]) ** 2
+        options_a = dataclasses.replace(
+            options_a, regularisers={k: {"smooth": w} for k, w in weights_a.items()}
+        )
+        problem_a, fields_a = build(module, dataset, options_a)
+    eps_list = [float(e) for e in np.atleast_1d(eps)]
+    say(f"auto: noise estimate {', '.join(f'{k} {v:.3g}' for k, v in sigma.items())}; "
+        f"equation-error fit with mollified data, eps {eps_list}, L-BFGS to tol {opt.tol:g}")
+    result_a = fit(problem_a, fields_a, lbfgs, steps=opt.steps, chunk=chunk, tol=opt.tol,
+                   progress=progress)
+    say(f"auto: equation error: {result_a.message}")
+    record["eps"] = eps_list
+    record["stages"].append({
+        "stage": "equation error", "state": "data", "eps": eps_list,
+        "weights": {f"reg:{k}:smooth": w for k, w in weights_a.items()} or "configured",
+        "status": result_a.status.value, "steps": int(result_a.steps),
+        "message": result_a.message, "final_loss": float(result_a.final_loss),
+    })
+    stages = {"equation error": result_a}
+    if kind is None or not result_a.ok:
+        if kind is not None:
+            record["why"] = f"the equation-error fit did not complete ({result_a.message})"
+            record["estimator"] = "equation error"
+        say(f"auto: estimator: {record['estimator']} ({record['why']})")
+        return AutoRun(result_a, problem_a, fields_a, initial, stages, record)
+
+    # 2. output error from the equation-error coefficients
+    scan_weights = not options.regularisers and bool(grid_unknowns)
+    options_b = dataclasses.replace(
+        options_a, state=dataclasses.replace(options.state, representation=kind),
+        derivatives=dataclasses.replace(options.derivatives, method="finite_difference"),
+        regularisers=({k: {"smooth": 0.0} for k in grid_unknowns} if scan_weights
+                      else options.regularisers),
+    )
+    if kind == "evolve":
+        # a small network per coefficient, fitted first to the equation-error profile: its
+        # smoothness is the regulariser (a grid coefficient under an integrated state is
+        # poorly scaled against the initial profile for L-BFGS), so no weight is scanned
+        scan_weights = False
+        options_b = dataclasses.replace(options_b, regularisers=options.regularisers)
+    problem_b, fields_b = build(module, dataset, options_b)
+    fields_b = _carry(fields_b, result_a.values, list(module.UNKNOWNS))
+    if kind == "evolve":
+        fields_b, fits = _networks_like(fields_b, result_a.values, grid_unknowns, grid, opt,
+                                        options.optimiser.seed)
+        record["networks"] = fits
+        record["criterion"] = ("no weight to choose: each coefficient is a small network "
+                               "fitted to the equation-error profile, whose smoothness "
+                               "regularises the output-error fit")
+        say(f"auto: {record['criterion']}")
+    say(f"auto: estimator: {kind} ({why})")
+    solved = problem_b.solved_names()
+    data_sigma = {k: sigma[k] for k in solved if k in sigma}
+    record["weights"] = {}
+    if api is not None:
+        problem_b = api[1](problem_b, data_sigma)
+    else:
+        problem_b = problem_b.with_weights(
+            {f"data:{k}": 1.0 / s**2 for k, s in data_sigma.items()}
+        )
+    record["scaling"] = "data terms divided by the estimated noise variance (chi-square/node)"
+    chosen = None
+    if scan_weights:
+        # one smoothness term per grid unknown, units-free through length^2 / c^2
+        factors = {
+            k: _length(grid, fields_b[k].axes) ** 2 / _scale(result_a.values[k]) ** 2
+            for k in grid_unknowns
+        }
+        lead = grid_unknowns[0]
+        term = f"reg:{lead}:smooth"
+        scan = [w * factors[lead] for w in AUTO_WEIGHTS]
+        # the other unknowns' weights follow the lead's in units-free terms
+        problem_b = problem_b.with_weights({
+            f"reg:{k}:smooth": scan[-1] * factors[k] / factors[lead] for k in grid_unknowns[1:]
+        })
+        n_data = sum(int(np.asarray(dataset.mask(k)).sum()) for k in data_sigma)
+        n_state = sum(int(np.asarray(fields_b[k].on_subgrid(grid)).size)
+                      for k in solved if k in fields_b)
+        tau = 1.0 - n_state / max(n_data, 1)
+        if api is not None:
+            say(f"auto: discrepancy principle over {len(scan)} weights of {term!r} "
+                f"(tau {tau:.3f})")
+            choice = api[2](problem_b, fields_b, term=term, sigma=data_sigma, weights=scan,
+                            optimiser=lbfgs, steps=min(opt.steps, 100), chunk=chunk, tau=tau,
+                            stop_early=True)
+            chosen = float(choice.weight)
+            record["discrepancy"] = choice.as_dict()
+            record["criterion"] = choice.message
+            stages["discrepancy"] = choice.result
+            fields_b = dict(choice.result.unknowns)
+            say(f"auto: {choice.message}")
+        else:
+            chosen = scan[len(scan) // 2]
+            record["criterion"] = ("mollijax._auto is not available: a fixed units-free "
+                                   f"weight {AUTO_WEIGHTS[len(scan) // 2]:g} x length^2/c^2")
+            say(f"auto: {record['criterion']}")
+        problem_b = problem_b.with_weights({
+            f"reg:{k}:smooth": chosen * factors[k] / factors[lead] for k in grid_unknowns
+        })
+        record["weights"] = {f"reg:{k}:smooth": chosen * factors[k] / factors[lead]
+                             for k in grid_unknowns}
+    # the data terms are chi-square per node: a chunk that lowers the total chi-square by
+    # less than a tenth of one unit has converged statistically
+    n_obs = sum(int(np.asarray(dataset.mask(k)).sum()) for k in data_sigma)
+    tol_b = max(opt.tol, 0.1 / max(n_obs, 1))
+    record["tol_output_error"] = tol_b
+    result_b = fit(problem_b, fields_b, lbfgs, steps=opt.steps, chunk=chunk, tol=tol_b,
+                   progress=progress)
+    say(f"auto: output error: {result_b.message}")
+    record["stages"].append({
+        "stage": "output error", "state": kind, "weights": record["weights"] or "configured",
+        "status": result_b.status.value, "steps": int(result_b.steps),
+        "message": result_b.message, "final_loss": float(result_b.final_loss),
+    })
+    stages["output error"] = result_b
+    return AutoRun(result_b, problem_b, fields_b, initial, stages, record)

@@ -71,6 +71,8 @@ def init_state(params, opt_state, weights: dict, items: tuple[int, ...] = ()) ->
 
 # ----------------------------------------------------------------------------- the chunk
 
+GRAD_NORM = "grad_norm"  # history key of the per-step gradient norm (convergence tests only)
+
 
 def _all_finite(tree) -> jax.Array:
     leaves = [
@@ -89,8 +91,9 @@ def _loss_fn(p, static, w, prob):
     return prob.loss(eqx.combine(p, static), w or None)
 
 
-def _chunk(state: TrainState, prob, first, length: int, static, opt):
-    """`length` steps of one item from global step `first` (a `lax.scan`)."""
+def _chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: bool = False):
+    """`length` steps of one item from global step `first` (a `lax.scan`); with `grad_norm`
+    the history also holds each step's gradient norm under `GRAD_NORM`."""
     w = state.weights
 
     def step(carry, k):
@@ -110,7 +113,10 @@ def _chunk(state: TrainState, prob, first, length: int, static, opt):
         gl = jnp.where(loss_ok, loss.astype(gl.dtype), gl)
         step_ok = loss_ok & _all_finite(grads) & _all_finite(p_new)
         p, s = _tree_where(step_ok, p_new, p), _tree_where(step_ok, s_new, s)
-        return (p, s, gp, gs, gk, gl, step_ok), dict(terms, total=loss)
+        record = dict(terms, total=loss)
+        if grad_norm:
+            record[GRAD_NORM] = optax.tree.norm(grads)
+        return (p, s, gp, gs, gk, gl, step_ok), record
 
     p0, s0 = state.params, state.opt_state
     init = (p0, s0, p0, s0, first, state.loss, jnp.array(True))
@@ -134,9 +140,9 @@ def _chunk(state: TrainState, prob, first, length: int, static, opt):
 
 
 @eqx.filter_jit
-def run_chunk(state: TrainState, prob, first, length: int, static, opt):
+def run_chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: bool = False):
     """One fit: `length` steps of `state` (module level, so compiled chunks are reused)."""
-    return _chunk(state, prob, first, length, static, opt)
+    return _chunk(state, prob, first, length, static, opt, grad_norm)
 
 
 def item_problem(prob, data: dict, known: dict):
@@ -333,6 +339,38 @@ class Run:
         """`(terms for the callback, progress-bar postfix)` after a chunk."""
         raise NotImplementedError
 
+    # set by `drive` when a convergence test (`tol`) stopped the run: the step and why
+    converged_at: int | None = None
+    convergence: str = ""
+
+    def converged(self, state, hist: dict, tol: float) -> str | None:
+        """Why the run has converged after this chunk, or None: the relative change of the
+        total loss over the chunk, `|L_first - L_last| / max(|L_first|, |L_last|)`, is below
+        `tol` (for a batch: for every item with a finite loss)."""
+        total = np.asarray(hist["total"], dtype=np.float64)
+        if total.shape[-1] < 2:
+            return None
+        return relative_change(total[..., 0], total[..., -1], tol, total.shape[-1])
+
+
+def relative_change(first, last, tol: float, n: int) -> str | None:
+    first, last = np.asarray(first, np.float64), np.asarray(last, np.float64)
+    scale = np.maximum(np.maximum(np.abs(first), np.abs(last)), np.finfo(np.float64).tiny)
+    change = np.abs(first - last) / scale
+    change = change[np.isfinite(change)]
+    if change.size == 0 or float(np.max(change)) >= tol:
+        return None
+    return f"relative loss change {float(np.max(change)):.2e} over the last {n} steps < tol {tol:g}"
+
+
+def check_tol(tol) -> float | None:
+    """`tol` as a float, or None; anything but a finite number > 0 (or None) is an error."""
+    if tol is None:
+        return None
+    if isinstance(tol, bool) or not isinstance(tol, int | float) or not (0 < tol < np.inf):
+        raise MollijaxError(f"`tol` must be None or a finite number > 0, got {tol!r}.")
+    return float(tol)
+
 
 def drive(
     run: Run,
@@ -346,10 +384,13 @@ def drive(
     every: int,
     progress: bool,
     callback: Callable[[int, dict], None] | None,
+    tol: float | None = None,
 ):
     """The Python loop over compiled chunks; returns `(state, done, interrupted)`.
 
-    `history` (a list of `(start step, {term: array})`) is extended in place.
+    `history` (a list of `(start step, {term: array})`) is extended in place. With `tol`, the
+    run stops after the first chunk that `run.converged` accepts (decided per chunk: the
+    chunk stays the compiled unit), and `run.converged_at`/`run.convergence` say when and why.
     """
     bar = _progress(progress, steps, done, run.desc)
     unsaved: list = []
@@ -364,7 +405,7 @@ def drive(
 
     with Interrupts() as irq:
         try:
-            while done < steps and run.any_alive(state):
+            while done < steps and run.any_alive(state) and run.converged_at is None:
                 n = min(chunk, steps - done)
                 new_state, hist = run.advance(state, done, n)
                 with irq.critical():
@@ -379,6 +420,11 @@ def drive(
                     bar.set_postfix_str(postfix)
                 if callback is not None:
                     callback(done, terms)
+                if tol is not None:
+                    why = run.converged(state, hist, tol)
+                    if why is not None:
+                        run.converged_at, run.convergence = done, why
+                        break
                 if checkpointer is not None and done - last_saved >= every:
                     with irq.critical():
                         save(final=False)

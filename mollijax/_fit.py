@@ -24,8 +24,7 @@ from . import _driver
 from ._driver import Checkpointer, TrainState
 from ._errors import MollijaxError
 from ._problem import Problem
-from ._result import FitResult as FitResult
-from ._result import Status as Status
+from ._result import FitResult as FitResult, Status as Status
 
 
 def default_optimiser(steps: int, learning_rate: float = 1e-3) -> optax.GradientTransformation:
@@ -58,8 +57,10 @@ def _signature(problem: Problem, unknowns, opt_state) -> dict:
 class _Single(_driver.Run):
     desc = "fit"
 
-    def __init__(self, problem, static, opt, balanced):
+    def __init__(self, problem, static, opt, balanced, tol=None):
         self.problem, self.static, self.opt, self.balanced = problem, static, opt, balanced
+        self.tol = tol
+        self.grad_norms: tuple[float, float] | None = None  # (first step's, latest step's)
 
     def advance(self, state, done, n):
         if self.balanced:
@@ -67,8 +68,24 @@ class _Single(_driver.Run):
                                 self.balanced)
             state = eqx.tree_at(lambda s: s.weights, state, w)
         first = jnp.asarray(done, jnp.int32)
-        state, hist = _driver.run_chunk(state, self.problem, first, n, self.static, self.opt)
-        return state, {k: np.asarray(v) for k, v in hist.items()}
+        state, hist = _driver.run_chunk(state, self.problem, first, n, self.static, self.opt,
+                                        self.tol is not None)
+        hist = {k: np.asarray(v) for k, v in hist.items()}
+        norms = hist.pop(_driver.GRAD_NORM, None)
+        if norms is not None and norms.size:
+            start = self.grad_norms[0] if self.grad_norms else float(norms[0])
+            self.grad_norms = (start, float(norms[-1]))
+        return state, hist
+
+    def converged(self, state, hist, tol):
+        total = np.asarray(hist["total"], dtype=np.float64)
+        # from the loss before the chunk's first step to the loss at its final iterate
+        why = _driver.relative_change(total[0], float(state.loss), tol, total.shape[0])
+        if why is not None and self.grad_norms is not None:
+            g0, g = self.grad_norms
+            why += f"; gradient norm {g:.2e}" + (f" ({g / g0:.1e} of the first step's)"
+                                                  if g0 > 0 else "")
+        return why
 
     def any_alive(self, state):
         return bool(state.alive)
@@ -79,11 +96,16 @@ class _Single(_driver.Run):
     def status(self, state, done, steps, interrupted) -> Status:
         if not bool(state.alive):
             return Status.diverged
+        if self.converged_at is not None:
+            return Status.completed
         return Status.completed if done >= steps else Status.interrupted
 
     def header(self, state, done, steps, interrupted):
         status = self.status(state, done, steps, interrupted)
-        return {"step": int(state.step), "status": status.value}
+        out = {"step": int(state.step), "status": status.value}
+        if self.converged_at is not None:
+            out["converged"] = {"step": self.converged_at, "why": self.convergence}
+        return out
 
     def report(self, hist):
         terms = {k: float(v[-1]) for k, v in hist.items()}
@@ -103,6 +125,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     callback: Callable[[int, dict], None] | None = None,
+    tol: float | None = None,
 ) -> FitResult:
     """Fit the `unknowns` of `problem` by minimising its weighted loss.
 
@@ -127,12 +150,19 @@ def fit(
     - `progress`: show a progress bar; `callback(step, terms)` is called after each chunk
       (`terms`: the chunk's last `{term: float}`); raising `KeyboardInterrupt` from it stops
       the run like Ctrl-C.
+    - `tol`: `None` (run all `steps`) or a convergence test, decided after each chunk: stop
+      when the relative change of the total loss over the chunk,
+      `|L_start - L_end| / max(|L_start|, |L_end|)`, is below `tol`. The run then ends
+      `completed` with the message `"converged at step N (...)"` (which also gives the
+      gradient norm) and `steps = N`; `steps` stays the cap. A resumed run that had
+      converged stays converged.
 
     **Returns:** a `FitResult`. Deterministic: the same inputs give the same result, and a
     resumed run reaches the same parameters as an uninterrupted one.
     """
     start = time.perf_counter()
     every = _driver.check_run(steps, chunk, checkpoint, checkpoint_every, resume)
+    tol = _driver.check_tol(tol)
     problem.check(unknowns)
     problem = problem.prepare(unknowns)
     if adaptive not in (None, "gradnorm"):
@@ -144,7 +174,7 @@ def fit(
     balanced = tuple(t for t in _term_names(problem, unknowns) if not t.startswith("reg:"))
     weights = {t: jnp.asarray(1.0) for t in balanced} if adaptive else {}
     state = _driver.init_state(params, opt.init(params), weights)
-    run = _Single(problem, static, opt, balanced if adaptive else ())
+    run = _Single(problem, static, opt, balanced if adaptive else (), tol)
 
     ckpt = None
     if checkpoint is not None:
@@ -155,10 +185,13 @@ def fit(
         if loaded is not None:
             header, state, history = loaded
             done = int(header["done"])
+            converged = header.get("converged")
+            if tol is not None and converged is not None:
+                run.converged_at, run.convergence = int(converged["step"]), converged["why"]
 
     state, done, interrupted = _driver.drive(
         run, state, done, history, steps=steps, chunk=chunk, checkpointer=ckpt, every=every,
-        progress=progress, callback=callback,
+        progress=progress, callback=callback, tol=tol,
     )
     return _result(problem, static, state, done, steps, history, run, interrupted, start, ckpt)
 
@@ -177,6 +210,8 @@ def _result(problem, static, state: TrainState, done, steps, history, run, inter
             message += f". {hint}"
     elif status == Status.interrupted:
         message = f"interrupted at step {taken}; the state of step {taken} is kept"
+    elif run.converged_at is not None:
+        message = f"converged at step {taken} ({run.convergence})"
     else:
         message = f"completed {taken} steps"
     trained = eqx.combine(state.params, static)

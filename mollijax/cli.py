@@ -48,9 +48,8 @@ def optimiser(cfg):
     return from_name("optimiser", cfg.name, steps=cfg.steps, learning_rate=cfg.learning_rate)
 
 
-def prepare(config) -> Prepared:
-    """Load the problem file, simulate or read the data, and build the problem."""
-    from ._build import build
+def load_data(config):
+    """`(problem file, dataset)`: the problem file imported, its data simulated or read."""
     from ._problem_files import simulate
     from .io import load_dataset
 
@@ -61,8 +60,31 @@ def prepare(config) -> Prepared:
     else:
         base = pathlib.Path(config.source).parent if config.source[:1] != "<" else pathlib.Path()
         dataset = load_dataset(config.data, module, base)
+    return module, dataset
+
+
+def prepare(config) -> Prepared:
+    """Load the problem file, simulate or read the data, and build the problem."""
+    from ._build import build
+
+    module, dataset = load_data(config)
     problem, fields = build(module, dataset, config)
     return Prepared(module, dataset, problem, fields)
+
+
+def _auto(config, out: pathlib.Path, resume: bool, progress: bool):
+    """The `[state] representation = "auto"` branch of `run`: `auto_run`'s sequence of fits."""
+    from ._build import auto_run
+    from .config import ConfigError
+
+    if resume:
+        raise ConfigError(
+            f'{config.source}: --resume: [state] representation = "auto" runs several short '
+            "fits and writes no checkpoint; run it again, or pick a representation."
+        )
+    module, dataset = load_data(config)
+    auto = auto_run(module, dataset, config, log=print if progress else None, progress=progress)
+    return module, dataset, auto
 
 
 def _evolution_metrics(evolution, grid) -> dict | None:
@@ -97,12 +119,20 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
     if config.batch.stack:
         return run_batch_config(config, out, progress=progress)
     start = time.perf_counter()
-    module, dataset, problem, fields = prepare(config)
-    problem = problem.prepare(fields)  # once: fit and the metrics below reuse it
-    initial = initial_values(fields, dataset.grid)
-    opt = config.optimiser
-    result = fit(problem, fields, optimiser(opt), steps=opt.steps, chunk=opt.chunk,
-                 checkpoint=out / "checkpoint.mjx", resume=resume, progress=progress)
+    auto = None
+    if config.state.representation == "auto":
+        module, dataset, auto = _auto(config, out, resume, progress)
+        problem, fields, initial = auto.problem, auto.unknowns, auto.initial
+        problem = problem.prepare(fields)
+        result = auto.result
+    else:
+        module, dataset, problem, fields = prepare(config)
+        problem = problem.prepare(fields)  # once: fit and the metrics below reuse it
+        initial = initial_values(fields, dataset.grid)
+        opt = config.optimiser
+        result = fit(problem, fields, optimiser(opt), steps=opt.steps, chunk=opt.chunk,
+                     checkpoint=out / "checkpoint.mjx", resume=resume, progress=progress,
+                     tol=opt.tol)
     result.save(out / "result.mjx")
     arrays = {k: np.asarray(v) for k, v in result.values.items()}
     arrays.update({f"{k}_truth": np.asarray(v) for k, v in dataset.truth.items()})
@@ -137,11 +167,20 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
         "eps": list(eps) if isinstance(eps, tuple) else eps,
         "derivatives": type(problem.derivatives).__name__,
         "evolution": _evolution_metrics(problem.evolution, dataset.grid),
+        "steady": None if problem.steady is None else problem.steady.describe(dataset.grid),
         "grid": {"shape": list(dataset.grid.shape), "spacing": list(dataset.grid.spacing),
                  "axes": list(dataset.grid.axes)},
         "plots": plots,
         "config": config.to_dict(),
     }
+    if auto is not None:
+        record = dict(auto.record)
+        record["stages"] = [
+            dict(stage, errors=score(auto.stages[stage["stage"]].values, dataset))
+            for stage in record["stages"]
+        ]
+        record["wall_time"] = metrics["wall_time"]
+        metrics["auto"] = record
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     return metrics
 
@@ -220,6 +259,17 @@ def summary(metrics: dict) -> str:
                          f"{e['rel_error']:.3e})")
     losses = ", ".join(f"{k} {v:.3e}" for k, v in metrics["final_losses"].items())
     lines.append(f"  final losses: {losses}")
+    auto = metrics.get("auto")
+    if auto:
+        lines.append(f"  estimator (auto): {auto['estimator']}: {auto['why']}")
+        for stage in auto["stages"]:
+            errs = ", ".join(f"{k} {e['rel_l2']:.3e}" if "rel_l2" in e
+                             else f"{k} {e['rel_error']:.3e}"
+                             for k, e in stage.get("errors", {}).items())
+            lines.append(f"    {stage['stage']} ({stage['state']}): {stage['message']}"
+                         + (f"; relative error {errs}" if errs else ""))
+        if auto.get("criterion"):
+            lines.append(f"    weight: {auto['criterion']}")
     return "\n".join(lines)
 
 

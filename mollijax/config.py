@@ -7,10 +7,11 @@ A configuration has the tables
     [data]               source = "simulate" (noise, seed) or "file" (path, fields, grid)
     [derivatives]        method, kernel, eps ("auto", a number or one per axis), boundary
     [unknowns.<name>]    representation, constraint, init, axes, network options
-    [state]              representation of the observed fields, network or evolve options
+    [state]              representation of the observed fields ("auto", "data", a network,
+                         "evolve", "solve") and its options
     [regularisers.<u>]   kind = weight, e.g. smooth = 1e-4
     [weights]            term or kind = weight
-    [optimiser]          name, learning_rate, steps, chunk, seed
+    [optimiser]          name, learning_rate, steps, chunk, seed, tol
     [batch]              stack, field, key, devices, dtype
     [output]             dir
 
@@ -38,9 +39,7 @@ from ._errors import MollijaxError
 from ._examples import examples_root, shipped
 from ._fields import as_constraint
 from ._names import UnknownNameError, check_name, names
-from ._problem_files import load_problem as load_problem
-from ._problem_files import problem_name
-from ._problem_files import score as score
+from ._problem_files import load_problem as load_problem, problem_name, score as score
 
 
 class ConfigError(MollijaxError):
@@ -155,7 +154,10 @@ def _f(default: Any, types: tuple, check: Callable | None = None):
 
 _NUMBER = (int, float)
 _REPRESENTATIONS = ("grid", "constant")  # of an unknown, besides the networks
-_STATES = ("data", "evolve")  # of the observed fields, besides the networks
+_STATES = ("auto", "data", "evolve", "solve")  # of the observed fields, besides the networks
+STEADY_SOLVERS = ("auto", "direct", "gmres", "bicgstab")  # of the "solve" state (`Steady`)
+# a configuration with no table but these gets `[state] representation = "auto"`
+_AUTO_TABLES = {"problem", "data", "output"}
 
 
 # ------------------------------------------------------------------------------- schema
@@ -219,9 +221,14 @@ class UnknownConfig:
 
 @dataclasses.dataclass(frozen=True)
 class StateConfig:
-    """How the observed fields enter the residuals: `"data"` (the data themselves), a
-    network name (fitted to the data; network options), or `"evolve"` (integrated in time
-    by the problem's `EVOLUTION`; `accuracy` of the spatial differences, `substeps`)."""
+    """How the observed fields enter the problem: `"data"` (the data themselves, mollified
+    in the residuals), a network name (fitted to the data; network options), `"evolve"`
+    (integrated in time by the problem's `EVOLUTION`; `accuracy` of the spatial differences,
+    `substeps`), `"solve"` (the solution of the problem's residual with its `conditions`,
+    a solved steady state; `accuracy`, `solver`), or `"auto"` (the estimator picked from
+    the problem: a mollified equation-error fit, refined by output error, evolved or solved,
+    where the problem allows; `mollijax.config.auto_run`). `"auto"` is the default of a
+    configuration that gives only [problem] and [data] (and [output]); otherwise `"data"`."""
 
     representation: str = _f("data", (str,), lambda v: _choice(*_STATES, *names("network"))(v))
     width: int | None = _f(None, (int,), _at_least(1))
@@ -231,18 +238,22 @@ class StateConfig:
     blocks: int | None = _f(None, (int,), _at_least(1))
     accuracy: int | None = _f(None, (int,), _even)
     substeps: int | None = _f(None, (int,), _at_least(1))
+    solver: str | None = _f(None, (str,), _choice(*STEADY_SOLVERS))
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimiserConfig:
     """`adam` uses a cosine decay from `learning_rate` to 1 % over `steps`; `lbfgs` is optax's
-    L-BFGS with its line search (`learning_rate` unused). `seed` initialises networks."""
+    L-BFGS with its line search (`learning_rate` unused). `seed` initialises networks. `tol`
+    (a number > 0) stops the fit once the relative change of the total loss over a chunk is
+    below it (`fit(..., tol=...)`); `steps` stays the cap."""
 
     name: str = _f("adam", (str,), _named("optimiser"))
     learning_rate: float = _f(1e-3, _NUMBER, _positive)
     steps: int = _f(1000, (int,), _at_least(1))
     chunk: int = _f(250, (int,), _at_least(1))
     seed: int = _f(0, (int,), _at_least(0))
+    tol: float | None = _f(None, _NUMBER, _positive)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -474,16 +485,42 @@ def _check_state(s: StateConfig, module, source: str) -> None:
                 f"{source}: [state] key {key!r} is a network option; representation {rep!r} "
                 "takes none."
             )
-    for key in ("accuracy", "substeps"):
-        if getattr(s, key) is not None and rep != "evolve":
+    for key, reps in (("accuracy", ("evolve", "solve", "auto")), ("substeps", ("evolve",)),
+                      ("solver", ("solve", "auto"))):
+        if getattr(s, key) is not None and rep not in reps:
+            which = " or ".join(f'"{r}"' for r in reps)
             raise ConfigError(
-                f'{source}: [state] key {key!r} applies only to representation = "evolve".'
+                f"{source}: [state] key {key!r} applies only to representation = {which}."
             )
     if rep == "evolve" and getattr(module, "EVOLUTION", None) is None:
         raise ConfigError(
             f'{source}: [state] representation = "evolve": problem '
             f"{problem_name(module)!r} has no evolution form u_t = F(u) (`EVOLUTION`)."
         )
+    if rep == "solve":
+        why = steady_refusal(module)
+        if why:
+            raise ConfigError(f'{source}: [state] representation = "solve": {why}')
+
+
+def steady_refusal(module) -> str:
+    """Why the observed fields of a problem file cannot be a solved steady state ('' if
+    they can): a time axis (an `EVOLUTION`), no `conditions`, or more than one field."""
+    name = problem_name(module)
+    if getattr(module, "EVOLUTION", None) is not None:
+        return (f"problem {name!r} evolves in time (`EVOLUTION`); a steady state has no time "
+                'axis: use representation = "evolve".')
+    if not callable(getattr(module, "conditions", None)):
+        return (f"problem {name!r} defines no `conditions(dataset)`: a solved state needs its "
+                "boundary values.")
+    if len(module.STATE) != 1:
+        return (f"problem {name!r} observes {len(module.STATE)} fields {tuple(module.STATE)}; "
+                "a solved steady state is one field.")
+    res = module.residuals
+    if not callable(res) and len(res) != 1 and "pde" not in res:
+        return (f"problem {name!r} has residuals {sorted(res)}; the steady state solves one: "
+                'name it "pde".')
+    return ""
 
 
 def from_dict(
@@ -513,7 +550,10 @@ def from_dict(
             raw.get("regularisers", {}), "regularisers", module, source
         ).items()
     }
-    state = _section(StateConfig, raw.get("state", {}), "state", source)
+    state_table = raw.get("state", {})
+    if "state" not in raw and set(raw) <= _AUTO_TABLES:
+        state_table = {"representation": "auto"}  # only [problem] and [data]: the default
+    state = _section(StateConfig, state_table, "state", source)
     _check_state(state, module, source)
     return Config(
         problem=problem_name(module),

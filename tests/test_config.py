@@ -76,12 +76,23 @@ F = '[problem]\nname = "forcing"\n'
         (F + '[unknowns.lam]\nconstraint = ["bounded", 1.0, 0.0]\n', r"'constraint' must be"),
         (F + '[unknowns.lam]\nconstraint = "positive"\ninit = -1.0\n', r"violates the constraint"),
         (F + '[unknowns.lam]\nwidth = 8\n', r"'width' is a network option"),
-        (F + '[unknowns.lam]\nrepresentation = "mlp"\nwidth = 0\n', r"'width' must be an integer >= 1"),
+        (F + '[unknowns.lam]\nrepresentation = "mlp"\nwidth = 0\n',
+         r"'width' must be an integer >= 1"),
         (F + '[state]\naccuracy = 4\n', r"'accuracy' applies only to representation = \"evolve\""),
-        (F + '[regularisers.lam]\nsmooth = -1.0\n', r"\[regularisers\.lam\] key 'smooth' must be a finite number >= 0"),
+        (F + '[regularisers.lam]\nsmooth = -1.0\n',
+         r"\[regularisers\.lam\] key 'smooth' must be a finite number >= 0"),
         (F + '[regularisers.lam]\nsmoothh = 1.0\n', r"unknown key 'smoothh'"),
         (F + '[weights]\n"data" = nan\n', r"\[weights\] key 'data' must be a finite number >= 0"),
         (F + '[batch]\ndevices = -2\n', r"'devices' must be an integer >= 0"),
+        (F + '[optimiser]\ntol = 0.0\n', r"\[optimiser\] key 'tol' must be a finite number > 0"),
+        (F + '[optimiser]\ntol = "small"\n', r"\[optimiser\] key 'tol' must be a number"),
+        (F + '[state]\nrepresentation = "solve"\nsolver = "cg"\n',
+         r"\[state\] key 'solver' must be one of \('auto', 'direct', 'gmres', 'bicgstab'\)"),
+        (F + '[state]\nsolver = "direct"\n',
+         r"'solver' applies only to representation = \"solve\" or \"auto\""),
+        ('[problem]\nname = "heat1d"\n[state]\nrepresentation = "solve"\n',
+         r"representation = \"solve\": problem 'heat1d' evolves in time .* use representation "
+         r"= \"evolve\""),
         ('[problem]\nname = "nope"\n', r"unknown problem 'nope'; shipped problems are"),
         ('[problem]\nname = "forcing"\nfile = "x.py"\n', r"either file = .* not both"),
         (F + 'nx = 3\n', r"\[problem\] unknown key\(s\) \['nx'\]"),
@@ -135,3 +146,29 @@ def test_problem_file_is_relative_to_the_config(tmp_path):
     cfg = load_config(_write(tmp_path, '[problem]\nfile = "sub/mine.py"\nn = 4\n'))
     assert cfg.problem == "mine" and cfg.params == {"n": 4}
     assert pathlib.Path(cfg.problem_file) == (tmp_path / "sub" / "mine.py").resolve()
+
+
+def test_only_problem_and_data_default_to_the_auto_state():
+    cfg = from_dict({"problem": {"name": "heat1d"}, "data": {"noise": 0.05}})
+    assert cfg.state.representation == "auto"
+    assert from_dict({"problem": {"name": "heat1d"}}).state.representation == "auto"
+    # any other table keeps the single-estimator default, and "auto" stays explicit-able
+    cfg = from_dict({"problem": {"name": "heat1d"}, "optimiser": {"steps": 5}})
+    assert cfg.state.representation == "data"
+    cfg = from_dict({"problem": {"name": "heat1d"}, "optimiser": {"tol": 1e-9},
+                     "state": {"representation": "auto"}})
+    assert cfg.state.representation == "auto" and cfg.optimiser.tol == 1e-9
+
+
+def test_solve_state_options_and_refusals(tmp_path):
+    cfg = from_dict({"problem": {"name": "diffusion_reaction"},
+                     "state": {"representation": "solve", "solver": "gmres", "accuracy": 4}})
+    assert cfg.state.solver == "gmres" and cfg.state.accuracy == 4
+    (tmp_path / "nocond.py").write_text(
+        "import mollijax as mj\nDESCRIPTION = 'x'\nORDER = 2\nDEFAULTS = {}\n"
+        "UNKNOWNS = {'c': {'axes': ()}}\nSTATE = ('u',)\nresiduals = {'pde': lambda s: s.u}\n"
+        "def simulate(*, noise=0.0, seed=0, **p):\n    raise NotImplementedError\n"
+    )
+    with pytest.raises(ConfigError, match=r"'nocond' defines no `conditions\(dataset\)`"):
+        from_dict({"problem": {"file": "nocond.py"}, "state": {"representation": "solve"}},
+                  base=tmp_path)

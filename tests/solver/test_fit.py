@@ -188,3 +188,37 @@ def test_gradnorm_weights_balance_terms():
     # the weighted total differs from the plain sum once the weights move off 1
     plain = result.history["data:u"] + result.history["residual:pde"]
     assert not np.allclose(result.history["total"][10:], plain[10:])
+
+
+def _quadratic():
+    # a quadratic loss: a grid field fitted to data with a smoothness penalty (minimum known
+    # in closed form: (I + w L) u = d, L the H1 penalty's normal matrix)
+    grid = mj.Grid.from_bounds((33,), (0.0,), (1.0,), axes=("x",))
+    d = np.sin(3 * grid.coords("x"))
+    problem = mj.Problem(grid, None, data={"u": d}, regularisers=[mj.H1("u", 1e-3)])
+    return problem, {"u": mj.GridField(np.zeros(33), "x")}
+
+
+def test_tol_stops_a_converged_fit_early(tmp_path):
+    problem, unknowns = _quadratic()
+    lbfgs = optax.lbfgs()
+    result = mj.fit(problem, unknowns, lbfgs, steps=1000, chunk=10, tol=1e-9, progress=False,
+                    checkpoint=tmp_path / "c.mjx")
+    assert result.status == mj.Status.completed
+    assert result.steps < 100 and result.steps % 10 == 0  # decided per chunk
+    assert result.message.startswith(f"converged at step {result.steps} (relative loss change")
+    assert "gradient norm" in result.message
+    assert result.history["total"].shape == (result.steps,)
+    full = mj.fit(problem, unknowns, lbfgs, steps=result.steps + 20, chunk=10, progress=False)
+    assert full.message == f"completed {result.steps + 20} steps"  # tol=None: every step
+    np.testing.assert_allclose(result.values["u"], full.values["u"], atol=1e-9)
+    # a resumed converged run stays converged (no further steps)
+    again = mj.fit(problem, unknowns, lbfgs, steps=1000, chunk=10, tol=1e-9, progress=False,
+                   checkpoint=tmp_path / "c.mjx", resume=True)
+    assert again.steps == result.steps and again.message == result.message
+    # a tolerance that no chunk meets runs to the cap
+    capped = mj.fit(problem, unknowns, ADAM, steps=30, chunk=10, tol=1e-300, progress=False)
+    assert capped.steps == 30 and capped.message == "completed 30 steps"
+    for bad in (0.0, -1e-9, float("nan"), float("inf")):
+        with pytest.raises(mj.MollijaxError, match="`tol` must be None or a finite number > 0"):
+            mj.fit(problem, unknowns, lbfgs, steps=10, tol=bad, progress=False)

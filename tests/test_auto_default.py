@@ -1,0 +1,58 @@
+"""The default estimator (`[state] representation = "auto"`): a configuration with only
+[problem] and [data] runs an equation-error fit, then output error where the problem allows,
+and records what it chose. The truth is used only to assert."""
+
+import json
+
+import pytest
+
+from mollijax import cli
+
+
+def _run(tmp_path, text):
+    (tmp_path / "run.toml").write_text(text)
+    out = tmp_path / "out"
+    code = cli.main(["run", str(tmp_path / "run.toml"), "--out", str(out), "--quiet"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert code == 0, metrics["message"]
+    return metrics
+
+
+def test_heat1d_default_chooses_the_evolved_state(tmp_path):
+    metrics = _run(tmp_path, '[problem]\nname = "heat1d"\nnx = 31\nnt = 31\n'
+                             '[data]\nnoise = 0.05\nseed = 1\n')
+    auto = metrics["auto"]
+    assert metrics["config"]["state"]["representation"] == "auto"
+    assert auto["estimator"] == "evolve" and "EVOLUTION" in auto["why"]
+    assert [s["stage"] for s in auto["stages"]] == ["equation error", "output error"]
+    assert auto["stages"][0]["message"].startswith("converged at step")
+    assert 0.03 < auto["noise"]["relative"]["u"] < 0.07  # estimated from the data
+    assert auto["eps"] and metrics["evolution"]["fields"] == ["u"]
+    err = metrics["errors"]["D"]["rel_l2"]
+    first = auto["stages"][0]["errors"]["D"]["rel_l2"]
+    assert err < 0.08, err  # measured 0.050 (31 x 31, 5 % noise, seed 1)
+    assert err < 0.5 * first  # output error improves on the equation-error start
+
+
+def test_steady_default_chooses_the_solved_state(tmp_path):
+    metrics = _run(tmp_path, '[problem]\nname = "diffusion_reaction"\nnx = 41\n'
+                             '[data]\nnoise = 0.01\nseed = 1\n')
+    auto = metrics["auto"]
+    assert auto["estimator"] == "solve" and metrics["steady"]["kind"] == "steady"
+    assert metrics["steady"]["solver"] == "direct"
+    assert auto["weights"] and set(auto["weights"]) == {"reg:k:smooth"}
+    if "discrepancy" in auto:
+        assert auto["discrepancy"]["criterion"] == "discrepancy" and auto["discrepancy"]["curve"]
+    err = metrics["errors"]["k"]["rel_l2"]
+    assert err < 0.5, err  # measured 0.xx
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[problem]\nname = "heat1d"\nnx = 21\nnt = 11\n[state]\nrepresentation = "solve"\n',
+     'evolves in time'),
+])
+def test_refusals_are_named(tmp_path, capsys, text, message):
+    (tmp_path / "run.toml").write_text(text)
+    assert cli.main(["run", str(tmp_path / "run.toml"), "--out", str(tmp_path / "o"),
+                     "--quiet"]) == 2
+    assert message in capsys.readouterr().err
