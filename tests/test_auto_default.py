@@ -44,7 +44,7 @@ def test_steady_default_chooses_the_solved_state(tmp_path):
     if "discrepancy" in auto:
         assert auto["discrepancy"]["criterion"] == "discrepancy" and auto["discrepancy"]["curve"]
     err = metrics["errors"]["k"]["rel_l2"]
-    assert err < 0.5, err  # measured 0.xx
+    assert err < 0.2, err  # measured 0.127 (equation-error start 0.142; 41 nodes, 1 % noise)
 
 
 @pytest.mark.parametrize("text, message", [
