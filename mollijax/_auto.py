@@ -1,0 +1,585 @@
+"""Settings chosen from the data alone: noise level, units-free losses, regulariser weights
+and kernel widths by criteria that never see the true coefficient.
+
+    noise_sigma(data)            sigma_f: absolute noise standard deviation of each field
+    scaled(problem, sigma)       data terms divided by sigma_f^2 (chi-square per node)
+    discrepancy(problem, ...)    output error: Morozov's discrepancy principle over weights
+    cross_validate(build, ...)   equation error: K-fold over held-out nodes, for eps and weight
+    lcurve_corner(curve)         the L-curve's corner, a diagnostic
+
+A weight sweep reuses one compiled fit: weights are values (`Problem.with_weights`), the
+optimiser object is created once, and each fit starts from the previous one's unknowns
+(continuation from large weights to small).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+
+import equinox as eqx
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ._batch import fit_batch
+from ._eps import estimate_noise
+from ._errors import MollijaxError
+from ._fit import FitResult, fit
+from ._problem import Problem
+from ._terms import DataMisfit, Evaluation, Residual, _Penalty
+
+NOISE_FLOOR = 1e-8
+"""Relative floor of `noise_sigma`: `sigma_f >= NOISE_FLOOR * scale(f)`."""
+
+
+# ----------------------------------------------------------------------------- noise
+def _field_scale(u: np.ndarray) -> float:
+    s = float(np.std(u))
+    if s == 0.0:
+        s = float(np.max(np.abs(u))) if u.size else 0.0
+    return s if s > 0.0 else 1.0
+
+
+def _masked_noise(u: np.ndarray, mask: np.ndarray) -> float:
+    """`median |Delta^4 u| / (0.6745 sqrt(70))` over windows of 5 observed nodes, the
+    smallest over the axes (absolute)."""
+    estimates = []
+    for axis in range(u.ndim):
+        if u.shape[axis] < 8:
+            continue
+        d4 = np.diff(np.where(mask, u, 0.0), n=4, axis=axis)
+        n = u.shape[axis]
+        ok = np.ones(d4.shape, bool)
+        for j in range(5):
+            ok &= np.take(mask, np.arange(j, n - 4 + j), axis=axis)
+        if ok.sum() >= 8:
+            estimates.append(np.median(np.abs(d4[ok])) / (0.6745 * np.sqrt(70.0)))
+    if not estimates:
+        raise MollijaxError(
+            f"Too few observed windows of 5 nodes in an array of shape {u.shape} to estimate "
+            "its noise (need 8 along some axis)."
+        )
+    return float(min(estimates))
+
+
+def noise_sigma(
+    data: Mapping[str, object], masks: Mapping[str, object] | None = None
+) -> dict[str, float]:
+    """The absolute noise standard deviation `sigma_f` of each observed field, from the data.
+
+    The estimator is `estimate_noise` times the field's standard deviation:
+
+        sigma_f = min over axes a with >= 8 nodes of  median |Delta_a^4 f| / (0.6745 sqrt(70)),
+
+    the robust (median) standard deviation of the 4th difference, which for white noise of
+    standard deviation `sigma` is `sqrt(70) sigma` (`1 + 16 + 36 + 16 + 1 = 70`). With a
+    mask, only differences of 5 observed neighbours count.
+
+    **Bias.** A smooth field adds `h^4 f''''` to each 4th difference, so the estimate is
+    exact up to the median's sampling error (about `1.25 / sqrt(n)` relative) when
+    `h^4 |f''''| << sqrt(70) sigma`, and too large when the field is under-resolved or the
+    noise is far below the field's 4th-difference scale (noise-free data on a coarse grid
+    returns the discretisation's `h^4 |f''''|` level, not 0). Correlated noise is
+    underestimated.
+
+    **Floor.** The result is never below `NOISE_FLOOR * scale(f)` (scale: the standard
+    deviation, or `max |f|` for a constant field, or 1 for zeros), so that noise-free data
+    still gives a finite positive `sigma_f` and the divisions by `sigma_f^2` in `scaled` and
+    `discrepancy` are safe.
+
+    **Arguments:**
+
+    - `data`: `{name: array}` of observed fields (any shape with an axis of >= 8 nodes).
+    - `masks`: optional `{name: bool array}`, True where observed.
+
+    **Returns:** `{name: sigma_f}` (floats, in the data's units).
+    """
+    masks = dict(masks or {})
+    out = {}
+    for name, value in data.items():
+        u = np.asarray(value, dtype=np.float64)
+        mask = masks.get(name)
+        mask = np.ones(u.shape, bool) if mask is None else np.asarray(mask, bool)
+        if mask.shape != u.shape:
+            raise MollijaxError(
+                f"noise_sigma: mask of {name!r} has shape {mask.shape}, its data {u.shape}."
+            )
+        if not np.all(np.isfinite(u[mask])):
+            raise MollijaxError(f"noise_sigma: data {name!r} has NaN or inf at observed nodes.")
+        scale = _field_scale(u[mask])
+        if mask.all():
+            sigma = estimate_noise(u) * float(np.std(u))
+        else:
+            sigma = _masked_noise(u, mask)
+        out[name] = float(max(sigma, NOISE_FLOOR * scale))
+    return out
+
+
+# ----------------------------------------------------------------------------- scaling
+def scaled(
+    problem: Problem, sigma: Mapping[str, float], *, residual: float | None = None
+) -> Problem:
+    """`problem` with each data term `data:<f>` weighted by an extra `1 / sigma_f^2`.
+
+    The data term becomes a chi-square per observed node,
+
+        w_f L_f / sigma_f^2 = w_f mean_obs (f - f_obs)^2 / sigma_f^2,  ~ w_f at the truth,
+
+    so it no longer carries the data's units. A regulariser weight `lambda` is then read
+    relative to a unit-noise misfit: `lambda R(c)` is traded against one chi-square unit per
+    node, and the same `lambda` means the same thing for data in metres or millimetres (a
+    weight chosen on scaled problems does not change when the data are multiplied by a
+    constant; the regulariser itself still carries the coefficient's units).
+
+    `residual`: optionally a scale `s_r` for the residual terms (weights divided by
+    `s_r^2`): for an equation-error fit whose residual is linear in the observed field,
+    `s_r = sigma_f` makes the residual term units-free the same way.
+
+    Weights are values, so the scaled problem reuses the compiled fit of `problem`.
+    """
+    names = {t.field: t for t in problem.terms if isinstance(t, DataMisfit)}
+    unknown = sorted(set(sigma) - set(names))
+    if unknown:
+        raise MollijaxError(
+            f"scaled: `sigma` names {unknown}, which have no data term; data terms are "
+            f"{sorted(names)}."
+        )
+    weights = {}
+    for field, s in sigma.items():
+        s = float(s)
+        if not (np.isfinite(s) and s > 0):
+            raise MollijaxError(f"scaled: sigma of {field!r} must be > 0 and finite, got {s}.")
+        weights[names[field].name] = float(names[field].weight) / s**2
+    if residual is not None:
+        r = float(residual)
+        if not (np.isfinite(r) and r > 0):
+            raise MollijaxError(f"scaled: `residual` must be > 0 and finite, got {residual!r}.")
+        for t in problem.terms:
+            if isinstance(t, Residual):
+                weights[t.name] = float(t.weight) / r**2
+    return problem.with_weights(weights)
+
+
+# ----------------------------------------------------------------------------- records
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One setting on a criterion's curve.
+
+    - `weight`, `eps`: the regulariser weight and kernel width (`eps` None if not scanned);
+    - `misfit`: chi-square per observed node of the fit, `sum (f - f_obs)^2 / sigma^2 / n`
+      (for cross-validation: of the fit on all data, where known, else NaN);
+    - `regulariser`: the unweighted regulariser term of the fit;
+    - `score`: the criterion's value (discrepancy: `misfit`; cross-validation: held-out
+      chi-square per node);
+    - `values`: each unknown on its sub-grid (fit on all data);
+    - `threshold`: the discrepancy principle's bound on `misfit` at this weight.
+    """
+
+    weight: float
+    eps: float | None
+    misfit: float
+    regulariser: float
+    score: float
+    values: dict[str, np.ndarray]
+    threshold: float = float("nan")
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """What a criterion chose: `weight` (and `eps`), the `result` of the fit at that setting,
+    the `curve` of every trial (for the record and plots), the `criterion`, the L-curve
+    `corner` weight (a diagnostic, None when not computable) and a `message` saying what was
+    chosen and why."""
+
+    weight: float
+    eps: float | None
+    result: FitResult
+    curve: tuple[Trial, ...]
+    criterion: str
+    corner: float | None
+    message: str
+
+    def as_dict(self) -> dict:
+        """The choice and its curve as plain JSON-ready values (for metrics.json)."""
+        return {
+            "criterion": self.criterion,
+            "weight": self.weight,
+            "eps": self.eps,
+            "corner": self.corner,
+            "message": self.message,
+            "curve": [
+                {k: getattr(t, k) for k in ("weight", "eps", "misfit", "regulariser", "score")}
+                for t in self.curve
+            ],
+        }
+
+
+def lcurve_corner(curve: Sequence[Trial]) -> float | None:
+    """The weight at the L-curve's corner: the point of largest curvature of
+    `(log misfit, log regulariser)` parametrised by `t = log weight`,
+
+        kappa = (x' y'' - x'' y') / (x'^2 + y'^2)^(3/2),   x = log misfit, y = log R,
+
+    by finite differences over the curve sorted by weight (Hansen's sign: positive at the
+    corner). A diagnostic only (it needs no noise level, but it is known to over- or
+    under-regularise); None with fewer than 4 points or non-positive values.
+    """
+    pts = sorted((t for t in curve if t.eps == curve[0].eps), key=lambda t: t.weight)
+    if len(pts) < 4:
+        return None
+    w = np.array([p.weight for p in pts])
+    m = np.array([p.misfit for p in pts])
+    r = np.array([p.regulariser for p in pts])
+    if np.any(w <= 0) or np.any(m <= 0) or np.any(r <= 0) or not np.all(np.isfinite(m + r)):
+        return None
+    t, x, y = np.log(w), np.log(m), np.log(r)
+    x1, y1 = np.gradient(x, t), np.gradient(y, t)
+    x2, y2 = np.gradient(x1, t), np.gradient(y1, t)
+    kappa = (x1 * y2 - x2 * y1) / np.maximum((x1**2 + y1**2) ** 1.5, 1e-300)
+    kappa[[0, -1]] = -np.inf  # one-sided differences at the ends
+    return float(w[int(np.argmax(kappa))])
+
+
+# ----------------------------------------------------------------------------- helpers
+def _weight_grid(weights) -> np.ndarray:
+    if weights is None:
+        weights = np.geomspace(1e2, 1e-6, 17)
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if w.size == 0 or not np.all(np.isfinite(w)) or np.any(w <= 0):
+        raise MollijaxError(f"`weights` must be positive finite numbers, got {weights!r}.")
+    return np.sort(w)[::-1]
+
+
+def _check_term(problem: Problem, term: str) -> None:
+    names = [t.name for t in problem.terms]
+    if term not in names:
+        raise MollijaxError(f"`term` {term!r} is not a loss term of the problem; terms: {names}.")
+
+
+@eqx.filter_jit
+def _evaluate(problem: Problem, unknowns):
+    """Unweighted terms and every field on the grid (compiled once per problem structure)."""
+    return problem.loss_terms(unknowns), problem.grid_values(unknowns)
+
+
+def _observed(problem: Problem, unknowns) -> list[str]:
+    solved = problem.solved_names()
+    return [f for f in problem.data if f in unknowns or f in solved]
+
+
+def _chi2(problem: Problem, fields: Mapping, sigma: Mapping[str, float], names) -> float:
+    """`sum_f sum_obs (f - f_obs)^2 / sigma_f^2 / sum_f n_f`."""
+    total, count = 0.0, 0.0
+    for f in names:
+        mask = np.asarray(problem.masks[f])
+        r = np.asarray(fields[f]) - np.asarray(problem.data[f])
+        total += float(np.sum(np.where(mask, r, 0.0) ** 2)) / float(sigma[f]) ** 2
+        count += float(mask.sum())
+    return total / max(count, 1.0)
+
+
+@eqx.filter_jit
+def _sensitivities(problem: Problem, unknowns, names: tuple[str, ...]):
+    """`(J_f, H_reg)`: the Jacobian of each observed field in the flat parameters, and the
+    Hessian of the weighted regularisers (`Tikhonov`, `H1`, `TV`)."""
+    params, static = eqx.partition(unknowns, eqx.is_inexact_array)
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+
+    def fields(theta):
+        values = problem.grid_values(eqx.combine(unravel(theta), static))
+        return {f: values[f] for f in names}
+
+    def penalty(theta):
+        u = eqx.combine(unravel(theta), static)
+        ev = Evaluation(problem.grid, u, {}, problem.data, problem.masks, _no_residual)
+        total = jnp.zeros((), flat.dtype)
+        for t in problem.terms:
+            if isinstance(t, _Penalty):
+                total = total + t.weight.astype(flat.dtype) * t(ev)
+        return total
+
+    return jax.jacfwd(fields)(flat), jax.hessian(penalty)(flat)
+
+
+def _no_residual(fn):
+    raise MollijaxError("internal: the degrees of freedom use only the regularisers.")
+
+
+def effective_parameters(problem: Problem, unknowns, names: Sequence[str]) -> float:
+    """The effective number of fitted parameters `p = tr(dF/dd)` over observed nodes: the
+    trace of the Gauss-Newton influence matrix of the data on the fitted fields,
+
+        p = sum_f c_f tr(M_f J_f H^{-1} J_f^T M_f),   c_f = 2 w_f / n_f,
+        H = sum_f c_f J_f^T M_f J_f + Hess(sum_reg w_r R_r),
+
+    with `J_f` the Jacobian of field `f` in the parameters, `M_f` its mask, `w_f` its data
+    weight, `n_f` its observed nodes (residual and condition terms are left out of `H`).
+    Costs one Jacobian (one linearised solve per parameter) and a dense solve: for small to
+    moderate parameter counts."""
+    names = tuple(names)
+    jac, h_reg = _sensitivities(problem, unknowns, names)
+    weights = {t.field: float(t.weight) for t in problem.terms if isinstance(t, DataMisfit)}
+    h = np.asarray(h_reg, dtype=np.float64)
+    rows = []
+    for f in names:
+        mask = np.asarray(problem.masks[f]).ravel()
+        j = np.asarray(jac[f], dtype=np.float64).reshape(mask.size, -1)[mask]
+        c = 2.0 * weights[f] / max(mask.sum(), 1)
+        h = h + c * j.T @ j
+        rows.append((c, j))
+    h_inv = np.linalg.pinv(h, hermitian=True)
+    return float(sum(c * np.einsum("ip,pq,iq->", j, h_inv, j) for c, j in rows))
+
+
+_LBFGS = optax.lbfgs()  # one object, so that repeated calls reuse the compiled fit
+
+
+def _optimiser(optimiser):
+    return _LBFGS if optimiser is None else optimiser
+
+
+# ----------------------------------------------------------------------------- discrepancy
+def discrepancy(
+    problem: Problem,
+    unknowns: Mapping,
+    *,
+    term: str,
+    sigma: Mapping[str, float],
+    weights: Sequence[float] | np.ndarray | None = None,
+    optimiser: optax.GradientTransformation | None = None,
+    steps: int = 300,
+    chunk: int | None = None,
+    tau: float = 1.0,
+    dof: bool = True,
+    stop_early: bool = False,
+) -> Choice:
+    """Morozov's discrepancy principle for an output-error fit (a `Steady` or `Evolution`
+    state, or a fitted unknown, with a data term): the largest regulariser weight whose fit
+    explains the data to the noise level,
+
+        lambda* = max { lambda in grid : chi2(lambda) <= tau },
+        chi2(lambda) = sum_f sum_obs (f_lambda - f_obs)^2 / sigma_f^2 / sum_f n_f,
+
+    i.e. for one field the mean squared misfit over observed nodes `<= tau sigma^2`.
+
+    The weights are scanned from large to small; each fit starts from the previous one's
+    unknowns (continuation) and reuses the compiled fit (weights are values; one optimiser
+    object for the whole scan). If no weight reaches the noise level, the smallest weight is
+    chosen and the message says so.
+
+    **Degrees of freedom and `tau`.** At the truth `E chi2 = 1`, but a fit absorbs part of
+    the noise: a least-squares fit with `p` effective parameters leaves
+    `E chi2 ~ 1 - p / n`. For a smooth coefficient on a fine grid `p << n` and `tau = 1`
+    is right (the principle then slightly over-smooths, its known bias). When a whole
+    field is fitted too, e.g. the initial state `u(x, 0)` of an `Evolution` (`p = n_x` of
+    `n = n_x n_t` data), use `tau = 1 - n_x / n`; otherwise the principle picks too large
+    a weight. `tau` also absorbs a known bias of `sigma` (e.g. `noise_sigma`'s on coarse
+    grids).
+
+    **Arguments:**
+
+    - `problem`: the problem; its `term` weight is replaced by each weight of the grid.
+      Scale it with `scaled(problem, sigma)` first so the weight grid is units-free.
+    - `unknowns`: the initial guess for the largest weight.
+    - `term`: the regulariser's name, e.g. `"reg:k:smooth"`.
+    - `sigma`: `{field: sigma_f}` for each output-error data field (`noise_sigma`).
+    - `weights`: the grid (any order; scanned from large to small); default
+      `geomspace(1e2, 1e-6, 17)`.
+    - `optimiser`: default `optax.lbfgs()`; `steps`, `chunk`: per weight (as in `fit`).
+    - `tau`: the threshold on `chi2` (see above).
+    - `stop_early`: stop at the first weight that satisfies the criterion (the curve then
+      ends there and the L-curve corner is computed on what was scanned).
+
+    **Returns:** a `Choice` with `criterion="discrepancy"`.
+    """
+    _check_term(problem, term)
+    grid = _weight_grid(weights)
+    if not (np.isfinite(tau) and tau > 0):
+        raise MollijaxError(f"`tau` must be a positive number, got {tau!r}.")
+    names = _observed(problem, unknowns)
+    if not names:
+        raise MollijaxError(
+            "discrepancy needs an output-error data term (a field that is fitted, evolved or "
+            f"solved); the data {sorted(problem.data)} are all used directly."
+        )
+    missing = sorted(set(names) - set(sigma))
+    if missing:
+        raise MollijaxError(f"discrepancy: `sigma` has no value for the data field(s) {missing}.")
+    opt = _optimiser(optimiser)
+    chunk = steps if chunk is None else chunk
+    count = float(sum(np.asarray(problem.masks[f]).sum() for f in names))
+    current = dict(unknowns)
+    curve, results, chosen = [], [], None
+    for w in grid:
+        p = problem.with_weights({term: float(w)})
+        res = fit(p, current, opt, steps=steps, chunk=chunk, progress=False)
+        current = res.unknowns
+        terms, fields = _evaluate(p.prepare(current), current)
+        chi2 = _chi2(p, fields, sigma, names)
+        bound = tau
+        if dof:
+            bound = tau * max(1.0 - effective_parameters(p, current, names) / count, 0.0)
+        curve.append(Trial(float(w), None, chi2, float(terms[term]), chi2, res.values, bound))
+        results.append(res)
+        if chosen is None and chi2 <= bound:
+            chosen = len(curve) - 1
+            if stop_early:
+                break
+    if chosen is None:
+        chosen = len(curve) - 1
+        why = ("no weight reached its bound (smallest chi2 "
+               f"{min(t.misfit for t in curve):.3g}); the smallest weight is chosen")
+    else:
+        c = curve[chosen]
+        why = f"the largest weight with chi2 = {c.misfit:.3g} <= {c.threshold:.3g}"
+        if dof:
+            why += f" = tau (1 - p / n), tau = {tau:g}"
+    msg = f"discrepancy principle: weight {curve[chosen].weight:.3g} of {term!r}, {why}"
+    return Choice(curve[chosen].weight, None, results[chosen], tuple(curve), "discrepancy",
+                  lcurve_corner(curve), msg)
+
+
+# ----------------------------------------------------------------------------- cross-validation
+def fold_index(shape: tuple[int, ...], folds: int) -> np.ndarray:
+    """The fold of each node, `(sum_a (a + 1) i_a) mod K`: a regular pattern in which no two
+    neighbours along an axis share a fold when `K > ndim`, so every held-out node has
+    observed neighbours to be filled from."""
+    idx = np.indices(shape)
+    return sum((a + 1) * idx[a] for a in range(len(shape))) % folds
+
+
+def _fill(u: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """`u` with the `held` nodes replaced by the mean of their kept axis neighbours."""
+    total = np.zeros_like(u)
+    count = np.zeros_like(u)
+    kept = np.where(held, 0.0, u)
+    keep = (~held).astype(u.dtype)
+    for a in range(u.ndim):
+        for shift in (1, -1):
+            v = np.roll(kept, shift, axis=a)
+            k = np.roll(keep, shift, axis=a)
+            edge = [slice(None)] * u.ndim
+            edge[a] = 0 if shift == 1 else -1
+            v[tuple(edge)] = 0.0
+            k[tuple(edge)] = 0.0
+            total += v
+            count += k
+    return np.where(held, total / np.maximum(count, 1.0), u)
+
+
+def cross_validate(
+    build: Callable[[float], Problem],
+    unknowns: Mapping,
+    *,
+    field: str,
+    term: str,
+    forward: Problem,
+    eps: Sequence[float] | np.ndarray,
+    weights: Sequence[float] | np.ndarray | None = None,
+    sigma: float | None = None,
+    folds: int = 5,
+    optimiser: optax.GradientTransformation | None = None,
+    steps: int = 300,
+    chunk: int | None = None,
+) -> Choice:
+    """K-fold cross-validation over held-out nodes for an equation-error (mollified
+    residual) fit: choose the kernel width `eps` and the regulariser weight `lambda` that
+    best predict data the fit never saw,
+
+        CV(eps, lambda) = sum_j sum_{i in fold j} (F(c_{eps,lambda}^{-j})_i - f_obs,i)^2
+                          / (sigma^2 n),
+        (eps*, lambda*) = argmin CV,
+
+    where `c^{-j}` is the coefficient fitted by equation error on the data with fold `j`
+    held out, and `F` is the forward model (`forward`: a problem whose `field` is a solved
+    `Steady` or evolved `Evolution` state; it is only evaluated, never fitted).
+
+    **Why predict through the forward model.** The held-out residual cannot choose `eps`: a
+    wider kernel lowers the residual's noise while its smoothing bias is absorbed by a
+    smooth, wrong coefficient, so the residual keeps falling. The held-out data are
+    independent of the training noise, so `E CV = 1 + E (F(c) - f_true)^2 / sigma^2`:
+    an unbiased estimate of the prediction risk, which sees both the bias of a wide kernel
+    and the noise of a narrow kernel or a small weight. It is blind where the data do not
+    depend on the coefficient (the coefficient there is set by the regulariser).
+
+    **Folds.** Node `i` is in fold `(sum_a (a + 1) i_a) mod K` (`fold_index`): a regular
+    pattern, no two axis neighbours in the same fold. The mollified data must be complete,
+    so held-out nodes are filled with the mean of their kept axis neighbours (an
+    interpolation error `~ h^2 f'' / 2`, below the noise on resolved data). The `K` folds
+    run as one batch (`fit_batch`); each weight starts from the previous one's fits and
+    reuses the compiled code; each `eps` compiles once (`eps` is static).
+
+    **Arguments:**
+
+    - `build(eps) -> Problem`: the equation-error problem with kernel width `eps`, with the
+      observed `field` as data used directly (mollified); its loss includes `term`.
+    - `unknowns`: the initial guess (for the largest weight at each `eps`).
+    - `field`: the observed field; `term`: the regulariser's name (`"reg:k:smooth"`).
+    - `forward`: the output-error problem that computes `field` from the unknowns.
+    - `eps`: widths to scan; `weights`: as in `discrepancy` (default `geomspace(1e2, 1e-6,
+      17)`).
+    - `sigma`: the noise level of `field` (default `noise_sigma`); it only scales `CV` to a
+      chi-square per node and does not change the choice.
+    - `folds`: `K >= 2` (and `> ndim`); `optimiser` (default `optax.lbfgs()`), `steps`,
+      `chunk`: per fit.
+
+    **Returns:** a `Choice` with `criterion="cross-validation"`; `result` is the fit on all
+    the data at the chosen setting; `corner` is None (no misfit curve of full-data fits).
+    Each `Trial`'s `score` is `CV`, its `regulariser` the mean over folds, its `misfit` NaN
+    (no full-data fit is made per setting) and its `values` fold 0's coefficients.
+    """
+    if not isinstance(folds, int) or folds < 2:
+        raise MollijaxError(f"`folds` must be an integer >= 2, got {folds!r}.")
+    widths = [float(e) for e in eps]
+    if not widths or any(not (np.isfinite(e) and e > 0) for e in widths):
+        raise MollijaxError(f"`eps` must be positive numbers, got {eps!r}.")
+    grid = _weight_grid(weights)
+    if field not in forward.data or field not in forward.solved_names():
+        raise MollijaxError(
+            f"cross_validate: `forward` must compute {field!r} (a Steady or Evolution state) "
+            "and hold its data."
+        )
+    d_obs = np.asarray(forward.data[field], dtype=np.float64)
+    if folds <= d_obs.ndim:
+        raise MollijaxError(f"`folds` must be > the grid's ndim {d_obs.ndim}, got {folds}.")
+    if sigma is None:
+        sigma = noise_sigma({field: d_obs})[field]
+    fold = fold_index(d_obs.shape, folds)
+    stack = np.stack([_fill(d_obs, fold == j) for j in range(folds)])
+    opt = _optimiser(optimiser)
+    chunk = steps if chunk is None else chunk
+    fwd = forward.prepare(dict(unknowns))
+
+    curve = []
+    for e in widths:
+        problem = build(e)
+        _check_term(problem, term)
+        if field not in problem.data:
+            raise MollijaxError(f"cross_validate: build({e}) has no data {field!r}.")
+        current = [dict(unknowns)] * folds
+        for w in grid:
+            p = problem.with_weights({term: float(w)})
+            res = fit_batch(p, {field: stack}, current, opt, steps=steps, chunk=chunk)
+            current = [res.item(j) for j in range(folds)]
+            total, reg = 0.0, 0.0
+            for j in range(folds):
+                held = fold == j
+                pred = np.asarray(_evaluate(fwd, current[j])[1][field])
+                total += float(np.sum((pred[held] - d_obs[held]) ** 2))
+                reg += float(_evaluate(p.with_data({field: stack[j]}), current[j])[0][term])
+            score = total / (float(sigma) ** 2 * d_obs.size)
+            values = {k: v[0] for k, v in res.values.items()}
+            curve.append(Trial(float(w), e, float("nan"), reg / folds, score, values))
+    best = int(np.argmin([t.score for t in curve]))
+    chosen = curve[best]
+    problem = build(chosen.eps).with_weights({term: chosen.weight})
+    start = dict(unknowns)
+    result = fit(problem, start, opt, steps=steps, chunk=chunk, progress=False)
+    msg = (f"{folds}-fold cross-validation: eps {chosen.eps:.3g}, weight {chosen.weight:.3g} "
+           f"of {term!r} (held-out chi2 per node {chosen.score:.3g}, the smallest of "
+           f"{len(curve)} settings)")
+    return Choice(chosen.weight, chosen.eps, result, tuple(curve), "cross-validation", None,
+                  msg)

@@ -1,0 +1,158 @@
+"""Settings from the data alone: the noise estimate, units-free losses, the discrepancy
+principle against the best weight of the same grid (the truth is used only to score), and a
+weight sweep that does not recompile the fit."""
+
+import jax.monitoring
+import numpy as np
+import pytest
+
+import mollijax as mj
+from mollijax._auto import _fill, cross_validate, discrepancy, fold_index, noise_sigma, scaled
+
+N = 49
+WEIGHTS = np.geomspace(1.6, 6.25e-3, 9)  # ratio 2
+COMPILES: list[str] = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: COMPILES.append(str(kw.get("fun_name", "")))
+    if event == "/jax/core/compile/backend_compile_duration" else None
+)
+
+
+def _divergence(s):
+    return s.d(s.k * s.d(s.u, "x"), "x") + s.f
+
+
+def _setup(scale=1.0, noise=0.05, seed=0):
+    """-(k u')' = f on [0, 1], u = 0 on the walls; data: the solved u plus Gaussian noise."""
+    grid = mj.Grid.from_bounds((N,), (0.0,), (1.0,), axes=("x",))
+    x = grid.coords("x")
+    k_true = 1.0 + 0.5 * np.sin(2 * np.pi * x)
+    f = scale * (10.0 + 5.0 * x)
+    walls = [mj.Condition("u", {"x": 0}, 0.0), mj.Condition("u", {"x": -1}, 0.0)]
+    steady = mj.Steady(_divergence)  # one function: problems differ only in values
+    clean = mj.Problem(grid, None, data={"u": np.zeros(N)}, known={"f": f}, steady=steady,
+                       conditions=walls)
+    u = np.asarray(clean.grid_values({"k": mj.GridField(k_true, "x")})["u"])
+    sigma = noise * u.std()
+    u_obs = u + sigma * np.random.default_rng(seed).standard_normal(N)
+    problem = mj.Problem(grid, None, data={"u": u_obs}, known={"f": f}, steady=steady,
+                         conditions=walls, regularisers=[mj.H1("k", 1.0)])
+    return problem, {"u": sigma}, k_true
+
+
+def _unknowns():
+    return {"k": mj.GridField(np.ones(N), "x", constraint="positive")}
+
+
+def _error(k, k_true):
+    return float(np.linalg.norm(k - k_true) / np.linalg.norm(k_true))
+
+
+@pytest.fixture(scope="module")
+def scan():
+    problem, sigma, k_true = _setup()
+    choice = discrepancy(scaled(problem, sigma), _unknowns(), term="reg:k:smooth", sigma=sigma,
+                         weights=WEIGHTS, steps=100)
+    return choice, k_true
+
+
+def test_discrepancy_picks_a_weight_near_the_best(scan):
+    # the best weight of the grid uses the truth, which the criterion never sees; the error
+    # curve is flat near its minimum, so the weight is allowed two grid steps (a factor 4)
+    # and the error 25 % above the best
+    choice, k_true = scan
+    errors = [_error(t.values["k"], k_true) for t in choice.curve]
+    best = choice.curve[int(np.argmin(errors))].weight
+    assert [t.weight for t in choice.curve] == sorted(WEIGHTS, reverse=True)
+    assert best / 4.01 <= choice.weight <= 4.01 * best, (choice.weight, best, errors)
+    assert _error(choice.result.values["k"], k_true) <= 1.25 * min(errors), errors
+    # the rule itself: the chosen fit meets its bound and every larger weight misses it
+    i = [t.weight for t in choice.curve].index(choice.weight)
+    assert choice.curve[i].misfit <= choice.curve[i].threshold
+    assert all(t.misfit > t.threshold for t in choice.curve[:i])
+    # the misfit falls as the weight falls; the bound is below 1 (degrees of freedom)
+    misfits = [t.misfit for t in choice.curve]
+    assert all(b <= a * 1.05 for a, b in zip(misfits, misfits[1:], strict=False))
+    assert all(0 < t.threshold < 1 for t in choice.curve)
+    assert choice.result.status == mj.Status.completed
+    assert "discrepancy" in choice.message and choice.corner in [t.weight for t in choice.curve]
+
+
+def test_classical_discrepancy_over_smooths(scan):
+    # tau = 1 without the degrees-of-freedom correction picks a larger weight (its known bias)
+    choice, _ = scan
+    classical = max(t.weight for t in choice.curve if t.misfit <= 1.0)
+    assert classical >= choice.weight
+
+
+@pytest.mark.parametrize("noise", [0.01, 0.05, 0.2])
+def test_noise_sigma_recovers_the_noise_of_smooth_fields(noise):
+    x = np.linspace(0.0, 1.0, 400)
+    y = np.linspace(0.0, 1.0, 300)
+    rng = np.random.default_rng(1)
+    fields = {"wave": np.sin(2 * np.pi * x) + 0.5 * np.cos(5 * x),
+              "bump": np.exp(-((y[:, None] - 0.5) ** 2) / 0.1) * np.cos(3 * x[None, ::4])}
+    data = {k: v + noise * v.std() * rng.standard_normal(v.shape) for k, v in fields.items()}
+    sigma = noise_sigma(data)
+    for k, v in fields.items():
+        assert abs(sigma[k] / (noise * v.std()) - 1) < 0.2, (k, sigma[k], noise * v.std())
+    # a mask drops the unobserved nodes (garbage there does not count)
+    masked = data["wave"].copy()
+    masked[100:150] = 1e6
+    mask = np.ones(400, bool)
+    mask[100:150] = False
+    s = noise_sigma({"wave": masked}, {"wave": mask})["wave"]
+    assert abs(s / (noise * fields["wave"].std()) - 1) < 0.2
+
+
+def test_noise_sigma_floors_noise_free_data():
+    x = np.linspace(0.0, 1.0, 64)
+    sigma = noise_sigma({"line": 3.0 * x, "zero": np.zeros(64)})
+    assert 0 < sigma["line"] <= 1e-7 * np.std(3.0 * x) and sigma["zero"] > 0
+    with pytest.raises(mj.MollijaxError, match="NaN"):
+        noise_sigma({"u": np.full(64, np.nan)})
+
+
+def test_scaled_divides_data_terms_by_the_noise_variance():
+    problem, sigma, _ = _setup()
+    out = scaled(problem, sigma)
+    w = {t.name: float(t.weight) for t in out.terms}
+    assert w["data:u"] == pytest.approx(1.0 / sigma["u"] ** 2)
+    assert w["reg:k:smooth"] == 1.0
+    with pytest.raises(mj.MollijaxError, match="no data term"):
+        scaled(problem, {"v": 1.0})
+
+
+def test_units_do_not_change_the_choice_and_the_sweep_does_not_recompile(scan):
+    # u and f times 1000 (k unchanged): the scaled losses are the same, so is the choice;
+    # the same grid and optimiser reuse the compiled fit of the fixture (weights, data and
+    # the continuation's unknowns are values)
+    choice, k_true = scan
+    problem, sigma, _ = _setup(scale=1000.0)
+    sigma = {"u": sigma["u"]}
+    before = len(COMPILES)
+    big = discrepancy(scaled(problem, sigma), _unknowns(), term="reg:k:smooth", sigma=sigma,
+                      weights=WEIGHTS, steps=100, stop_early=True)
+    new = COMPILES[before:]
+    assert big.weight == choice.weight
+    assert abs(_error(big.result.values["k"], k_true)
+               - _error(choice.result.values["k"], k_true)) < 1e-3
+    assert not [n for n in new if "run_chunk" in n or "_evaluate" in n or "_sens" in n], new
+
+
+@pytest.mark.parametrize("shape", [(40,), (12, 9)])
+def test_cross_validation_folds_hold_out_isolated_nodes_filled_from_neighbours(shape):
+    folds = fold_index(shape, 5)
+    assert sorted(np.unique(folds)) == [0, 1, 2, 3, 4]
+    for a in range(len(shape)):  # no two axis neighbours share a fold
+        assert np.all(np.diff(folds, axis=a) % 5 != 0)
+    u = np.add.outer(*[np.arange(n, dtype=float) for n in shape]) if len(shape) == 2 else (
+        np.arange(shape[0], dtype=float))
+    held = folds == 2
+    filled = _fill(np.where(held, 1e9, u), held)
+    inner = tuple(slice(1, n - 1) for n in shape)  # a linear field: exact inside
+    assert np.allclose(filled[inner], u[inner]) and np.all(np.abs(filled) < 100)
+    assert np.array_equal(filled[~held], u[~held])
+    with pytest.raises(mj.MollijaxError, match="folds"):
+        cross_validate(lambda e: None, {}, field="u", term="t", forward=_setup()[0], eps=[1.0],
+                       folds=1)
