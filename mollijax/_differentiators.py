@@ -500,3 +500,27 @@ class Taylor(AbstractDifferentiator):
 
             outs.append(jax.vmap(along)(points).reshape(self.grid.shape))
         return tuple(outs)
+
+
+def differentiator_on(
+    derivatives, grid: Grid, default: Callable[[Grid], AbstractDifferentiator], owner: str,
+    grid_name: str = "its grid",
+) -> AbstractDifferentiator:
+    """The differentiator a state solver uses on `grid`: `derivatives` itself (built for
+    `grid`), or `derivatives(grid)` for a factory, or `default(grid)` for `None`."""
+    d = derivatives
+    if d is None:
+        return default(grid)
+    if not isinstance(d, AbstractDifferentiator) and callable(d):
+        d = d(grid)
+    if not isinstance(d, AbstractDifferentiator):
+        raise MollijaxError(
+            f"{owner} `derivatives` must be None, a differentiator on {grid_name} or a function "
+            f"grid -> differentiator, got {type(d).__name__}."
+        )
+    if d.grid != grid:
+        raise GridMismatchError(
+            f"{owner} `derivatives` was built for {d.grid}; {grid_name} is {grid}."
+        )
+    return d
+

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._differentiators import AbstractDifferentiator, FiniteDifference
+from ._differentiators import AbstractDifferentiator, FiniteDifference, differentiator_on
 from ._errors import MollijaxError
 from ._grid import Grid
 from ._integrators import RK4, RK4_STABILITY, AbstractIntegrator, SemiDiscrete
@@ -152,23 +152,10 @@ class Evolution(eqx.Module):
         )
 
     def differentiator(self, grid: Grid) -> AbstractDifferentiator:
-        space = self.spatial_grid(grid)
-        d = self.derivatives
-        if d is None:
-            return FiniteDifference(space)
-        if not isinstance(d, AbstractDifferentiator) and callable(d):
-            d = d(space)
-        if not isinstance(d, AbstractDifferentiator):
-            raise MollijaxError(
-                "Evolution `derivatives` must be None, a differentiator on the spatial grid or "
-                f"a function grid -> differentiator, got {type(d).__name__}."
-            )
-        if d.grid != space:
-            raise MollijaxError(
-                f"Evolution `derivatives` was built for {d.grid}; the spatial grid is {space} "
-                f"(the problem's grid without {self.time!r})."
-            )
-        return d
+        """The spatial differentiator, on the grid without the time axis."""
+        where = f"the spatial grid (the problem's grid without {self.time!r})"
+        return differentiator_on(self.derivatives, self.spatial_grid(grid), FiniteDifference,
+                                 "Evolution", where)
 
     # ------------------------------------------------------------- the system
     def semi_discrete(

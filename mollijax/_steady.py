@@ -80,7 +80,7 @@ import optimistix as optx
 from jax.extend import core as jex_core
 from jaxtyping import Array, Float
 
-from ._differentiators import AbstractDifferentiator, FiniteDifference
+from ._differentiators import AbstractDifferentiator, FiniteDifference, differentiator_on
 from ._errors import GridMismatchError, MollijaxError
 from ._grid import Grid
 from ._scope import Scope, UnknownFieldError
@@ -196,21 +196,10 @@ class Steady(eqx.Module):
 
     # ------------------------------------------------------------------ grids
     def differentiator(self, grid: Grid) -> AbstractDifferentiator:
-        d = self.derivatives
-        if d is None:
-            return FiniteDifference(grid, accuracy=2)
-        if not isinstance(d, AbstractDifferentiator) and callable(d):
-            d = d(grid)
-        if not isinstance(d, AbstractDifferentiator):
-            raise MollijaxError(
-                "Steady `derivatives` must be None, a differentiator on the grid or a function "
-                f"grid -> differentiator, got {type(d).__name__}."
-            )
-        if d.grid != grid:
-            raise GridMismatchError(
-                f"Steady `derivatives` was built for {d.grid}; the problem's grid is {grid}."
-            )
-        return d
+        """The differentiator of the residual on the problem's grid."""
+        return differentiator_on(self.derivatives, grid,
+                                 lambda g: FiniteDifference(g, accuracy=2), "Steady",
+                                 "the problem's grid")
 
     def check_grid(self, grid: Grid) -> None:
         """Raise if this steady state cannot be solved on `grid`."""
