@@ -1,5 +1,12 @@
 """mollijax: inverse PDE problems in JAX with mollified derivatives."""
 
+from ._auto import (
+    Choice as Choice,
+    cross_validate as cross_validate,
+    discrepancy as discrepancy,
+    noise_sigma as noise_sigma,
+    scaled as scaled,
+)
 from ._batch import (
     BatchResult as BatchResult,
     fit_batch as fit_batch,
@@ -7,6 +14,7 @@ from ._batch import (
     load_stack as load_stack,
     run_batch as run_batch,
 )
+from ._build import AutoRun as AutoRun, auto_run as auto_run
 from ._checkpoint import (
     CheckpointMismatchError as CheckpointMismatchError,
     CorruptFileError as CorruptFileError,

@@ -227,7 +227,8 @@ class _Batched(_driver.Run):
         return jax.tree_util.tree_map(lambda x: gather(x)[: len(self.active)], state)
 
     def statuses(self, host, done, steps) -> np.ndarray:
-        running = Status.completed if done >= steps else Status.interrupted
+        finished = done >= steps or self.converged_at is not None
+        running = Status.completed if finished else Status.interrupted
         status = np.where(host.alive, running.value, Status.diverged.value).astype(object)
         full = np.full(self.size, Status.skipped.value, dtype=object)
         full[self.active] = status
@@ -263,6 +264,7 @@ def fit_batch(
     resume: bool = False,
     progress: bool = False,
     callback: Callable[[int, dict], None] | None = None,
+    tol: float | None = None,
 ) -> FitResult:
     """Fit the same `problem` to each of `B` datasets, item by item in parallel.
 
@@ -293,6 +295,8 @@ def fit_batch(
       data, the skipped items and `dtype`. A checkpoint may be resumed with another `mesh`.
     - `progress`: show a progress bar; `callback(step, terms)` after each chunk, `terms`
       `{term: (B,) array}` of each item's last values (NaN for skipped items).
+    - `tol`: as in `fit`: stop after the first chunk over which every item's total loss
+      changed by less than `tol` (relatively); the items then end `completed`.
 
     **Returns:** a batched `FitResult` with per-item `values`, `fields`, `history`,
     `status`, `steps` and `final_loss`. Deterministic; item `b` equals
@@ -304,6 +308,7 @@ def fit_batch(
     if not isinstance(problem, Problem):
         raise MollijaxError(f"`problem` must be a mollijax.Problem, got {type(problem).__name__}.")
     every = _driver.check_run(steps, chunk, checkpoint, checkpoint_every, resume)
+    tol = _driver.check_tol(tol)
     if mesh is not None:
         _single_axis(mesh, "mesh")
     if names and len(names) != len(next(iter(data_stack.values()))):
@@ -351,7 +356,7 @@ def fit_batch(
 
     state, done, interrupted = _driver.drive(
         run, run.place(state), done, history, steps=steps, chunk=chunk, checkpointer=ckpt,
-        every=every, progress=progress, callback=callback,
+        every=every, progress=progress, callback=callback, tol=tol,
     )
     return _batch_result(problem, run, state, done, steps, history, skipped, names, start, ckpt)
 
@@ -400,7 +405,10 @@ def _batch_result(problem, run, state, done, steps, history, skipped, names, sta
         status=status,
         steps=_expand(taken, active, size, 0),
         wall_time=time.perf_counter() - start,
-        message=f"{n_ok}/{size} items completed ({len(skipped)} skipped)",
+        message=f"{n_ok}/{size} items completed ({len(skipped)} skipped)" + (
+            f"; converged at step {run.converged_at} ({run.convergence})"
+            if run.converged_at is not None else ""
+        ),
         checkpoint=str(ckpt.path) if ckpt is not None else None,
         final_loss=expand(host.loss),
         names=tuple(str(n) for n in names),

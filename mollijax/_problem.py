@@ -17,7 +17,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from ._dataset import Dataset, check_field_name
 from ._differentiators import AbstractDifferentiator, Autodiff, FiniteDifference, Mollifier, Taylor
@@ -416,13 +416,28 @@ class Problem(eqx.Module):
         return self.total(terms, adaptive), terms
 
     def with_data(
-        self, data: Mapping[str, Array], known: Mapping[str, Array] | None = None
+        self, data: Mapping[str, ArrayLike], known: Mapping[str, ArrayLike] | None = None
     ) -> Problem:
         """This problem with the values of (some of) its data and known fields replaced, same
-        shapes and names (one item of a batch)."""
-        out = eqx.tree_at(lambda p: p.data, self, dict(self.data, **data))
+        shapes and names (one item of a batch). Masked nodes keep no meaning: the masks are
+        the problem's."""
+        for name, value in {**data, **(known or {})}.items():
+            table = self.data if name in data else self.known
+            if name not in table:
+                raise UnknownFieldError(
+                    f"`with_data`: {name!r} is not a data or known field of the problem; data "
+                    f"fields are {sorted(self.data)}, known {sorted(self.known)}."
+                )
+            if jnp.shape(value) != self.grid.shape:
+                raise GridMismatchError(
+                    f"`with_data`: {name!r} must have the grid's shape {self.grid.shape}, got "
+                    f"{jnp.shape(value)}."
+                )
+        new = {k: jnp.asarray(v) for k, v in data.items()}
+        out = eqx.tree_at(lambda p: p.data, self, dict(self.data, **new))
         if known:
-            out = eqx.tree_at(lambda p: p.known, out, dict(self.known, **known))
+            new = {k: jnp.asarray(v) for k, v in known.items()}
+            out = eqx.tree_at(lambda p: p.known, out, dict(self.known, **new))
         return out
 
     def with_weights(self, weights: Mapping[str, float]) -> Problem:

@@ -222,3 +222,21 @@ def test_tol_stops_a_converged_fit_early(tmp_path):
     for bad in (0.0, -1e-9, float("nan"), float("inf")):
         with pytest.raises(mj.MollijaxError, match="`tol` must be None or a finite number > 0"):
             mj.fit(problem, unknowns, lbfgs, steps=10, tol=bad, progress=False)
+
+
+def test_tol_stops_a_converged_batch_early():
+    # the same test over a batch: every item converges, the batch stops at one chunk
+    # boundary, and each item equals its own single fit stopped there
+    problem, unknowns = _quadratic()
+    lbfgs = optax.lbfgs()
+    d = np.asarray(problem.data["u"])
+    stack = np.stack([d, 0.5 * d, d + 0.1])
+    batch = mj.fit_batch(problem, {"u": stack}, unknowns, lbfgs, steps=1000, chunk=10, tol=1e-9)
+    assert list(batch.status) == ["completed"] * 3
+    stop = int(batch.steps[0])
+    assert stop < 100 and stop % 10 == 0 and (batch.steps == stop).all()
+    assert f"converged at step {stop}" in batch.message
+    for b in range(3):
+        single = mj.fit(problem.with_data({"u": stack[b]}), unknowns, lbfgs, steps=stop,
+                        chunk=10, progress=False)
+        np.testing.assert_allclose(batch.values["u"][b], single.values["u"], atol=1e-9)
