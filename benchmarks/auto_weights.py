@@ -38,7 +38,7 @@ from _common import format_table  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 import mollijax as mj  # noqa: E402
-from mollijax._auto import discrepancy, noise_sigma, scaled  # noqa: E402
+from mollijax import discrepancy, noise_sigma, scaled  # noqa: E402
 
 WEIGHTS = np.geomspace(1e2, 1e-3, 11)
 
