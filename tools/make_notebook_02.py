@@ -46,7 +46,7 @@ heat1d, heat2d = load_problem("heat1d"), load_problem("heat2d")  # problems/*.py
 
 SMALL = os.environ.get("MOLLIJAX_SMALL") == "1"
 NX = 41 if SMALL else 101          # nodes in x and in t (1-D problem)
-STEPS = 250 if SMALL else 1500     # Adam steps of the grid fits
+STEPS = 150 if SMALL else 1500     # Adam steps of the grid fits
 NET_N = 17 if SMALL else 41        # grid of the network comparison
 NET_STEPS = 80 if SMALL else 1500
 N2 = 17 if SMALL else 33           # nodes per axis of the 2-D problem
@@ -206,7 +206,7 @@ evolved_unknowns = {
     "D": mj.NetworkField(mj.MLP(1, width=16, depth=2, key=jax.random.PRNGKey(1)), "x",
                          init=0.02, scale=0.01),
 }
-evolved = mj.fit(evolved_problem, evolved_unknowns, optax.lbfgs(), steps=200 if SMALL else 600,
+evolved = mj.fit(evolved_problem, evolved_unknowns, optax.lbfgs(), steps=60 if SMALL else 600,
                  chunk=100, progress=False)
 err_ev = score(evolved.values, s5)["D"]
 print(f"evolved state: {evolved.status.value}, {evolved.steps} L-BFGS steps, {evolved.wall_time:.1f} s "
