@@ -41,6 +41,14 @@ def test_evolved_state_through_cli(tmp_path):
     assert set(metrics["final_losses"]) == {"data:u", "condition:u(0)", "condition:u(1)", "total"}
     with np.load(tmp_path / "fields.npz") as fields:
         assert fields["u"].shape == (41,)  # the fitted initial profile
+        # the run records its integration: the evolved field, and the initial profile is the
+        # unknown, except at the pinned ends (u = 0 exactly there)
+        assert fields["u_evolved"].shape == (41, 41)
+        np.testing.assert_allclose(fields["u_evolved"][1:-1, 0], fields["u"][1:-1])
+        np.testing.assert_array_equal(fields["u_evolved"][[0, -1]], 0.0)
+    evolution = metrics["evolution"]
+    assert evolution["fields"] == ["u"]
+    assert evolution.get("substeps", 1) >= 1
 
 
 def _config(**tables):
@@ -55,15 +63,3 @@ def test_evolve_state_errors():
                         unknowns={"D": {"representation": "mlp"}}))
     with pytest.raises(ConfigError, match="no evolution form"):
         from_dict({"problem": {"name": "forcing"}, "state": {"representation": "evolve"}})
-
-
-def test_evolved_run_records_its_integration(tmp_path):
-    metrics = run_cli("heat1d_evolve_small.toml", tmp_path, "--steps", "2")
-    evolution = metrics["evolution"]
-    assert evolution["fields"] == ["u"]
-    assert evolution.get("substeps", 1) >= 1
-    with np.load(tmp_path / "fields.npz") as fields:
-        assert fields["u_evolved"].shape == (41, 41)
-        # the initial profile is the unknown, except at the pinned ends (u = 0 exactly there)
-        np.testing.assert_allclose(fields["u_evolved"][1:-1, 0], fields["u"][1:-1])
-        np.testing.assert_array_equal(fields["u_evolved"][[0, -1]], 0.0)
