@@ -1,3 +1,10 @@
+import os
+
+# Under pytest-xdist every core already runs a worker: keep each worker's XLA on one thread,
+# so that the workers do not oversubscribe the cores (a user's own XLA_FLAGS win).
+if os.environ.get("PYTEST_XDIST_WORKER") and "XLA_FLAGS" not in os.environ:
+    os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
+
 import jax
 import pytest
 
