@@ -101,8 +101,10 @@ def _evolution_metrics(evolution, grid) -> dict | None:
 
 
 def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
-        progress: bool = True) -> dict:
-    """Train the configured problem and write the outputs; returns the metrics dict."""
+        progress: bool = True, plots: bool = True) -> dict:
+    """Train the configured problem and write the outputs; returns the metrics dict.
+    `plots=False` skips the PNG figures (metrics, fields and the result are written all the
+    same)."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -140,8 +142,8 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
     # an evolved field's unknown is its initial profile; its integration is kept too
     arrays.update({f"{k}_evolved": np.asarray(result.fields[k]) for k in evolved})
     np.savez(out / "fields.npz", **arrays)
-    plots = []
-    for name, values in result.values.items():
+    drawn = []
+    for name, values in (result.values.items() if plots else ()):
         axes = fields[name].axes
         truth = dataset.truth.get(name)
         if name in evolved and name in dataset.clean:
@@ -149,9 +151,9 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
             truth = np.take(dataset.clean[name], 0, axis=time_axis)
         p = _plots.plot_unknown(name, axes, dataset.grid, values, truth, out / f"{name}.png")
         if p is not None:
-            plots.append(p.name)
-    if result.history:
-        plots.append(_plots.plot_losses(result.history, out / "losses.png").name)
+            drawn.append(p.name)
+    if plots and result.history:
+        drawn.append(_plots.plot_losses(result.history, out / "losses.png").name)
     eps = getattr(problem.derivatives, "eps", None)
     metrics = {
         "problem": config.problem,
@@ -170,7 +172,7 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
         "steady": None if problem.steady is None else problem.steady.describe(dataset.grid),
         "grid": {"shape": list(dataset.grid.shape), "spacing": list(dataset.grid.spacing),
                  "axes": list(dataset.grid.axes)},
-        "plots": plots,
+        "plots": drawn,
         "config": config.to_dict(),
     }
     if auto is not None:
@@ -290,7 +292,8 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"mollijax run: {config.problem} ({config.problem_file}) from {config.source} "
               f"-> {out}")
-    metrics = run(config, out, resume=args.resume, progress=not args.quiet)
+    metrics = run(config, out, resume=args.resume, progress=not args.quiet,
+                  plots=not args.no_plots)
     if "batch" in metrics:  # one status per item; the summary was printed by the batch run
         return 0 if all(s == "completed" for s in metrics["status"]) else 1
     if not args.quiet:
@@ -427,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     run_p.add_argument("--steps", type=int, help="override [optimiser] steps")
     run_p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    run_p.add_argument("--no-plots", action="store_true",
+                       help="skip the PNG figures (metrics, fields and result are written)")
     run_p.set_defaults(func=_run)
     list_p = sub.add_parser("list", help="list the shipped problems and configurations")
     list_p.add_argument("--configs", default=None,

@@ -12,7 +12,8 @@ from mollijax import cli
 def _run(tmp_path, text):
     (tmp_path / "run.toml").write_text(text)
     out = tmp_path / "out"
-    code = cli.main(["run", str(tmp_path / "run.toml"), "--out", str(out), "--quiet"])
+    code = cli.main(["run", str(tmp_path / "run.toml"), "--out", str(out), "--quiet",
+                     "--no-plots"])
     metrics = json.loads((out / "metrics.json").read_text())
     assert code == 0, metrics["message"]
     return metrics

@@ -17,8 +17,15 @@ def load(name: str):
     return load_problem(PROBLEMS / f"{name}.py")
 
 
-def run_cli(config: str, out: pathlib.Path, *extra: str) -> dict:
-    code = cli.main(["run", str(CONFIGS / config), "--out", str(out), "--quiet", *extra])
+def run_cli(config: str, out: pathlib.Path, *extra: str, plots: bool = False) -> dict:
+    """`mollijax run` of a shipped config; figures only when a test looks at them (drawing
+    them costs seconds per run)."""
+    flags = [] if plots else ["--no-plots"]
+    code = cli.main(["run", str(CONFIGS / config), "--out", str(out), "--quiet", *flags,
+                     *extra])
     metrics = json.loads((out / "metrics.json").read_text())
     assert code == 0, metrics["message"]
+    if not plots:  # --no-plots: everything but the figures
+        assert metrics["plots"] == [] and not list(out.glob("*.png"))
+        assert (out / "result.mjx").is_file() and (out / "fields.npz").is_file()
     return metrics

@@ -41,7 +41,7 @@ def test_unknown_parameter_is_named():
 
 
 def test_forcing_recovered_through_cli(tmp_path):
-    metrics = run_cli("forcing_small.toml", tmp_path)
+    metrics = run_cli("forcing_small.toml", tmp_path, plots=True)
     err = metrics["errors"]["lam"]
     start = metrics["initial_errors"]["lam"]["rel_l2"]
     assert err["rel_l2"] < 0.08, err  # measured 0.055 at 1 % noise

@@ -20,7 +20,7 @@ def test_state_laplacian_and_source_are_consistent():
 
 
 def test_coefficient_recovered_through_cli(tmp_path):
-    metrics = run_cli("poisson_coefficient_small.toml", tmp_path)
+    metrics = run_cli("poisson_coefficient_small.toml", tmp_path, plots=True)
     err = metrics["errors"]["lam"]
     start = metrics["initial_errors"]["lam"]["rel_l2"]
     assert err["rel_l2"] < 0.04, err  # measured 0.023 on 25x25, clean data
