@@ -292,23 +292,11 @@ def make_train_step(static_unknowns, problem_static, optimiser):
 
 
 def auto_eps(grid, order: int, data) -> tuple[float, ...]:
-    """Per-axis kernel half-widths of `eps = "auto"` in a run configuration.
-
-    `suggest_eps(grid, order, noise)` (noise: the largest `estimate_noise` of the observed
-    fields) gives a width for the shortest axis of length `L`; each axis `a` gets the same
-    fraction of its own length `L_a = n_a h_a`, never fewer than `order // 2 + 3` of its own
-    steps `h_a` (all it gets when the suggestion sits at `suggest_eps`'s floor).
-    """
+    """Per-axis kernel half-widths of `eps = "auto"` in a run configuration
+    (`mj.suggest_widths`)."""
     import mollijax as mj
 
-    noise = max((mj.estimate_noise(v) for v in data.values()), default=0.0)
-    eps = mj.suggest_eps(grid, order, noise)
-    floors = [(order // 2 + 3) * h for h in grid.spacing]
-    if eps <= max(floors) * (1 + 1e-12):
-        return tuple(floors)
-    lengths = [n * h for n, h in zip(grid.shape, grid.spacing, strict=True)]
-    base = min(lengths)
-    return tuple(max(eps * length / base, f) for length, f in zip(lengths, floors, strict=True))
+    return mj.suggest_widths(grid, order, data)
 
 
 def network_problem(module, dataset, derivatives):

@@ -30,7 +30,11 @@ from ._differentiators import (
     Taylor as Taylor,
     evaluate as evaluate,
 )
-from ._eps import estimate_noise as estimate_noise, suggest_eps as suggest_eps
+from ._eps import (
+    estimate_noise as estimate_noise,
+    suggest_eps as suggest_eps,
+    suggest_widths as suggest_widths,
+)
 from ._errors import (
     DerivativeOrderError as DerivativeOrderError,
     DTypeError as DTypeError,

@@ -19,7 +19,7 @@ import numpy as np
 
 from ._dataset import Dataset
 from ._differentiators import FiniteDifference
-from ._eps import estimate_noise, suggest_eps
+from ._eps import estimate_noise, suggest_widths
 from ._errors import MollijaxError
 from ._evolution import Evolution
 from ._fields import AbstractField, Constant, GridField, NetworkField, as_constraint
@@ -39,22 +39,7 @@ class BuildError(MollijaxError):
     """Run options that do not fit the problem or the data (known only once both are)."""
 
 
-def auto_eps(grid: Grid, order: int, data: Mapping[str, np.ndarray]) -> tuple[float, ...]:
-    """Per-axis kernel half-widths from `suggest_eps` and the noise of the data.
-
-    `suggest_eps(grid, order, noise)` gives a width for the shortest axis of length `L`; each
-    axis `a` gets the same fraction of its own length `L_a = n_a h_a`, and never fewer than
-    `order // 2 + 3` of its own steps `h_a` (which is all it gets when the suggestion sits at
-    `suggest_eps`'s floor, e.g. for clean data: that floor is set by the coarsest axis).
-    """
-    noise = max((estimate_noise(v) for v in data.values()), default=0.0)
-    eps = suggest_eps(grid, order, noise)
-    floors = [(order // 2 + 3) * h for h in grid.spacing]
-    if eps <= max(floors) * (1 + 1e-12):
-        return tuple(floors)
-    lengths = [n * h for n, h in zip(grid.shape, grid.spacing, strict=True)]
-    base = min(lengths)
-    return tuple(max(eps * length / base, f) for length, f in zip(lengths, floors, strict=True))
+auto_eps = suggest_widths  # the rule of `eps = "auto"` (mollijax._eps)
 
 
 def _network_options(options) -> dict:

@@ -62,3 +62,24 @@ def suggest_eps(grid: Grid, order: int, noise: float = 0.0) -> float:
     c = 0.1 + 0.25 * order
     eps = c * length * (noise**2 * ratio) ** (1.0 / (2 * order + 4 + grid.ndim))
     return float(min(max(eps, floor), ceiling))
+
+
+def suggest_widths(grid: Grid, order: int, data) -> tuple[float, ...]:
+    """Per-axis kernel half-widths from `suggest_eps` and the noise of `data` (a dict of
+    observed fields): the rule behind `eps = "auto"` in a run configuration.
+
+    `suggest_eps(grid, order, noise)` (noise: the largest `estimate_noise` of the fields)
+    gives a width for the shortest axis of length `L`; each axis `a` gets the same fraction
+    of its own length `L_a = n_a h_a`, and never fewer than `order // 2 + 3` of its own steps
+    `h_a` (which is all it gets when the suggestion sits at `suggest_eps`'s floor, e.g. for
+    clean data: that floor is set by the coarsest axis).
+    """
+    noise = max((estimate_noise(v) for v in data.values()), default=0.0)
+    eps = suggest_eps(grid, order, noise)
+    floors = [(order // 2 + 3) * h for h in grid.spacing]
+    if eps <= max(floors) * (1 + 1e-12):
+        return tuple(floors)
+    lengths = [n * h for n, h in zip(grid.shape, grid.spacing, strict=True)]
+    base = min(lengths)
+    return tuple(max(eps * length / base, f) for length, f in zip(lengths, floors, strict=True))
+

@@ -285,3 +285,20 @@ def test_float32_low_order_does_not_warn():
         warnings.simplefilter("error")
         v = mj.Mollifier(grid, 0.05)(np.sin(2 * np.pi * x).astype(np.float32), "x")
     assert v.dtype == np.float32
+
+
+def test_suggest_widths_floor_for_clean_data_and_one_fraction_of_each_axis_with_noise():
+    grid = mj.Grid.from_bounds((101, 101), (0.0, 0.0), (1.0, 2.0), axes=("x", "t"))
+    x, t = grid.mesh()
+    u = np.sin(np.pi * x) * np.exp(-t)
+    h = np.array(grid.spacing)
+    lengths = np.array(grid.shape) * h
+    # clean data: the narrowest accurate kernels, order // 2 + 3 steps of each axis
+    np.testing.assert_allclose(mj.suggest_widths(grid, 2, {"u": u}), 4 * h)
+    noisy = u + 0.2 * u.std() * np.random.default_rng(0).standard_normal(u.shape)
+    eps = mj.suggest_eps(grid, 2, mj.estimate_noise(noisy))
+    assert eps > 4 * h.max()  # above the floors: the per-axis scaling applies
+    widths = np.array(mj.suggest_widths(grid, 2, {"u": noisy, "v": u}))  # the noisiest field
+    # the shortest axis gets suggest_eps; every axis the same fraction of its own length
+    np.testing.assert_allclose(widths[0], eps)
+    np.testing.assert_allclose(widths / lengths, eps / lengths.min())
