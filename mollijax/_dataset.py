@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
+from jaxtyping import ArrayLike
 
 from ._errors import GridMismatchError, MollijaxError, NonFiniteError, describe
 from ._grid import Grid
@@ -69,11 +70,11 @@ class Dataset:
     """
 
     grid: Grid
-    data: dict[str, np.ndarray]
-    masks: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
-    known: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
-    truth: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
-    clean: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    data: Mapping[str, ArrayLike]
+    masks: Mapping[str, ArrayLike] = dataclasses.field(default_factory=dict)
+    known: Mapping[str, ArrayLike] = dataclasses.field(default_factory=dict)
+    truth: Mapping[str, ArrayLike] = dataclasses.field(default_factory=dict)
+    clean: Mapping[str, ArrayLike] = dataclasses.field(default_factory=dict)
     params: dict[str, object] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):

@@ -147,7 +147,7 @@ def run_chunk(state: TrainState, prob, first, length: int, static, opt, grad_nor
 
 def item_problem(prob, data: dict, known: dict):
     """`prob` with one batch item's data (and known) arrays swapped in."""
-    return prob.with_data(dict(prob.data, **data), dict(prob.known, **known) if known else None)
+    return prob.with_data(data, known or None)  # with_data keeps the fields not given
 
 
 @eqx.filter_jit
