@@ -21,7 +21,7 @@ import numpy as np
 from jax.experimental import jet
 from jaxtyping import Array, Float
 
-from ._conv import canonical_boundary, separable_apply
+from ._conv import canonical_boundary, separable_apply, separable_combination
 from ._errors import (
     DerivativeOrderError,
     DTypeError,
@@ -105,6 +105,19 @@ class AbstractDifferentiator(eqx.Module):
         """One derivative `D^alpha u` (`alpha` a tuple of orders or a string such as "xx")."""
         return self.derivatives(u, (alpha,))[0]
 
+    def combination(
+        self, u: FieldLike | PointFn, terms: Sequence[tuple[float, MultiIndexLike]]
+    ) -> OutputValues:
+        """`sum_k c_k D^{alpha_k} u` for `terms = ((c_0, alpha_0), ...)`.
+
+        Equal to the coefficient-weighted sum of `derivatives(u, alphas)`; tap-based methods
+        on the FFT path compute it with one inverse transform (the symbols are summed).
+        """
+        if not terms:
+            raise MollijaxError("`terms` must hold at least one (coefficient, alpha) pair.")
+        values = self.derivatives(u, [alpha for _, alpha in terms])
+        return sum(c * v for (c, _), v in zip(terms, values, strict=True))
+
     # -------------------------------------------------------- common compound operators
     def gradient(self, u: FieldLike | PointFn) -> Float[Array, ndim *output]:
         """`(d u / d x_0, ..., d u / d x_{d-1})` stacked on a leading axis."""
@@ -114,7 +127,7 @@ class AbstractDifferentiator(eqx.Module):
     def laplacian(self, u: FieldLike | PointFn) -> OutputValues:
         """`sum_a d^2 u / d x_a^2`."""
         alphas = [tuple(2 * int(a == b) for b in range(self.grid.ndim)) for a in range(self.grid.ndim)]
-        return sum(self.derivatives(u, alphas))
+        return self.combination(u, [(1.0, alpha) for alpha in alphas])
 
     def biharmonic(self, u: FieldLike | PointFn) -> OutputValues:
         """`Laplacian(Laplacian(u)) = sum_{a,b} d^4 u / d x_a^2 d x_b^2`."""
@@ -123,7 +136,11 @@ class AbstractDifferentiator(eqx.Module):
         for a in range(d):
             for b in range(d):
                 alphas.append(tuple(2 * int(c == a) + 2 * int(c == b) for c in range(d)))
-        return sum(self.derivatives(u, alphas))
+        # the mixed terms d^4/dx_a^2 dx_b^2 (a != b) appear twice: one term with weight 2
+        weights: dict[tuple[int, ...], float] = {}
+        for alpha in alphas:
+            weights[alpha] = weights.get(alpha, 0.0) + 1.0
+        return self.combination(u, [(c, alpha) for alpha, c in weights.items()])
 
     def divergence(self, flux: Sequence[FieldLike]) -> OutputValues:
         """`sum_a d F_a / d x_a` for a flux given as one array per axis."""
@@ -153,8 +170,7 @@ class Operator(eqx.Module):
     terms: tuple[tuple[float, tuple[int, ...]], ...] = eqx.field(static=True)
 
     def __call__(self, u: FieldLike | PointFn) -> OutputValues:
-        values = self.differentiator.derivatives(u, [alpha for _, alpha in self.terms])
-        return sum(c * v for (c, _), v in zip(self.terms, values, strict=True))
+        return self.differentiator.combination(u, self.terms)
 
     def _check_same(self, other):
         if not isinstance(other, Operator):
@@ -250,6 +266,28 @@ class _Separable(AbstractDifferentiator):
         self._warn_precision(u.dtype, parsed, taps)
         return tuple(
             separable_apply(u, taps, self.boundary, self.halo, self._resolve_method(u.dtype))
+        )
+
+    def combination(
+        self, u: FieldLike | PointFn, terms: Sequence[tuple[float, MultiIndexLike]]
+    ) -> OutputValues:
+        if not terms:
+            raise MollijaxError("`terms` must hold at least one (coefficient, alpha) pair.")
+        if callable(u) and not hasattr(u, "shape"):
+            u = evaluate(u, self.grid)
+        u = check_values(u, self.grid)
+        parsed = [parse_multi_index(a, self.grid) for _, a in terms]
+        coeffs = []
+        for c, _ in terms:
+            if not isinstance(c, int | float | np.floating | np.integer):
+                raise MollijaxError(
+                    f"`terms` coefficients must be Python or NumPy numbers, got {describe(c)}."
+                )
+            coeffs.append(float(c))
+        taps = [tuple(self.taps(a, o) for a, o in enumerate(alpha)) for alpha in parsed]
+        self._warn_precision(u.dtype, parsed, taps)
+        return separable_combination(
+            u, taps, coeffs, self.boundary, self.halo, self._resolve_method(u.dtype)
         )
 
     def _warn_precision(self, dtype, parsed, taps):
