@@ -136,8 +136,24 @@ def _origin(v):
 
 
 def _identifiers(v):
-    ok = all(isinstance(a, str) and a.isidentifier() for a in v)
-    return None if ok else "an array of axis names"
+    ok = bool(v) and all(isinstance(a, str) and a.isidentifier() for a in v)
+    ok = ok and len(set(v)) == len(v)
+    return None if ok else "a non-empty array of distinct axis names"
+
+
+SEED_MAX = 2**32 - 1  # what every random generator here takes
+
+
+def _seed(v):
+    return None if 0 <= v <= SEED_MAX else f"an integer from 0 to {SEED_MAX}"
+
+
+def _fraction(v):
+    return None if _finite(v) and 0 < v < 1 else "a number > 0 and < 1"
+
+
+def _path(v):
+    return None if v.strip() else "a non-empty path"
 
 
 def _string_table(v):
@@ -176,8 +192,8 @@ class DataConfig:
 
     source: str = _f("simulate", (str,), _choice("simulate", "file"))
     noise: float = _f(0.0, _NUMBER, _non_negative)
-    seed: int = _f(0, (int,), _at_least(0))
-    path: str | None = _f(None, (str,))
+    seed: int = _f(0, (int,), _seed)
+    path: str | None = _f(None, (str,), _path)
     fields: dict = _f({}, (dict,), _string_table)
     known: dict = _f({}, (dict,), _string_table)
     masks: dict = _f({}, (dict,), _string_table)
@@ -252,8 +268,8 @@ class OptimiserConfig:
     learning_rate: float = _f(1e-3, _NUMBER, _positive)
     steps: int = _f(1000, (int,), _at_least(1))
     chunk: int = _f(250, (int,), _at_least(1))
-    seed: int = _f(0, (int,), _at_least(0))
-    tol: float | None = _f(None, _NUMBER, _positive)
+    seed: int = _f(0, (int,), _seed)
+    tol: float | None = _f(None, _NUMBER, _fraction)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,7 +284,7 @@ class BatchConfig:
     """
 
     stack: str = _f("", (str,))
-    field: str = _f("", (str,))
+    field: str = _f("", (str,), lambda v: None if v == "" or v.isidentifier() else "a field name")
     key: str = _f("", (str,))
     devices: int = _f(0, (int,), _at_least(0))
     dtype: str = _f("float64", (str,), _choice("float32", "float64"))
@@ -276,7 +292,7 @@ class BatchConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OutputConfig:
-    dir: str | None = _f(None, (str,))
+    dir: str | None = _f(None, (str,), _path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -523,6 +539,29 @@ def steady_refusal(module) -> str:
     return ""
 
 
+_SIMULATE_KEYS = ("noise", "seed")
+_FILE_KEYS = ("path", "fields", "known", "masks", "truth", "spacing", "origin", "axes")
+
+
+def _data_section(table: Any, source: str) -> DataConfig:
+    """[data], with the keys of the other source refused (they would be ignored)."""
+    data = _section(DataConfig, table, "data", source)
+    other = _FILE_KEYS if data.source == "simulate" else _SIMULATE_KEYS
+    ignored = [k for k in other if k in table]
+    if ignored:
+        wanted = "file" if data.source == "simulate" else "simulate"
+        raise ConfigError(
+            f'{source}: [data] key(s) {ignored} apply only to source = "{wanted}"; this table '
+            f"has source = {data.source!r} (they would be ignored)."
+        )
+    if data.source == "file" and not data.fields:
+        raise ConfigError(
+            f'{source}: [data] source = "file" needs `fields` (a table field = "array name '
+            'or file") naming the observed data.'
+        )
+    return data
+
+
 def from_dict(
     raw: Mapping[str, Any], source: str = "<memory>", base: str | os.PathLike | None = None
 ) -> Config:
@@ -559,7 +598,7 @@ def from_dict(
         problem=problem_name(module),
         problem_file=str(pathlib.Path(module.__file__).resolve()),
         params=params,
-        data=_section(DataConfig, raw.get("data", {}), "data", source),
+        data=_data_section(raw.get("data", {}), source),
         derivatives=_section(DerivativesConfig, raw.get("derivatives", {}), "derivatives", source),
         unknowns=unknowns,
         state=state,
@@ -572,16 +611,39 @@ def from_dict(
     )
 
 
-def load_config(path: str | os.PathLike) -> Config:
-    """Read and validate a TOML run configuration."""
+def read_toml(path: str | os.PathLike) -> dict:
+    """The parsed TOML file `path`: UTF-8 text (a leading byte-order mark is allowed, as some
+    editors write one); anything else is a `ConfigError` naming the file and the place."""
     path = pathlib.Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"Configuration file {str(path)!r} does not exist.")
+    if not path.is_file():
+        raise ConfigError(f"Configuration file {str(path)!r} is not a file (a folder?).")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read: {e.strerror or e}.") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text: byte 0x{raw[e.start]:02x} at line {line}, column "
+            f"{column}; save the file as UTF-8."
+        ) from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text file (it holds NUL bytes).")
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return from_dict(raw, str(path), path.parent)
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate a TOML run configuration (UTF-8, see `read_toml`)."""
+    path = pathlib.Path(path)
+    return from_dict(read_toml(path), str(path), path.parent)
 
 
 def shipped_config(name: str) -> Config:
@@ -611,8 +673,8 @@ def find_configs(root: str | os.PathLike = "configs") -> list[pathlib.Path]:
     out = []
     for path in sorted(pathlib.Path(root).glob("*.toml")):
         try:
-            raw = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError):
+            raw = read_toml(path)
+        except ConfigError:
             continue
         prob = raw.get("problem")
         if isinstance(prob, Mapping) and ("name" in prob or "file" in prob):

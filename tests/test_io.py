@@ -63,6 +63,8 @@ def test_rank_and_shape_errors(tmp_path):
         load_dataset(_data(path="d.npz", fields={"u": "u3"}), HEAT, tmp_path)
     np.savez(tmp_path / "e.npz", u=np.ones((11, 6)), v=np.ones((11, 6, 2)))
     with pytest.raises(GridMismatchError, match=r"'v' must have 2 dimension\(s\)"):
+        load_dataset(_data(path="e.npz", fields={"u": "u"}, known={"v": "v"}), HEAT, tmp_path)
+    with pytest.raises(DataFileError, match=r"names \['v'\], which is not observed by 'heat1d'"):
         load_dataset(_data(path="e.npz", fields={"u": "u", "v": "v"}), HEAT, tmp_path)
     with pytest.raises(GridMismatchError, match=r"'f' has shape \(11, 5\)"):
         load_dataset(_data(path="d.npz", fields={"u": "u"}, known={"f": "f"}), HEAT, tmp_path)
