@@ -126,6 +126,32 @@ def write(path: str | os.PathLike, header: dict, tree=None) -> pathlib.Path:
     return path
 
 
+def _count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _valid_entry(e) -> bool:
+    """A leaf-table entry: dtype name, shape of counts, byte length and a SHA-256 string."""
+    return (
+        isinstance(e, dict)
+        and _count(e.get("nbytes"))
+        and isinstance(e.get("dtype"), str)
+        and isinstance(e.get("shape"), list)
+        and all(_count(n) for n in e["shape"])
+        and isinstance(e.get("sha256"), str)
+    )
+
+
+def _open_for_reading(path) -> int:
+    """The size of the file `path`; a named error when it is missing or not a file."""
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise MollijaxError(f"{path} does not exist.")
+    if not p.is_file():
+        raise CorruptFileError(f"{path} is not a mollijax file (not a regular file).")
+    return p.stat().st_size
+
+
 def _read_header(f, path, size: int) -> tuple[dict, int]:
     prefix = f.read(_PREFIX)
     if len(prefix) < len(MAGIC) or prefix[: len(MAGIC)] != MAGIC:
@@ -150,10 +176,7 @@ def _read_header(f, path, size: int) -> tuple[dict, int]:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CorruptFileError(f"{path} is not a mollijax file of format {FORMAT!r}.")
     entries = header.get("leaves")
-    if not isinstance(entries, list) or not all(
-        isinstance(e, dict) and isinstance(e.get("nbytes"), int) and e["nbytes"] >= 0
-        for e in entries
-    ):
+    if not isinstance(entries, list) or not all(_valid_entry(e) for e in entries):
         raise CorruptFileError(f"{path} is corrupted: the header's leaf table is malformed.")
     expected = _PREFIX + n + sum(e["nbytes"] for e in entries)
     if expected != size:
@@ -167,7 +190,7 @@ def _read_header(f, path, size: int) -> tuple[dict, int]:
 
 def read_header(path: str | os.PathLike) -> dict:
     """The verified JSON header of `path` (arrays unread; their total length is checked)."""
-    size = os.path.getsize(path)
+    size = _open_for_reading(path)
     with open(path, "rb") as f:
         return _read_header(f, path, size)[0]
 
@@ -179,7 +202,7 @@ def read(path: str | os.PathLike, like=None):
     leaves in place (same shapes and dtypes, else `CheckpointMismatchError`); without it,
     `tree` is the list of stored arrays.
     """
-    size = os.path.getsize(path)
+    size = _open_for_reading(path)
     with open(path, "rb") as f:
         header, _ = _read_header(f, path, size)
         arrays = []
@@ -337,6 +360,13 @@ def _parse_record(data: bytes, at: int, path) -> tuple[tuple[int, dict], int]:
     except (UnicodeDecodeError, ValueError, KeyError, TypeError):
         raise CorruptFileError(f"{where}: malformed description.") from None
     terms, pos = {}, 4 + m
+    ok = isinstance(specs, list) and all(
+        isinstance(t, list) and len(t) == 3 and isinstance(t[0], str) and isinstance(t[1], str)
+        and isinstance(t[2], list) and all(_count(n) for n in t[2])
+        for t in specs
+    )
+    if not ok:
+        raise CorruptFileError(f"{where}: malformed description of its terms.")
     for name, dtype, shape in specs:
         itemsize = _dtype(dtype, where).itemsize
         nbytes = int(np.prod(shape, dtype=np.int64)) * itemsize
