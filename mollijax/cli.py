@@ -1,6 +1,7 @@
 """Command-line interface.
 
-    mollijax run [CONFIG] [--problem NAME] [--out DIR] [--resume] [--steps N] [--quiet]
+    mollijax run [CONFIG] [--problem NAME] [--out DIR] [--resume | --force] [--steps N]
+                 [--quiet] [--no-plots]
     mollijax list
     mollijax examples DIR [--force]
     mollijax show RESULT_DIR
@@ -12,24 +13,65 @@
 problem file (`file = "my_pde.py"`, a user's own PDE) or a shipped one (`name = "<name>"`,
 the file `problems/<name>.py`; `mollijax list` shows them).
 With no CONFIG it runs the shipped `configs/default.toml`; `--problem NAME` runs the shipped
-`configs/NAME.toml`. It writes to the output folder: `metrics.json` (errors against the
-truth, final losses, wall time, status, the configuration), `result.mjx` (`FitResult.save`),
-`fields.npz` (recovered unknowns and their truth), PNG plots and `checkpoint.mjx`, from which
-`--resume` continues an interrupted run. `examples` copies the shipped problems/, configs/
-and theory/ folders out of the installed package, to read and edit.
+`configs/NAME.toml`.
+
+The output folder (`--out`) holds one run: `run.json` (the run's signature), the checkpoint
+`checkpoint.mjx` (with its history `checkpoint.mjx.history`) while it trains, then the output
+set `result.mjx` (`FitResult.save`; `batch_result.mjx` for a batch), `fields.npz` (recovered
+unknowns and their truth), PNG plots and `metrics.json` (errors against the truth, final
+losses, wall time, status, versions, hashes of the configuration and the data, checksums of
+the other files; strict JSON, non-finite numbers as null with the reason under
+`"non_finite"`). The output set is written to a temporary folder beside the target and moved
+into place at the end, `metrics.json` last, so an interrupted or killed run never leaves a
+new file beside an old `metrics.json`. A folder that holds an earlier run is refused unless
+`--resume` (continue it: the configuration except the step count, the problem file, the data,
+the grid, the unknowns and the optimiser must match, and what differs is named) or `--force`
+(replace it; the earlier files are removed once the new run's data are loaded). `show`
+reports a finished, partial, stale or batch folder and checks the files against
+`metrics.json`. `examples` copies the shipped problems/, configs/ and theory/ folders out of
+the installed package, to read and edit.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import hashlib
 import json
+import os
 import pathlib
 import shutil
+import signal
 import sys
 import time
 import types
 from typing import NamedTuple
+
+from ._checkpoint import CheckpointMismatchError as CheckpointMismatchError, CorruptFileError
+from ._errors import MollijaxError
+from ._run_folder import (
+    _STAGING,
+    CHECKPOINT,
+    METRICS,
+    SIGNATURE,
+    RunFolderError as RunFolderError,
+    Staging,
+    _canonical,
+    _checkpoint_record,
+    _sha256_file,
+    _write_atomic,
+    check_folder,
+    check_resume,
+    clear_earlier,
+    dump_metrics as dump_metrics,
+    make_folder,
+    read_metrics as read_metrics,
+    run_signature as run_signature,
+    strict_json,
+    versions,
+    write_signature,
+)
 
 
 class Prepared(NamedTuple):
@@ -101,8 +143,12 @@ def _evolution_metrics(evolution, grid) -> dict | None:
 
 
 def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
-        progress: bool = True, plots: bool = True) -> dict:
+        force: bool = False, progress: bool = True, plots: bool = True) -> dict:
     """Train the configured problem and write the outputs; returns the metrics dict.
+
+    `out` must not hold an earlier run unless `resume` (continue it: its signature must
+    match, see `run_signature`) or `force` (replace it). The output set goes to a temporary
+    folder beside `out` and is moved into place at the end, `metrics.json` last.
     `plots=False` skips the PNG figures (metrics, fields and the result are written all the
     same)."""
     import jax
@@ -117,87 +163,122 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
     from ._problem_files import score
 
     out = pathlib.Path(out or config.output.dir or f"runs/{config.problem}")
-    out.mkdir(parents=True, exist_ok=True)
+    check_folder(out, resume, force)
     if config.batch.stack:
-        return run_batch_config(config, out, progress=progress)
+        return run_batch_config(config, out, progress=progress, resume=resume, force=force)
     start = time.perf_counter()
     auto = None
     if config.state.representation == "auto":
         module, dataset, auto = _auto(config, out, resume, progress)
         problem, fields, initial = auto.problem, auto.unknowns, auto.initial
         problem = problem.prepare(fields)
+        signature = run_signature(config, dataset, problem, fields)
+        _start_folder(out, signature, resume=False, force=force, progress=progress)
         result = auto.result
     else:
         module, dataset, problem, fields = prepare(config)
         problem = problem.prepare(fields)  # once: fit and the metrics below reuse it
         initial = initial_values(fields, dataset.grid)
+        signature = run_signature(config, dataset, problem, fields)
+        _start_folder(out, signature, resume=resume, force=force, progress=progress)
         opt = config.optimiser
         result = fit(problem, fields, optimiser(opt), steps=opt.steps, chunk=opt.chunk,
-                     checkpoint=out / "checkpoint.mjx", resume=resume, progress=progress,
+                     checkpoint=out / CHECKPOINT, resume=resume, progress=progress,
                      tol=opt.tol)
-    result.save(out / "result.mjx")
-    arrays = {k: np.asarray(v) for k, v in result.values.items()}
-    arrays.update({f"{k}_truth": np.asarray(v) for k, v in dataset.truth.items()})
-    evolved = problem.evolution.names if problem.evolution is not None else ()
-    # an evolved field's unknown is its initial profile; its integration is kept too
-    arrays.update({f"{k}_evolved": np.asarray(result.fields[k]) for k in evolved})
-    np.savez(out / "fields.npz", **arrays)
-    drawn = []
-    for name, values in (result.values.items() if plots else ()):
-        axes = fields[name].axes
-        truth = dataset.truth.get(name)
-        if name in evolved and name in dataset.clean:
-            time_axis = dataset.grid.axis_index(problem.evolution.time)
-            truth = np.take(dataset.clean[name], 0, axis=time_axis)
-        p = _plots.plot_unknown(name, axes, dataset.grid, values, truth, out / f"{name}.png")
-        if p is not None:
-            drawn.append(p.name)
-    if plots and result.history:
-        drawn.append(_plots.plot_losses(result.history, out / "losses.png").name)
-    eps = getattr(problem.derivatives, "eps", None)
-    metrics = {
-        "problem": config.problem,
-        "problem_file": config.problem_file,
-        "status": result.status.value,
-        "message": result.message,
-        "steps": result.steps,
-        "wall_time": time.perf_counter() - start,
-        "fit_time": result.wall_time,
-        "errors": score(result.values, dataset),
-        "initial_errors": score(initial, dataset),
-        "final_losses": {k: float(v[-1]) for k, v in result.history.items() if len(v)},
-        "eps": list(eps) if isinstance(eps, tuple) else eps,
-        "derivatives": type(problem.derivatives).__name__,
-        "evolution": _evolution_metrics(problem.evolution, dataset.grid),
-        "steady": None if problem.steady is None else problem.steady.describe(dataset.grid),
-        "grid": {"shape": list(dataset.grid.shape), "spacing": list(dataset.grid.spacing),
-                 "axes": list(dataset.grid.axes)},
-        "plots": drawn,
-        "config": config.to_dict(),
+    with Staging(out) as stage:
+        result.save(stage.path / "result.mjx")
+        arrays = {k: np.asarray(v) for k, v in result.values.items()}
+        arrays.update({f"{k}_truth": np.asarray(v) for k, v in dataset.truth.items()})
+        evolved = problem.evolution.names if problem.evolution is not None else ()
+        # an evolved field's unknown is its initial profile; its integration is kept too
+        arrays.update({f"{k}_evolved": np.asarray(result.fields[k]) for k in evolved})
+        np.savez(stage.path / "fields.npz", **arrays)
+        drawn = []
+        for name, values in (result.values.items() if plots else ()):
+            axes = fields[name].axes
+            truth = dataset.truth.get(name)
+            if name in evolved and name in dataset.clean:
+                time_axis = dataset.grid.axis_index(problem.evolution.time)
+                truth = np.take(dataset.clean[name], 0, axis=time_axis)
+            p = _plots.plot_unknown(name, axes, dataset.grid, values, truth,
+                                    stage.path / f"{name}.png")
+            if p is not None:
+                drawn.append(p.name)
+        if plots and result.history:
+            drawn.append(_plots.plot_losses(result.history, stage.path / "losses.png").name)
+        eps = getattr(problem.derivatives, "eps", None)
+        metrics = {
+            "kind": "run",
+            "problem": config.problem,
+            "problem_file": config.problem_file,
+            "status": result.status.value,
+            "message": result.message,
+            "steps": result.steps,
+            "wall_time": time.perf_counter() - start,
+            "fit_time": result.wall_time,
+            "errors": score(result.values, dataset),
+            "initial_errors": score(initial, dataset),
+            "final_losses": {k: float(v[-1]) for k, v in result.history.items() if len(v)},
+            "eps": list(eps) if isinstance(eps, tuple) else eps,
+            "derivatives": type(problem.derivatives).__name__,
+            "evolution": _evolution_metrics(problem.evolution, dataset.grid),
+            "steady": None if problem.steady is None else problem.steady.describe(dataset.grid),
+            "grid": {"shape": list(dataset.grid.shape), "spacing": list(dataset.grid.spacing),
+                     "axes": list(dataset.grid.axes),
+                     "spacing_from": dataset.params.get("spacing_from", "the configuration")
+                     if config.data.source == "file" else "the simulation"},
+            "plots": drawn,
+            "config": config.to_dict(),
+        }
+        if auto is not None:
+            record = dict(auto.record)
+            record["stages"] = [
+                dict(stage_, errors=score(auto.stages[stage_["stage"]].values, dataset))
+                for stage_ in record["stages"]
+            ]
+            record["wall_time"] = metrics["wall_time"]
+            metrics["auto"] = record
+        _provenance(metrics, out, signature)
+        return stage.commit(metrics)
+
+
+def _start_folder(out: pathlib.Path, signature: dict, *, resume: bool, force: bool,
+                  progress: bool) -> None:
+    """After the data are loaded and the problem is built: check a resumed run's signature
+    (or clear the earlier run for --force), make the folder and record the signature."""
+    if resume:
+        if not check_resume(out, signature) and progress:
+            print(f"mollijax run: --resume: no checkpoint in {out}; starting the run")
+    elif force and out.is_dir():
+        clear_earlier(out)
+    make_folder(out)
+    write_signature(out, signature)
+
+
+def _provenance(metrics: dict, out: pathlib.Path, signature: dict) -> None:
+    """Versions, the configuration's and the data's hashes and the checkpoint's state."""
+    config = metrics["config"]
+    metrics["versions"] = versions()
+    metrics["hashes"] = {
+        "config": hashlib.sha256(_canonical(strict_json(
+            {k: v for k, v in config.items() if k != "source"}))).hexdigest(),
+        "data": signature["data"],
+        "problem_file": signature["problem_file"],
+        "run": hashlib.sha256(_canonical(signature)).hexdigest(),
     }
-    if auto is not None:
-        record = dict(auto.record)
-        record["stages"] = [
-            dict(stage, errors=score(auto.stages[stage["stage"]].values, dataset))
-            for stage in record["stages"]
-        ]
-        record["wall_time"] = metrics["wall_time"]
-        metrics["auto"] = record
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    return metrics
+    metrics["checkpoint"] = _checkpoint_record(out)
 
 
-def _batch_api():
-    """`(run_batch, result class)` from the public API (whatever it calls the batch result)."""
-    import mollijax as mj
-
-    return mj.run_batch, getattr(mj, "BatchResult", None) or mj.FitResult
-
-
-def run_batch_config(config, out: pathlib.Path, *, progress: bool = True) -> dict:
-    """The `[batch]` branch of `run`: one fit per item of a stack, sharded over devices."""
+def run_batch_config(config, out: pathlib.Path, *, progress: bool = True, resume: bool = False,
+                     force: bool = False) -> dict:
+    """The `[batch]` branch of `run`: one fit per item of a stack, sharded over devices,
+    checkpointed in `out` (so `resume` continues it); a non-finite item is left out."""
     import jax
     import numpy as np
+
+    import mollijax as mj
+
+    from .io import read_stack
 
     b = config.batch
     if b.devices > 1:
@@ -207,7 +288,6 @@ def run_batch_config(config, out: pathlib.Path, *, progress: bool = True) -> dic
             jax.config.update("jax_num_cpu_devices", b.devices)
         except RuntimeError:
             pass
-    run_batch, _ = _batch_api()
 
     start = time.perf_counter()
     module, dataset, problem, fields = prepare(config)
@@ -219,60 +299,152 @@ def run_batch_config(config, out: pathlib.Path, *, progress: bool = True) -> dic
             f"{config.source}: [batch] field {field!r} is not a data or known field of "
             f"{config.problem!r}; expected one of {sorted(problem.data) + sorted(problem.known)}."
         )
+    base = pathlib.Path(config.source).parent if config.source[:1] != "<" else pathlib.Path()
+    stack, names = read_stack(base / b.stack, key=b.key or None)
+    signature = run_signature(config, dataset, problem, fields, stack=stack)
+    _start_folder(out, signature, resume=resume, force=force, progress=progress)
     opt = config.optimiser
-    result = run_batch(
-        problem, fields, b.stack, field=field, devices=b.devices or None,
-        optimiser=optimiser(opt), steps=opt.steps, chunk=opt.chunk,
-        dtype=np.dtype(b.dtype), key=b.key or None, output=out / "batch_result.mjx",
+    mesh = mj.batch_mesh(b.devices) if b.devices else None
+    result = mj.fit_batch(
+        problem, {field: stack}, fields, optimiser(opt), steps=opt.steps, chunk=opt.chunk,
+        mesh=mesh, dtype=np.dtype(b.dtype), names=names, checkpoint=out / CHECKPOINT,
+        resume=resume, progress=progress, tol=opt.tol,
     )
-    status = np.atleast_1d(np.asarray([getattr(s, "value", str(s)) for s in result.status]))
-    metrics = {
-        "problem": config.problem,
-        "problem_file": config.problem_file,
-        "batch": len(status),
-        "status": [str(s) for s in status],
-        "steps": [int(s) for s in np.atleast_1d(result.steps)],
-        "final_loss": [float(v) for v in np.atleast_1d(result.final_loss)],
-        "wall_time": time.perf_counter() - start,
-        "devices": b.devices or 1,
-        "config": config.to_dict(),
-    }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    with Staging(out) as stage:
+        result.save(stage.path / "batch_result.mjx")
+        status = [str(getattr(s, "value", s)) for s in np.atleast_1d(result.status)]
+        metrics = {
+            "kind": "batch",
+            "problem": config.problem,
+            "problem_file": config.problem_file,
+            "batch": len(status),
+            "names": list(result.names),
+            "status": status,
+            "reasons": list(result.reasons),
+            "message": result.message,
+            "steps": [int(s) for s in np.atleast_1d(result.steps)],
+            "final_loss": [float(v) for v in np.atleast_1d(result.final_loss)],
+            "wall_time": time.perf_counter() - start,
+            "devices": b.devices or 1,
+            "config": config.to_dict(),
+        }
+        _provenance(metrics, out, signature)
+        metrics = stage.commit(metrics)
     if progress:
         print(result.summary())
     return metrics
 
 
+def _fmt(value, spec: str = ".3e") -> str:
+    """A number for the summary; `null` (a non-finite value, see "non_finite") as n/a."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def summary(metrics: dict) -> str:
-    """A few readable lines from a metrics dict."""
+    """A few readable lines from a metrics dict (a single run or a batch)."""
+    if metrics.get("kind") == "batch" or isinstance(metrics.get("status"), list):
+        status = metrics["status"]
+        done = sum(s == "completed" for s in status)
+        lines = [f"problem {metrics['problem']}: batch of {len(status)} items, {done} completed"
+                 f" in {_fmt(metrics.get('wall_time'), '.1f')} s"]
+        names = metrics.get("names") or [str(i) for i in range(len(status))]
+        reasons = metrics.get("reasons") or [""] * len(status)
+        for name, s, step, loss, why in zip(names, status, metrics["steps"],
+                                            metrics["final_loss"], reasons, strict=False):
+            line = f"  item {name}: {s} after {step} steps, final loss {_fmt(loss)}"
+            lines.append(line + (f" ({why})" if why else ""))
+        return "\n".join(lines)
     lines = [
         f"problem {metrics['problem']}: {metrics['status']} after {metrics['steps']} steps "
-        f"in {metrics['wall_time']:.1f} s",
+        f"in {_fmt(metrics.get('wall_time'), '.1f')} s",
     ]
-    for name, e in metrics["errors"].items():
-        start = metrics.get("initial_errors", {}).get(name, {})
+    for name, e in metrics.get("errors", {}).items():
+        start = (metrics.get("initial_errors") or {}).get(name, {})
         if "rel_l2" in e:
             lines.append(
-                f"  {name}: relative L2 error {e['rel_l2']:.3e} (initial guess "
-                f"{start.get('rel_l2', float('nan')):.3e}), correlation {e['corr']:.4f}"
+                f"  {name}: relative L2 error {_fmt(e['rel_l2'])} (initial guess "
+                f"{_fmt(start.get('rel_l2'))}), correlation {_fmt(e.get('corr'), '.4f')}"
             )
         else:
-            lines.append(f"  {name}: {e['value']:.6g} (truth {e['truth']:.6g}, relative error "
-                         f"{e['rel_error']:.3e})")
-    losses = ", ".join(f"{k} {v:.3e}" for k, v in metrics["final_losses"].items())
+            lines.append(f"  {name}: {_fmt(e['value'], '.6g')} (truth {_fmt(e['truth'], '.6g')}"
+                         f", relative error {_fmt(e['rel_error'])})")
+    losses = ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.get("final_losses", {}).items())
     lines.append(f"  final losses: {losses}")
     auto = metrics.get("auto")
     if auto:
         lines.append(f"  estimator (auto): {auto['estimator']}: {auto['why']}")
         for stage in auto["stages"]:
-            errs = ", ".join(f"{k} {e['rel_l2']:.3e}" if "rel_l2" in e
-                             else f"{k} {e['rel_error']:.3e}"
+            errs = ", ".join(f"{k} {_fmt(e['rel_l2'])}" if "rel_l2" in e
+                             else f"{k} {_fmt(e['rel_error'])}"
                              for k, e in stage.get("errors", {}).items())
             lines.append(f"    {stage['stage']} ({stage['state']}): {stage['message']}"
                          + (f"; relative error {errs}" if errs else ""))
         if auto.get("criterion"):
             lines.append(f"    weight: {auto['criterion']}")
+    if metrics.get("non_finite"):
+        lines.append("  not finite (null in metrics.json): "
+                     + "; ".join(f"{k}: {v}" for k, v in metrics["non_finite"].items()))
     return "\n".join(lines)
+
+
+def inspect_folder(folder: str | os.PathLike) -> tuple[str, int]:
+    """`(report, exit status)` of a run folder: 0 for a finished run whose files match
+    `metrics.json`; 1 for a partial folder (no metrics yet, a checkpoint newer than the
+    metrics, a file that changed since); a `MollijaxError` when there is no run or
+    `metrics.json` is damaged."""
+    from ._checkpoint import read_header
+
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise RunFolderError(f"{folder} does not exist or is not a folder.")
+    leftovers = sorted(p.name for p in folder.parent.glob(f".{folder.name}{_STAGING}*"))
+    leftovers += sorted(f"{folder.name}/{p.name}" for p in folder.glob(f"{_STAGING}*"))
+    notes = []
+    if leftovers:
+        notes.append(f"unfinished output folders of an interrupted write (safe to delete): "
+                     f"{leftovers}")
+    metrics_path = folder / METRICS
+    if not metrics_path.exists():
+        if (folder / CHECKPOINT).exists():
+            h = read_header(folder / CHECKPOINT)
+            steps = h.get("done")
+            text = (f"{folder}: partial run: no {METRICS} (the outputs were never written or "
+                    f"their writing was interrupted); its checkpoint is at step {steps}, "
+                    f"status {h.get('status')}. `mollijax run CONFIG --out {folder} --resume` "
+                    "continues it and writes the outputs.")
+        elif (folder / SIGNATURE).exists():
+            text = (f"{folder}: a run started here but stopped before its first checkpoint; "
+                    "nothing to show.")
+        else:
+            raise RunFolderError(f"{folder} holds no mollijax run (no {METRICS}).")
+        return "\n".join([text, *notes]), 1
+    metrics = read_metrics(metrics_path)
+    if "status" not in metrics:
+        return json.dumps(metrics, indent=2), 0  # another command's metrics (theory)
+    try:
+        text = summary(metrics)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CorruptFileError(f"{metrics_path} lacks what a run records: {e!r}.") from None
+    for name, digest in (metrics.get("files") or {}).items():
+        path = folder / name
+        if not path.is_file():
+            notes.append(f"{name} is missing")
+        elif _sha256_file(path) != digest:
+            notes.append(f"{name} changed since the run wrote it (its SHA-256 differs)")
+    record = metrics.get("checkpoint")
+    if record and (folder / CHECKPOINT).exists() and \
+            _sha256_file(folder / CHECKPOINT) != record.get("sha256"):
+        try:
+            h = read_header(folder / CHECKPOINT)
+            where = f"step {h.get('done')}, status {h.get('status')}"
+        except MollijaxError as e:
+            where = f"unreadable: {e}"
+        notes.append(f"the checkpoint is newer than {METRICS} ({where}; the metrics are of "
+                     f"step {record.get('step')}): a later run stopped before writing its "
+                     "outputs; --resume writes them")
+    if notes:
+        text += "\n" + "\n".join(f"  warning: {n}" for n in notes)
+    return text, 1 if notes else 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -292,7 +464,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"mollijax run: {config.problem} ({config.problem_file}) from {config.source} "
               f"-> {out}")
-    metrics = run(config, out, resume=args.resume, progress=not args.quiet,
+    metrics = run(config, out, resume=args.resume, force=args.force, progress=not args.quiet,
                   plots=not args.no_plots)
     if "batch" in metrics:  # one status per item; the summary was printed by the batch run
         return 0 if all(s == "completed" for s in metrics["status"]) else 1
@@ -341,12 +513,9 @@ def _examples(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    path = pathlib.Path(args.result) / "metrics.json"
-    if not path.is_file():
-        print(f"mollijax show: {path} does not exist", file=sys.stderr)
-        return 2
-    print(summary(json.loads(path.read_text())))
-    return 0
+    text, code = inspect_folder(args.result)
+    print(text)
+    return code
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -391,25 +560,21 @@ THEORY = {
 
 
 def _theory(args: argparse.Namespace) -> int:
-    import tomllib
-
     import jax
 
     jax.config.update("jax_enable_x64", True)  # the theory checks compare to 1e-6 and below
     from ._examples import load_file, shipped
+    from .config import read_toml
 
-    config: dict = {}
-    if args.config:
-        path = pathlib.Path(args.config)
-        if not path.is_file():
-            raise SystemExit(f"mollijax theory: no such configuration file: {path}")
-        with open(path, "rb") as f:
-            config = tomllib.load(f)
+    config: dict = read_toml(args.config) if args.config else {}
     out = pathlib.Path(args.out or f"runs/theory_{args.part}")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"--out {out} is a file, not a folder; choose a folder.")
+    make_folder(out)
     module = load_file(shipped("theory", THEORY[args.part][0]))
     metrics = module.run(config, out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    _, text = dump_metrics(dict(metrics, versions=versions()))
+    _write_atomic(out / METRICS, text.encode())
     if not args.quiet:
         print(f"mollijax theory {args.part}: wrote {out / 'metrics.json'} and plots in {out}")
     return 0
@@ -427,7 +592,12 @@ def main(argv: list[str] | None = None) -> int:
                        "configs/default.toml, or configs/NAME.toml with --problem NAME)")
     run_p.add_argument("--problem", help="run the shipped configuration configs/NAME.toml")
     run_p.add_argument("--out", help="output folder (default: [output] dir, else runs/<problem>)")
-    run_p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    run_p.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its checkpoint (the configuration, "
+                       "except the step count, and the data must be the same)")
+    run_p.add_argument("--force", action="store_true",
+                       help="replace the earlier run in --out (without it, a folder holding a "
+                       "run is refused)")
     run_p.add_argument("--steps", type=int, help="override [optimiser] steps")
     run_p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     run_p.add_argument("--no-plots", action="store_true",
@@ -444,7 +614,8 @@ def main(argv: list[str] | None = None) -> int:
                       "overwriting files of the same name")
     ex_p.add_argument("--quiet", action="store_true")
     ex_p.set_defaults(func=_examples)
-    show_p = sub.add_parser("show", help="print the metrics of a finished run")
+    show_p = sub.add_parser("show", help="print the metrics of a run folder (finished, "
+                            "partial or batch) and check its files")
     show_p.add_argument("result", help="output folder of `mollijax run`")
     show_p.set_defaults(func=_show)
     demo = sub.add_parser("demo",
@@ -462,13 +633,38 @@ def main(argv: list[str] | None = None) -> int:
     theory_p.add_argument("--quiet", action="store_true")
     theory_p.set_defaults(func=_theory)
     args = parser.parse_args(argv)
-    from ._errors import MollijaxError
-
     try:
-        return int(args.func(args))
+        with _sigterm_as_interrupt():
+            return int(args.func(args))
     except MollijaxError as e:  # bad input: a clear message, not a traceback
         print(f"mollijax {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"mollijax {args.command}: interrupted; an output folder keeps its earlier "
+              "complete files (and a run its last checkpoint: --resume continues it)",
+              file=sys.stderr)
+        return 130
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises `KeyboardInterrupt`, as Ctrl-C does, so that a terminated command
+    cleans up like an interrupted one (training installs its own handler meanwhile)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def handle(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
