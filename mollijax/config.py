@@ -401,11 +401,11 @@ def _weights(table: Any, where: str, source: str, kind: str | None = None) -> di
 
 def _param(name: str, default: Any, value: Any, where: str):
     """`value` if it has the type of `default` (an integer for a float is widened)."""
-    if isinstance(default, bool) or isinstance(value, bool):
-        ok = isinstance(default, bool) and isinstance(value, bool)
-        expected = "true or false"
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
     elif isinstance(default, int):
-        ok, expected = isinstance(value, int), "an integer"
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        expected = "an integer"
     elif isinstance(default, float):
         ok, expected = _finite(value), "a finite number"
         value = float(value) if ok else value

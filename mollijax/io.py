@@ -81,8 +81,9 @@ def _real_array(arr: np.ndarray, path, name) -> np.ndarray:
     return arr
 
 
-def _npy_header(f, where: str, available: int) -> tuple[tuple[int, ...], np.dtype]:
-    """Read and check an .npy header from `f`; the array must fit in `available` bytes."""
+def _npy_header(f, where: str, size: int) -> tuple[tuple[int, ...], np.dtype]:
+    """Read and check an .npy header from `f` (at its start); the array must fit in what
+    is left of the `size` bytes of the file (or archive member) after the header."""
     try:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
@@ -98,7 +99,8 @@ def _npy_header(f, where: str, available: int) -> tuple[tuple[int, ...], np.dtyp
             f"{where} holds Python objects (pickled data); mollijax reads only numeric arrays "
             "and never unpickles. Save a float or integer array (np.save / np.savez)."
         )
-    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    need = math.prod(shape) * dtype.itemsize
+    available = size - f.tell()
     if need > available:
         raise DataFileError(
             f"{where} is truncated: its header describes an array of shape {shape} and dtype "
@@ -196,7 +198,9 @@ def read_tiff(path: str | os.PathLike) -> TiffStack:
         with tifffile.TiffFile(path) as tif:
             pages = list(tif.pages)
             if not pages:
-                raise DataFileError(f"{path} holds no image pages.")
+                raise DataFileError(
+                    f"{path} holds no image pages (truncated, or not a TIFF image)."
+                )
             arrays = []
             for i, page in enumerate(pages):
                 arr = page.asarray()
@@ -276,6 +280,8 @@ def load_array(path: str | os.PathLike, name: str | None = None) -> np.ndarray:
     if not path.is_file():
         raise DataFileError(f"Data file {str(path)!r} is not a file (a folder?).")
     suffix = path.suffix.lower()
+    if suffix in SUFFIXES and path.stat().st_size == 0:
+        raise DataFileError(f"Data file {str(path)!r} is empty (0 bytes).")
     if suffix == ".npz":
         arr = _read_npz(path, name)
         return _real_array(arr, path, name)
