@@ -56,6 +56,7 @@ from ._fields import (
 )
 from ._fit import (
     FitResult as FitResult,
+    RecompileWarning as RecompileWarning,
     Status as Status,
     default_optimiser as default_optimiser,
     fit as fit,
@@ -65,6 +66,7 @@ from ._integrators import (
     RK4 as RK4,
     AbstractIntegrator as AbstractIntegrator,
     Diffrax as Diffrax,
+    Propagator as Propagator,
 )
 from ._kernels import (
     AbstractKernel as AbstractKernel,

@@ -16,13 +16,18 @@ finished chunk.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
+import functools
 import hashlib
 import json
 import os
 import pathlib
 import signal
+import sys
 import threading
+import types
 from collections.abc import Callable
 
 import equinox as eqx
@@ -57,11 +62,27 @@ class TrainState(eqx.Module):
     alive: Bool[Array, "*items"]
 
 
+def strongly_typed(tree):
+    """`tree` with every weakly typed array leaf made strongly typed (same dtype).
+
+    An optimiser's initial state may hold weakly typed scalars (optax's L-BFGS line-search
+    info); the state a compiled chunk returns holds strongly typed ones, so without this the
+    second chunk would miss the compilation cache and compile again.
+    """
+
+    def strong(x):
+        if isinstance(x, jax.Array) and getattr(x, "weak_type", False):
+            return jnp.asarray(x, dtype=x.dtype)
+        return x
+
+    return jax.tree_util.tree_map(strong, tree)
+
+
 def init_state(params, opt_state, weights: dict, items: tuple[int, ...] = ()) -> TrainState:
     """The state before the first step (`items`: `()` for one fit, `(B,)` for a batch)."""
     return TrainState(
         params=params,
-        opt_state=opt_state,
+        opt_state=strongly_typed(opt_state),
         weights=weights,
         step=jnp.zeros(items, jnp.int32),
         loss=jnp.full(items, jnp.nan, jnp.zeros(()).dtype),
@@ -91,21 +112,40 @@ def _loss_fn(p, static, w, prob):
     return prob.loss(eqx.combine(p, static), w or None)
 
 
+def _stores_value_and_grad(opt_state) -> bool:
+    """Whether the optimiser keeps the loss and gradient at its current iterate in its state
+    (a line search does: optax's L-BFGS stores them for the accepted step)."""
+    try:
+        return (optax.tree.get(opt_state, "value") is not None
+                and optax.tree.get(opt_state, "grad") is not None)
+    except (KeyError, ValueError):  # absent, or more than one
+        return False
+
+
 def _chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: bool = False):
     """`length` steps of one item from global step `first` (a `lax.scan`); with `grad_norm`
     the history also holds each step's gradient norm under `GRAD_NORM`."""
     w = state.weights
+    # (not with adaptive weights: the stored loss was weighted by the previous chunk's)
+    reuse = _stores_value_and_grad(state.opt_state) and not w
+
+    def value_fn(q):
+        return _loss_fn(q, static, w, prob)[0]
 
     def step(carry, k):
         p, s, gp, gs, gk, gl, ok = carry
-        (loss, terms), grads = jax.value_and_grad(_loss_fn, has_aux=True)(p, static, w, prob)
+        if reuse:
+            # the line search already evaluated the loss and its gradient at the accepted
+            # iterate: take them from the state (computed afresh only on the first step,
+            # where the state holds inf); the terms for the history need a forward pass only
+            loss, grads = optax.value_and_grad_from_state(value_fn)(p, state=s)
+            terms = _loss_fn(p, static, w, prob)[1]
+        else:
+            (loss, terms), grads = jax.value_and_grad(_loss_fn, has_aux=True)(p, static, w, prob)
         # optax's schedules mix Python floats with int32 counters: keep its update out of
         # strict dtype promotion (which tests enable for mollijax's own code)
         with jax.numpy_dtype_promotion("standard"):
-            updates, s_new = opt.update(
-                grads, s, p, value=loss, grad=grads,
-                value_fn=lambda q: _loss_fn(q, static, w, prob)[0],
-            )
+            updates, s_new = opt.update(grads, s, p, value=loss, grad=grads, value_fn=value_fn)
         p_new = optax.apply_updates(p, updates)
         loss_ok = ok & jnp.isfinite(loss)
         gp, gs = _tree_where(loss_ok, p, gp), _tree_where(loss_ok, s, gs)
@@ -139,10 +179,194 @@ def _chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: 
     return new, hist
 
 
+# How many times each compiled function was traced (each trace is followed by a compile):
+# tests count compilations with it, and `fit` warns when a fit compiles again.
+TRACES: collections.Counter = collections.Counter()
+
+
 @eqx.filter_jit
 def run_chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: bool = False):
     """One fit: `length` steps of `state` (module level, so compiled chunks are reused)."""
+    TRACES["run_chunk"] += 1
     return _chunk(state, prob, first, length, static, opt, grad_norm)
+
+
+# ----------------------------------------------------------------------------- cache keys
+#
+# `filter_jit` keys its compiled code on the static parts of its arguments, and a Python
+# function is hashed by identity: a residual written as an inline lambda is a new object on
+# every call of the code that builds the problem, so every fit would compile again although
+# nothing it computes changed. `canonical` keys the arguments on what matters instead: array
+# shapes and dtypes, and for functions their code, closed-over values, defaults and the
+# globals they read. When that key was seen before, the static parts of the earlier
+# arguments (equal by that key, so computing the same thing) are reused with the new
+# arrays, and the compiled chunk is found in the cache.
+
+class _Keyer:
+    """Computes `key(x)`: a hashable value equal for objects that compute the same thing.
+
+    Arrays of up to 4096 elements by value, larger ones by identity; functions defined at a
+    module's top level by their qualified name; other functions (lambdas, closures) by their
+    code, closed-over values, defaults and the globals they read; modules by name; Modules,
+    dataclasses, tuples, lists and dicts by their parts; other hashable objects by value and
+    the rest by identity. Each object is keyed once per call (shared parts are not walked
+    again). Identity keys are safe: the arguments keyed are alive while compared, and the
+    cache keeps the ones it stores alive.
+    """
+
+    def __init__(self, loose: bool = False):
+        self.memo: dict[int, object] = {}
+        self.loose = loose  # identity keys without the identity (which objects they were)
+
+    def _identity(self, x):
+        return ("id",) if self.loose else ("id", id(x))
+
+    def __call__(self, x):
+        if x is None or isinstance(x, bool | int | float | complex | str | bytes):
+            return (type(x).__name__, x)
+        i = id(x)
+        if i in self.memo:
+            return self.memo[i]
+        self.memo[i] = ("cycle", i)
+        key = self._key(x)
+        self.memo[i] = key
+        return key
+
+    def _key(self, x):
+        if isinstance(x, type):
+            return ("type", x)
+        if isinstance(x, jax.Array | np.ndarray | np.generic):
+            if isinstance(x, jax.core.Tracer):
+                return self._identity(x)
+            a = np.asarray(x)
+            if a.size <= 4096:
+                return ("array", a.dtype.str, a.shape, a.tobytes())
+            return self._identity(x)
+        if isinstance(x, types.ModuleType):
+            return ("module", x.__name__)
+        if isinstance(x, functools.partial):
+            return ("partial", self(x.func), tuple(self(a) for a in x.args),
+                    tuple(sorted((k, self(v)) for k, v in x.keywords.items())))
+        if isinstance(x, types.MethodType):
+            return ("method", self(x.__func__), self(x.__self__))
+        if isinstance(x, types.FunctionType):
+            return self._function(x)
+        if isinstance(x, tuple | list):
+            kind = type(x) if hasattr(x, "_fields") else type(x).__name__
+            return (kind, tuple(self(v) for v in x))
+        if isinstance(x, dict):
+            return ("dict", tuple((self(k), self(v)) for k, v in x.items()))
+        if isinstance(x, eqx.Module) or dataclasses.is_dataclass(x):
+            return (type(x), tuple((f.name, self(getattr(x, f.name, None)))
+                                   for f in dataclasses.fields(x)))
+        try:
+            hash(x)
+        except TypeError:
+            return self._identity(x)
+        if type(x).__hash__ is object.__hash__:
+            return self._identity(x)
+        return ("object", type(x), x)
+
+    def _function(self, f):
+        module = sys.modules.get(getattr(f, "__module__", None) or "")
+        if module is not None and "<" not in f.__qualname__:
+            owner = module
+            for part in f.__qualname__.split("."):
+                owner = getattr(owner, part, None)
+            if owner is f:  # reachable by name: the same function whenever it is found
+                return ("global function", f.__module__, f.__qualname__)
+        closure = tuple(
+            self(cell.cell_contents) if _cell_filled(cell) else ("empty",)
+            for cell in (f.__closure__ or ())
+        )
+        glob = tuple((n, self(f.__globals__[n])) for n in _global_names(f.__code__)
+                     if n in f.__globals__)
+        return ("function", f.__code__, closure, glob, self(f.__defaults__),
+                self(f.__kwdefaults__))
+
+
+def _cell_filled(cell) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:
+        return False
+    return True
+
+
+def _global_names(code) -> tuple[str, ...]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.update(_global_names(const))
+    return tuple(sorted(names))
+
+
+_CANONICAL: collections.OrderedDict = collections.OrderedDict()
+_CANONICAL_SIZE = 32
+
+
+def _structure_key(tree, loose: bool = False):
+    """`(leaf shapes and dtypes, key of everything else)` of a pytree."""
+    keyer = _Keyer(loose)
+    leaves = jax.tree_util.tree_leaves(tree)
+    shapes = tuple(
+        (tuple(np.shape(v)), np.dtype(v.dtype).str, bool(getattr(v, "weak_type", False)))
+        if isinstance(v, jax.Array | np.ndarray | np.generic) else keyer(v)
+        for v in leaves
+    )
+    return shapes, keyer(_static_view(tree))
+
+
+def _static_view(tree):
+    """`tree` with its array leaves replaced by None (what stays when the arrays change)."""
+    return jax.tree_util.tree_map(
+        lambda v: None if isinstance(v, jax.Array | np.ndarray | np.generic) else v, tree
+    )
+
+
+class RecompileWarning(UserWarning):
+    """A fit compiled its training step again where it could have reused compiled code."""
+
+
+_LOOSE_SEEN: collections.OrderedDict = collections.OrderedDict()
+
+
+def canonical(*trees):
+    """`(trees, note)`: `trees` with their static parts replaced by those of an earlier call
+    whose key (see above) was the same, so that compiled chunks are reused.
+
+    `note` is None, or (when no earlier call had this key but one differed only in objects
+    keyed by identity: arrays of more than 4096 elements or unhashable objects that a
+    function closes over) a sentence for a `RecompileWarning` when the fit does compile.
+    """
+    try:
+        key = _structure_key(trees)
+        loose = _structure_key(trees, loose=True)
+        hash((key, loose))
+    except Exception:  # an unkeyable part: leave the arguments as they are
+        return trees, None
+    old = _CANONICAL.get(key)
+    if old is not None:
+        _CANONICAL.move_to_end(key)
+        treedef = old[0]
+        return jax.tree_util.tree_unflatten(treedef, jax.tree_util.tree_leaves(trees)), None
+    note = None
+    if loose in _LOOSE_SEEN:
+        note = (
+            "this fit compiles its training step again although an earlier fit had the same "
+            "shapes, functions and settings: they differ only in objects compared by identity "
+            "(an array of more than 4096 elements or an unhashable object that a function "
+            "closes over, whose values are baked into the compiled code). Pass such arrays as "
+            "data or `known` fields of the problem instead."
+        )
+    # the tree structure (its static parts) and, to keep every object keyed by identity
+    # alive while its key is stored, the static view; not the arrays
+    _CANONICAL[key] = (jax.tree_util.tree_structure(trees), _static_view(trees))
+    _LOOSE_SEEN[loose] = True
+    for table in (_CANONICAL, _LOOSE_SEEN):
+        if len(table) > _CANONICAL_SIZE:
+            table.popitem(last=False)
+    return trees, note
 
 
 def item_problem(prob, data: dict, known: dict):
@@ -153,6 +377,8 @@ def item_problem(prob, data: dict, known: dict):
 @eqx.filter_jit
 def run_batch_chunk(state: TrainState, data, known, prob, first, length: int, static, opt):
     """A batch: the single chunk `vmap`-ed over the item axis of `state`, `data`, `known`."""
+
+    TRACES["run_batch_chunk"] += 1
 
     def one(st, d, k):
         return _chunk(st, item_problem(prob, d, k), first, length, static, opt)

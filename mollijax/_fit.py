@@ -13,6 +13,7 @@ import functools
 import os
 import pathlib
 import time
+import warnings
 from collections.abc import Callable, Mapping
 
 import equinox as eqx
@@ -21,7 +22,7 @@ import numpy as np
 import optax
 
 from . import _driver
-from ._driver import Checkpointer, TrainState
+from ._driver import Checkpointer, RecompileWarning as RecompileWarning, TrainState
 from ._errors import MollijaxError
 from ._problem import Problem
 from ._result import FitResult as FitResult, Status as Status
@@ -57,10 +58,27 @@ def _signature(problem: Problem, unknowns, opt_state) -> dict:
 class _Single(_driver.Run):
     desc = "fit"
 
-    def __init__(self, problem, static, opt, balanced, tol=None):
+    def __init__(self, problem, static, opt, balanced, tol=None, note=None):
         self.problem, self.static, self.opt, self.balanced = problem, static, opt, balanced
         self.tol = tol
         self.grad_norms: tuple[float, float] | None = None  # (first step's, latest step's)
+        self.note = note  # why a compilation of this fit would be a recompilation
+        self.compiled: set[int] = set()  # chunk lengths this fit has run
+
+    def _check_compiles(self, before: int, n: int):
+        if _driver.TRACES["run_chunk"] == before:
+            self.compiled.add(n)
+            return
+        if n in self.compiled:
+            warnings.warn(
+                f"fit: the training step for chunks of {n} steps compiled again within one "
+                "fit (the training state changed type between chunks).",
+                _driver.RecompileWarning, stacklevel=5,
+            )
+        elif self.note is not None:
+            warnings.warn(f"fit: {self.note}", _driver.RecompileWarning, stacklevel=5)
+            self.note = None
+        self.compiled.add(n)
 
     def advance(self, state, done, n):
         if self.balanced:
@@ -68,8 +86,10 @@ class _Single(_driver.Run):
                                 self.balanced)
             state = eqx.tree_at(lambda s: s.weights, state, w)
         first = jnp.asarray(done, jnp.int32)
+        before = _driver.TRACES["run_chunk"]
         state, hist = _driver.run_chunk(state, self.problem, first, n, self.static, self.opt,
                                         self.tol is not None)
+        self._check_compiles(before, n)
         hist = {k: np.asarray(v) for k, v in hist.items()}
         norms = hist.pop(_driver.GRAD_NORM, None)
         if norms is not None and norms.size:
@@ -168,13 +188,16 @@ def fit(
     if adaptive not in (None, "gradnorm"):
         raise MollijaxError(f"`adaptive` must be None or 'gradnorm', got {adaptive!r}.")
     optimiser = default_optimiser(steps) if optimiser is None else optimiser
-    opt = _with_extra_args(optimiser)
     unknowns = dict(unknowns)
     params, static = eqx.partition(unknowns, eqx.is_inexact_array)
+    # an equal problem (the same shapes, and functions with the same code and closed-over
+    # values, an inline lambda included) reuses an earlier fit's compiled step
+    (problem, static, optimiser), note = _driver.canonical(problem, static, optimiser)
+    opt = _with_extra_args(optimiser)
     balanced = tuple(t for t in _term_names(problem, unknowns) if not t.startswith("reg:"))
     weights = {t: jnp.asarray(1.0) for t in balanced} if adaptive else {}
     state = _driver.init_state(params, opt.init(params), weights)
-    run = _Single(problem, static, opt, balanced if adaptive else (), tol)
+    run = _Single(problem, static, opt, balanced if adaptive else (), tol, note)
 
     ckpt = None
     if checkpoint is not None:

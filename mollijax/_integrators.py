@@ -13,7 +13,11 @@ which are reset to their prescribed values at every node `t_k`. That system is a
 - `RK4`: classical fourth-order Runge-Kutta with a fixed number of steps per interval, in
   `lax.scan` (fast, explicit: stable only below the limit `tau |lambda| < 2.78`);
 - `Diffrax`: any `diffrax` solver, adaptive (Tsit5 with a PID controller by default) or
-  fixed-step, differentiated by recursive checkpointing.
+  fixed-step, differentiated by recursive checkpointing;
+- `Propagator`: for a right-hand side that is affine in the state with coefficients constant
+  in time, `du/dt = A u + b`, the exact propagator `exp(dt A)` of one grid interval (no time
+  stepping error, no stability limit); where that does not apply it falls back to another
+  integrator (`RK4` by default).
 
 Write an integrator of your own by subclassing `AbstractIntegrator` (its four methods).
 """
@@ -27,6 +31,8 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int
 
 from ._errors import MollijaxError
@@ -380,3 +386,164 @@ class Diffrax(AbstractIntegrator):
             "(a stiff or blown-up state) makes the state NaN: raise `max_steps`, loosen "
             "`rtol`/`atol`, or use an implicit solver (`diffrax.Kvaerno5()`)."
         )
+
+
+class Propagator(AbstractIntegrator):
+    """The exact propagator of a linear system with coefficients constant in time.
+
+    When `F_k(u) = A u + b` is affine in the state and the same on every interval (it reads
+    no time-dependent coefficient or known field), one interval advances the state exactly:
+
+        u(t_{k+1}) = Phi u(t_k) + g,   [[Phi, g], [0, 1]] = exp(dt [[A, b], [0, 0]]),
+
+    with `A` the Jacobian of `F` (built by forward mode, one column per node) and the matrix
+    exponential by scaling and squaring. Every interval then costs one matrix-vector product,
+    the whole fit no time-stepping error and no stability limit; reverse mode differentiates
+    through the exponential. `A` is dense: `n^2` numbers for `n` evolved nodes, so this is for
+    one-dimensional (or small) spatial grids.
+
+    `prepare` checks, eagerly at the initial unknowns, that the propagator applies: at most
+    `max_nodes` evolved nodes, `F_k` equal on every interval, and `F` affine (checked at
+    random states, at the initial coefficients and at randomly perturbed ones). Where it does
+    not apply, `prepare` returns `fallback` (prepared), so `Propagator()` can be given to any
+    evolution and is used only where it is exact.
+
+    **Arguments:**
+
+    - `fallback`: the integrator used where the propagator does not apply (`None`: `RK4()`,
+      substeps chosen from the stiffness).
+    - `max_nodes`: the most evolved nodes for which the dense `A` is built.
+    """
+
+    fallback: AbstractIntegrator = eqx.field(static=True)
+    max_nodes: int = eqx.field(static=True)
+    checked: bool = eqx.field(static=True)
+
+    def __init__(self, fallback: object = None, max_nodes: int = 4096,
+                 checked: bool = False):
+        fallback = RK4() if fallback is None else fallback
+        if not isinstance(fallback, AbstractIntegrator) or isinstance(fallback, Propagator):
+            raise MollijaxError(
+                "Propagator `fallback` must be another mollijax integrator (RK4, Diffrax), got "
+                f"{type(fallback).__name__}."
+            )
+        self.fallback = fallback
+        if isinstance(max_nodes, bool) or int(max_nodes) != max_nodes or max_nodes < 1:
+            raise MollijaxError(
+                f"Propagator `max_nodes` must be a positive integer, got {max_nodes!r}."
+            )
+        self.max_nodes = int(max_nodes)
+        self.checked = bool(checked)
+
+    def prepare(self, system: SemiDiscrete) -> AbstractIntegrator:
+        why = not_linear_reason(system, self.max_nodes)
+        if why is not None:
+            return self.fallback.prepare(system)
+        return Propagator(self.fallback, self.max_nodes, checked=True)
+
+    def traceable(self) -> AbstractIntegrator:
+        return Propagator(self.fallback, self.max_nodes, checked=True)
+
+    def __call__(self, system: SemiDiscrete) -> History:
+        if not self.checked:
+            raise MollijaxError(
+                "The Propagator checks that the evolution is linear with coefficients constant "
+                "in time at the initial unknowns: call `problem.prepare(unknowns)` first (`fit` "
+                "does)."
+            )
+        phi, g, unravel, ravel = propagator(system)
+
+        def interval(v, k):
+            row = ravel(system.pin_at(unravel(v), k))
+            return phi @ row + g, unravel(row)
+
+        start = ravel(system.initial)
+        last, history = jax.lax.scan(interval, start, jnp.arange(system.nt - 1))
+        return _stack(history, system.pin_at(unravel(last), system.nt - 1))
+
+    def describe(self) -> dict:
+        return {"integrator": "Propagator", "max_nodes": self.max_nodes,
+                "fallback": self.fallback.describe()}
+
+    def divergence_hint(self) -> str:
+        return (
+            "The evolution is advanced by the exact propagator exp(dt A) of its linear system; "
+            "a coefficient that makes A strongly unstable (growth exp(dt |lambda|)) overflows: "
+            "constrain the coefficients' sign (e.g. a positive parametrisation)."
+        )
+
+
+def propagator(system: SemiDiscrete):
+    """`(Phi, g, unravel, ravel)`: one interval's exact affine map `v -> Phi v + g` on the
+    flattened state (`ravel`/`unravel` convert), for `F_0(u) = A u + b`."""
+    _, unravel = ravel_pytree(system.initial)
+
+    def ravel(state):
+        return ravel_pytree(state)[0]
+
+    def f(v):
+        return ravel(system.rates_at(unravel(v), 0))
+
+    zero = jnp.zeros_like(ravel(system.initial))
+    n = zero.size
+    b = f(zero)
+    a = jax.vmap(lambda e: jax.jvp(f, (zero,), (e,))[1], out_axes=1)(jnp.eye(n, dtype=zero.dtype))
+    m = jnp.zeros((n + 1, n + 1), zero.dtype).at[:n, :n].set(a).at[:n, n].set(b)
+    e = jax.scipy.linalg.expm(system.dt * m)
+    return e[:n, :n], e[:n, n], unravel, ravel
+
+
+def not_linear_reason(system: SemiDiscrete, max_nodes: int = 4096) -> str | None:
+    """Why the `Propagator` does not apply to `system` (None when it does): too many nodes,
+    a right-hand side that changes between intervals, or one that is not affine in the
+    state. Checked eagerly at random states, at the system's coefficients and at randomly
+    perturbed ones (a nonlinear term whose coefficient is zero at the start is caught
+    there)."""
+    flat, unravel = ravel_pytree(system.initial)
+    n = flat.size
+    if n > max_nodes:
+        return f"{n} evolved nodes > max_nodes={max_nodes}"
+    dtype = flat.dtype
+    tol = 1e-9 if dtype == jnp.float64 else 1e-3
+    keys = jax.random.split(jax.random.PRNGKey(7), 4)
+    x = jax.random.normal(keys[0], (n,), dtype)
+    y = jax.random.normal(keys[1], (n,), dtype)
+
+    leaves, treedef = jax.tree_util.tree_flatten(system.args)
+    noise = jax.random.split(keys[2], max(len(leaves), 1))
+
+    def perturb(leaf, key):
+        # relative and absolute: a coefficient that starts at zero moves too
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            return leaf
+        r1, r2 = jax.random.uniform(key, (2, *jnp.shape(leaf)), leaf.dtype, -1.0, 1.0)
+        return leaf * (1 + 0.3 * r1) + 0.01 * r2 * (jnp.mean(jnp.abs(leaf)) + 1)
+
+    perturbed = jax.tree_util.tree_unflatten(
+        treedef, [perturb(leaf, k) for leaf, k in zip(leaves, noise, strict=False)]
+    )
+
+    @jax.jit
+    def residuals(args):
+        def f(v, k=0):
+            return ravel_pytree(system.rates(unravel(v), k, args))[0]
+
+        zero = jnp.zeros_like(x)
+        f0, fx, fy = f(zero), f(x), f(y)
+        additive = f(x + y) - fx - fy + f0
+        homogeneous = f(2.5 * x) - 2.5 * fx + 1.5 * f0
+        scale = jnp.maximum(jnp.max(jnp.abs(jnp.stack([fx, fy, f0]))), jnp.finfo(dtype).tiny)
+        ks = jnp.arange(system.nt - 1)
+        over_time = jax.vmap(lambda k: f(x, k))(ks) - fx
+        return (jnp.max(jnp.abs(additive)) / scale, jnp.max(jnp.abs(homogeneous)) / scale,
+                jnp.max(jnp.abs(over_time)) / scale)
+
+    for args in (system.args, perturbed):
+        additive, homogeneous, over_time = (float(r) for r in residuals(args))
+        if not np.isfinite(additive + homogeneous + over_time):
+            return "the right-hand side is not finite at random states"
+        if over_time > tol:
+            return "the right-hand side changes between time intervals"
+        if max(additive, homogeneous) > tol:
+            return "the right-hand side is not affine in the state"
+    return None
