@@ -292,7 +292,7 @@ class HistoryLog:
     def load(self, committed: dict) -> list[tuple[int, dict[str, np.ndarray]]]:
         """The records of the first `committed["bytes"]` bytes, verified against its SHA-256."""
         n = committed.get("bytes") if isinstance(committed, dict) else None
-        if not isinstance(n, int) or n < 0:
+        if not _count(n):
             raise CorruptFileError(f"The checkpoint's history entry is malformed: {committed!r}.")
         if n and not self.path.exists():
             raise CorruptFileError(

@@ -131,7 +131,7 @@ def test_damaged_history_is_refused(tmp_path, damage, pattern):
         HistoryLog(path).load(committed)
 
 
-@pytest.mark.parametrize("committed", [None, {"bytes": -1}, {"bytes": "10"}, {}])
+@pytest.mark.parametrize("committed", [{"bytes": -1}, {"bytes": "10"}, {}, {"bytes": True}])
 def test_malformed_history_entry(tmp_path, committed):
     path, _ = _history(tmp_path)
     with pytest.raises(CorruptFileError, match=r"history entry is malformed"):

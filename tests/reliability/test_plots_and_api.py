@@ -22,6 +22,7 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
     ],
 )
 def test_loss_terms_on_log_axes_only_when_positive(history, log, linear):
+    history = {k: np.asarray(v, dtype=float) for k, v in history.items()}
     got_log, got_linear, notes = cli.split_terms(history)
     assert set(got_log) == log and set(got_linear) == linear
     fig = cli.loss_figure(history)
