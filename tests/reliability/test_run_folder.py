@@ -117,10 +117,9 @@ def test_force_with_a_bad_config_keeps_the_earlier_run(work, capsys):
 
 def test_force_replaces_the_earlier_run(work):
     (work / "out" / "notes.txt").write_text("mine")
-    assert cli.main(["run", str(work / "run.toml"), "--out", str(work / "out"), "--quiet",
-                     "--force", "--steps", "20"]) == 0
+    assert _run(work / "run.toml", work / "out", "--force", "--steps", "20") == 0
     metrics = cli.read_metrics(work / "out" / "metrics.json")
-    assert metrics["steps"] == 20 and set(metrics["plots"]) == {"lam.png", "losses.png"}
+    assert metrics["steps"] == 20 and set(metrics["files"]) == {"result.mjx", "fields.npz"}
     assert (work / "out" / "notes.txt").read_text() == "mine"  # not a file of the run
     assert cli.inspect_folder(work / "out")[1] == 0
 
