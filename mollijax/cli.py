@@ -580,7 +580,18 @@ def _theory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _startup() -> None:
+    """Process-wide settings of the command line: the persistent compilation cache (on by
+    default; `MOLLIJAX_COMPILATION_CACHE` sets the folder or turns it off, see `_cache`).
+    Only for the command itself: `main(argv)` called from Python (tests) changes nothing."""
+    from ._cache import enable_compilation_cache
+
+    enable_compilation_cache()
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        _startup()
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="mollijax", description=__doc__,

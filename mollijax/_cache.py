@@ -1,0 +1,59 @@
+"""The persistent compilation cache of the command line.
+
+A run's compiled programs are stored on disk, so that a second run of the same configuration
+loads them instead of compiling again. On by default for `mollijax run`; the environment
+variable `MOLLIJAX_COMPILATION_CACHE` overrides the folder, and `0`, `off`, `false`, `no` or an
+empty value turn it off. The default folder is `<user cache dir>/mollijax/jax`:
+`$XDG_CACHE_HOME` (else `~/.cache`) on Linux, `~/Library/Caches` on macOS and
+`%LOCALAPPDATA%` on Windows. A user who set `jax_compilation_cache_dir` already (e.g. with
+`JAX_COMPILATION_CACHE_DIR`) keeps that folder.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+ENV = "MOLLIJAX_COMPILATION_CACHE"
+_OFF = ("0", "off", "false", "no", "")
+
+
+def user_cache_dir() -> pathlib.Path:
+    """The user's cache folder on this platform."""
+    if sys.platform == "darwin":
+        return pathlib.Path.home() / "Library" / "Caches"
+    if os.name == "nt":
+        return pathlib.Path(os.environ.get("LOCALAPPDATA", pathlib.Path.home() / "AppData" / "Local"))
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return pathlib.Path(xdg) if xdg else pathlib.Path.home() / ".cache"
+
+
+def cache_dir() -> pathlib.Path | None:
+    """The folder the command line caches compiled programs in, or None when turned off."""
+    value = os.environ.get(ENV)
+    if value is not None:
+        return None if value.strip().lower() in _OFF else pathlib.Path(value).expanduser()
+    return user_cache_dir() / "mollijax" / "jax"
+
+
+def enable_compilation_cache() -> pathlib.Path | None:
+    """Turn on JAX's persistent compilation cache in `cache_dir()` (every compiled program,
+    however quick to compile: a short run's compiles are its largest fixed cost). Returns the
+    folder, or None when turned off or when the folder cannot be created (the run then
+    compiles as usual)."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return pathlib.Path(jax.config.jax_compilation_cache_dir)
+    folder = cache_dir()
+    if folder is None:
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder
