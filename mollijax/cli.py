@@ -50,6 +50,13 @@ from typing import NamedTuple
 
 from ._checkpoint import CheckpointMismatchError as CheckpointMismatchError, CorruptFileError
 from ._errors import MollijaxError
+from ._plots import (  # the figures a run draws
+    loss_figure as loss_figure,
+    plot_losses as plot_losses,
+    plot_unknown as plot_unknown,
+    split_terms as split_terms,
+    unknown_figure as unknown_figure,
+)
 from ._run_folder import (
     _STAGING,
     CHECKPOINT,
@@ -158,7 +165,6 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
 
     from mollijax import fit  # through the package, so that a test can wrap it
 
-    from . import _plots
     from ._build import initial_values
     from ._problem_files import score
 
@@ -200,12 +206,12 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
             if name in evolved and name in dataset.clean:
                 time_axis = dataset.grid.axis_index(problem.evolution.time)
                 truth = np.take(dataset.clean[name], 0, axis=time_axis)
-            p = _plots.plot_unknown(name, axes, dataset.grid, values, truth,
-                                    stage.path / f"{name}.png")
+            p = plot_unknown(name, axes, dataset.grid, values, truth,
+                             stage.path / f"{name}.png")
             if p is not None:
                 drawn.append(p.name)
         if plots and result.history:
-            drawn.append(_plots.plot_losses(result.history, stage.path / "losses.png").name)
+            drawn.append(plot_losses(result.history, stage.path / "losses.png").name)
         eps = getattr(problem.derivatives, "eps", None)
         metrics = {
             "kind": "run",
