@@ -97,6 +97,8 @@ def test_propagator_refuses_a_bad_fallback_and_an_unprepared_call():
         mj.Propagator(fallback="rk4")
     with pytest.raises(mj.MollijaxError, match="max_nodes"):
         mj.Propagator(max_nodes=0)
+    with pytest.raises(mj.MollijaxError, match="squarings"):
+        mj.Propagator(squarings=-1)
     evo = mj.Evolution(lambda s: s.D * s.d(s.u, "xx"), integrator=mj.Propagator())
     with pytest.raises(mj.MollijaxError, match="prepare"):
         evo.integrate(GRID, _unknowns(), {}, DIRICHLET)
