@@ -355,6 +355,7 @@ def discrepancy(
     tau: float = 1.0,
     dof: bool = True,
     stop_early: bool = False,
+    continuation: bool = True,
 ) -> Choice:
     """Morozov's discrepancy principle for an output-error fit (a `Steady` or `Evolution`
     state, or a fitted unknown, with a data term): the largest regulariser weight whose fit
@@ -365,10 +366,13 @@ def discrepancy(
 
     i.e. for one field the mean squared misfit over observed nodes `<= tau sigma^2`.
 
-    The weights are scanned from large to small; each fit starts from the previous one's
-    unknowns (continuation) and reuses the compiled fit (weights are values; one optimiser
-    object for the whole scan). If no weight reaches the noise level, the smallest weight is
-    chosen and the message says so.
+    The weights are scanned from large to small, reusing the compiled fit (weights are
+    values; one optimiser object for the whole scan); with `continuation` each fit starts
+    from the previous one's unknowns, without it every fit starts from `unknowns` (better
+    when `unknowns` is already a good estimate, e.g. an equation-error fit: a heavily
+    smoothed start is far from the small weights' solutions and a short fit cannot undo
+    it). If no weight reaches its bound, the L-curve corner is chosen where one is
+    computable (else the weight of smallest `chi2`) and the message says so.
 
     **Degrees of freedom and `tau`.** At the truth `E chi2 = 1`, but a fit absorbs part of
     the noise: a least-squares fit with `p` effective parameters leaves
@@ -392,6 +396,7 @@ def discrepancy(
     - `tau`: the threshold on `chi2` (see above).
     - `stop_early`: stop at the first weight that satisfies the criterion (the curve then
       ends there and the L-curve corner is computed on what was scanned).
+    - `continuation`: start each fit from the previous weight's (True) or from `unknowns`.
 
     **Returns:** a `Choice` with `criterion="discrepancy"`.
     """
@@ -415,7 +420,8 @@ def discrepancy(
     curve, results, chosen = [], [], None
     for w in grid:
         p = problem.with_weights({term: float(w)})
-        res = fit(p, current, opt, steps=steps, chunk=chunk, progress=False)
+        res = fit(p, current if continuation else unknowns, opt, steps=steps, chunk=chunk,
+                  progress=False)
         current = res.unknowns
         terms, fields = _evaluate(p.prepare(current), current)
         chi2 = _chi2(p, fields, sigma, names)
@@ -428,10 +434,17 @@ def discrepancy(
             chosen = len(curve) - 1
             if stop_early:
                 break
+    corner = lcurve_corner(curve)
     if chosen is None:
-        chosen = len(curve) - 1
-        why = ("no weight reached its bound (smallest chi2 "
-               f"{min(t.misfit for t in curve):.3g}); the smallest weight is chosen")
+        best = min(t.misfit for t in curve)
+        if corner is not None:
+            chosen = [t.weight for t in curve].index(corner)
+            why = (f"no weight reached its bound (smallest chi2 {best:.3g}, the noise may be "
+                   "underestimated or the model not fit the data); the L-curve corner is chosen")
+        else:
+            chosen = int(np.argmin([t.misfit for t in curve]))
+            why = (f"no weight reached its bound (smallest chi2 {best:.3g}); the weight of "
+                   "smallest chi2 is chosen (no L-curve corner)")
     else:
         c = curve[chosen]
         why = f"the largest weight with chi2 = {c.misfit:.3g} <= {c.threshold:.3g}"
@@ -439,7 +452,7 @@ def discrepancy(
             why += f" = tau (1 - p / n), tau = {tau:g}"
     msg = f"discrepancy principle: weight {curve[chosen].weight:.3g} of {term!r}, {why}"
     return Choice(curve[chosen].weight, None, results[chosen], tuple(curve), "discrepancy",
-                  lcurve_corner(curve), msg)
+                  corner, msg)
 
 
 # ----------------------------------------------------------------------------- cross-validation

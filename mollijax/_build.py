@@ -338,7 +338,9 @@ class AutoRun(NamedTuple):
     - `initial`: the very first guess (the problem file's hints), as `{name: values}`;
     - `stages`: `{stage: FitResult}` in the order run (`"equation error"`, then
       `"output error"` where it ran);
-    - `record`: what was chosen and why (JSON-able; `metrics.json`'s `"auto"`).
+    - `record`: what was chosen and why (JSON-able; `metrics.json`'s `"auto"`);
+    - `choice`: the weight criterion's `Choice` (every trial's weight, misfit and unknowns'
+      values), or None where no weight was chosen.
     """
 
     result: object
@@ -347,6 +349,7 @@ class AutoRun(NamedTuple):
     initial: dict
     stages: dict
     record: dict
+    choice: object = None
 
 
 def output_error_kind(module, grid: Grid) -> tuple[str | None, str]:
@@ -614,7 +617,7 @@ def auto_run(
             {f"data:{k}": 1.0 / s**2 for k, s in data_sigma.items()}
         )
     record["scaling"] = "data terms divided by the estimated noise variance (chi-square/node)"
-    chosen = None
+    chosen = choice = None
     if scan_weights:
         # one smoothness term per grid unknown, units-free through length^2 / c^2
         factors = {
@@ -637,7 +640,7 @@ def auto_run(
                 f"(tau {tau:.3f})")
             choice = api[2](problem_b, fields_b, term=term, sigma=data_sigma, weights=scan,
                             optimiser=lbfgs, steps=min(opt.steps, 100), chunk=chunk, tau=tau,
-                            stop_early=True)
+                            stop_early=True, continuation=False)
             chosen = float(choice.weight)
             record["discrepancy"] = choice.as_dict()
             record["criterion"] = choice.message
@@ -668,4 +671,4 @@ def auto_run(
         "message": result_b.message, "final_loss": float(result_b.final_loss),
     })
     stages["output error"] = result_b
-    return AutoRun(result_b, problem_b, fields_b, initial, stages, record)
+    return AutoRun(result_b, problem_b, fields_b, initial, stages, record, choice)
