@@ -24,7 +24,13 @@ built from a `mollijax.Problem`, jitted as one function. The residual is written
   `u_yyyy`; the mixed `u_xxyy` falls back to nested autodiff (what the scope does);
 - `taylor (4 jets)`: the whole biharmonic from four 4th-order jets along `e_x`, `e_y`,
   `e_x + e_y`, `e_x - e_y` (polarisation: `Lap^2 u = 2/3 (D_x^4 + D_y^4) u +
-  1/6 (D_{x+y}^4 + D_{x-y}^4) u`), the best Taylor mode can do without mixed jets.
+  1/6 (D_{x+y}^4 + D_{x-y}^4) u`), the best Taylor mode can do without mixed jets;
+- `autodiff (fwd, interior)`: the competent hand-written baseline, outside `Problem`:
+  nested forward mode (`jax.jvp` four deep along `e_x`/`e_y`, the inner second derivatives
+  shared between `u_xxxx`, `u_xxyy` and `u_yyyy`), the network `u(x) = net(2x - 1)` exactly
+  as `NetworkField` evaluates it, only at the interior nodes, which are an argument of the
+  compiled step (not constants folded into it). Its initial loss equals the `autodiff`
+  method's (printed: a check that it computes the same thing).
 
 Residual terms are averaged over the same interior (the mollifier's halo is dropped from
 every side, for every method), so each method computes the same loss up to its
@@ -71,7 +77,8 @@ import mollijax as mj  # noqa: E402
 
 EPS_STEPS = 6  # kernel half-width in grid steps (>= 5 for well-conditioned 4th-order taps)
 METHODS = ("data only", "mollifier-fft", "mollifier-direct", "autodiff", "taylor (axes)",
-           "taylor (4 jets)")
+           "taylor (4 jets)", "autodiff (fwd, interior)")
+COMPETENT = "autodiff (fwd, interior)"
 
 
 def biharmonic_residual(s):
@@ -98,6 +105,35 @@ def jet_biharmonic_residual(s):
         return (2.0 / 3.0) * (d4[0] + d4[1]) + (d4[2] + d4[3]) / 6.0 - f.fn(i, x)
 
     return mj.PointField(point, True)
+
+
+def forward_biharmonic(fn, x):
+    """`u_xxxx + 2 u_xxyy + u_yyyy` of a point function at `x` by nested forward mode."""
+
+    def along(g, v):
+        return lambda y: jax.jvp(g, (y,), (v,))[1]
+
+    ex, ey = jnp.eye(2, dtype=x.dtype)
+    uxx, uyy = along(along(fn, ex), ex), along(along(fn, ey), ey)
+    return (along(along(uxx, ex), ex)(x) + 2.0 * along(along(uxx, ey), ey)(x)
+            + along(along(uyy, ey), ey)(x))
+
+
+def competent_step(net_static, optimiser):
+    """`(net params, opt_state, interior points, f at them) -> (params, opt_state, loss)`."""
+
+    def step(params, opt_state, points, f):
+        def loss(p):
+            net = eqx.combine(p, net_static)
+            u = lambda y: net(2.0 * y - 1.0)  # noqa: E731  (NetworkField's scaling)
+            r = jax.vmap(lambda x: forward_biharmonic(u, x))(points) - f
+            return jnp.mean(r**2)
+
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, opt_state = optimiser.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return step
 
 
 def make_problem(method: str, grid: mj.Grid, target, source):
@@ -134,15 +170,27 @@ def bench_grid(n: int, methods, rounds: int, reps: int, budget: float):
 
     entries = {}
     for method in methods:
-        problem = make_problem(method, grid, target, source)
-        problem.check(unknowns)
-        parr, pstat = eqx.partition(problem, eqx.is_array)
-        step = C.make_train_step(static_u, pstat, optimiser)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            compiled, t_lower, t_compile = C.compile_fn(step, params, opt_state, parr)
-        precision = [str(w.message) for w in caught if issubclass(w.category, mj.PrecisionWarning)]
-        args = (params, opt_state, parr)
+        if method == COMPETENT:
+            halo = mj.Mollifier(grid, EPS_STEPS * grid.spacing[0]).halo[0]
+            inner = (slice(halo, n - halo),) * 2
+            points = jnp.stack([x[inner].ravel(), y[inner].ravel()], axis=1)
+            net_params, net_static = eqx.partition(unknowns["u"].net, eqx.is_inexact_array)
+            step = competent_step(net_static, optimiser)
+            args = (net_params, optimiser.init(net_params), points,
+                    jnp.asarray(source[inner].ravel(), points.dtype))
+            compiled, t_lower, t_compile = C.compile_fn(step, *args)
+            precision = []
+        else:
+            problem = make_problem(method, grid, target, source)
+            problem.check(unknowns)
+            parr, pstat = eqx.partition(problem, eqx.is_array)
+            step = C.make_train_step(static_u, pstat, optimiser)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                compiled, t_lower, t_compile = C.compile_fn(step, params, opt_state, parr)
+            precision = [str(w.message) for w in caught
+                         if issubclass(w.category, mj.PrecisionWarning)]
+            args = (params, opt_state, parr)
         t0 = time.perf_counter()
         loss = float(C.block(compiled(*args))[2])  # warm-up
         first = time.perf_counter() - t0
@@ -153,7 +201,7 @@ def bench_grid(n: int, methods, rounds: int, reps: int, budget: float):
         }
         print(f"  {n}x{n} {method:18s} compile {t_lower + t_compile:6.1f} s, first call "
               f"{C.fmt_seconds(first)}, XLA memory {C.fmt_bytes(entries[method]['memory']['peak'])}"
-              f"{', PrecisionWarning' if precision else ''}", flush=True)
+              f", loss0 {loss:.6g}{', PrecisionWarning' if precision else ''}", flush=True)
 
     # interleaved timing: each round gives every method one untimed call (so that it does not
     # pay for the previous method's cache and allocator state), then times `k` calls; `k` is
@@ -207,7 +255,8 @@ def report(results: dict, dtype: str) -> str:
         best = min((m for m in res if m.startswith("mollifier")), key=lambda m: res[m]["step_s"])
         mo = res[best]
         row = {"grid": f"{n}x{n}", "mollifier path": best.split("-")[1]}
-        for other, label in (("autodiff", "autodiff"), ("taylor (axes)", "taylor (axes)"),
+        for other, label in (("autodiff", "autodiff"), (COMPETENT, "autodiff fwd"),
+                             ("taylor (axes)", "taylor (axes)"),
                              ("taylor (4 jets)", "taylor (4 jets)")):
             if other in res:
                 row[f"time {label} / moll."] = C.fmt_ratio(res[other]["step_s"] / mo["step_s"])
