@@ -645,7 +645,10 @@ def drive(
                     bar.update(n)
                     bar.set_postfix_str(postfix)
                 if callback is not None:
-                    callback(done, terms)
+                    why = callback(done, terms)
+                    if isinstance(why, str):  # the callback's own stopping rule
+                        run.converged_at, run.convergence = done, why
+                        break
                 if tol is not None:
                     why = run.converged(state, hist, tol)
                     if why is not None:

@@ -169,7 +169,8 @@ def fit(
       diverged.
     - `progress`: show a progress bar; `callback(step, terms)` is called after each chunk
       (`terms`: the chunk's last `{term: float}`); raising `KeyboardInterrupt` from it stops
-      the run like Ctrl-C.
+      the run like Ctrl-C; returning a string stops it as converged, the string saying why
+      (a stopping rule of the caller's, e.g. the discrepancy principle).
     - `tol`: `None` (run all `steps`) or a convergence test, decided after each chunk: stop
       when the relative change of the total loss over the chunk,
       `|L_start - L_end| / max(|L_start|, |L_end|)`, is below `tol`. The run then ends

@@ -237,3 +237,25 @@ def test_history_is_appended_not_rewritten(tmp_path, line, full_batch):
     got = np.concatenate([r["total"] for _, r in records], axis=1)
     ok = full_batch.ok
     np.testing.assert_array_equal(got[ok], full_batch.history["total"][ok])
+
+
+def test_a_callback_returning_a_reason_stops_the_fit_there(line):
+    """A caller's stopping rule: the first chunk whose callback returns a string ends the
+    run as converged with that reason; the steps and history end there, and the unknowns
+    are those of that step (equal to a fit run for exactly that many steps)."""
+    grid, base, _ = line
+    seen = []
+
+    def rule(step, terms):
+        seen.append(step)
+        return "enough chunks" if step >= 2 * CHUNK else None
+
+    problem = _screened(grid, base)
+    res = mj.fit(problem, {"k": mj.Constant(1.0)}, SGD, steps=STEPS, chunk=CHUNK,
+                 progress=False, callback=rule)
+    assert seen == [CHUNK, 2 * CHUNK] and res.steps == 2 * CHUNK
+    assert res.status == mj.Status.completed and "enough chunks" in res.message
+    assert len(res.history["total"]) == 2 * CHUNK
+    same = mj.fit(problem, {"k": mj.Constant(1.0)}, SGD, steps=2 * CHUNK, chunk=CHUNK,
+                  progress=False)
+    np.testing.assert_array_equal(res.values["k"], same.values["k"])
