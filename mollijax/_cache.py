@@ -24,7 +24,8 @@ def user_cache_dir() -> pathlib.Path:
     if sys.platform == "darwin":
         return pathlib.Path.home() / "Library" / "Caches"
     if os.name == "nt":
-        return pathlib.Path(os.environ.get("LOCALAPPDATA", pathlib.Path.home() / "AppData" / "Local"))
+        default = pathlib.Path.home() / "AppData" / "Local"
+        return pathlib.Path(os.environ.get("LOCALAPPDATA", default))
     xdg = os.environ.get("XDG_CACHE_HOME")
     return pathlib.Path(xdg) if xdg else pathlib.Path.home() / ".cache"
 

@@ -400,10 +400,11 @@ class Propagator(AbstractIntegrator):
     exponential by scaling and squaring: the [6/6] Pade approximant of `exp(dt A / 2^s)`
     squared `s` times, `s` chosen by `prepare` so that `|dt A / 2^s|_1 <= 0.25` at the
     initial coefficients (error about 1e-16 per interval there; the approximant is
-    A-stable, so coefficients that grow during a fit cost accuracy, never stability). Every interval then costs one matrix-vector product,
-    the whole fit no time-stepping error and no stability limit; reverse mode differentiates
-    through the exponential. `A` is dense: `n^2` numbers for `n` evolved nodes, so this is for
-    one-dimensional (or small) spatial grids.
+    A-stable, so coefficients that grow during a fit cost accuracy, never stability).
+    Every interval then costs one matrix-vector product, with a time error at round-off
+    level (at the initial coefficients) and no stability limit; reverse mode differentiates
+    through the exponential. `A` is dense: `n^2` numbers for `n` evolved nodes, so this is
+    for one-dimensional (or small) spatial grids.
 
     `prepare` checks, eagerly at the initial unknowns, that the propagator applies: at most
     `max_nodes` evolved nodes, `F_k` equal on every interval, and `F` affine (checked at
