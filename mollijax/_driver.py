@@ -568,6 +568,8 @@ class Run:
     # set by `drive` when a convergence test (`tol`) stopped the run: the step and why
     converged_at: int | None = None
     convergence: str = ""
+    # set by `drive` when a runtime check inside the compiled step failed: its message
+    failure: str = ""
 
     def converged(self, state, hist: dict, tol: float) -> str | None:
         """Why the run has converged after this chunk, or None: the relative change of the
@@ -633,7 +635,16 @@ def drive(
         try:
             while done < steps and run.any_alive(state) and run.converged_at is None:
                 n = min(chunk, steps - done)
-                new_state, hist = run.advance(state, done, n)
+                try:
+                    new_state, hist = run.advance(state, done, n)
+                except eqx.EquinoxRuntimeError as error:
+                    # a check inside the compiled step failed (e.g. a linear solve's
+                    # breakdown in an adjoint): the run stops as diverged at its last state
+                    lines = [ln for ln in str(error).splitlines() if ln.strip()]
+                    run.failure = next((ln for ln in lines if "rror" in ln and "JIT" not in ln),
+                                       lines[0] if lines else "runtime check failed")
+                    state = eqx.tree_at(lambda s: s.alive, state, jnp.zeros_like(state.alive))
+                    break
                 with irq.critical():
                     state, done = new_state, done + n
                     history.append((done - n, hist))

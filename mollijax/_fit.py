@@ -229,6 +229,8 @@ def _result(problem, static, state: TrainState, done, steps, history, run, inter
             f"diverged at step {taken + 1}: the loss, gradients or parameters became "
             f"NaN/inf; returning the last parameters with a finite loss (step {taken})"
         )
+        if run.failure:
+            message += f"; a runtime check failed in the compiled step: {run.failure}"
         hint = _driver.divergence_hint(problem)
         if hint:
             message += f". {hint}"

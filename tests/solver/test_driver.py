@@ -259,3 +259,20 @@ def test_a_callback_returning_a_reason_stops_the_fit_there(line):
     same = mj.fit(problem, {"k": mj.Constant(1.0)}, SGD, steps=2 * CHUNK, chunk=CHUNK,
                   progress=False)
     np.testing.assert_array_equal(res.values["k"], same.values["k"])
+
+
+def test_a_failed_runtime_check_in_the_step_stops_as_diverged_with_its_message(line):
+    """A check inside the compiled step (here `eqx.error_if`, as lineax raises on a Krylov
+    breakdown) stops the fit as diverged, naming the check, with the last good state."""
+    grid, base, _ = line
+
+    def guarded(s):
+        r = s.d(s.u, "xx") + s.k * s.u
+        return eqx.error_if(r, s.k > 1.5, "k rose above 1.5")
+
+    problem = mj.Problem(grid, guarded, data={"u": base},
+                         derivatives=mj.Mollifier(grid, 4 * grid.spacing[0]))
+    res = mj.fit(problem, {"k": mj.Constant(1.0)}, ADAM, steps=STEPS, chunk=5, progress=False)
+    assert res.status == mj.Status.diverged
+    assert "k rose above 1.5" in res.message
+    assert 1.0 < float(res.values["k"]) <= 1.5  # moved, and stopped before the check failed
