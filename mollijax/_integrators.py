@@ -248,9 +248,11 @@ class Diffrax(AbstractIntegrator):
     across them.
 
     Reverse mode differentiates the discrete solution ("discretise, then optimise"): the
-    default adjoint `diffrax.RecursiveCheckpointAdjoint()` keeps `O(log max_steps)`
-    checkpoints of the state per interval and recomputes the steps between them, so memory
-    stays small whatever the number of steps.
+    default adjoint `diffrax.RecursiveCheckpointAdjoint(checkpoints=16)` keeps 16
+    checkpoints of the state per interval and recomputes the steps between them
+    (binomial checkpointing), so memory stays small whatever the number of steps. (Diffrax's
+    own default keeps up to `max_steps` checkpoints: 776 MiB instead of 156 MiB for the
+    2-D heat loss at 129^2 x 33 frames, `benchmarks/evolve_cost.py`.)
 
     A solve that fails (more than `max_steps` steps in one interval, or a step size that
     underflows) does not raise inside the loss and does not return its unfinished state:
@@ -268,7 +270,8 @@ class Diffrax(AbstractIntegrator):
       interval); required for a fixed-step solver (e.g. `diffrax.Euler()`), whose interval
       `dt` is then cut into `ceil(dt / dt0)` equal steps.
     - `max_steps`: the most steps (accepted or rejected) one interval may take.
-    - `adjoint`: a `diffrax` adjoint; `None` is `diffrax.RecursiveCheckpointAdjoint()`.
+    - `adjoint`: a `diffrax` adjoint; `None` is
+      `diffrax.RecursiveCheckpointAdjoint(checkpoints=16)`.
     """
 
     solver: object = eqx.field(static=True)
@@ -312,7 +315,7 @@ class Diffrax(AbstractIntegrator):
             raise MollijaxError(f"Diffrax `max_steps` must be a positive integer, got "
                                 f"{max_steps!r}.")
         self.max_steps = int(max_steps)
-        adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
+        adjoint = dfx.RecursiveCheckpointAdjoint(checkpoints=16) if adjoint is None else adjoint
         if not isinstance(adjoint, dfx.AbstractAdjoint):
             raise MollijaxError(
                 f"Diffrax `adjoint` must be a diffrax adjoint (e.g. "
