@@ -40,8 +40,6 @@ from ._problem import Problem
 from ._result import FitResult, Status
 from ._sharding import _single_axis, batch_mesh, gather, shard_stack
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
-ARRAY_SUFFIXES = (".npy",)
 
 BatchResult = FitResult  # the same class: `fit_batch` returns a batched `FitResult`
 
@@ -419,95 +417,34 @@ def _batch_result(problem, run, state, done, steps, history, skipped, names, sta
 
 
 def list_stack(path: str | os.PathLike) -> list[str]:
-    """Item names of a stack: the sorted image/array file names of a folder, or indices."""
-    path = pathlib.Path(path)
-    if path.is_dir():
-        return [f.name for f in _stack_files(path)]
-    return [str(b) for b in range(load_stack(path).shape[0])]
+    """Item names of a stack: the sorted file names of a folder, or indices (`load_stack`)."""
+    from .io import read_stack
 
-
-def _stack_files(folder: pathlib.Path) -> list[pathlib.Path]:
-    files = sorted(
-        f for f in folder.iterdir()
-        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES + ARRAY_SUFFIXES
-    )
-    if not files:
-        raise MollijaxError(
-            f"`path` {folder} holds no image ({', '.join(IMAGE_SUFFIXES)}) or .npy files."
-        )
-    return files
-
-
-def _read_item(f: pathlib.Path) -> np.ndarray:
-    if f.suffix.lower() in ARRAY_SUFFIXES:
-        return np.load(f, allow_pickle=False)
-    try:
-        from PIL import Image
-    except ImportError:
-        raise MollijaxError(
-            f"Reading image {f.name} needs Pillow (`pip install pillow`); or save the images "
-            "as .npy files."
-        ) from None
-    with Image.open(f) as im:
-        arr = np.asarray(im)
-    if arr.ndim == 3:  # colour: luminance-like mean over channels
-        arr = arr[..., :3].mean(axis=-1)
-    return arr
+    return read_stack(path)[1]
 
 
 def load_stack(
     path: str | os.PathLike, *, key: str | None = None, dtype=np.float64
 ) -> np.ndarray:
-    """A stack of datasets as one array of shape `(B, *grid)`.
+    """A stack of datasets as one array of shape `(B, *grid)`, read defensively
+    (`mollijax.io.read_stack`: no unpickling, truncated or damaged files named).
 
     **Arguments:**
 
-    - `path`: a folder of images (`.png`, `.tif`, ...; colour images are averaged over
-      channels) or `.npy` files, one item each in sorted file-name order; or one `.npy`
-      file holding a `(B, *grid)` array; or one `.npz` file (`key` names the array; may be
-      omitted when it holds one).
+    - `path`: a folder of one item per file, in sorted file-name order: `.npy` arrays, TIFF
+      files (every page: a multi-page TIFF is one item of shape `(pages, h, w)`; a ragged
+      one is an error) or PNG/JPEG/BMP images (through Pillow; colour averaged over
+      channels); or one `.npy`/TIFF file or `.npz` archive whose first axis is the item
+      axis (`key` names the archive's array; it may be omitted when it holds one).
     - `dtype`: NumPy dtype of the result (float64 by default; `fit_batch` casts to its
       working dtype).
 
-    **Returns:** a NumPy array `(B, *grid)`. Items of different shapes are an error.
+    **Returns:** a NumPy array `(B, *grid)`. Items of different shapes, missing or damaged
+    files are a `mollijax.io.DataFileError` naming the file.
     """
-    path = pathlib.Path(path)
-    if path.is_dir():
-        files = _stack_files(path)
-        items = [_read_item(f) for f in files]
-        shapes = {a.shape for a in items}
-        if len(shapes) != 1:
-            first = {f.name: a.shape for f, a in list(zip(files, items, strict=True))[:5]}
-            raise GridMismatchError(
-                f"Every item in {path} must have the same shape; got shapes {sorted(shapes)} "
-                f"(e.g. {first})."
-            )
-        return np.stack(items).astype(dtype)
-    if not path.exists():
-        raise MollijaxError(f"`path` {path} does not exist.")
-    if path.suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
-    elif path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            if key is None:
-                if len(z.files) != 1:
-                    raise MollijaxError(
-                        f"`key` is needed to pick one of the arrays {z.files} in {path}."
-                    )
-                key = z.files[0]
-            if key not in z.files:
-                raise MollijaxError(f"`key` {key!r} is not in {path}; it holds {z.files}.")
-            arr = z[key]
-    else:
-        raise MollijaxError(
-            f"`path` must be a folder, a .npy or a .npz file, got {path.name!r}."
-        )
-    if arr.ndim < 2:
-        raise GridMismatchError(
-            f"A stack must have shape (B, *grid) with at least one grid axis, got "
-            f"{describe(arr)} from {path}."
-        )
-    return arr.astype(dtype)
+    from .io import read_stack
+
+    return read_stack(path, key)[0].astype(dtype)
 
 
 def run_batch(

@@ -188,6 +188,12 @@ def score(
     dict `{unknown: array}` (`FitResult.values`, or an object with a `values` dict);
     unknowns without a truth in `dataset.truth` are skipped.
     """
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int | np.integer)
+                               or margin < 0):
+        raise MollijaxError(
+            f"score: `margin` must be None or an integer >= 0 (nodes dropped from each end "
+            f"of every axis), got {margin!r}."
+        )
     if not isinstance(values, Mapping):
         values = values.values
     out: dict[str, dict[str, float]] = {}

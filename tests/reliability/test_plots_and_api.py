@@ -101,3 +101,12 @@ def test_fit_arguments_are_checked_before_compiling(config, kwargs, pattern):
     prepared = cli.prepare(config)
     with pytest.raises(mj.MollijaxError, match=pattern):
         mj.fit(prepared.problem, prepared.unknowns, **kwargs)
+
+
+@pytest.mark.parametrize("margin", [-3, -1, True])  # (other types: the annotations)
+def test_score_refuses_a_bad_margin(margin):
+    grid = mj.Grid.from_bounds((12,), 0.0, 1.0)
+    data = mj.Dataset(grid, {"u": np.zeros(12)}, truth={"k": np.ones(12)})
+    with pytest.raises(mj.MollijaxError, match=r"score: `margin` must be None or an integer >= 0"):
+        mj.score({"k": np.ones(12)}, data, margin=margin)
+    assert mj.score({"k": 1.1 * np.ones(12)}, data, margin=2)["k"]["rel_l2"] == pytest.approx(0.1)

@@ -6,6 +6,7 @@ import optax
 import pytest
 
 import mollijax as mj
+from mollijax import io as mio
 from mollijax import BatchResult, fit_batch, list_stack, load_stack, run_batch
 
 SGD = optax.sgd(0.5)  # one object: compiled chunks are reused across calls
@@ -115,13 +116,35 @@ def test_load_stack_formats(tmp_path):
     np.testing.assert_array_equal(load_stack(tmp_path / "stack.npy"), items)
     np.savez(tmp_path / "two.npz", u=items, v=items[:1])
     np.testing.assert_array_equal(load_stack(tmp_path / "two.npz", key="v"), items[:1])
-    with pytest.raises(mj.MollijaxError, match="`key` is needed"):
+    with pytest.raises(mio.DataFileError, match="key is needed"):
         load_stack(tmp_path / "two.npz")
     np.save(folder / "d.npy", np.zeros((4, 4)))
-    with pytest.raises(mj.GridMismatchError, match="same shape"):
+    with pytest.raises(mio.DataFileError, match="same shape; a.npy has .6, 5., d.npy has .4, 4."):
         load_stack(folder)
-    with pytest.raises(mj.MollijaxError, match="does not exist"):
+    with pytest.raises(mio.DataFileError, match="does not exist"):
         load_stack(tmp_path / "missing.npy")
+
+
+def test_load_stack_reads_every_page_of_a_tiff(tmp_path):
+    """A multi-page TIFF is one item of shape (pages, h, w) in a folder, and a stack of
+    items as one file; a ragged TIFF is refused, not cut to its first page."""
+    tifffile = pytest.importorskip("tifffile")
+    pages = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)
+
+    def write(path, frames):
+        with tifffile.TiffWriter(path) as w:
+            for frame in frames:
+                w.write(frame)
+
+    (tmp_path / "f").mkdir()
+    for b in range(2):
+        write(tmp_path / "f" / f"m{b}.tif", pages + b)
+    np.testing.assert_array_equal(load_stack(tmp_path / "f"), np.stack([pages, pages + 1]))
+    write(tmp_path / "one.tif", pages)
+    np.testing.assert_array_equal(load_stack(tmp_path / "one.tif"), pages)
+    write(tmp_path / "ragged.tif", [pages[0], np.zeros((2, 2), np.float32)])
+    with pytest.raises(mio.DataFileError, match="ragged.tif"):
+        load_stack(tmp_path / "ragged.tif")
 
 
 def test_load_stack_images(tmp_path):
