@@ -94,6 +94,13 @@ from ._sharding import (
 )
 from ._steady import Steady as Steady
 from ._taps import mollifier_taps as mollifier_taps
+from ._uncertainty import (
+    NoiseLevel as NoiseLevel,
+    Uncertainty as Uncertainty,
+    UncertaintyError as UncertaintyError,
+    ensemble as ensemble,
+    laplace as laplace,
+)
 from ._terms import (
     H1 as H1,
     TV as TV,

@@ -1,0 +1,734 @@
+"""Error bars on fitted unknowns: a Laplace (Gauss-Newton) posterior and noise-redraw ensembles.
+
+    laplace(problem, fitted)      the Gaussian posterior at the fit: a low-rank, prior-
+                                  preconditioned Gauss-Newton Hessian (matrix-free)
+    ensemble(problem, fitted)     parametric bootstrap: refits on the fitted prediction plus
+                                  fresh noise, through `fit_batch`
+    Uncertainty                   what both return: pointwise `std` of every unknown, samples,
+                                  the spectrum, the noise level with its own uncertainty
+
+**The posterior of a loss.** A `Problem`'s loss is `L(theta) = L_gn(theta) + L_reg(theta)`:
+the data, residual and condition terms are means of squares (`L_gn = |rho(theta)|^2`, a
+whitened residual vector), the regularisers (`Tikhonov`, `H1`, `TV`) the rest. Read as a
+negative log posterior at a temperature `T`,
+
+    p(theta | data)  ~  exp(-L(theta) / T),
+
+the data term `w_f mean_obs (f - f_obs)^2` of a field with noise `sigma_f` is the Gaussian
+likelihood `sum (f - f_obs)^2 / (2 sigma_f^2)` when `T = 2 w_f sigma_f^2 / n_f` (`n_f`
+observed nodes). For a loss scaled by `scaled(problem, sigma)` (`w_f = 1 / sigma_f^2`) this
+is `T = 2 / n_f`: the loss is already in the noise's units. The regularisers then act as the
+prior, `exp(-L_reg / T)`. The Laplace approximation at the fitted `theta*` is
+
+    theta ~ N(theta*, T H^-1),   H = H_gn + H_reg + delta I,
+
+with `H_gn = 2 J^T J` the Gauss-Newton Hessian of `L_gn` (`J` the Jacobian of `rho`),
+`H_reg = Q^T (d^2 L_reg / dv^2) Q` the regularisers' Hessian in the unknowns' values `v`
+(convex there: PSD) pulled back through `Q = dv/dtheta` (a constraint's transform or a
+network), and `delta` the nugget (below).
+
+**Low rank (hIPPYlib's approach).** With the prior precision `P = H_reg + delta I = L L^T`
+(a dense Cholesky factor), the prior-preconditioned misfit Hessian
+`Ht = L^-1 H_gn L^-T` has a fast-decaying spectrum (the data inform a few directions); a
+randomized double-pass eigendecomposition with `rank + oversampling` Gaussian probes gives
+`Ht ~ U diag(lambda) U^T`, and
+
+    H^-1 = P^-1 - (L^-T U) diag(lambda / (1 + lambda)) (L^-T U)^T     (Sherman-Morrison-Woodbury).
+
+Each application of `H_gn` is one forward (jvp) and one reverse (vjp) pass through the
+model, batched over the probes, so the cost is about `2 (rank + oversampling)` of them,
+whatever the number of unknowns. With `rank + oversampling >= n` (or `rank="full"`) the
+probes are the identity and the result is exact. The dense `P` needs memory `n^2`: this is
+for up to a few thousand parameters.
+
+**The nugget.** A regulariser may not bound every direction: `H1` has the constants in its
+null space, and an unknown without any regulariser (a network's weights, an evolved initial
+state) has no prior at all. `delta` makes `P` positive definite: on the parameters of
+regularised unknowns `delta = nugget * mean diag(H_reg)` over them; on the others `delta =
+nugget * mean diag(H_gn)` over them (a Hutchinson estimate: one extra pass of probes). Where
+the data inform a direction (the mean value of a coefficient, usually) the nugget does not
+matter; where they do not, the std it gives is the nugget's and grows as `nugget^-1/2`:
+read such a std as "not determined by the data". `nugget=0` is allowed when the
+regularisers alone bound every parameter (e.g. `Tikhonov`).
+
+**Posterior vs spread.** The Laplace std is Bayesian: it includes the prior's own
+uncertainty and is largest where the regulariser, not the data, sets the value. The
+ensemble std is the spread of the estimator under new noise: it excludes the prior's
+variance and the estimator's bias (a regularised fit is pulled towards smooth functions the
+same way on every redraw). Both agree where the data dominate; where the prior dominates,
+the ensemble is narrower. Neither covers the regularisation bias: coverage of the truth by
+`estimate +- 2 std` falls short where that bias exceeds the noise (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.linalg
+
+from ._auto import noise_sigma
+from ._errors import MollijaxError
+from ._fields import GridField
+from ._fit import FitResult
+from ._problem import Problem
+from ._terms import Condition, DataMisfit, Evaluation, Residual, _Penalty
+
+
+class UncertaintyError(MollijaxError):
+    """An uncertainty estimate cannot be made from these arguments."""
+
+
+class NoiseLevel(NamedTuple):
+    """The noise level of one observed field, with its own uncertainty.
+
+    - `sigma`: the standard deviation used (absolute, the data's units);
+    - `source`: where it came from (`"given"`, `"data"`: `noise_sigma` of the observations,
+      `"residual"`: the fit's residual, `"redraws"`: the ensemble's);
+    - `estimate`, `std`: an estimate of the noise level and its standard deviation. Laplace:
+      from the fit's residual, `estimate^2 = sum_obs r^2 / (n - p)` with `p` the effective
+      number of parameters (`sum lambda / (1 + lambda)`), and `std = estimate /
+      sqrt(2 (n - p))` (chi-square). Ensemble: the mean and spread of `noise_sigma` over the
+      redrawn data sets;
+    - `dof`: the degrees of freedom `n - p` of the residual estimate (NaN for the ensemble).
+    """
+
+    sigma: float
+    source: str
+    estimate: float
+    std: float
+    dof: float
+
+    def as_dict(self) -> dict:
+        return {k: (v if isinstance(v, str) else float(v)) for k, v in self._asdict().items()}
+
+
+class Uncertainty(NamedTuple):
+    """What `laplace` and `ensemble` return.
+
+    - `method`: `"laplace"` or `"ensemble"`;
+    - `mean`: `{unknown: values on its sub-grid}` (Laplace: the fit itself, the posterior's
+      mode; ensemble: the mean of the refits);
+    - `std`: `{unknown: pointwise standard deviation}`, same shapes;
+    - `samples`: `{unknown: (S, *shape)}` posterior samples (Laplace, pushed through the
+      unknowns' own maps) or the refits (ensemble); None when none were asked for;
+    - `rank`: eigenpairs kept (Laplace) or completed refits (ensemble);
+    - `eigenvalues`: the kept eigenvalues `lambda` of the prior-preconditioned misfit
+      Hessian, descending (empty for the ensemble). `lambda_i >> 1`: a direction the data
+      determine; the last kept one says how much a larger rank could still change;
+    - `noise`: `{observed field: NoiseLevel}`;
+    - `temperature`: `T` (Laplace; see the module docstring; NaN for the ensemble);
+    - `cost`: `{"seconds": ..., "products": Gauss-Newton products or "fits": refits}`;
+    - `message`: what was done, and warnings (a truncated spectrum, failed refits).
+    """
+
+    method: str
+    mean: dict
+    std: dict
+    samples: dict | None
+    rank: int
+    eigenvalues: np.ndarray
+    noise: dict
+    temperature: float
+    cost: dict
+    message: str
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """`{"<unknown>_std": std}` (as written beside `<unknown>` in `fields.npz`)."""
+        return {f"{k}_std": np.asarray(v) for k, v in self.std.items()}
+
+    def as_dict(self) -> dict:
+        """A JSON-ready summary (no arrays but the eigenvalues)."""
+        return {
+            "method": self.method,
+            "rank": int(self.rank),
+            "eigenvalues": [float(v) for v in np.asarray(self.eigenvalues)],
+            "noise": {k: v.as_dict() for k, v in self.noise.items()},
+            "temperature": float(self.temperature),
+            "cost": {k: float(v) for k, v in self.cost.items()},
+            "mean_std": {k: float(np.mean(v)) for k, v in self.std.items()},
+            "message": self.message,
+        }
+
+
+# ----------------------------------------------------------------------------- arguments
+def _unknowns_of(fitted, where: str) -> dict:
+    if isinstance(fitted, FitResult):
+        if fitted.batched:
+            raise UncertaintyError(
+                f"{where}: `fitted` is a batch result; pass one item's unknowns "
+                "(`result.item(b)`)."
+            )
+        if fitted.unknowns is None:
+            raise UncertaintyError(f"{where}: `fitted` holds no unknowns (load it with `like=`).")
+        return dict(fitted.unknowns)
+    if isinstance(fitted, Mapping):
+        return dict(fitted)
+    raise UncertaintyError(
+        f"{where}: `fitted` must be a FitResult or a dict of fitted unknowns, got "
+        f"{type(fitted).__name__}."
+    )
+
+
+def _check_problem(problem, where: str) -> None:
+    if not isinstance(problem, Problem):
+        raise UncertaintyError(
+            f"{where}: `problem` must be a mollijax.Problem, got {type(problem).__name__}."
+        )
+
+
+def _int_at_least(value, low: int, name: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise UncertaintyError(f"{where}: `{name}` must be an integer >= {low}, got {value!r}.")
+    return int(value)
+
+
+def _observed(problem: Problem, unknowns) -> list[str]:
+    """The output-error data fields: observed and fitted, evolved or solved."""
+    solved = problem.solved_names()
+    return [f for f in problem.data if f in unknowns or f in solved]
+
+
+def _sigmas(problem: Problem, fields: list[str], sigma, where: str) -> tuple[dict, str]:
+    """`({field: sigma_f}, source)` for the output-error fields."""
+    if sigma is None:
+        data = {f: problem.data[f] for f in fields}
+        masks = {f: problem.masks[f] for f in fields}
+        return noise_sigma(data, masks), "data"
+    if isinstance(sigma, Mapping):
+        table = dict(sigma)
+    else:
+        table = dict.fromkeys(fields, sigma)
+    missing = sorted(set(fields) - set(table))
+    extra = sorted(set(table) - set(fields))
+    if missing or extra:
+        raise UncertaintyError(
+            f"{where}: `sigma` must give one value per observed output-error field "
+            f"{fields}; missing {missing}, not such fields {extra}."
+        )
+    out = {}
+    for f, s in table.items():
+        try:
+            s = float(s)
+        except (TypeError, ValueError):
+            raise UncertaintyError(
+                f"{where}: `sigma` of {f!r} must be a number > 0, got {s!r}."
+            ) from None
+        if not (math.isfinite(s) and s > 0):
+            raise UncertaintyError(f"{where}: `sigma` of {f!r} must be a number > 0, got {s!r}.")
+        out[f] = s
+    return out, "given"
+
+
+# ----------------------------------------------------------------------------- the model
+def _gn_terms(problem: Problem, unknowns) -> tuple:
+    """The active terms that are means of squares (everything but the regularisers)."""
+    out = []
+    for t in problem.active_terms(unknowns):
+        if isinstance(t, _Penalty):
+            continue
+        if not isinstance(t, DataMisfit | Residual | Condition):
+            raise UncertaintyError(
+                f"laplace: loss term {t.name!r} ({type(t).__name__}) is not a mean of squares "
+                "(DataMisfit, Residual, Condition) nor a regulariser (Tikhonov, H1, TV); its "
+                "curvature is not known."
+            )
+        out.append(t)
+    return tuple(out)
+
+
+def _term_residual(t, ev: Evaluation, grid) -> tuple[jax.Array, jax.Array]:
+    """`(r, count)` with the term's unweighted value `L_k = sum r^2 / count`."""
+    if isinstance(t, DataMisfit):
+        mask = ev.masks[t.field]
+        r = jnp.where(mask, ev.values[t.field] - ev.data[t.field], 0.0)
+        return r, jnp.maximum(jnp.sum(mask.astype(r.dtype)), 1.0)
+    if isinstance(t, Residual):
+        r = ev.residual(t.fn)
+        return r, jnp.asarray(float(r.size), r.dtype)
+    selected, mask = t.select(ev.values[t.field], grid)
+    err = selected - t.value.astype(selected.dtype)
+    if mask is None:
+        return err, jnp.asarray(float(err.size), err.dtype)
+    err = jnp.where(mask, err, 0.0)
+    return err, jnp.maximum(jnp.sum(mask.astype(err.dtype)), 1.0)
+
+
+def _split(unknowns):
+    params, static = eqx.partition(unknowns, eqx.is_inexact_array)
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    return flat, (lambda theta: eqx.combine(unravel(theta), static))
+
+
+def _rho(problem: Problem, u) -> jax.Array:
+    """The whitened residual vector: `L_gn = |rho|^2`."""
+    ev = problem._evaluation(u, problem.grid_values(u))
+    parts = []
+    for t in _gn_terms(problem, u):
+        r, count = _term_residual(t, ev, problem.grid)
+        scale = jnp.sqrt(t.weight.astype(r.dtype) / count)
+        parts.append((scale * r).ravel())
+    return jnp.concatenate(parts)
+
+
+@eqx.filter_jit
+def _gn_apply(problem: Problem, unknowns, block):
+    """`H_gn @ block` (`block`: `(n, b)`): one linearisation, `b` jvp and vjp passes."""
+    flat, rebuild = _split(unknowns)
+
+    def rho(theta):
+        return _rho(problem, rebuild(theta))
+
+    _, jvp = jax.linearize(rho, flat)
+    _, vjp = jax.vjp(rho, flat)
+
+    def one(v):
+        return 2.0 * vjp(jvp(v.astype(flat.dtype)))[0]
+
+    return jax.vmap(one, in_axes=1, out_axes=1)(block)
+
+
+@eqx.filter_jit
+def _rho_value(problem: Problem, unknowns):
+    """`(L_gn, N, {field: sum_obs r^2})`: the misfit part of the loss, its number of squares
+    and each data term's unweighted sum of squares."""
+    u = unknowns
+    ev = problem._evaluation(u, problem.grid_values(u))
+    sums, total, count = {}, 0.0, 0.0
+    for t in _gn_terms(problem, u):
+        r, c = _term_residual(t, ev, problem.grid)
+        total = total + t.weight.astype(r.dtype) * jnp.sum(r**2) / c
+        count = count + c
+        if isinstance(t, DataMisfit):
+            sums[t.field] = jnp.sum(r**2)
+    return total, count, sums
+
+
+def _names_order(unknowns) -> tuple[str, ...]:
+    return tuple(sorted(unknowns))
+
+
+@eqx.filter_jit
+def _values_and_jacobian(problem: Problem, unknowns):
+    """`(v, Q)`: every unknown's values on its sub-grid, flattened in sorted-name order, and
+    `Q = dv / dtheta`."""
+    flat, rebuild = _split(unknowns)
+    names = _names_order(unknowns)
+
+    def values(theta):
+        u = rebuild(theta)
+        return jnp.concatenate([jnp.ravel(u[n].on_subgrid(problem.grid)) for n in names])
+
+    return values(flat), jax.jacfwd(values)(flat)
+
+
+@eqx.filter_jit
+def _values_of(problem: Problem, unknowns, thetas):
+    """Every unknown on its sub-grid for each row of `thetas` `(S, n)`."""
+    _, rebuild = _split(unknowns)
+
+    def one(theta):
+        u = rebuild(theta)
+        return {n: u[n].on_subgrid(problem.grid) for n in _names_order(unknowns)}
+
+    return jax.vmap(one)(thetas)
+
+
+def _no_residual(fn):
+    raise MollijaxError("internal: a regulariser does not evaluate residuals.")
+
+
+@eqx.filter_jit
+def _penalty_hessian(problem: Problem, unknowns, v, shapes):
+    """`d^2 L_reg / dv^2` at the values `v` (PSD: the regularisers are convex in the values)."""
+    names = _names_order(unknowns)
+    penalties = [t for t in problem.active_terms(unknowns) if isinstance(t, _Penalty)]
+
+    def total(z):
+        fields, start = {}, 0
+        for n, shape in zip(names, shapes, strict=True):
+            size = int(np.prod(shape))
+            template = GridField(np.zeros(shape), unknowns[n].axes)
+            fields[n] = eqx.tree_at(lambda f: f.raw, template, z[start:start + size].reshape(shape))
+            start += size
+        ev = Evaluation(problem.grid, fields, {}, problem.data, problem.masks, _no_residual)
+        out = jnp.zeros((), z.dtype)
+        for t in penalties:
+            out = out + t.weight.astype(z.dtype) * t(ev)
+        return out
+
+    return jax.hessian(total)(v)
+
+
+class _Model:
+    """The pieces of the Laplace approximation shared by its steps."""
+
+    def __init__(self, problem: Problem, unknowns: dict, chunk: int):
+        self.problem, self.unknowns = problem, unknowns
+        self.flat = np.asarray(_split(unknowns)[0], dtype=np.float64)
+        self.n = self.flat.size
+        self.names = _names_order(unknowns)
+        self.shapes = tuple(
+            tuple(np.shape(unknowns[k].on_subgrid(problem.grid))) for k in self.names
+        )
+        self.chunk = max(1, min(chunk, self.n))
+        self.products = 0
+
+    def gn(self, block: np.ndarray) -> np.ndarray:
+        """`H_gn @ block`, in chunks of one compiled width (the last one padded)."""
+        b = block.shape[1]
+        out = np.empty_like(block)
+        dtype = self.flat.dtype
+        for start in range(0, b, self.chunk):
+            part = block[:, start:start + self.chunk]
+            width = part.shape[1]
+            if width < self.chunk:
+                part = np.concatenate([part, np.zeros((self.n, self.chunk - width))], axis=1)
+            res = _gn_apply(self.problem, self.unknowns, jnp.asarray(part, dtype))
+            out[:, start:start + width] = np.asarray(res, dtype=np.float64)[:, :width]
+        self.products += b
+        return out
+
+
+# ----------------------------------------------------------------------------- laplace
+def _rng(key) -> np.random.Generator:
+    """A NumPy generator seeded by a JAX key (raw or typed)."""
+    if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return np.random.default_rng(np.asarray(key).ravel().astype(np.uint32))
+
+
+def _randomized_eig(apply, n: int, rank: int, oversampling: int, power: int, rng):
+    """Top `rank` eigenpairs of the symmetric PSD operator `apply` (on `(n, b)` blocks): a
+    randomized double pass (Halko, Martinsson & Tropp, alg. 5.3 with 4.4), exact when
+    `rank + oversampling >= n` (the probes are then the identity)."""
+    b = rank + oversampling
+    if b >= n:
+        y = apply(np.eye(n))
+        vals, vecs = np.linalg.eigh(0.5 * (y + y.T))
+    else:
+        y = apply(rng.standard_normal((n, b)))
+        for _ in range(power):
+            y = apply(np.linalg.qr(y)[0])
+        q = np.linalg.qr(y)[0]
+        t = q.T @ apply(q)
+        vals, small = np.linalg.eigh(0.5 * (t + t.T))
+        vecs = q @ small
+    order = np.argsort(vals)[::-1][: min(rank, n)]
+    return np.maximum(vals[order], 0.0), vecs[:, order]
+
+
+def laplace(
+    problem: Problem,
+    fitted,
+    *,
+    rank: int | str = 50,
+    oversampling: int = 10,
+    power: int = 0,
+    sigma=None,
+    nugget: float = 1e-6,
+    samples: int = 0,
+    key: jax.Array | None = None,
+    chunk: int = 64,
+) -> Uncertainty:
+    """The Laplace (Gauss-Newton) posterior of the unknowns at a fit, and its pointwise std.
+
+    With `T` the loss's temperature (the module docstring: `T = 2 w_f sigma_f^2 / n_f` from
+    the data terms) and `H = H_gn + H_reg + delta I` the loss's Gauss-Newton Hessian in the
+    flat parameters `theta` (`jax.flatten_util.ravel_pytree` of the unknowns' arrays),
+
+        std(v_i) = sqrt(T [Q H^-1 Q^T]_ii),   Q = dv / dtheta,
+
+    for every value `v_i` of every unknown on its sub-grid (a grid unknown's nodes, a
+    network evaluated on its axes' nodes, a constant): through the linearisation of the
+    unknown's map (a constraint's transform, the network). `H^-1` is the low-rank update of
+    the prior's inverse (Sherman-Morrison-Woodbury) from a randomized eigendecomposition of
+    the prior-preconditioned misfit Hessian; see the module docstring for the model, the
+    nugget and the cost.
+
+    **Arguments:**
+
+    - `problem`: the problem that was fitted (its weights as in the fit: a problem scaled
+      by `scaled(problem, sigma)` and a weight chosen by `discrepancy` included).
+    - `fitted`: its `FitResult` (`fit`, `auto_run(...).result`) or the fitted unknowns.
+    - `rank`: eigenpairs kept (an integer >= 1) or `"full"` (every direction: exact, `n`
+      products). `oversampling`: extra probes (hIPPYlib's default 10); `power`: power
+      iterations (0: the double pass).
+    - `sigma`: the noise standard deviation of the output-error data fields: a number, a
+      dict `{field: sigma_f}`, `None` (default: `noise_sigma` of the observations; pass the
+      value given to `scaled` if it was another one) or `"residual"` (from the fit's own
+      residual, `2 L_gn / (N - p)`; the only choice when the loss has no output-error data
+      term, e.g. an equation-error fit, where it assumes the residuals are independent).
+    - `nugget`: the prior's regularisation of directions no regulariser bounds (>= 0).
+    - `samples`: number of posterior draws (0: none), pushed through the unknowns' own maps;
+      `key`: a `jax.random.PRNGKey` for the probes and the draws (default `PRNGKey(0)`).
+    - `chunk`: probes per compiled batch of Gauss-Newton products.
+
+    **Returns:** an `Uncertainty` with `method="laplace"`.
+
+    **Cost.** About `2 (rank + oversampling)` Gauss-Newton products (a jvp and a vjp each,
+    `rank + oversampling` of them batched at once, `chunk` at a time), one more pass when
+    some unknown has no regulariser, a dense Cholesky factorisation of the `n x n` prior
+    precision and a dense value Jacobian (`jax.jacfwd`, `n` forward passes of the unknowns'
+    maps only, not of the model).
+    """
+    where = "laplace"
+    start_time = time.perf_counter()
+    _check_problem(problem, where)
+    unknowns = _unknowns_of(fitted, where)
+    if rank != "full":
+        rank = _int_at_least(rank, 1, "rank", where)
+    oversampling = _int_at_least(oversampling, 0, "oversampling", where)
+    power = _int_at_least(power, 0, "power", where)
+    samples = _int_at_least(samples, 0, "samples", where)
+    chunk = _int_at_least(chunk, 1, "chunk", where)
+    bad_nugget = f"{where}: `nugget` must be a number >= 0, got {nugget!r}."
+    try:
+        nugget = float(nugget)
+    except (TypeError, ValueError):
+        raise UncertaintyError(bad_nugget) from None
+    if not (math.isfinite(nugget) and nugget >= 0):
+        raise UncertaintyError(bad_nugget)
+    problem.check(unknowns)
+    problem = problem.prepare(unknowns)
+    gn_terms = _gn_terms(problem, unknowns)
+    if not gn_terms:
+        raise UncertaintyError(
+            f"{where}: the loss has no data, residual or condition term for these unknowns: "
+            "nothing informs them."
+        )
+    fields = _observed(problem, unknowns)
+    residual_mode = isinstance(sigma, str)
+    if residual_mode and sigma != "residual":
+        raise UncertaintyError(
+            f"{where}: `sigma` must be a number, a dict, None or 'residual', got {sigma!r}."
+        )
+    if not fields and not residual_mode:
+        if sigma is not None:
+            raise UncertaintyError(
+                f"{where}: `sigma` is given but the loss has no output-error data term (the "
+                f"data {sorted(problem.data)} are used directly); use sigma='residual'."
+            )
+        residual_mode = True
+    sig, source = ({}, "residual") if residual_mode else _sigmas(problem, fields, sigma, where)
+    key = jax.random.PRNGKey(0) if key is None else key
+    rng = _rng(key)
+
+    model = _Model(problem, unknowns, chunk)
+    n = model.n
+    if n == 0:
+        raise UncertaintyError(f"{where}: the unknowns have no parameters to be uncertain about.")
+    v, q = _values_and_jacobian(problem, unknowns)
+    v, q = np.asarray(v, np.float64), np.asarray(q, np.float64).reshape(-1, n)
+    hv = np.asarray(_penalty_hessian(problem, unknowns, jnp.asarray(v), model.shapes),
+                    np.float64)
+    h_reg = q.T @ hv @ q
+    h_reg = 0.5 * (h_reg + h_reg.T)
+
+    # the nugget: per parameter, relative to the curvature that bounds it
+    diag = np.diag(h_reg)
+    scale_reg = np.abs(diag).max() if diag.size else 0.0
+    bounded = diag > 1e-12 * max(scale_reg, 1e-300)
+    delta = np.zeros(n)
+    if bounded.any():
+        delta[bounded] = nugget * float(np.mean(diag[bounded]))
+    free = ~bounded
+    if free.any() and nugget > 0:
+        probes = np.zeros((n, model.chunk))  # one compiled batch of Hutchinson probes
+        probes[free] = rng.choice([-1.0, 1.0], size=(int(free.sum()), probes.shape[1]))
+        hz = model.gn(probes)
+        trace = float(np.mean(np.sum(probes * hz, axis=0)))
+        delta[free] = nugget * max(trace / int(free.sum()), 1e-300)
+    precision = h_reg + np.diag(delta)
+    try:
+        chol = np.linalg.cholesky(precision)
+    except np.linalg.LinAlgError:
+        raise UncertaintyError(
+            f"{where}: the prior precision (the regularisers' Hessian plus the nugget "
+            f"{nugget:g}) is not positive definite: some parameters are bounded by no "
+            "regulariser; give `nugget` > 0."
+        ) from None
+
+    def apply(block):
+        z = scipy.linalg.solve_triangular(chol.T, block, lower=False)
+        return scipy.linalg.solve_triangular(chol, model.gn(z), lower=True)
+
+    k = n if rank == "full" else min(rank, n)
+    lam, u = _randomized_eig(apply, n, k, 0 if rank == "full" else oversampling, power, rng)
+    d = lam / (1.0 + lam)
+    p_eff = float(np.sum(d))
+    lt_u = scipy.linalg.solve_triangular(chol.T, u, lower=False)
+
+    # the temperature
+    l_gn, big_n, sums = _rho_value(problem, unknowns)
+    sums = {f: float(s) for f, s in sums.items()}
+    weights = {t.field: float(t.weight) for t in gn_terms if isinstance(t, DataMisfit)}
+    counts = {f: float(np.asarray(problem.masks[f]).sum()) for f in fields}
+    n_obs = sum(counts.values())
+    noise = {}
+    if residual_mode:
+        temperature = 2.0 * float(l_gn) / max(float(big_n) - p_eff, 1.0)
+        for f in fields:
+            s2 = temperature * counts[f] / (2.0 * weights[f])
+            noise[f] = _residual_noise(f, math.sqrt(s2), "residual", sums[f], counts[f], p_eff,
+                                       n_obs)
+    else:
+        temps = {f: 2.0 * weights[f] * sig[f] ** 2 / max(counts[f], 1.0) for f in fields}
+        temperature = float(sum(counts[f] * temps[f] for f in fields) / max(n_obs, 1.0))
+        for f in fields:
+            noise[f] = _residual_noise(f, sig[f], source, sums[f], counts[f], p_eff, n_obs)
+
+    # pointwise std of every unknown
+    mean, std, start = {}, {}, 0
+    values = {k: v[0] for k, v in _values_of(problem, unknowns, jnp.asarray(model.flat[None]))
+              .items()}
+    for name, shape in zip(model.names, model.shapes, strict=True):
+        size = int(np.prod(shape))
+        rows = q[start:start + size]
+        w = scipy.linalg.solve_triangular(chol, rows.T, lower=True)
+        prior_var = np.sum(w**2, axis=0)
+        b = rows @ lt_u
+        var = temperature * (prior_var - (b**2) @ d)
+        std[name] = np.sqrt(np.maximum(var, 0.0)).reshape(shape)
+        mean[name] = np.asarray(values[name], np.float64).reshape(shape)
+        start += size
+
+    draws = None
+    if samples:
+        z = rng.standard_normal((n, samples))
+        shrink = 1.0 - 1.0 / np.sqrt(1.0 + lam)
+        z = z - u @ (shrink[:, None] * (u.T @ z))
+        theta = model.flat[:, None] + math.sqrt(temperature) * scipy.linalg.solve_triangular(
+            chol.T, z, lower=False)
+        out = _values_of(problem, unknowns, jnp.asarray(theta.T, model.flat.dtype))
+        draws = {name: np.asarray(out[name]) for name in model.names}
+
+    message = (f"Laplace: {len(lam)} eigenpairs of {n} parameters ({model.products} "
+               f"Gauss-Newton products), effective parameters {p_eff:.1f}")
+    if rank != "full" and k + oversampling < n and len(lam) and lam[-1] > 0.1:
+        message += (f"; the smallest kept eigenvalue {lam[-1]:.3g} > 0.1: a larger rank "
+                    "would still change the std")
+    cost = {"seconds": time.perf_counter() - start_time, "products": float(model.products)}
+    return Uncertainty("laplace", mean, std, draws, len(lam), lam, noise, temperature, cost,
+                       message)
+
+
+def _residual_noise(field, sigma, source, sum_sq, count, p_eff, n_obs) -> NoiseLevel:
+    p_f = p_eff * count / max(n_obs, 1.0)
+    dof = max(count - p_f, 1.0)
+    est = math.sqrt(sum_sq / dof)
+    return NoiseLevel(float(sigma), source, est, est / math.sqrt(2.0 * dof), dof)
+
+
+# ----------------------------------------------------------------------------- ensemble
+_LBFGS = optax.lbfgs()  # one object: repeated ensembles reuse the compiled batch
+
+
+def ensemble(
+    problem: Problem,
+    fitted,
+    sigma=None,
+    *,
+    draws: int = 20,
+    key: jax.Array | None = None,
+    optimiser: optax.GradientTransformation | None = None,
+    steps: int = 300,
+    chunk: int = 50,
+    tol: float | None = 1e-8,
+    batch: int = 10,
+) -> Uncertainty:
+    """A parametric bootstrap: refit on the fitted model's prediction plus fresh noise.
+
+    For draws `b = 1..B`, each output-error data field `f` (fitted, evolved or solved) is
+    replaced by `F_f(theta*) + sigma_f z_b` (`z_b` standard normal at every node, the masks
+    kept), and the problem is refitted from `theta*` with the same weights (`fit_batch`:
+    all draws at once, one compiled batch). The spread of the refits,
+
+        std(v_i) = std over b of v_i(theta_b),
+
+    estimates the estimator's sampling error at the noise level `sigma`: the frequentist
+    counterpart of `laplace`. It excludes the estimator's bias and the prior's own variance
+    (see the module docstring), and the weights are not chosen again for each draw.
+
+    **Arguments:**
+
+    - `problem`, `fitted`: as in `laplace`. The problem needs an output-error data term.
+    - `sigma`: the noise standard deviation (a number, `{field: sigma_f}`, or None:
+      `noise_sigma` of the observations).
+    - `draws`: number of redraws `B` (>= 2); `key`: a `jax.random.PRNGKey` (default 0).
+    - `optimiser` (default `optax.lbfgs()`), `steps`, `chunk`, `tol`: of each refit (as in
+      `fit_batch`); `batch`: refits per `fit_batch` call (one compiled width; bounds the
+      memory of the batch).
+
+    **Returns:** an `Uncertainty` with `method="ensemble"`: `mean` and `std` over the
+    completed refits, `samples` the refits, `rank` their number, the noise level with the
+    mean and spread of `noise_sigma` over the redrawn data as its own estimate.
+    """
+    from ._batch import fit_batch
+
+    where = "ensemble"
+    start_time = time.perf_counter()
+    _check_problem(problem, where)
+    unknowns = _unknowns_of(fitted, where)
+    draws = _int_at_least(draws, 2, "draws", where)
+    batch = _int_at_least(batch, 1, "batch", where)
+    problem.check(unknowns)
+    prepared = problem.prepare(unknowns)
+    fields = _observed(prepared, unknowns)
+    if not fields:
+        raise UncertaintyError(
+            f"{where}: needs an output-error data term (a field that is fitted, evolved or "
+            f"solved) to redraw; the data {sorted(problem.data)} are used directly."
+        )
+    sig, source = _sigmas(prepared, fields, sigma, where)
+    key = jax.random.PRNGKey(0) if key is None else key
+    predicted = prepared.grid_values(unknowns)
+    stack, redrawn_sigma = {}, {f: [] for f in fields}
+    keys = jax.random.split(key, len(fields))
+    for f, k in zip(fields, keys, strict=True):
+        pred = np.asarray(predicted[f], np.float64)
+        z = np.asarray(jax.random.normal(k, (draws, *pred.shape), jnp.float64))
+        mask = np.asarray(prepared.masks[f])
+        data = np.where(mask, pred[None] + sig[f] * z, np.asarray(prepared.data[f])[None])
+        stack[f] = data
+        for b in range(draws):
+            redrawn_sigma[f].append(noise_sigma({f: data[b]}, {f: mask})[f])
+    opt = _LBFGS if optimiser is None else optimiser
+    refits, ok, notes = [], [], []
+    for first in range(0, draws, batch):
+        part = {f: v[first:first + batch] for f, v in stack.items()}
+        if len(next(iter(part.values()))) < batch:  # pad: one compiled batch width
+            part = {f: np.concatenate([v, v[-1:].repeat(batch - len(v), 0)]) for f, v in
+                    part.items()}
+        res = fit_batch(problem, part, unknowns, opt, steps=steps, chunk=chunk, tol=tol)
+        size = min(batch, draws - first)
+        refits.append({k: np.asarray(v)[:size] for k, v in res.values.items()})
+        ok.append(np.asarray(res.ok)[:size])
+        if not np.all(ok[-1]):
+            notes.append(res.summary())
+    ok = np.concatenate(ok)
+    values = {k: np.concatenate([r[k] for r in refits]) for k in refits[0]}
+    if ok.sum() < 2:
+        raise UncertaintyError(f"{where}: only {int(ok.sum())} of {draws} refits completed.")
+    mean = {k: np.mean(v[ok], axis=0) for k, v in values.items()}
+    std = {k: np.std(v[ok], axis=0, ddof=1) for k, v in values.items()}
+    samples = {k: np.asarray(v[ok]) for k, v in values.items()}
+    noise = {
+        f: NoiseLevel(sig[f], source, float(np.mean(redrawn_sigma[f])),
+                      float(np.std(redrawn_sigma[f], ddof=1)), float("nan"))
+        for f in fields
+    }
+    message = f"ensemble: {int(ok.sum())} of {draws} refits completed"
+    if ok.sum() < draws:
+        message += f" ({draws - int(ok.sum())} left out: {'; '.join(notes)})"
+    cost = {"seconds": time.perf_counter() - start_time, "fits": float(draws)}
+    return Uncertainty("ensemble", mean, std, samples, int(ok.sum()), np.zeros(0), noise,
+                       float("nan"), cost, message)

@@ -1,0 +1,162 @@
+"""Error bars: the Laplace posterior against the exact posterior of a linear Gaussian problem
+(dense inverse, independent of the low-rank machinery), its convergence in the rank, its
+samples, the ensemble against the Laplace std on a nonlinear problem, and named errors."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import mollijax as mj
+
+N = 21
+SIGMA = 0.01
+H1_WEIGHT, TIKHONOV_WEIGHT = 1e-4, 1e-3
+
+
+def _grid():
+    return mj.Grid.from_bounds((N,), (0.0,), (1.0,), axes=("x",))
+
+
+def _walls():
+    return [mj.Condition("u", {"x": 0}, 0.0), mj.Condition("u", {"x": -1}, 0.0)]
+
+
+def _source_problem(u):
+    """-u'' = f, u = 0 on the walls, f unknown: linear in f; H1 and Tikhonov on f (a
+    proper Gaussian prior); the data term scaled by the noise variance."""
+    steady = mj.Steady(lambda s: s.d(s.d(s.u, "x"), "x") + s.f)
+    p = mj.Problem(_grid(), None, data={"u": u}, steady=steady, conditions=_walls(),
+                   regularisers=[mj.H1("f", H1_WEIGHT), mj.Tikhonov("f", TIKHONOV_WEIGHT)])
+    return mj.scaled(p, {"u": SIGMA})
+
+
+@pytest.fixture(scope="module")
+def linear():
+    x = _grid().coords("x")
+    f_true = 10.0 * np.sin(np.pi * x)
+    forward = _source_problem(np.zeros(N))
+    u = np.asarray(forward.grid_values({"f": mj.GridField(f_true, "x")})["u"])
+    # the forward map's matrix (forward-mode autodiff of the solve; the model is linear)
+    template = mj.GridField(np.zeros(N), "x")
+    jac = np.asarray(jax.jacfwd(lambda v: forward.grid_values(
+        {"f": eqx.tree_at(lambda g: g.raw, template, v)})["u"])(jnp.asarray(f_true)))
+    u_obs = u + SIGMA * np.random.default_rng(0).standard_normal(N)
+    # the posterior of  u_obs = J f + noise (sigma),  prior ~ exp(-(n/2) (w1 H1 + w2 Tikhonov)):
+    # the scaled loss is (1/(n sigma^2)) |J f - u_obs|^2 + penalties, i.e. the negative log
+    # posterior times 2/n
+    h = x[1] - x[0]
+    diff = np.diff(np.eye(N), axis=0) / h
+    prior = (N / 2) * (H1_WEIGHT * 2 / (N - 1) * diff.T @ diff
+                       + TIKHONOV_WEIGHT * 2 / N * np.eye(N))
+    cov = np.linalg.inv(jac.T @ jac / SIGMA**2 + prior)
+    problem = _source_problem(u_obs)
+    # a linear model's Gauss-Newton Hessian does not depend on the point: no fit needed
+    unknowns = {"f": mj.GridField(f_true, "x")}
+    return problem, unknowns, np.sqrt(np.diag(cov))
+
+
+def test_laplace_equals_the_exact_posterior_of_a_linear_gaussian_problem(linear):
+    problem, unknowns, exact = linear
+    post = mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, nugget=0.0)
+    assert post.std["f"].shape == (N,)
+    np.testing.assert_allclose(post.std["f"], exact, rtol=1e-9)
+    assert post.rank == N and post.method == "laplace"
+    # the posterior mean of the scaled loss's temperature: 2 / n
+    assert post.temperature == pytest.approx(2.0 / N, rel=1e-12)
+
+
+def test_low_rank_converges_to_the_full_posterior(linear):
+    problem, unknowns, exact = linear
+    errors = []
+    for rank in (2, 6, 12):
+        post = mj.laplace(problem, unknowns, rank=rank, oversampling=2, sigma=SIGMA,
+                          nugget=0.0)
+        assert post.rank == rank
+        errors.append(float(np.max(np.abs(post.std["f"] - exact) / exact)))
+    assert errors[0] > errors[1] > errors[2] > 1e-8
+    assert errors[0] > 0.1  # two directions are not enough
+    # rank + oversampling >= n: the probes span everything, the result is exact
+    post = mj.laplace(problem, unknowns, rank=N - 2, oversampling=2, sigma=SIGMA, nugget=0.0)
+    np.testing.assert_allclose(post.std["f"], exact, rtol=1e-9)
+
+
+def test_laplace_samples_have_the_posterior_spread(linear):
+    problem, unknowns, exact = linear
+    post = mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, nugget=0.0, samples=4000)
+    assert post.samples["f"].shape == (4000, N)
+    spread = post.samples["f"].std(axis=0)
+    # 4000 draws: the sample std has a relative error of about 1.1 %; 5 of them
+    np.testing.assert_allclose(spread, exact, rtol=0.055)
+    # and are centred on the fit: 5 standard errors of the mean
+    np.testing.assert_allclose(post.samples["f"].mean(axis=0), post.mean["f"],
+                               atol=5 * np.max(exact) / np.sqrt(4000))
+
+
+@pytest.fixture(scope="module")
+def reaction():
+    """-u'' + c(x) u = f, u = 0 on the walls, c > 0 unknown (nonlinear in c), 1 % noise; a
+    small smoothness weight, so that the data dominate in the interior."""
+    grid = _grid()
+    x = grid.coords("x")
+    steady = mj.Steady(lambda s: s.d(s.d(s.u, "x"), "x") - s.c * s.u + s.f)
+    f = 50.0 * np.sin(np.pi * x)
+    c_true = 20.0 + 10.0 * np.sin(2 * np.pi * x)
+
+    def make(u):
+        return mj.Problem(grid, None, data={"u": u}, known={"f": f}, steady=steady,
+                          conditions=_walls(), regularisers=[mj.H1("c", 1e-5)])
+
+    u = np.asarray(make(np.zeros(N)).grid_values({"c": mj.GridField(c_true, "x")})["u"])
+    sigma = 0.01 * u.std()
+    u_obs = u + sigma * np.random.default_rng(1).standard_normal(N)
+    problem = mj.scaled(make(u_obs), {"u": sigma})
+    start = {"c": mj.GridField(np.full(N, 10.0), "x", constraint="positive")}
+    result = mj.fit(problem, start, optax.lbfgs(), steps=300, chunk=50, tol=1e-9,
+                    progress=False)
+    return problem, result, sigma, c_true
+
+
+def test_ensemble_and_laplace_agree_where_the_data_dominate(reaction):
+    problem, result, sigma, c_true = reaction
+    post = mj.laplace(problem, result, rank="full", sigma=sigma)
+    spread = mj.ensemble(problem, result, sigma, draws=20, steps=200)
+    assert spread.rank == 20 and spread.samples["c"].shape == (20, N)
+    inner = slice(3, N - 3)  # near the walls u -> 0: c is set by the prior there
+    ratio = spread.std["c"][inner] / post.std["c"][inner]
+    assert 0.7 <= np.median(ratio) <= 1.3
+    assert 0.7 <= spread.std["c"][inner].mean() / post.std["c"][inner].mean() <= 1.3
+    # near the walls the posterior keeps the prior's variance; the estimator's spread does not
+    assert spread.std["c"][0] < 0.6 * post.std["c"][0]
+    # the noise level: given, and re-estimated from the redrawn data and from the residual
+    assert spread.noise["u"].sigma == sigma and post.noise["u"].source == "given"
+    level = post.noise["u"]  # from the residual: n - p degrees of freedom
+    assert 0 < level.dof < N and level.std == pytest.approx(level.estimate / np.sqrt(2 * level.dof))
+    # the errors of the fit are of the size the posterior says
+    err = np.abs(result.values["c"] - c_true)[inner]
+    assert np.mean(err <= 2 * post.std["c"][inner]) >= 0.8
+
+
+def test_bad_arguments_are_named(linear, reaction):
+    problem, unknowns, _ = linear
+    with pytest.raises(mj.UncertaintyError, match="`rank`"):
+        mj.laplace(problem, unknowns, rank=0)
+    with pytest.raises(mj.UncertaintyError, match="`nugget`"):
+        mj.laplace(problem, unknowns, nugget=-1.0)
+    with pytest.raises(mj.UncertaintyError, match="`sigma` of 'u'"):
+        mj.laplace(problem, unknowns, sigma=-0.1)
+    with pytest.raises(mj.UncertaintyError, match="missing \\['u'\\]"):
+        mj.laplace(problem, unknowns, sigma={"v": 0.1})
+    with pytest.raises(mj.UncertaintyError, match="`fitted`"):
+        mj.laplace(problem, [1.0])
+    with pytest.raises(mj.UncertaintyError, match="`draws`"):
+        mj.ensemble(problem, unknowns, SIGMA, draws=1)
+    # H1 alone leaves the constants unbounded: without a nugget the prior is singular
+    h1_only = problem.with_weights({"reg:f:tikhonov": 0.0})
+    with pytest.raises(mj.UncertaintyError, match="not positive definite"):
+        mj.laplace(h1_only, unknowns, rank="full", sigma=SIGMA, nugget=0.0)
+    # with the nugget the constants are bounded by the data, and the std stays finite
+    post = mj.laplace(h1_only, unknowns, rank="full", sigma=SIGMA)
+    assert np.all(np.isfinite(post.std["f"]))
