@@ -2,8 +2,11 @@
 
 from ._auto import (
     Choice as Choice,
+    Identifiability as Identifiability,
+    IdentifiabilityWarning as IdentifiabilityWarning,
     cross_validate as cross_validate,
     discrepancy as discrepancy,
+    identifiability as identifiability,
     noise_sigma as noise_sigma,
     scaled as scaled,
 )

@@ -596,3 +596,127 @@ def cross_validate(
            f"{len(curve)} settings)")
     return Choice(chosen.weight, chosen.eps, result, tuple(curve), "cross-validation", None,
                   msg)
+
+
+# ----------------------------------------------------------------------------- identifiability
+class IdentifiabilityWarning(UserWarning):
+    """Part of a coefficient is (nearly) not determined by the equation and the data there:
+    its recovered values rest on the regulariser or the initial guess."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Identifiability:
+    """Where the residuals constrain a grid unknown (`identifiability`).
+
+    - `name`: the unknown; `sensitivity`: on its sub-grid, the norm of the residuals'
+      response to a relative change of the unknown at each node, divided by its median;
+    - `poor`: boolean mask, `sensitivity < threshold`;
+    - `regions`: the poorly identified regions as `{axis: (low, high)}` coordinate boxes of
+      connected groups of poor nodes (largest first). Nodes within the residuals' margin of
+      the walls (`problem.margin`), which no residual reads, are left out of `poor` and of
+      the median;
+    - `message`: a sentence naming them ("" when there are none).
+    """
+
+    name: str
+    sensitivity: np.ndarray
+    poor: np.ndarray
+    regions: tuple[dict[str, tuple[float, float]], ...]
+    message: str
+
+
+def identifiability(
+    problem: Problem, unknowns: Mapping, name: str, *, threshold: float = 0.05,
+    max_nodes: int = 5000,
+) -> Identifiability:
+    """How strongly the problem's residuals determine the grid unknown `name` node by node.
+
+    With `c` the unknown on its sub-grid and `r(c)` all residual fields stacked, the
+    sensitivity of node `j` is the norm of the column of the Jacobian with respect to a
+    relative change of `c_j`,
+
+        s_j = | dr / d(log c_j) | = | c_j dr / dc_j |,   reported as s_j / median(s),
+
+    computed by forward-mode differentiation (one jvp per node, batched). Where `s_j` is
+    below `threshold` of the median, noise in the data moves `c_j` by more than
+    `1 / threshold` times as much as at a typical node: the equation barely sees `c` there
+    (e.g. `k u` with `u = 0`, or `div(k grad u)` where `grad u` and `lap u` vanish), and the
+    recovered values rest on the regulariser. The unknown's current values are used (pass an
+    equation-error fit's unknowns).
+
+    **Arguments:** `problem` (with at least one residual), `unknowns` (`{name: field}`),
+    `name` (a `GridField` unknown), `threshold` (relative sensitivity below which a node is
+    poorly identified), `max_nodes` (larger unknowns are not analysed: a `MollijaxError`).
+
+    **Returns:** an `Identifiability`.
+    """
+    from ._fields import GridField
+
+    if name not in unknowns or not isinstance(unknowns[name], GridField):
+        raise MollijaxError(
+            f"identifiability: {name!r} must be a GridField unknown; unknowns are "
+            f"{sorted(unknowns)}."
+        )
+    fns = [t.fn for t in problem.terms if isinstance(t, Residual)]
+    if not fns:
+        raise MollijaxError("identifiability needs a problem with at least one residual.")
+    if not (np.isfinite(threshold) and 0 < threshold < 1):
+        raise MollijaxError(f"identifiability: `threshold` must be in (0, 1), got {threshold!r}.")
+    field = unknowns[name]
+    grid = problem.grid
+    c = jnp.asarray(field.on_subgrid(grid))
+    if c.size > max_nodes:
+        raise MollijaxError(
+            f"identifiability: {name!r} has {c.size} nodes, more than max_nodes={max_nodes}."
+        )
+    free = GridField(np.asarray(c), field.axes)
+
+    def residuals(delta):
+        trial = dict(unknowns)
+        trial[name] = eqx.tree_at(lambda f: f.raw, free, c * (1.0 + delta))
+        ev = problem._evaluation(trial, problem.grid_values(trial))
+        return jnp.concatenate([jnp.ravel(ev.residual(fn)) for fn in fns])
+
+    jac = jax.jacfwd(residuals)(jnp.zeros_like(c))  # (residual nodes, *sub-grid)
+    s = np.sqrt(np.sum(np.asarray(jac, dtype=np.float64) ** 2, axis=0))
+    # nodes within the residuals' margin of the walls are never read by a residual (the
+    # regulariser and the output-error state carry them): not reported, not in the scale
+    edge = np.zeros(s.shape, bool)
+    for k, axis in enumerate(field.axes):
+        m = int(problem.margin[grid.axis_index(axis)])
+        if m > 0:
+            idx = [slice(None)] * s.ndim
+            idx[k] = np.r_[0:m, s.shape[k] - m:s.shape[k]]
+            edge[tuple(idx)] = True
+    seen = s[~edge]
+    med = float(np.median(seen)) if seen.size else 0.0
+    s = s / med if med > 0 else np.zeros_like(s)
+    poor = (s < threshold) & ~edge
+    regions = []
+    if poor.any():
+        from scipy import ndimage
+
+        labels, count = ndimage.label(poor)
+        coords = [np.asarray(grid.origin[grid.axis_index(a)]
+                             + grid.spacing[grid.axis_index(a)] * np.arange(n))
+                  for a, n in zip(field.axes, c.shape, strict=True)]
+        boxes = []
+        for region in ndimage.find_objects(labels):
+            size = int(np.sum(labels[region] > 0))
+            boxes.append((size, {a: (float(x[sl.start]), float(x[sl.stop - 1]))
+                                 for a, x, sl in zip(field.axes, coords, region, strict=True)}))
+        regions = [b for _, b in sorted(boxes, key=lambda t: -t[0])]
+    message = ""
+    if regions:
+        shown = "; ".join(
+            ", ".join(f"{a} in [{lo:.3g}, {hi:.3g}]" for a, (lo, hi) in box.items())
+            for box in regions[:4]
+        )
+        more = f" and {len(regions) - 4} more" if len(regions) > 4 else ""
+        message = (
+            f"{name!r} is poorly identified at {int(poor.sum())} of {poor.size} nodes "
+            f"({shown}{more}): the residuals' sensitivity to it there is below "
+            f"{threshold:g} of its median (e.g. the solution or its gradient vanishes), so "
+            "its values there rest on the regulariser"
+        )
+    return Identifiability(name, s, poor, tuple(regions), message)

@@ -460,6 +460,32 @@ def _networks_like(fields, values, names, grid: Grid, opt, seed: int):
     return out, fits
 
 
+def _identifiability(problem: Problem, result, names, say) -> dict:
+    """`identifiability` of each grid unknown at the equation-error fit: a warning (and a
+    line through `say`) naming each poorly identified region; the record for metrics.json."""
+    import warnings
+
+    from ._auto import IdentifiabilityWarning, identifiability
+
+    out = {}
+    if not result.ok:
+        return out
+    for name in names:
+        try:
+            ident = identifiability(problem, result.unknowns, name)
+        except MollijaxError as error:
+            out[name] = {"analysed": False, "why": str(error)}
+            continue
+        out[name] = {"analysed": True, "poor_nodes": int(ident.poor.sum()),
+                     "nodes": int(ident.poor.size),
+                     "regions": [{a: list(b) for a, b in r.items()} for r in ident.regions],
+                     "message": ident.message}
+        if ident.message:
+            warnings.warn(ident.message, IdentifiabilityWarning, stacklevel=3)
+            say(f"auto: warning: {ident.message}")
+    return out
+
+
 def auto_run(
     module: types.ModuleType,
     dataset: Dataset,
@@ -575,6 +601,7 @@ def auto_run(
         "message": result_a.message, "final_loss": float(result_a.final_loss),
     })
     stages = {"equation error": result_a}
+    record["identifiability"] = _identifiability(problem_a, result_a, grid_unknowns, say)
     if kind is None or not result_a.ok:
         if kind is not None:
             record["why"] = f"the equation-error fit did not complete ({result_a.message})"
