@@ -450,12 +450,12 @@ class Propagator(AbstractIntegrator):
         self.squarings = None if squarings is None else int(squarings)
 
     def prepare(self, system: SemiDiscrete) -> AbstractIntegrator:
-        why = not_linear_reason(system, self.max_nodes)
+        why, norm = _linearity(system, self.max_nodes)
         if why is not None:
             return self.fallback.prepare(system)
         if self.squarings is not None:
             return self
-        return Propagator(self.fallback, self.max_nodes, squarings_for(system))
+        return Propagator(self.fallback, self.max_nodes, _squarings(system.dt * norm))
 
     def traceable(self) -> AbstractIntegrator:
         return self if self.squarings is not None else Propagator(self.fallback,
@@ -537,22 +537,11 @@ def _pade_expm(m, squarings: int):
     return e
 
 
-def squarings_for(system: SemiDiscrete) -> int:
-    """Squarings `s` that bring `|dt A / 2^s|_1` to at most 0.25 at the system's current
-    coefficients (`A` the Jacobian of `F_0`, built densely; eagerly)."""
-    flat, unravel = ravel_pytree(system.initial)
-
-    @jax.jit
-    def norm(args):
-        def f(v):
-            return ravel_pytree(system.rates(unravel(v), 0, args))[0]
-
-        zero = jnp.zeros_like(flat)
-        a = jax.jacfwd(f)(zero)
-        return jnp.max(jnp.sum(jnp.abs(a), axis=0))
-
-    scaled = system.dt * float(norm(system.args))
-    return max(0, math.ceil(math.log2(max(scaled, 1e-300) / 0.25))) if scaled > 0.25 else 0
+def _squarings(scaled_norm: float) -> int:
+    """Squarings `s` that bring a norm `|dt A|_1` to at most 0.25 after scaling by `2^-s`."""
+    if not scaled_norm > 0.25:
+        return 0
+    return math.ceil(math.log2(scaled_norm / 0.25))
 
 
 def not_linear_reason(system: SemiDiscrete, max_nodes: int = 4096) -> str | None:
@@ -561,10 +550,15 @@ def not_linear_reason(system: SemiDiscrete, max_nodes: int = 4096) -> str | None
     state. Checked eagerly at random states, at the system's coefficients and at randomly
     perturbed ones (a nonlinear term whose coefficient is zero at the start is caught
     there)."""
+    return _linearity(system, max_nodes)[0]
+
+
+def _linearity(system: SemiDiscrete, max_nodes: int) -> tuple[str | None, float]:
+    """`(not_linear_reason, |A|_1 at the system's coefficients)`, one compiled check."""
     flat, unravel = ravel_pytree(system.initial)
     n = flat.size
     if n > max_nodes:
-        return f"{n} evolved nodes > max_nodes={max_nodes}"
+        return f"{n} evolved nodes > max_nodes={max_nodes}", float("nan")
     dtype = flat.dtype
     tol = 1e-9 if dtype == jnp.float64 else 1e-3
     keys = jax.random.split(jax.random.PRNGKey(7), 4)
@@ -590,6 +584,8 @@ def not_linear_reason(system: SemiDiscrete, max_nodes: int = 4096) -> str | None
         def f(v, k=0):
             return ravel_pytree(system.rates(unravel(v), k, args))[0]
 
+        norm = jnp.max(jnp.sum(jnp.abs(jax.jacfwd(f)(jnp.zeros_like(x))), axis=0))
+
         zero = jnp.zeros_like(x)
         f0, fx, fy = f(zero), f(x), f(y)
         additive = f(x + y) - fx - fy + f0
@@ -598,14 +594,16 @@ def not_linear_reason(system: SemiDiscrete, max_nodes: int = 4096) -> str | None
         ks = jnp.arange(system.nt - 1)
         over_time = jax.vmap(lambda k: f(x, k))(ks) - fx
         return (jnp.max(jnp.abs(additive)) / scale, jnp.max(jnp.abs(homogeneous)) / scale,
-                jnp.max(jnp.abs(over_time)) / scale)
+                jnp.max(jnp.abs(over_time)) / scale, norm)
 
+    norm0 = float("nan")
     for args in (system.args, perturbed):
-        additive, homogeneous, over_time = (float(r) for r in residuals(args))
+        additive, homogeneous, over_time, norm = (float(r) for r in residuals(args))
+        norm0 = norm if np.isnan(norm0) else norm0
         if not np.isfinite(additive + homogeneous + over_time):
-            return "the right-hand side is not finite at random states"
+            return "the right-hand side is not finite at random states", norm0
         if over_time > tol:
-            return "the right-hand side changes between time intervals"
+            return "the right-hand side changes between time intervals", norm0
         if max(additive, homogeneous) > tol:
-            return "the right-hand side is not affine in the state"
-    return None
+            return "the right-hand side is not affine in the state", norm0
+    return None, norm0
