@@ -45,7 +45,10 @@ for up to a few thousand parameters.
 null space, and an unknown without any regulariser (a network's weights, an evolved initial
 state) has no prior at all. `delta` makes `P` positive definite: on the parameters of
 regularised unknowns `delta = nugget * mean diag(H_reg)` over them; on the others `delta =
-nugget * mean diag(H_gn)` over them (a Hutchinson estimate: one extra pass of probes). Where
+nugget * mean diag(H_gn)` over them (exact, or a Hutchinson estimate: one extra batch of
+probes), and at least the former (a parameter that neither the data nor a regulariser sees,
+e.g. the corner node that no forward difference of `H1` reaches, would otherwise get
+`delta = 0`). Where
 the data inform a direction (the mean value of a coefficient, usually) the nugget does not
 matter; where they do not, the std it gives is the nugget's and grows as `nugget^-1/2`:
 read such a std as "not determined by the data". `nugget=0` is allowed when the
@@ -538,15 +541,24 @@ def laplace(
     scale_reg = np.abs(diag).max() if diag.size else 0.0
     bounded = diag > 1e-12 * max(scale_reg, 1e-300)
     delta = np.zeros(n)
-    if bounded.any():
-        delta[bounded] = nugget * float(np.mean(diag[bounded]))
+    reg_scale = float(np.mean(diag[bounded])) if bounded.any() else 0.0
+    delta[bounded] = nugget * reg_scale
     free = ~bounded
     if free.any() and nugget > 0:
-        probes = np.zeros((n, model.chunk))  # one compiled batch of Hutchinson probes
-        probes[free] = rng.choice([-1.0, 1.0], size=(int(free.sum()), probes.shape[1]))
-        hz = model.gn(probes)
-        trace = float(np.mean(np.sum(probes * hz, axis=0)))
-        delta[free] = nugget * max(trace / int(free.sum()), 1e-300)
+        # the mean diagonal of H_gn over the free parameters: exact (unit probes) when they
+        # fit in one compiled batch, else a Hutchinson estimate (Rademacher probes)
+        idx = np.flatnonzero(free)
+        probes = np.zeros((n, model.chunk))
+        if idx.size <= model.chunk:
+            probes[idx, np.arange(idx.size)] = 1.0
+            count = 1.0
+        else:
+            probes[idx] = rng.choice([-1.0, 1.0], size=(idx.size, model.chunk))
+            count = float(model.chunk)
+        trace = float(np.sum(probes * model.gn(probes))) / count
+        # a parameter that neither the data nor a regulariser sees (e.g. a corner node that
+        # no difference of H1 reaches) gets the regularised parameters' scale
+        delta[free] = nugget * max(trace / idx.size, reg_scale)
     precision = h_reg + np.diag(delta)
     try:
         chol = np.linalg.cholesky(precision)
