@@ -97,13 +97,6 @@ from ._sharding import (
 )
 from ._steady import Steady as Steady
 from ._taps import mollifier_taps as mollifier_taps
-from ._uncertainty import (
-    NoiseLevel as NoiseLevel,
-    Uncertainty as Uncertainty,
-    UncertaintyError as UncertaintyError,
-    ensemble as ensemble,
-    laplace as laplace,
-)
 from ._terms import (
     H1 as H1,
     TV as TV,
@@ -113,6 +106,13 @@ from ._terms import (
     Regulariser as Regulariser,
     Residual as Residual,
     Tikhonov as Tikhonov,
+)
+from ._uncertainty import (
+    NoiseLevel as NoiseLevel,
+    Uncertainty as Uncertainty,
+    UncertaintyError as UncertaintyError,
+    ensemble as ensemble,
+    laplace as laplace,
 )
 
 __version__ = "0.1.0"

@@ -40,7 +40,6 @@ from ._problem import Problem
 from ._result import FitResult, Status
 from ._sharding import _single_axis, batch_mesh, gather, shard_stack
 
-
 BatchResult = FitResult  # the same class: `fit_batch` returns a batched `FitResult`
 
 
