@@ -744,3 +744,116 @@ def ensemble(
     cost = {"seconds": time.perf_counter() - start_time, "fits": float(draws)}
     return Uncertainty("ensemble", mean, std, samples, int(ok.sum()), np.zeros(0), noise,
                        float("nan"), cost, message)
+
+
+# ----------------------------------------------------------------------------- command line
+DENSE_LIMIT = 6000
+"""Above this many parameters `run_outputs` does not run the Laplace approximation by
+default (its prior precision is a dense `n x n` matrix)."""
+
+
+def _count(unknowns) -> int:
+    return sum(int(np.size(x)) for x in
+               jax.tree_util.tree_leaves(eqx.filter(unknowns, eqx.is_inexact_array)))
+
+
+def run_outputs(config, problem: Problem, result: FitResult, dataset, folder, plots: bool,
+                elapsed: float | None = None):
+    """The error bars of a `mollijax run`: `{"<unknown>_std": array}` for `fields.npz`, and,
+    in `folder`, `uncertainty.json` (what was done, or why not) and a figure per unknown
+    (`<unknown>_std.png`: the estimate with a 2-std band in 1-D, the std map beside the
+    estimate in 2-D).
+
+    `config.uncertainty.method`: `"laplace"` or `"ensemble"` (on request), `"none"`, or
+    `"auto"` (the default): Laplace when it costs less than the fit: its `2 (rank +
+    oversampling)` Gauss-Newton products, each priced at one step of the final fit
+    (`result.wall_time / result.steps`, compilation included: an overestimate), take less
+    than `elapsed` (the run's time so far: every stage of an automatic run; default the
+    final fit's time), and the parameters number at most `DENSE_LIMIT`.
+    A refusal of the estimate (an unsupported loss term, a singular prior) is recorded, not
+    raised: the run's other outputs stand.
+    """
+    import json
+    import pathlib
+
+    options = getattr(config, "uncertainty", None)
+    method = getattr(options, "method", "auto")
+    rank = int(getattr(options, "rank", 50))
+    draws = int(getattr(options, "draws", 20))
+    folder = pathlib.Path(folder)
+    record: dict = {"method": method}
+    n = _count(result.unknowns) if result.unknowns is not None else 0
+    products = 2 * (min(rank, n) + 10)
+    budget = float(result.wall_time if elapsed is None else elapsed)
+    predicted = products * float(result.wall_time) / max(int(result.steps), 1)
+    record["predicted_seconds"], record["budget_seconds"] = predicted, budget
+    if method == "auto":
+        if n == 0 or n > DENSE_LIMIT or predicted >= budget:
+            record["skipped"] = (
+                f"auto: {n} parameters (at most {DENSE_LIMIT}); Laplace's {products} "
+                f"Gauss-Newton products at the fit's {predicted / products:.3g} s per step "
+                f"would take about {predicted:.3g} s, not less than the fit's {budget:.3g} s. "
+                'Ask for it with [uncertainty] method = "laplace".'
+            )
+            method = "none"
+        else:
+            method = "laplace"
+    arrays: dict = {}
+    if method != "none":
+        try:
+            if method == "laplace":
+                unc = laplace(problem, result, rank=rank)
+            else:
+                unc = ensemble(problem, result, draws=draws)
+        except MollijaxError as e:
+            record["skipped"] = f"{method}: {e}"
+        else:
+            record.update(unc.as_dict())
+            record["fit_seconds"] = float(result.wall_time)
+            arrays = unc.arrays()
+            if plots:
+                record["plots"] = [
+                    p.name for name in unc.std
+                    if (p := _plot_std(name, result.unknowns[name].axes, problem.grid,
+                                       unc.mean[name], unc.std[name],
+                                       dataset.truth.get(name),
+                                       folder / f"{name}_std.png")) is not None
+                ]
+    (folder / "uncertainty.json").write_text(json.dumps(record, indent=2))
+    return arrays
+
+
+def _plot_std(name, axes, grid, estimate, std, truth, path):
+    """The estimate with its 2-std band (1-D), or the estimate beside its std map (2-D)."""
+    from matplotlib.figure import Figure
+
+    estimate, std = np.asarray(estimate), np.asarray(std)
+    if estimate.ndim not in (1, 2):
+        return None
+    coords = [grid.coords(a) for a in axes]
+    if estimate.ndim == 1:
+        fig = Figure(figsize=(6, 4))
+        ax = fig.subplots()
+        ax.fill_between(coords[0], estimate - 2 * std, estimate + 2 * std, color="C0",
+                        alpha=0.25, label="+- 2 std")
+        ax.plot(coords[0], estimate, "C0-", label="recovered")
+        if truth is not None:
+            ax.plot(coords[0], truth, "k--", label="truth")
+        ax.set_xlabel(axes[0])
+        ax.set_ylabel(name)
+        ax.legend()
+    else:
+        fig = Figure(figsize=(8.4, 3.6))
+        ax = fig.subplots(1, 2)
+        extent = [coords[1][0], coords[1][-1], coords[0][0], coords[0][-1]]
+        for a, (title, values) in zip(ax, (("recovered", estimate), ("std", std)), strict=True):
+            # a node no datum or regulariser reaches has the nugget's std: clip the scale
+            top = float(np.percentile(values, 99)) if title == "std" else None
+            im = a.imshow(values, origin="lower", extent=extent, aspect="auto", vmax=top)
+            a.set_title(f"{name}: {title}")
+            a.set_xlabel(axes[1])
+            a.set_ylabel(axes[0])
+            fig.colorbar(im, ax=a)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path

@@ -198,6 +198,9 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
         evolved = problem.evolution.names if problem.evolution is not None else ()
         # an evolved field's unknown is its initial profile; its integration is kept too
         arrays.update({f"{k}_evolved": np.asarray(result.fields[k]) for k in evolved})
+        from ._uncertainty import run_outputs  # <unknown>_std, uncertainty.json, figures
+        arrays.update(run_outputs(config, problem, result, dataset, stage.path, plots,
+                                  time.perf_counter() - start))
         np.savez(stage.path / "fields.npz", **arrays)
         drawn = []
         for name, values in (result.values.items() if plots else ()):

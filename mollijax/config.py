@@ -13,6 +13,7 @@ A configuration has the tables
     [weights]            term or kind = weight
     [optimiser]          name, learning_rate, steps, chunk, seed, tol
     [batch]              stack, field, key, devices, dtype
+    [uncertainty]        method ("auto", "laplace", "ensemble", "none"), rank, draws
     [output]             dir
 
 Every key and value is checked when the file is read: an unknown key, a value of the wrong
@@ -173,7 +174,7 @@ _REPRESENTATIONS = ("grid", "constant")  # of an unknown, besides the networks
 _STATES = ("auto", "data", "evolve", "solve")  # of the observed fields, besides the networks
 STEADY_SOLVERS = ("auto", "direct", "gmres", "bicgstab")  # of the "solve" state (`Steady`)
 # a configuration with no table but these gets `[state] representation = "auto"`
-_AUTO_TABLES = {"problem", "data", "output"}
+_AUTO_TABLES = {"problem", "data", "output", "uncertainty"}
 
 
 # ------------------------------------------------------------------------------- schema
@@ -291,6 +292,17 @@ class BatchConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class UncertaintyConfig:
+    """Error bars of the unknowns (`mollijax.laplace`, `mollijax.ensemble`): `method`
+    `"auto"` (Laplace when it costs less than the fit), `"laplace"`, `"ensemble"` or
+    `"none"`; `rank` of the Laplace approximation, `draws` of the ensemble."""
+
+    method: str = _f("auto", (str,), _choice("auto", "laplace", "ensemble", "none"))
+    rank: int = _f(50, (int,), _at_least(1))
+    draws: int = _f(20, (int,), _at_least(2))
+
+
+@dataclasses.dataclass(frozen=True)
 class OutputConfig:
     dir: str | None = _f(None, (str,), _path)
 
@@ -316,6 +328,7 @@ class Config:
     optimiser: OptimiserConfig
     output: OutputConfig
     batch: BatchConfig = dataclasses.field(default_factory=BatchConfig)
+    uncertainty: UncertaintyConfig = dataclasses.field(default_factory=UncertaintyConfig)
     source: str = "<memory>"
 
     def module(self) -> types.ModuleType:
@@ -341,6 +354,7 @@ _TABLES = (
     "optimiser",
     "output",
     "batch",
+    "uncertainty",
 )
 _NETWORK_KEYS = ("width", "depth", "features", "scale", "blocks")
 
@@ -607,6 +621,8 @@ def from_dict(
         optimiser=_section(OptimiserConfig, raw.get("optimiser", {}), "optimiser", source),
         output=_section(OutputConfig, raw.get("output", {}), "output", source),
         batch=_section(BatchConfig, raw.get("batch", {}), "batch", source),
+        uncertainty=_section(UncertaintyConfig, raw.get("uncertainty", {}), "uncertainty",
+                             source),
         source=source,
     )
 
