@@ -49,8 +49,15 @@ def _error(k, k_true):
 
 
 @pytest.fixture(scope="module")
-def scan():
-    problem, sigma, k_true = _setup()
+def setup():
+    # one data set for the module: each _setup() solves the steady state eagerly, which
+    # compiles the linear solve again (0.8 and 1.0 s in the two tests that only needed a problem)
+    return _setup()
+
+
+@pytest.fixture(scope="module")
+def scan(setup):
+    problem, sigma, k_true = setup
     choice = discrepancy(scaled(problem, sigma), _unknowns(), term="reg:k:smooth", sigma=sigma,
                          weights=WEIGHTS, steps=100)
     return choice, k_true
@@ -113,8 +120,8 @@ def test_noise_sigma_floors_noise_free_data():
         noise_sigma({"u": np.full(64, np.nan)})
 
 
-def test_scaled_divides_data_terms_by_the_noise_variance():
-    problem, sigma, _ = _setup()
+def test_scaled_divides_data_terms_by_the_noise_variance(setup):
+    problem, sigma, _ = setup
     out = scaled(problem, sigma)
     w = {t.name: float(t.weight) for t in out.terms}
     assert w["data:u"] == pytest.approx(1.0 / sigma["u"] ** 2)
@@ -140,9 +147,9 @@ def test_units_do_not_change_the_choice_and_the_sweep_does_not_recompile(scan):
     assert not [n for n in new if "run_chunk" in n or "_evaluate" in n or "_sens" in n], new
 
 
-def test_cross_validation_refuses_fewer_than_two_folds():
+def test_cross_validation_refuses_fewer_than_two_folds(setup):
     # (the fold pattern and the neighbour fill are internals of mj.cross_validate; a whole
     # cross-validation run is too slow for the suite: benchmarks/auto_weights.py)
     with pytest.raises(mj.MollijaxError, match="folds"):
-        cross_validate(lambda e: None, {}, field="u", term="t", forward=_setup()[0], eps=[1.0],
+        cross_validate(lambda e: None, {}, field="u", term="t", forward=setup[0], eps=[1.0],
                        folds=1)
