@@ -6,8 +6,7 @@ import optax
 import pytest
 
 import mollijax as mj
-from mollijax import io as mio
-from mollijax import BatchResult, fit_batch, list_stack, load_stack, run_batch
+from mollijax import BatchResult, fit_batch, io as mio, list_stack, load_stack, run_batch
 
 SGD = optax.sgd(0.5)  # one object: compiled chunks are reused across calls
 ADAM = optax.adam(5e-2)
