@@ -369,7 +369,9 @@ def one_draw(case: dict, module, params: dict, noise: float, seed: int,
     cpu = time.process_time() - start
     default = rel_error(run.result.values, ds, name)
     out = {"seed": seed, "default": default, "cpu_s": cpu,
-           "estimator": run.record.get("estimator"), "default_status": run.result.status.value}
+           "estimator": run.record.get("estimator"), "default_status": run.result.status.value,
+           "noise_estimate_relative": run.record.get("noise", {}).get("relative"),
+           "criterion": run.record.get("criterion")}
     scan = []
     if run.choice is not None:
         for trial in run.choice.curve:
