@@ -819,7 +819,13 @@ def run_outputs(config, problem: Problem, result: FitResult, dataset, folder, pl
                                        dataset.truth.get(name),
                                        folder / f"{name}_std.png")) is not None
                 ]
-    (folder / "uncertainty.json").write_text(json.dumps(record, indent=2))
+    from ._run_folder import strict_json
+
+    notes: dict = {}
+    data = strict_json(record, "", notes)  # strict JSON, as metrics.json
+    if notes:
+        data["non_finite"] = notes
+    (folder / "uncertainty.json").write_text(json.dumps(data, indent=2, allow_nan=False))
     return arrays
 
 

@@ -5,6 +5,7 @@ is named, an interrupted write leaves the earlier output set whole, and `show` t
 finished, partial, stale and batch folders apart."""
 
 import hashlib
+import json
 import pathlib
 import shutil
 
@@ -119,7 +120,8 @@ def test_force_replaces_the_earlier_run(work):
     (work / "out" / "notes.txt").write_text("mine")
     assert _run(work / "run.toml", work / "out", "--force", "--steps", "20") == 0
     metrics = cli.read_metrics(work / "out" / "metrics.json")
-    assert metrics["steps"] == 20 and set(metrics["files"]) == {"result.mjx", "fields.npz"}
+    assert metrics["steps"] == 20
+    assert set(metrics["files"]) == {"result.mjx", "fields.npz", "uncertainty.json"}
     assert (work / "out" / "notes.txt").read_text() == "mine"  # not a file of the run
     assert cli.inspect_folder(work / "out")[1] == 0
 
@@ -244,7 +246,10 @@ def test_metrics_record_versions_and_hashes(base):
     m = cli.read_metrics(base / "out" / "metrics.json")
     assert set(m["versions"]) == {"mollijax", "jax", "jaxlib", "numpy", "python"}
     assert all(len(m["hashes"][k]) == 64 for k in ("config", "data", "problem_file", "run"))
-    assert m["checkpoint"]["step"] == 40 and set(m["files"]) == {"result.mjx", "fields.npz"}
+    assert m["checkpoint"]["step"] == 40
+    assert set(m["files"]) == {"result.mjx", "fields.npz", "uncertainty.json"}
+    json.loads((base / "out" / "uncertainty.json").read_text(),
+               parse_constant=lambda c: pytest.fail(f"uncertainty.json holds {c}"))
     assert m["non_finite"] == {"initial_errors.lam.corr": pytest.approx(
         m["non_finite"]["initial_errors.lam.corr"])}  # a constant initial guess
 
