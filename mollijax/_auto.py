@@ -697,9 +697,7 @@ def identifiability(
         from scipy import ndimage
 
         labels, count = ndimage.label(poor)
-        coords = [np.asarray(grid.origin[grid.axis_index(a)]
-                             + grid.spacing[grid.axis_index(a)] * np.arange(n))
-                  for a, n in zip(field.axes, c.shape, strict=True)]
+        coords = [grid.coords(a) for a in field.axes]
         boxes = []
         for region in ndimage.find_objects(labels):
             size = int(np.sum(labels[region] > 0))
