@@ -13,7 +13,12 @@ each trained on the previous layer's features, tends as `L -> inf` to the partic
 - density snapshots (`particle_density`), entropy and Fisher information (`entropy_fisher`),
   Wasserstein distances (`w2_sorted`, `w2_gaussian`, `sliced_w2`);
 - the inverse problem: the diffusion tensor `D` in `d rho/dt = div(D grad rho)` fitted to
-  snapshots with mollified derivatives (`fit_diffusion`);
+  snapshots with mollified derivatives (`fit_diffusion`), and with an affine drift as well,
+  per layer of a network (`fit_fokker_planck`, `layer_fits`);
+- trained neural networks: stacks of MLP denoisers (`MLPDenoiser`, `neural_dae_stack`), a
+  deep residual classifier (`ResidualNet`, `train_classifier`, `two_moons`) and affine
+  residual stacks with their exact generator (`affine_residual_stack`, `affine_generator`);
+- entropic optimal transport in any dimension (`sinkhorn`, `sinkhorn_w2`);
 - `run(config, out)`, the demonstration behind `configs/theory_transport.toml`
   (`mollijax theory transport configs/theory_transport.toml --out OUT_DIR`).
 
@@ -33,72 +38,53 @@ import mollijax as mj
 
 from ._transport_dae import (
     AffineDenoiser as AffineDenoiser,
-)
-from ._transport_dae import (
     RBFDenoiser as RBFDenoiser,
-)
-from ._transport_dae import (
     grid_centres as grid_centres,
-)
-from ._transport_dae import (
     train_denoiser as train_denoiser,
-)
-from ._transport_dae import (
     trained_dae_stack as trained_dae_stack,
 )
 from ._transport_density import (
     DiffusionFit as DiffusionFit,
-)
-from ._transport_density import (
     fit_diffusion as fit_diffusion,
-)
-from ._transport_density import (
     particle_density as particle_density,
-)
-from ._transport_density import (
     sliced_w2 as sliced_w2,
-)
-from ._transport_density import (
     snapshot_densities as snapshot_densities,
-)
-from ._transport_density import (
     w2_gaussian as w2_gaussian,
-)
-from ._transport_density import (
     w2_sorted as w2_sorted,
+)
+from ._transport_fokker import (
+    FokkerPlanckFit as FokkerPlanckFit,
+    fit_fokker_planck as fit_fokker_planck,
+    layer_fits as layer_fits,
 )
 from ._transport_mixture import (
     GaussianMixture as GaussianMixture,
-)
-from ._transport_mixture import (
     MixtureError as MixtureError,
-)
-from ._transport_mixture import (
     brownian_flow as brownian_flow,
-)
-from ._transport_mixture import (
     deep_dae_variance as deep_dae_variance,
-)
-from ._transport_mixture import (
     entropy_fisher as entropy_fisher,
-)
-from ._transport_mixture import (
     exact_flow as exact_flow,
-)
-from ._transport_mixture import (
     exact_velocity as exact_velocity,
-)
-from ._transport_mixture import (
     noise_matrix as noise_matrix,
-)
-from ._transport_mixture import (
     oracle_dae_layer as oracle_dae_layer,
-)
-from ._transport_mixture import (
     oracle_dae_stack as oracle_dae_stack,
-)
-from ._transport_mixture import (
     shallow_dae_variance as shallow_dae_variance,
+)
+from ._transport_neural import (
+    MLPDenoiser as MLPDenoiser,
+    ResidualNet as ResidualNet,
+    affine_generator as affine_generator,
+    affine_residual_stack as affine_residual_stack,
+    neural_dae_stack as neural_dae_stack,
+    train_classifier as train_classifier,
+    train_mlp_denoiser as train_mlp_denoiser,
+    two_moons as two_moons,
+)
+from ._transport_ot import (
+    SinkhornResult as SinkhornResult,
+    sinkhorn as sinkhorn,
+    sinkhorn_divergence as sinkhorn_divergence,
+    sinkhorn_w2 as sinkhorn_w2,
 )
 
 

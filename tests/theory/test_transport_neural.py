@@ -1,0 +1,175 @@
+"""Trained networks as transport: known answers for Sinkhorn, drift/diffusion fits and stacks.
+
+Expected values are exact: the discrete W2 of a cloud and its image under a symmetric
+positive definite affine map (the map is the Brenier map), the `|m|^2` of a translation, the
+generator `logm` of an affine residual stack, the covariance recursion of ideal Gaussian
+DAE layers, and `D = -I`, zero drift of the exact deep-DAE flow of a mixture.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mollijax as mj
+
+GRID = mj.Grid.from_bounds((64, 64), (-6.0, -6.0), (6.0, 6.0))
+# four components: non-Gaussian along both axes, so an affine drift and a constant diffusion
+# are separately identifiable (see theory/_transport_fokker.py)
+MIXTURE_4 = dict(weights=[0.3, 0.2, 0.25, 0.25],
+                 means=[[-1.5, -1.5], [1.5, -1.5], [-1.5, 1.5], [1.5, 1.5]],
+                 covs=[0.6, 0.8, 0.7, 0.5])
+
+
+@pytest.fixture(scope="module")
+def mixture4(tr):
+    return tr.GaussianMixture(**MIXTURE_4)
+
+
+@pytest.fixture(scope="module")
+def x0_mix(mixture4):
+    return mixture4.sample(jax.random.PRNGKey(10), 40_000)
+
+
+@pytest.fixture(scope="module")
+def diff(tr):
+    return tr.density_differentiator(GRID, 1.5)
+
+
+# ----------------------------------------------------------------- Sinkhorn
+
+
+def _spd_map(rng, d):
+    q = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    return q @ np.diag(np.linspace(0.5, 1.6, d)) @ q.T, np.linspace(0.3, -0.5, d)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_sinkhorn_w2_is_exact_for_brenier_map(tr, d):
+    # x -> M x + m with M symmetric positive definite is the gradient of a convex function,
+    # hence the optimal map: the exact discrete W2 is the mean displacement
+    rng = np.random.default_rng(d)
+    a = rng.standard_normal((300, d))
+    m_mat, shift = _spd_map(rng, d)
+    b = a @ m_mat + shift
+    exact = np.sqrt(np.mean(np.sum((a - b) ** 2, axis=1)))
+    assert abs(tr.sinkhorn_w2(a, b, 0.01, 200) / exact - 1) < 1e-4
+    # the plan's own cost is above W2^2 and tends to it as eps -> 0
+    costs = [tr.sinkhorn(a, b, eps, 200).transport_cost for eps in (0.1, 0.01)]
+    assert costs[0] > costs[1] > exact**2 - 1e-9
+    # a cloud against an independent one: below the cost of the identity coupling
+    c = rng.standard_normal((300, d))
+    assert tr.sinkhorn_w2(a, c, 0.01, 200) < np.sqrt(np.mean(np.sum((a - c) ** 2, axis=1)))
+
+
+def test_sinkhorn_divergence_of_translation_and_1d(tr):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((200, 3))
+    m = np.array([0.4, -0.3, 0.2])
+    # a translation adds separable terms to the cost only: S_eps = |m|^2 for every eps
+    for eps in (0.5, 0.05):
+        assert abs(tr.sinkhorn_divergence(a, a + m, eps, 300) - m @ m) < 1e-5
+    # 1-D: against the exact W2 by sorting, for a non-monotone pairing of samples
+    x, y = rng.standard_normal((250, 1)), rng.exponential(size=(250, 1))
+    assert abs(tr.sinkhorn_w2(x, y, 1e-3, 300) / tr.w2_sorted(x, y) - 1) < 1e-3
+
+
+def test_sinkhorn_errors_name_the_argument(tr):
+    with pytest.raises(mj.MollijaxError, match="epsilon"):
+        tr.sinkhorn(np.zeros((3, 2)), np.zeros((3, 2)), 0.0)
+    with pytest.raises(mj.MollijaxError, match="`a` and `b`"):
+        tr.sinkhorn(np.zeros((3, 2)), np.zeros((3, 3)), 0.1)
+
+
+# ----------------------------------------------------------------- drift and diffusion fits
+
+
+def test_affine_resnet_layers_fit_their_exact_generator(tr, x0_mix, diff):
+    b_mat = np.array([[-0.5, 1.0], [-0.8, 0.2]])
+    b_vec = np.array([0.3, -0.2])
+    h = 0.05
+    xs = tr.affine_residual_stack(x0_mix, b_mat, b_vec, 2, h)
+    g, c = tr.affine_generator(b_mat, b_vec, h)
+    # the generator is not the block: G = B - h B^2 / 2 + O(h^2)
+    assert np.max(np.abs(g - b_mat)) > 0.01
+    for fit in tr.layer_fits(xs, GRID, diff, h):
+        np.testing.assert_allclose(fit.drift_matrix, g, atol=0.04)
+        np.testing.assert_allclose(fit.drift_constant, c, atol=0.01)
+        np.testing.assert_allclose(fit.diffusion, 0.0, atol=0.02)
+        assert fit.relative_residual < 0.02
+
+
+def test_oracle_dae_layers_of_gaussian_fit_the_covariance_recursion(tr, diff):
+    # Gaussian: drift and diffusion are not separable, fit D alone. Ideal layer k maps
+    # x -> S_k (S_k + tau)^{-1} x (S_k = S - 2 k tau, the flow's density), so the features'
+    # covariance C follows C -> M C M^T and the heat flow between layers has
+    # D_k = (C_{k+1} - C_k) / (2 tau) exactly
+    s = np.array([[1.0, 0.3], [0.3, 0.8]])
+    g = tr.GaussianMixture([1.0], [[0.0, 0.0]], [s])
+    total, layers = 0.04, 2
+    tau = total / layers
+    xs = tr.oracle_dae_stack(g, g.sample(jax.random.PRNGKey(11), 40_000), total, layers)
+    fits = tr.layer_fits(xs, GRID, diff, tau, drift="none")
+    cov = s
+    for k, fit in enumerate(fits):
+        sk = s - 2 * k * tau * np.eye(2)
+        m = sk @ np.linalg.inv(sk + tau * np.eye(2))
+        new = m @ cov @ m.T
+        np.testing.assert_allclose(fit.diffusion, (new - cov) / (2 * tau), atol=0.03)
+        cov = new
+
+
+def test_exact_deep_flow_fits_zero_drift_and_minus_identity(tr, mixture4, x0_mix, diff):
+    times = np.array([0.0, 0.02, 0.04])
+    fits = tr.layer_fits(tr.exact_flow(mixture4, x0_mix, times), GRID, diff, 0.02)
+    for fit in fits:
+        np.testing.assert_allclose(fit.diffusion, -np.eye(2), atol=0.04)
+        np.testing.assert_allclose(fit.drift_matrix, 0.0, atol=0.03)
+        np.testing.assert_allclose(fit.drift_constant, 0.0, atol=0.04)
+
+
+def test_fokker_planck_errors_name_the_argument(tr, diff):
+    rho = jnp.zeros((2,) + GRID.shape)
+    with pytest.raises(mj.MollijaxError, match="`drift`"):
+        tr.fit_fokker_planck(rho, [0.0, 1.0], diff, drift="quadratic")
+    with pytest.raises(mj.MollijaxError, match="`times`"):
+        tr.fit_fokker_planck(rho, [1.0, 0.0], diff)
+    with pytest.raises(mj.GridMismatchError, match="`densities`"):
+        tr.fit_fokker_planck(jnp.zeros((2, 8, 8)), [0.0, 1.0], diff)
+
+
+# ----------------------------------------------------------------- trained networks
+
+
+def test_neural_dae_stack_follows_gaussian_recursion_in_3d(tr):
+    # ideal layers on N(0, S) trained on their own features: x -> C (C + tau)^{-1} x with C
+    # the current covariance; the trained MLP stack must land near the same particles
+    s = np.array([[1.0, 0.2, 0.0], [0.2, 0.8, 0.1], [0.0, 0.1, 1.2]])
+    g = tr.GaussianMixture([1.0], [[0.0, 0.0, 0.0]], [s])
+    x0 = g.sample(jax.random.PRNGKey(12), 4000)
+    total, layers = 0.15, 3
+    xs, _ = tr.neural_dae_stack(x0, jax.random.PRNGKey(13), total, layers, width=16,
+                                steps=150, first_steps=400, batch=512)
+    ideal, cov = np.asarray(x0), s
+    for _ in range(layers):
+        m = cov @ np.linalg.inv(cov + total / layers * np.eye(3))
+        ideal, cov = ideal @ m.T, m @ cov @ m.T
+    moved = np.sqrt(np.mean(np.sum((ideal - np.asarray(x0)) ** 2, axis=1)))
+    err = np.sqrt(np.mean(np.sum((np.asarray(xs[-1]) - ideal) ** 2, axis=1)))
+    assert err < 0.15 * moved
+    assert tr.sinkhorn_w2(xs[-1][:400], ideal[:400], 0.01, 200) < 0.15 * moved
+
+
+def test_residual_net_separates_two_moons_and_reports_layers(tr, diff):
+    x, y = tr.two_moons(jax.random.PRNGKey(14), 400)
+    assert int(y.sum()) == 200
+    net = tr.ResidualNet(2, 2, 6, jax.random.PRNGKey(15), width=16)
+    net, history, accuracy = tr.train_classifier(net, x, y, steps=300)
+    assert history[-1] < 0.5 * history[0]
+    assert accuracy > 0.95
+    feats = jax.vmap(net.features)(x)  # (n, L + 1, d)
+    assert feats.shape == (400, 7, 2)
+    # the scanned features are the residual recursion with the stored blocks
+    k = 3
+    step = feats[:, k] + net.step * jax.vmap(lambda p: net.velocity(k, p))(feats[:, k])
+    np.testing.assert_allclose(step, feats[:, k + 1], atol=1e-12)
