@@ -6,7 +6,10 @@ Everything the electrodynamics view offers, and `run`, the default demonstration
    in closed form, checked by Monte Carlo;
 2. the screened (almost lambda-harmonic) unit, its Laplacian identity and gradient descent of
    student electrons towards teacher protons, node-wise and joint, against a Gaussian unit;
-3. recovery of the teacher from samples by applying the mollified `(lambda - Laplacian)`.
+3. recovery of the teacher from samples by applying the mollified `(lambda - Laplacian)`;
+4. electron dynamics of sign, Hermite and ReLU units on the sphere `S^{d-1}`: population
+   gradient descent and SGD on samples, vmapped over random starts
+   (`benchmarks/electro_sphere.py` measures success and convergence rates).
 
 Run it as `mollijax theory electro configs/theory_electro.toml --out OUT_DIR`. Uses only the
 public mollijax API (`import mollijax as mj`).
@@ -105,6 +108,66 @@ from ._electro_potentials import (
 )
 from ._electro_potentials import (
     torus_potential as torus_potential,
+)
+from ._electro_sphere import (
+    AbstractSphereUnit as AbstractSphereUnit,
+)
+from ._electro_sphere import (
+    HermiteSphere as HermiteSphere,
+)
+from ._electro_sphere import (
+    ReluSphere as ReluSphere,
+)
+from ._electro_sphere import (
+    SignSphere as SignSphere,
+)
+from ._electro_sphere import (
+    SphereNetwork as SphereNetwork,
+)
+from ._electro_sphere import (
+    angles_of_cosine as angles_of_cosine,
+)
+from ._electro_sphere import (
+    descend_sphere as descend_sphere,
+)
+from ._electro_sphere import (
+    fit_rates as fit_rates,
+)
+from ._electro_sphere import (
+    match_teacher as match_teacher,
+)
+from ._electro_sphere import (
+    network_output as network_output,
+)
+from ._electro_sphere import (
+    normalise as normalise,
+)
+from ._electro_sphere import (
+    orthonormal_directions as orthonormal_directions,
+)
+from ._electro_sphere import (
+    population_loss as population_loss,
+)
+from ._electro_sphere import (
+    random_directions as random_directions,
+)
+from ._electro_sphere import (
+    sample_loss as sample_loss,
+)
+from ._electro_sphere import (
+    sgd_sphere as sgd_sphere,
+)
+from ._electro_sphere import (
+    sphere_angles as sphere_angles,
+)
+from ._electro_sphere import (
+    sphere_gradient as sphere_gradient,
+)
+from ._electro_sphere import (
+    sphere_sgd as sphere_sgd,
+)
+from ._electro_sphere import (
+    sphere_unit as sphere_unit,
 )
 
 
