@@ -129,6 +129,8 @@ class Uncertainty(NamedTuple):
       determine; the last kept one says how much a larger rank could still change;
     - `noise`: `{observed field: NoiseLevel}`;
     - `temperature`: `T` (Laplace; see the module docstring; NaN for the ensemble);
+    - `prior_scale`: the factor `s` on the prior precision (Laplace: 1 is the fit's own
+      regularisers, `laplace(prior_scale="evidence")` chooses it; NaN for the ensemble).
     - `cost`: `{"seconds": ..., "products": Gauss-Newton products or "fits": refits}`;
     - `message`: what was done, and warnings (a truncated spectrum, failed refits).
     """
@@ -143,6 +145,7 @@ class Uncertainty(NamedTuple):
     temperature: float
     cost: dict
     message: str
+    prior_scale: float = 1.0
 
     def arrays(self) -> dict[str, np.ndarray]:
         """`{"<unknown>_std": std}` (as written beside `<unknown>` in `fields.npz`)."""
@@ -156,6 +159,7 @@ class Uncertainty(NamedTuple):
             "eigenvalues": [float(v) for v in np.asarray(self.eigenvalues)],
             "noise": {k: v.as_dict() for k, v in self.noise.items()},
             "temperature": float(self.temperature),
+            "prior_scale": float(self.prior_scale),
             "cost": {k: float(v) for k, v in self.cost.items()},
             "mean_std": {k: float(np.mean(v)) for k, v in self.std.items()},
             "message": self.message,
@@ -349,9 +353,8 @@ def _no_residual(fn):
     raise MollijaxError("internal: a regulariser does not evaluate residuals.")
 
 
-@eqx.filter_jit
-def _penalty_hessian(problem: Problem, unknowns, v, shapes):
-    """`d^2 L_reg / dv^2` at the values `v` (PSD: the regularisers are convex in the values)."""
+def _penalty_total(problem: Problem, unknowns, shapes):
+    """`z -> L_reg` with `z` every unknown's values on its sub-grid, flattened in order."""
     names = _names_order(unknowns)
     penalties = [t for t in problem.active_terms(unknowns) if isinstance(t, _Penalty)]
 
@@ -368,7 +371,17 @@ def _penalty_hessian(problem: Problem, unknowns, v, shapes):
             out = out + t.weight.astype(z.dtype) * t(ev)
         return out
 
-    return jax.hessian(total)(v)
+    return total
+
+
+@eqx.filter_jit
+def _penalty_hessian(problem: Problem, unknowns, v, shapes):
+    """`(d^2 L_reg / dv^2, v . dL_reg/dv / 2)` at the values `v`: the Hessian (PSD: the
+    regularisers are convex in the values) and the energy of the regularisers' local
+    quadratic model (`L_reg` itself for Tikhonov and H1, which are quadratic forms; half
+    the total variation for TV, which is homogeneous of degree one)."""
+    total = _penalty_total(problem, unknowns, shapes)
+    return jax.hessian(total)(v), 0.5 * jnp.dot(v, jax.grad(total)(v))
 
 
 class _Model:
@@ -438,6 +451,7 @@ def laplace(
     power: int = 0,
     sigma=None,
     nugget: float = 1e-6,
+    prior_scale: float | str = "evidence",
     samples: int = 0,
     key: jax.Array | None = None,
     chunk: int = 64,
@@ -471,6 +485,13 @@ def laplace(
       residual, `2 L_gn / (N - p)`; the only choice when the loss has no output-error data
       term, e.g. an equation-error fit, where it assumes the residuals are independent).
     - `nugget`: the prior's regularisation of directions no regulariser bounds (>= 0).
+    - `prior_scale`: the factor `s` on the prior precision, `H = H_gn + s (H_reg + delta I)`:
+      a number > 0, or `"evidence"` (default): the `s` that maximises the Laplace evidence
+      `p(data | s)` (MacKay's fixed point `2 s E / T = sum lambda_i / (s + lambda_i)`, `E`
+      the prior's energy at the fit). The regulariser weight that made the estimate (chosen
+      for its error, e.g. by the discrepancy principle) need not be the prior scale that
+      describes the coefficient's roughness; `s = 1` keeps it; the evidence reads it from
+      the fitted coefficient itself, without refitting.
     - `samples`: number of posterior draws (0: none), pushed through the unknowns' own maps;
       `key`: a `jax.random.PRNGKey` for the probes and the draws (default `PRNGKey(0)`).
     - `chunk`: probes per compiled batch of Gauss-Newton products.
@@ -531,8 +552,8 @@ def laplace(
         raise UncertaintyError(f"{where}: the unknowns have no parameters to be uncertain about.")
     v, q = _values_and_jacobian(problem, unknowns)
     v, q = np.asarray(v, np.float64), np.asarray(q, np.float64).reshape(-1, n)
-    hv = np.asarray(_penalty_hessian(problem, unknowns, jnp.asarray(v), model.shapes),
-                    np.float64)
+    hv, reg_energy = _penalty_hessian(problem, unknowns, jnp.asarray(v), model.shapes)
+    hv, reg_energy = np.asarray(hv, np.float64), float(reg_energy)
     h_reg = q.T @ hv @ q
     h_reg = 0.5 * (h_reg + h_reg.T)
 
@@ -575,28 +596,36 @@ def laplace(
 
     k = n if rank == "full" else min(rank, n)
     lam, u = _randomized_eig(apply, n, k, 0 if rank == "full" else oversampling, power, rng)
-    d = lam / (1.0 + lam)
-    p_eff = float(np.sum(d))
     lt_u = scipy.linalg.solve_triangular(chol.T, u, lower=False)
 
-    # the temperature
+    # the temperature (from the residual, it depends on the effective parameter count)
     l_gn, big_n, sums = _rho_value(problem, unknowns)
     sums = {f: float(s) for f, s in sums.items()}
     weights = {t.field: float(t.weight) for t in gn_terms if isinstance(t, DataMisfit)}
     counts = {f: float(np.asarray(problem.masks[f]).sum()) for f in fields}
     n_obs = sum(counts.values())
+
+    def temperature_at(p_eff: float) -> float:
+        if residual_mode:
+            return 2.0 * float(l_gn) / max(float(big_n) - p_eff, 1.0)
+        temps = {f: 2.0 * weights[f] * sig[f] ** 2 / max(counts[f], 1.0) for f in fields}
+        return float(sum(counts[f] * temps[f] for f in fields) / max(n_obs, 1.0))
+
+    # the prior's scale: as fitted, or the evidence's choice (MacKay's fixed point)
+    energy = reg_energy + 0.5 * float(np.sum(delta * model.flat**2))
+    scale, scale_note = _prior_scale(prior_scale, lam, energy, temperature_at, where)
+    d = lam / (scale + lam)
+    p_eff = float(np.sum(d))
+    temperature = temperature_at(p_eff)
     noise = {}
-    if residual_mode:
-        temperature = 2.0 * float(l_gn) / max(float(big_n) - p_eff, 1.0)
-        for f in fields:
+    for f in fields:
+        if residual_mode:
             s2 = temperature * counts[f] / (2.0 * weights[f])
             noise[f] = _residual_noise(f, math.sqrt(s2), "residual", sums[f], counts[f], p_eff,
                                        n_obs)
-    else:
-        temps = {f: 2.0 * weights[f] * sig[f] ** 2 / max(counts[f], 1.0) for f in fields}
-        temperature = float(sum(counts[f] * temps[f] for f in fields) / max(n_obs, 1.0))
-        for f in fields:
+        else:
             noise[f] = _residual_noise(f, sig[f], source, sums[f], counts[f], p_eff, n_obs)
+    variance = temperature / scale
 
     # pointwise std of every unknown
     mean, std, start = {}, {}, 0
@@ -608,7 +637,7 @@ def laplace(
         w = scipy.linalg.solve_triangular(chol, rows.T, lower=True)
         prior_var = np.sum(w**2, axis=0)
         b = rows @ lt_u
-        var = temperature * (prior_var - (b**2) @ d)
+        var = variance * (prior_var - (b**2) @ d)
         std[name] = np.sqrt(np.maximum(var, 0.0)).reshape(shape)
         mean[name] = np.asarray(values[name], np.float64).reshape(shape)
         start += size
@@ -616,21 +645,58 @@ def laplace(
     draws = None
     if samples:
         z = rng.standard_normal((n, samples))
-        shrink = 1.0 - 1.0 / np.sqrt(1.0 + lam)
+        shrink = 1.0 - np.sqrt(scale / (scale + lam))
         z = z - u @ (shrink[:, None] * (u.T @ z))
-        theta = model.flat[:, None] + math.sqrt(temperature) * scipy.linalg.solve_triangular(
+        theta = model.flat[:, None] + math.sqrt(variance) * scipy.linalg.solve_triangular(
             chol.T, z, lower=False)
         out = _values_of(problem, unknowns, jnp.asarray(theta.T, model.flat.dtype))
         draws = {name: np.asarray(out[name]) for name in model.names}
 
     message = (f"Laplace: {len(lam)} eigenpairs of {n} parameters ({model.products} "
-               f"Gauss-Newton products), effective parameters {p_eff:.1f}")
+               f"Gauss-Newton products), effective parameters {p_eff:.1f}{scale_note}")
     if rank != "full" and k + oversampling < n and len(lam) and lam[-1] > 0.1:
         message += (f"; the smallest kept eigenvalue {lam[-1]:.3g} > 0.1: a larger rank "
                     "would still change the std")
     cost = {"seconds": time.perf_counter() - start_time, "products": float(model.products)}
     return Uncertainty("laplace", mean, std, draws, len(lam), lam, noise, temperature, cost,
-                       message)
+                       message, scale)
+
+
+def _prior_scale(prior_scale, lam, energy: float, temperature_at, where: str):
+    """`(s, note)`: the factor on the prior precision.
+
+    A number is used as given. `"evidence"` maximises the Laplace evidence of the prior
+    `exp(-s E / T)` over `s`, with `E` the prior's energy at the fit (the regularisers'
+    quadratic model plus the nugget's): its stationary point is MacKay's fixed point
+    `2 s E / T = gamma(s) = sum lambda_i / (s + lambda_i)`, the number of directions the data
+    determine. The eigenvalues are those of the fit's prior (`s = 1`); the fit itself is not
+    redone."""
+    if isinstance(prior_scale, str):
+        if prior_scale != "evidence":
+            raise UncertaintyError(
+                f"{where}: `prior_scale` must be a number > 0 or 'evidence', got "
+                f"{prior_scale!r}."
+            )
+        if not (energy > 0 and math.isfinite(energy)) or not np.any(lam > 0):
+            return 1.0, "; prior scale 1 (the evidence has no maximum: zero prior energy)"
+        scale = 1.0
+        for _ in range(100):
+            gamma = float(np.sum(lam / (scale + lam)))
+            new = min(max(gamma * temperature_at(gamma) / (2.0 * energy), 1e-8), 1e8)
+            done = abs(math.log(new / scale)) < 1e-8
+            scale = new
+            if done:
+                break
+        return scale, f"; prior scale {scale:.3g} (evidence)"
+    try:
+        scale = float(prior_scale)
+    except (TypeError, ValueError):
+        scale = float("nan")
+    if not (math.isfinite(scale) and scale > 0):
+        raise UncertaintyError(
+            f"{where}: `prior_scale` must be a number > 0 or 'evidence', got {prior_scale!r}."
+        )
+    return scale, "" if scale == 1.0 else f"; prior scale {scale:.3g}"
 
 
 def _residual_noise(field, sigma, source, sum_sq, count, p_eff, n_obs) -> NoiseLevel:
@@ -743,7 +809,7 @@ def ensemble(
         message += f" ({draws - int(ok.sum())} left out: {'; '.join(notes)})"
     cost = {"seconds": time.perf_counter() - start_time, "fits": float(draws)}
     return Uncertainty("ensemble", mean, std, samples, int(ok.sum()), np.zeros(0), noise,
-                       float("nan"), cost, message)
+                       float("nan"), cost, message, float("nan"))
 
 
 # ----------------------------------------------------------------------------- command line

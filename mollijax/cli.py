@@ -1,7 +1,7 @@
 """Command-line interface.
 
     mollijax run [CONFIG] [--problem NAME] [--out DIR] [--resume | --force] [--steps N]
-                 [--quiet] [--no-plots]
+                 [--uncertainty METHOD] [--quiet] [--no-plots]
     mollijax list
     mollijax examples DIR [--force]
     mollijax show RESULT_DIR
@@ -469,6 +469,9 @@ def _run(args: argparse.Namespace) -> int:
         if args.steps < 1:
             raise SystemExit(f"mollijax run: --steps must be >= 1, got {args.steps}.")
         config = config.replace(optimiser=dataclasses.replace(config.optimiser, steps=args.steps))
+    if args.uncertainty is not None:
+        config = config.replace(
+            uncertainty=dataclasses.replace(config.uncertainty, method=args.uncertainty))
     out = pathlib.Path(args.out or config.output.dir or f"runs/{config.problem}")
     if not args.quiet:
         print(f"mollijax run: {config.problem} ({config.problem_file}) from {config.source} "
@@ -619,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="replace the earlier run in --out (without it, a folder holding a "
                        "run is refused)")
     run_p.add_argument("--steps", type=int, help="override [optimiser] steps")
+    run_p.add_argument("--uncertainty", choices=("auto", "laplace", "ensemble", "none"),
+                       help="override [uncertainty] method (error bars; 'none' skips them)")
     run_p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     run_p.add_argument("--no-plots", action="store_true",
                        help="skip the PNG figures (metrics, fields and result are written)")

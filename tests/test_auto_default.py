@@ -17,7 +17,7 @@ def _run(tmp_path, text):
     with warnings.catch_warnings():  # recorded in metrics.json, asserted where expected
         warnings.simplefilter("ignore", mj.IdentifiabilityWarning)
         code = cli.main(["run", str(tmp_path / "run.toml"), "--out", str(out), "--quiet",
-                         "--no-plots"])
+                         "--no-plots", "--uncertainty", "none"])
     metrics = json.loads((out / "metrics.json").read_text())
     assert code == 0, metrics["message"]
     return metrics

@@ -16,7 +16,8 @@ SMALL = str(CONFIGS / "forcing_small.toml")
 
 
 def _run(out, *extra):
-    return cli.main(["run", SMALL, "--out", str(out), "--quiet", *extra])
+    return cli.main(["run", SMALL, "--out", str(out), "--quiet", "--uncertainty", "none",
+                     *extra])
 
 
 def test_interrupted_run_resumes_to_the_same_answer(tmp_path, monkeypatch):

@@ -113,7 +113,8 @@ def user_dir(tmp_path):
 
 def test_users_own_pde_recovered_through_mollijax_run(user_dir):
     out = user_dir / "out"
-    assert cli.main(["run", str(user_dir / "run.toml"), "--out", str(out), "--quiet"]) == 0
+    assert cli.main(["run", str(user_dir / "run.toml"), "--out", str(out), "--quiet",
+                     "--uncertainty", "none"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["problem"] == "my_pde" and metrics["status"] == "completed"
     err = metrics["errors"]["k"]

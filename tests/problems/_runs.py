@@ -17,10 +17,11 @@ def load(name: str):
     return load_problem(PROBLEMS / f"{name}.py")
 
 
-def run_cli(config: str, out: pathlib.Path, *extra: str, plots: bool = False) -> dict:
-    """`mollijax run` of a shipped config; figures only when a test looks at them (drawing
-    them costs seconds per run)."""
-    flags = [] if plots else ["--no-plots"]
+def run_cli(config: str, out: pathlib.Path, *extra: str, plots: bool = False,
+            uncertainty: str = "none") -> dict:
+    """`mollijax run` of a shipped config; figures and error bars only when a test looks at
+    them (each costs seconds per run)."""
+    flags = ([] if plots else ["--no-plots"]) + ["--uncertainty", uncertainty]
     code = cli.main(["run", str(CONFIGS / config), "--out", str(out), "--quiet", *flags,
                      *extra])
     metrics = json.loads((out / "metrics.json").read_text())

@@ -1,6 +1,8 @@
 """darcy2d: the finite-volume simulator's order, its agreement with the library's solved
 steady state and with the residual, noise, named errors, and a CLI smoke run."""
 
+import json
+
 import numpy as np
 import pytest
 from _runs import load, run_cli
@@ -142,7 +144,14 @@ def test_bad_parameters_are_named(params, match):
 
 
 def test_cli_small_config(tmp_path):
-    metrics = run_cli("darcy2d_small.toml", tmp_path)
+    metrics = run_cli("darcy2d_small.toml", tmp_path, uncertainty="laplace")
     assert metrics["status"] == "completed"
     err, start = metrics["errors"]["k"]["rel_l2"], metrics["initial_errors"]["k"]["rel_l2"]
     assert err < 0.4 * start and err < 0.1, (err, start)  # measured 0.06 from 0.27
+    # the error bars: beside the estimate in fields.npz, summarised in uncertainty.json
+    with np.load(tmp_path / "fields.npz") as f:
+        k, std = f["k"], f["k_std"]
+    assert std.shape == k.shape and np.all(np.isfinite(std)) and np.all(std > 0)
+    assert np.median(std) < 0.5 * np.median(np.abs(k))  # the data inform k
+    record = json.loads((tmp_path / "uncertainty.json").read_text())
+    assert record["method"] == "laplace" and record["prior_scale"] > 0

@@ -55,12 +55,13 @@ def linear():
     problem = _source_problem(u_obs)
     # a linear model's Gauss-Newton Hessian does not depend on the point: no fit needed
     unknowns = {"f": mj.GridField(f_true, "x")}
-    return problem, unknowns, np.sqrt(np.diag(cov))
+    return problem, unknowns, np.sqrt(np.diag(cov)), (jac.T @ jac / SIGMA**2, prior, f_true)
 
 
 def test_laplace_equals_the_exact_posterior_of_a_linear_gaussian_problem(linear):
-    problem, unknowns, exact = linear
-    post = mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, nugget=0.0)
+    problem, unknowns, exact, _ = linear
+    post = mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, nugget=0.0,
+                          prior_scale=1.0)
     assert post.std["f"].shape == (N,)
     np.testing.assert_allclose(post.std["f"], exact, rtol=1e-9)
     assert post.rank == N and post.method == "laplace"
@@ -69,23 +70,25 @@ def test_laplace_equals_the_exact_posterior_of_a_linear_gaussian_problem(linear)
 
 
 def test_low_rank_converges_to_the_full_posterior(linear):
-    problem, unknowns, exact = linear
+    problem, unknowns, exact, _ = linear
     errors = []
     for rank in (2, 6, 12):
         post = mj.laplace(problem, unknowns, rank=rank, oversampling=2, sigma=SIGMA,
-                          nugget=0.0)
+                          nugget=0.0, prior_scale=1.0)
         assert post.rank == rank
         errors.append(float(np.max(np.abs(post.std["f"] - exact) / exact)))
     assert errors[0] > errors[1] > errors[2] > 1e-8
     assert errors[0] > 0.1  # two directions are not enough
     # rank + oversampling >= n: the probes span everything, the result is exact
-    post = mj.laplace(problem, unknowns, rank=N - 2, oversampling=2, sigma=SIGMA, nugget=0.0)
+    post = mj.laplace(problem, unknowns, rank=N - 2, oversampling=2, sigma=SIGMA, nugget=0.0,
+                          prior_scale=1.0)
     np.testing.assert_allclose(post.std["f"], exact, rtol=1e-9)
 
 
 def test_laplace_samples_have_the_posterior_spread(linear):
-    problem, unknowns, exact = linear
-    post = mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, nugget=0.0, samples=4000)
+    problem, unknowns, exact, _ = linear
+    post = mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, nugget=0.0, samples=4000,
+                        prior_scale=1.0)
     assert post.samples["f"].shape == (4000, N)
     spread = post.samples["f"].std(axis=0)
     # 4000 draws: the sample std has a relative error of about 1.1 %; 5 of them
@@ -93,6 +96,35 @@ def test_laplace_samples_have_the_posterior_spread(linear):
     # and are centred on the fit: 5 standard errors of the mean
     np.testing.assert_allclose(post.samples["f"].mean(axis=0), post.mean["f"],
                                atol=5 * np.max(exact) / np.sqrt(4000))
+
+
+def test_evidence_scale_maximises_the_exact_evidence(linear):
+    """`prior_scale="evidence"` against a dense maximisation of the Laplace evidence of the
+    prior `s * prior` at the given point: `-s f.P f / 2 + (n/2) log s - log det(A + s P) / 2`."""
+    import scipy.optimize
+
+    problem, unknowns, exact, (misfit, prior, f) = linear
+
+    def minus_log_evidence(log_s):
+        s = np.exp(log_s)
+        return (0.5 * s * f @ prior @ f - 0.5 * N * log_s
+                + 0.5 * np.linalg.slogdet(misfit + s * prior)[1])
+
+    best = scipy.optimize.minimize_scalar(minus_log_evidence, bracket=(-5.0, 5.0), tol=1e-12)
+    post = mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, nugget=0.0)
+    assert post.prior_scale == pytest.approx(np.exp(best.x), rel=1e-5)
+    assert abs(np.log(post.prior_scale)) > 0.5  # the test point is not the fit's own scale
+    # the std is the exact posterior's under the scaled prior
+    cov = np.linalg.inv(misfit + post.prior_scale * prior)
+    np.testing.assert_allclose(post.std["f"], np.sqrt(np.diag(cov)), rtol=1e-8)
+    # and a given scale is used as such
+    post2 = mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, nugget=0.0, prior_scale=2.0)
+    cov2 = np.linalg.inv(misfit + 2.0 * prior)
+    np.testing.assert_allclose(post2.std["f"], np.sqrt(np.diag(cov2)), rtol=1e-8)
+    with pytest.raises(mj.UncertaintyError, match="prior_scale"):
+        mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, prior_scale="mackay")
+    with pytest.raises(mj.UncertaintyError, match="prior_scale"):
+        mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, prior_scale=-1.0)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +153,7 @@ def reaction():
 
 def test_ensemble_and_laplace_agree_where_the_data_dominate(reaction):
     problem, result, sigma, c_true = reaction
-    post = mj.laplace(problem, result, rank="full", sigma=sigma)
+    post = mj.laplace(problem, result, rank="full", sigma=sigma, prior_scale=1.0)
     spread = mj.ensemble(problem, result, sigma, draws=20, steps=200)
     assert spread.rank == 20 and spread.samples["c"].shape == (20, N)
     inner = slice(3, N - 3)  # near the walls u -> 0: c is set by the prior there
@@ -140,7 +172,7 @@ def test_ensemble_and_laplace_agree_where_the_data_dominate(reaction):
 
 
 def test_bad_arguments_are_named(linear, reaction):
-    problem, unknowns, _ = linear
+    problem, unknowns, _, _ = linear
     with pytest.raises(mj.UncertaintyError, match="`rank`"):
         mj.laplace(problem, unknowns, rank=0)
     with pytest.raises(mj.UncertaintyError, match="`nugget`"):
@@ -156,7 +188,8 @@ def test_bad_arguments_are_named(linear, reaction):
     # H1 alone leaves the constants unbounded: without a nugget the prior is singular
     h1_only = problem.with_weights({"reg:f:tikhonov": 0.0})
     with pytest.raises(mj.UncertaintyError, match="not positive definite"):
-        mj.laplace(h1_only, unknowns, rank="full", sigma=SIGMA, nugget=0.0)
+        mj.laplace(h1_only, unknowns, rank="full", sigma=SIGMA, nugget=0.0,
+                          prior_scale=1.0)
     # with the nugget the constants are bounded by the data, and the std stays finite
     post = mj.laplace(h1_only, unknowns, rank="full", sigma=SIGMA)
     assert np.all(np.isfinite(post.std["f"]))
