@@ -13,9 +13,11 @@ per (k, start), the same for every unit and dimension, and shared by gradient de
 - Population dynamics: Riemannian gradient descent of the exact population loss (written
   through the closed-form potentials), `descend_sphere`, position step `0.1` (sign:
   `0.2 / sqrt(1 + t / 50)`, the subgradient method's decay, since the sign potential has a
-  kink at the teacher), charge step `0.5 / k`, `--steps` steps.
-- SGD on samples: `sgd_sphere` with `optax.sgd`, the same steps, minibatches of 32 fresh
-  samples; the population loss is recorded from the potentials.
+  kink at the teacher; `sign-constant` is the sign unit with the constant step 0.1), charge
+  step `0.5 / k`, `--steps` steps.
+- SGD on samples: `sgd_sphere` with the same rates (`sphere_sgd`, an optax transformation),
+  the same steps, fresh minibatches (ReLU 32, Hermite 128 samples), for k = 2, 4, 6, 8 with
+  the same seeds; the population loss is recorded from the potentials.
 
 Success = the relative loss `L / L(start)` below 1e-3 and every teacher unit with its own
 student unit within 0.05 rad (up to the unit's symmetry). Reported separately: the match
@@ -64,16 +66,22 @@ def sign_schedule(t):
     return 0.2 / jnp.sqrt(1.0 + t / 50.0)
 
 
-# (unit, d, teacher kind, run SGD too)
+# (unit, d, teacher kind, SGD minibatch or None for no SGD run). Hermite needs larger
+# batches: at batch 32 and step 0.1 the gradient noise of the degree-6 products kept the
+# relative loss near 0.8 in a 20-start probe, at batch 128 it converged. SGD on sign units is
+# not run: their sample gradient in the positions is 0 almost surely
+# (tests/theory/test_electro_sphere.py checks it), so SGD only fits the charges.
 SETTINGS = [
-    ("hermite3", 3, "random", False),
-    ("hermite3", 10, "random", True),
-    ("hermite3", 10, "orthonormal", True),
-    ("relu", 3, "random", False),
-    ("relu", 10, "random", True),
-    ("sign", 3, "random", False),
-    ("sign", 10, "random", True),
+    ("hermite3", 3, "random", None),
+    ("hermite3", 10, "random", 128),
+    ("hermite3", 10, "orthonormal", None),
+    ("relu", 3, "random", None),
+    ("relu", 10, "random", 32),
+    ("sign", 3, "random", None),
+    ("sign", 10, "random", None),
+    ("sign-constant", 10, "random", None),  # the same with the constant step 0.1
 ]
+SGD_WIDTHS = (2, 4, 6, 8)  # SGD costs batch / k times a population step: every other k
 
 
 def _setup(key, k, d, kind):
@@ -86,9 +94,9 @@ def _setup(key, k, d, kind):
     return on, teacher, student
 
 
-def experiment(unit_name, d, kind, method, steps, keys, widths):
+def experiment(unit_name, d, kind, method, steps, keys, widths, batch=None):
     """Run every (k, start) of one setting; return per-run arrays."""
-    unit = el.sphere_unit(unit_name)
+    unit = el.sphere_unit(unit_name.split("-")[0])
     lr_pos = sign_schedule if unit_name == "sign" else 0.1
 
     def one(key, k):
@@ -100,7 +108,7 @@ def experiment(unit_name, d, kind, method, steps, keys, widths):
         else:
             opt = el.sphere_sgd(lr_pos, lr_charge)
             final, losses = el.sgd_sphere(student, unit, teacher, jax.random.fold_in(key, 1),
-                                          opt, steps, batch=32, every=EVERY, active=on)
+                                          opt, steps, batch=batch, every=EVERY, active=on)
         matched, angles = el.match_teacher(final, unit, teacher, ANGLE_TOL, active=on)
         return losses, matched, jnp.max(angles)
 
@@ -112,19 +120,20 @@ def experiment(unit_name, d, kind, method, steps, keys, widths):
     return np.asarray(losses), np.asarray(matched), np.asarray(worst), seconds
 
 
-def summarise(unit_name, losses, matched, widths, steps):
+def summarise(unit_name, losses, matched, widths):
     rel = losses / losses[:, :1]
     t = np.arange(rel.shape[1]) * EVERY
-    low, high = (1e-3, 1e-1) if unit_name == "sign" else (1e-9, LOSS_TOL)
+    sign = unit_name.startswith("sign")
+    low, high = (1e-3, 1e-1) if sign else (1e-9, LOSS_TOL)
     tail = rel[:, -rel.shape[1] // 5]
     stuck = (~matched) & (np.abs(rel[:, -1] - tail) <= 0.01 * np.abs(tail))
     rows = []
-    for k in WIDTHS:
+    for k in sorted(set(widths.tolist())):
         sel = widths == k
         loss_ok = rel[sel, -1] < LOSS_TOL
         success = loss_ok & matched[sel]
         fits = [el.fit_rates(t, rel[i], low, high) for i in np.flatnonzero(sel)
-                if (matched[i] and (unit_name == "sign" or rel[i, -1] < LOSS_TOL))]
+                if (matched[i] and (sign or rel[i, -1] < LOSS_TOL))]
         fits = [f for f in fits if f["points"] >= 3]
 
         def med(name, fits=fits):
@@ -144,7 +153,7 @@ def summarise(unit_name, losses, matched, widths, steps):
 def median_curves(losses, widths):
     rel = losses / losses[:, :1]
     return {int(k): np.quantile(np.maximum(rel[widths == k], 1e-17), [0.25, 0.5, 0.75], axis=0)
-            for k in WIDTHS}
+            for k in sorted(set(widths.tolist()))}
 
 
 def _table(rows_by_name):
@@ -170,8 +179,8 @@ def _plots(out, results, steps):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for name, res in results.items():
         ks = [r["k"] for r in res["rows"]]
-        ax = axes[0] if name.endswith("gd") else axes[1]
-        ax.plot(ks, [r["success"] for r in res["rows"]], "o-", label=name[:-3])
+        ax = axes[0] if name.endswith(" gd") else axes[1]
+        ax.plot(ks, [r["success"] for r in res["rows"]], "o-", label=name.rsplit(" ", 1)[0])
     for ax, title in zip(axes, ("population gradient descent", "SGD on samples"), strict=True):
         ax.set_title(f"{title}: success rate"), ax.set_xlabel("k (teacher = student width)")
         ax.legend(fontsize=7), ax.set_ylim(-0.02, 1.02)
@@ -197,7 +206,7 @@ def _plots(out, results, steps):
         if name.startswith("sign"):
             continue
         ks = [r["k"] for r in res["rows"]]
-        ax.plot(ks, [1 - r["rho"] for r in res["rows"]], "o-" if name.endswith("gd") else "x--",
+        ax.plot(ks, [1 - r["rho"] for r in res["rows"]], "o-" if name.endswith(" gd") else "x--",
                 label=name)
     ax.set_yscale("log"), ax.set_xlabel("k"), ax.set_ylabel("1 - rho (per step)")
     ax.set_title("linear rate of the successful runs (median)"), ax.legend(fontsize=7)
@@ -208,7 +217,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="20 starts, 1000 steps")
     parser.add_argument("--starts", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--out", default="out/electro_sphere")
     parser.add_argument("--core", type=int, default=0)
     args = parser.parse_args(argv)
@@ -216,18 +225,21 @@ def main(argv=None):
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    widths = np.repeat(np.array(WIDTHS), starts)
-    keys = jax.random.split(jax.random.key(0), widths.size)
+    all_widths = np.repeat(np.array(WIDTHS), starts)
+    all_keys = jax.random.split(jax.random.key(0), all_widths.size)
     results, begin = {}, time.perf_counter()
-    for unit_name, d, kind, with_sgd in SETTINGS:
-        for method in ("gd", "sgd") if with_sgd else ("gd",):
+    for unit_name, d, kind, batch in SETTINGS:
+        for method in ("gd", "sgd") if batch else ("gd",):
             name = f"{unit_name} d={d} {kind} {method}"
+            # the SGD runs use the same (k, start) seeds as gradient descent, for SGD_WIDTHS
+            pick = np.isin(all_widths, SGD_WIDTHS) if method == "sgd" else all_widths > 0
+            widths, keys = all_widths[pick], all_keys[pick]
             losses, matched, worst, seconds = experiment(
-                unit_name, d, kind, method, steps, keys, jnp.asarray(widths))
-            rows = summarise(unit_name, losses, matched, widths, steps)
+                unit_name, d, kind, method, steps, keys, jnp.asarray(widths), batch)
+            rows = summarise(unit_name, losses, matched, widths)
             results[name] = {"rows": rows, "seconds": seconds,
                              "curves": median_curves(losses, widths),
-                             "matched": matched, "final": losses[:, -1] / losses[:, 0]}
+                             "matched": matched, "pick": pick}
             print(f"{name}: {seconds:.1f} s, success by k "
                   + " ".join(f"{r['success']:.2f}" for r in rows), flush=True)
     # SGD against gradient descent, start by start (same seeds)
@@ -235,7 +247,7 @@ def main(argv=None):
     for name in results:
         if name.endswith("sgd"):
             gd, sgd = results[name[:-3] + "gd"], results[name]
-            agreement[name[:-4]] = float(np.mean(gd["matched"] == sgd["matched"]))
+            agreement[name[:-4]] = float(np.mean(gd["matched"][sgd["pick"]] == sgd["matched"]))
     total = time.perf_counter() - begin
     rows_by_name = {n: r["rows"] for n, r in results.items()}
     md = _table(rows_by_name)
