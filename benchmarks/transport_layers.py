@@ -3,7 +3,7 @@ drift/diffusion of residual networks (theory/transport.py, docs/theory_transport
 
 Usage (from the repository root):
 
-    python benchmarks/transport_layers.py [--quick] [--seed 0] [--json out.json]
+    python benchmarks/transport_layers.py [--quick] [--seed 0] [--stack-seeds 1] [--json out.json]
 
 Three parts, every number against a baseline or an exact answer computed in the same run:
 
@@ -29,7 +29,8 @@ Three parts, every number against a baseline or an exact answer computed in the 
    particle-wise least-squares affine fit of the block's velocity `f_l` (what `G` would be if
    the layer were affine). No exact answer exists here: these are reported, not checked.
 
-Full size: 141 s wall, 138 s CPU (two shared cores); `--quick` about 70 s.
+Full size: 141 s wall, 138 s CPU (two shared cores); with `--stack-seeds 3` 248 s wall;
+`--quick` about 70 s.
 """
 
 from __future__ import annotations
@@ -85,9 +86,12 @@ def neural_stacks(cfg, seed):
         x0 = mix.sample(k0, cfg["particles"])
         total, layers = cfg["total_time"], cfg["layers"]
         t0 = time.perf_counter()
-        neural, _ = tr.neural_dae_stack(x0, k1, total, layers, width=cfg["width"],
-                                        steps=cfg["steps"], train_size=cfg["train_size"])
+        neural, trained = tr.neural_dae_stack(x0, k1, total, layers, width=cfg["width"],
+                                              steps=cfg["steps"], train_size=cfg["train_size"])
         train_s = time.perf_counter() - t0
+        # the first layer's learned score against the exact score of mu * W_tau on its data
+        true = jax.vmap(mix.smoothed(total / layers).score)(x0)
+        score_err = _rms(jax.vmap(trained[0].score)(x0), true) / _rms(true, 0.0 * true)
         exact = tr.exact_flow(mix, x0, total * np.arange(layers + 1) / layers)
         oracle = tr.oracle_dae_stack(mix, x0, total, layers)
         moved = _rms(x0, exact[-1])
@@ -95,7 +99,8 @@ def neural_stacks(cfg, seed):
         floor_cloud = mix.at(total).sample(k3, m)
         sink = lambda a, b, m=m: tr.sinkhorn_w2(a[:m], b[:m], 0.01, 300)
         row = {
-            "data": name, "L": layers, "t": total, "train s": f"{train_s:.0f}",
+            "data": name, "seed": seed, "L": layers, "t": total, "train s": f"{train_s:.0f}",
+            "layer-0 score err": f"{score_err:.3f}",
             "RMS move": f"{moved:.3f}",
             "neural RMS err/move": f"{_rms(neural[-1], exact[-1]) / moved:.3f}",
             "oracle RMS err/move": f"{_rms(oracle[-1], exact[-1]) / moved:.3f}",
@@ -231,6 +236,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stack-seeds", type=int, default=1,
+                        help="repeat the neural-stack comparison for seeds seed, seed + 1, ...")
     parser.add_argument("--json", help="write all measurements to this JSON file")
     parser.add_argument("--markdown", help="write the report tables to this Markdown file")
     args = parser.parse_args()
@@ -238,6 +245,16 @@ def main() -> None:
     info = C.machine_info()
     t0 = time.perf_counter()
     stack_rows, stack_2d = neural_stacks(cfg, args.seed)
+    for s in range(args.seed + 1, args.seed + args.stack_seeds):
+        stack_rows += neural_stacks(cfg, s)[0]
+    if args.stack_seeds > 1:
+        for name in ("2-D", "3-D"):
+            sel = [r for r in stack_rows if r["data"] == name]
+            cell = lambda col, sel=sel: np.array([float(r[col]) for r in sel])
+            stack_rows.append({"data": name, "seed": f"mean +- std of {len(sel)}", **{
+                col: f"{cell(col).mean():.3f} +- {cell(col).std(ddof=1):.3f}"
+                for col in ("layer-0 score err", "neural RMS err/move", "oracle RMS err/move",
+                            "W2eps neural", "W2eps oracle", "W2eps indep. floor")}})
     fit_rows = exact_fits(cfg, args.seed, stack_2d)
     summary, layer_rows = resnet(cfg, args.seed)
     text = "\n\n".join([
