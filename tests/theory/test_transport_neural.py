@@ -2,7 +2,8 @@
 
 Expected values are exact: the discrete W2 of a cloud and its image under a symmetric
 positive definite affine map (the map is the Brenier map), the `|m|^2` of a translation, the
-generator `logm` of an affine residual stack, the covariance recursion of ideal Gaussian
+generator `logm` of an affine residual stack (and the Ornstein-Uhlenbeck diffusion of a
+noisy one), the covariance recursion of ideal Gaussian
 DAE layers, and `D = -I`, zero drift of the exact deep-DAE flow of a mixture.
 """
 
@@ -10,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.linalg
 
 import mollijax as mj
 
@@ -97,6 +99,30 @@ def test_affine_resnet_layers_fit_their_exact_generator(tr, x0_mix, diff):
         np.testing.assert_allclose(fit.drift_constant, c, atol=0.01)
         np.testing.assert_allclose(fit.diffusion, 0.0, atol=0.02)
         assert fit.relative_residual < 0.02
+
+
+def test_stochastic_affine_stack_fits_exact_drift_and_diffusion(tr, x0_mix, diff):
+    # x_{l+1} = x_l + h (B x_l + b) + (2 h D)^{1/2} xi: each layer has exactly the law of an
+    # Ornstein-Uhlenbeck flow over time h with the logm generator (G, c) and a diffusion D'
+    # solving int_0^h e^{sG} 2 D' e^{sG^T} ds = 2 h D (Kronecker form below); D' = D + O(h)
+    b_mat, b_vec, h = np.array([[-0.5, 1.0], [-0.8, 0.2]]), np.array([0.3, -0.2]), 0.05
+    d_mat = np.array([[0.3, 0.1], [0.1, 0.2]])
+    root = np.linalg.cholesky(2 * h * d_mat)
+    xs = [np.asarray(x0_mix)]
+    for k in jax.random.split(jax.random.PRNGKey(16), 4):
+        xi = np.asarray(jax.random.normal(k, x0_mix.shape, dtype=x0_mix.dtype))
+        xs.append(xs[-1] + h * (xs[-1] @ b_mat.T + b_vec) + xi @ root.T)
+    g, c = tr.affine_generator(b_mat, b_vec, h)
+    kron = np.kron(g, np.eye(2)) + np.kron(np.eye(2), g)
+    aug = np.zeros((8, 8))
+    aug[:4, :4], aug[:4, 4:] = kron, np.eye(4)
+    phi = scipy.linalg.expm(h * aug)[:4, 4:]  # int_0^h exp(s kron) ds
+    d_exact = np.linalg.solve(phi, (2 * h * d_mat).reshape(-1)).reshape(2, 2) / 2
+    # one fit over the four identical layers (their coefficients are the same)
+    fit = tr.fit_fokker_planck(tr.snapshot_densities(np.stack(xs), GRID), h * np.arange(5), diff)
+    np.testing.assert_allclose(fit.drift_matrix, g, atol=0.04)
+    np.testing.assert_allclose(fit.drift_constant, c, atol=0.05)
+    np.testing.assert_allclose(fit.diffusion, d_exact, atol=0.03)
 
 
 def test_oracle_dae_layers_of_gaussian_fit_the_covariance_recursion(tr, diff):
