@@ -376,12 +376,13 @@ def _penalty_total(problem: Problem, unknowns, shapes):
 
 @eqx.filter_jit
 def _penalty_hessian(problem: Problem, unknowns, v, shapes):
-    """`(d^2 L_reg / dv^2, v . dL_reg/dv / 2)` at the values `v`: the Hessian (PSD: the
-    regularisers are convex in the values) and the energy of the regularisers' local
+    """`(d^2 L_reg / dv^2, v . dL_reg/dv / 2, dL_reg/dv)` at the values `v`: the Hessian
+    (PSD: the regularisers are convex in the values), the energy of the regularisers' local
     quadratic model (`L_reg` itself for Tikhonov and H1, which are quadratic forms; half
-    the total variation for TV, which is homogeneous of degree one)."""
+    the total variation for TV, which is homogeneous of degree one) and the gradient."""
     total = _penalty_total(problem, unknowns, shapes)
-    return jax.hessian(total)(v), 0.5 * jnp.dot(v, jax.grad(total)(v))
+    grad = jax.grad(total)(v)
+    return jax.hessian(total)(v), 0.5 * jnp.dot(v, grad), grad
 
 
 class _Model:
@@ -446,12 +447,13 @@ def laplace(
     problem: Problem,
     fitted,
     *,
-    rank: int | str = 50,
+    rank: int | str = "auto",
     oversampling: int = 10,
     power: int = 0,
     sigma=None,
     nugget: float = 1e-6,
-    prior_scale: float | str = "evidence",
+    prior_scale: float | str = 1.0,
+    kind: str = "mse",
     samples: int = 0,
     key: jax.Array | None = None,
     chunk: int = 64,
@@ -476,8 +478,12 @@ def laplace(
     - `problem`: the problem that was fitted (its weights as in the fit: a problem scaled
       by `scaled(problem, sigma)` and a weight chosen by `discrepancy` included).
     - `fitted`: its `FitResult` (`fit`, `auto_run(...).result`) or the fitted unknowns.
-    - `rank`: eigenpairs kept (an integer >= 1) or `"full"` (every direction: exact, `n`
-      products). `oversampling`: extra probes (hIPPYlib's default 10); `power`: power
+    - `rank`: eigenpairs kept (an integer >= 1), `"full"` (every direction: exact, `n`
+      products) or `"auto"` (default): `"full"` up to `FULL_RANK_LIMIT` (1500) parameters,
+      else `AUTO_RANK` (200). The posterior's std errs wide when the rank is short (the
+      prior's variance stays in the missing directions), the `"mse"` one narrow (directions
+      with `lambda` near 1 add `lambda / (1 + lambda)^2` each to the spread).
+      `oversampling`: extra probes (hIPPYlib's default 10); `power`: power
       iterations (0: the double pass).
     - `sigma`: the noise standard deviation of the output-error data fields: a number, a
       dict `{field: sigma_f}`, `None` (default: `noise_sigma` of the observations; pass the
@@ -486,12 +492,17 @@ def laplace(
       term, e.g. an equation-error fit, where it assumes the residuals are independent).
     - `nugget`: the prior's regularisation of directions no regulariser bounds (>= 0).
     - `prior_scale`: the factor `s` on the prior precision, `H = H_gn + s (H_reg + delta I)`:
-      a number > 0, or `"evidence"` (default): the `s` that maximises the Laplace evidence
-      `p(data | s)` (MacKay's fixed point `2 s E / T = sum lambda_i / (s + lambda_i)`, `E`
-      the prior's energy at the fit). The regulariser weight that made the estimate (chosen
-      for its error, e.g. by the discrepancy principle) need not be the prior scale that
-      describes the coefficient's roughness; `s = 1` keeps it; the evidence reads it from
-      the fitted coefficient itself, without refitting.
+      a number > 0 (default 1: the fit's own regularisers), or `"evidence"`: the `s` that
+      maximises the Laplace evidence `p(data | s)` (MacKay's fixed point
+      `2 s E / T = sum lambda_i / (s + lambda_i)`, `E` the prior's energy at the fit) without
+      refitting.
+    - `kind`: `"posterior"` (default): the Laplace posterior's std above; `"mse"`: the root
+      mean square error of the estimator itself, `sqrt(var + bias^2)` with the sandwich
+      variance `T Q H^-1 H_gn H^-1 Q^T` (how the fit moves when the noise is redrawn: the
+      linearised parametric bootstrap) and the bias `-Q H^-1 grad L_reg` (how far the
+      regularisers pull the estimate, linearised at the fit; `s = 1`). The posterior counts
+      the prior's full variance in every direction the data do not determine; the estimator
+      is not that rough where the truth is smooth.
     - `samples`: number of posterior draws (0: none), pushed through the unknowns' own maps;
       `key`: a `jax.random.PRNGKey` for the probes and the draws (default `PRNGKey(0)`).
     - `chunk`: probes per compiled batch of Gauss-Newton products.
@@ -508,7 +519,7 @@ def laplace(
     start_time = time.perf_counter()
     _check_problem(problem, where)
     unknowns = _unknowns_of(fitted, where)
-    if rank != "full":
+    if rank not in ("full", "auto"):
         rank = _int_at_least(rank, 1, "rank", where)
     oversampling = _int_at_least(oversampling, 0, "oversampling", where)
     power = _int_at_least(power, 0, "power", where)
@@ -552,7 +563,7 @@ def laplace(
         raise UncertaintyError(f"{where}: the unknowns have no parameters to be uncertain about.")
     v, q = _values_and_jacobian(problem, unknowns)
     v, q = np.asarray(v, np.float64), np.asarray(q, np.float64).reshape(-1, n)
-    hv, reg_energy = _penalty_hessian(problem, unknowns, jnp.asarray(v), model.shapes)
+    hv, reg_energy, reg_grad = _penalty_hessian(problem, unknowns, jnp.asarray(v), model.shapes)
     hv, reg_energy = np.asarray(hv, np.float64), float(reg_energy)
     h_reg = q.T @ hv @ q
     h_reg = 0.5 * (h_reg + h_reg.T)
@@ -594,6 +605,8 @@ def laplace(
         z = scipy.linalg.solve_triangular(chol.T, block, lower=False)
         return scipy.linalg.solve_triangular(chol, model.gn(z), lower=True)
 
+    if rank == "auto":
+        rank = "full" if n <= FULL_RANK_LIMIT else AUTO_RANK
     k = n if rank == "full" else min(rank, n)
     lam, u = _randomized_eig(apply, n, k, 0 if rank == "full" else oversampling, power, rng)
     lt_u = scipy.linalg.solve_triangular(chol.T, u, lower=False)
@@ -613,7 +626,12 @@ def laplace(
 
     # the prior's scale: as fitted, or the evidence's choice (MacKay's fixed point)
     energy = reg_energy + 0.5 * float(np.sum(delta * model.flat**2))
-    scale, scale_note = _prior_scale(prior_scale, lam, energy, temperature_at, where)
+    if kind not in ("posterior", "mse"):
+        raise UncertaintyError(f"{where}: `kind` must be 'posterior' or 'mse', got {kind!r}.")
+    if kind == "mse":  # the estimator that was fitted: its own regularisers, s = 1
+        scale, scale_note = 1.0, "; root-mean-square error (estimator spread and bias)"
+    else:
+        scale, scale_note = _prior_scale(prior_scale, lam, energy, temperature_at, where)
     d = lam / (scale + lam)
     p_eff = float(np.sum(d))
     temperature = temperature_at(p_eff)
@@ -626,6 +644,12 @@ def laplace(
         else:
             noise[f] = _residual_noise(f, sig[f], source, sums[f], counts[f], p_eff, n_obs)
     variance = temperature / scale
+    if kind == "mse":
+        # the regularisers' pull on the estimate, -H^-1 grad L_reg (linearised at the fit),
+        # as values: H^-1 = L^-T (I - U diag(lambda / (1 + lambda)) U^T) L^-1 (s = 1)
+        g = scipy.linalg.solve_triangular(chol, q.T @ np.asarray(reg_grad, np.float64),
+                                          lower=True)
+        pull = q @ scipy.linalg.solve_triangular(chol.T, g - u @ (d * (u.T @ g)), lower=False)
 
     # pointwise std of every unknown
     mean, std, start = {}, {}, 0
@@ -637,7 +661,10 @@ def laplace(
         w = scipy.linalg.solve_triangular(chol, rows.T, lower=True)
         prior_var = np.sum(w**2, axis=0)
         b = rows @ lt_u
-        var = variance * (prior_var - (b**2) @ d)
+        if kind == "mse":  # the sandwich T H^-1 H_gn H^-1 plus the squared pull
+            var = temperature * (b**2) @ (lam / (1.0 + lam) ** 2) + pull[start:start + size] ** 2
+        else:
+            var = variance * (prior_var - (b**2) @ d)
         std[name] = np.sqrt(np.maximum(var, 0.0)).reshape(shape)
         mean[name] = np.asarray(values[name], np.float64).reshape(shape)
         start += size
@@ -814,6 +841,8 @@ def ensemble(
 
 # ----------------------------------------------------------------------------- command line
 DENSE_LIMIT = 6000
+FULL_RANK_LIMIT = 1500  # rank="auto": every direction up to this many parameters
+AUTO_RANK = 200  # rank="auto" above it
 """Above this many parameters `run_outputs` does not run the Laplace approximation by
 default (its prior precision is a dense `n x n` matrix)."""
 
@@ -831,8 +860,9 @@ def run_outputs(config, problem: Problem, result: FitResult, dataset, folder, pl
     estimate in 2-D).
 
     `config.uncertainty.method`: `"laplace"` or `"ensemble"` (on request), `"none"`, or
-    `"auto"` (the default): Laplace when it costs less than the fit: its `2 (rank +
-    oversampling)` Gauss-Newton products, each priced at one step of the final fit
+    `"auto"` (the default): Laplace when it costs less than the fit: its Gauss-Newton
+    products (`n` with every direction kept, else `2 (rank + oversampling)`), each priced
+    at one step of the final fit
     (`result.wall_time / result.steps`, compilation included: an overestimate), take less
     than `elapsed` (the run's time so far: every stage of an automatic run; default the
     final fit's time), and the parameters number at most `DENSE_LIMIT`.
@@ -844,12 +874,16 @@ def run_outputs(config, problem: Problem, result: FitResult, dataset, folder, pl
 
     options = getattr(config, "uncertainty", None)
     method = getattr(options, "method", "auto")
-    rank = int(getattr(options, "rank", 50))
+    rank = getattr(options, "rank", "auto")
+    kind = getattr(options, "kind", "mse")
     draws = int(getattr(options, "draws", 20))
     folder = pathlib.Path(folder)
     record: dict = {"method": method}
     n = _count(result.unknowns) if result.unknowns is not None else 0
-    products = 2 * (min(rank, n) + 10)
+    if rank == "auto":
+        rank = "full" if n <= FULL_RANK_LIMIT else AUTO_RANK
+    # identity probes when every direction is kept, else a double pass
+    products = n if rank == "full" or rank + 10 >= n else 2 * (rank + 10)
     budget = float(result.wall_time if elapsed is None else elapsed)
     predicted = products * float(result.wall_time) / max(int(result.steps), 1)
     record["predicted_seconds"], record["budget_seconds"] = predicted, budget
@@ -868,7 +902,7 @@ def run_outputs(config, problem: Problem, result: FitResult, dataset, folder, pl
     if method != "none":
         try:
             if method == "laplace":
-                unc = laplace(problem, result, rank=rank)
+                unc = laplace(problem, result, rank=rank, kind=kind)
             else:
                 unc = ensemble(problem, result, draws=draws)
         except MollijaxError as e:

@@ -13,7 +13,7 @@ A configuration has the tables
     [weights]            term or kind = weight
     [optimiser]          name, learning_rate, steps, chunk, seed, tol
     [batch]              stack, field, key, devices, dtype
-    [uncertainty]        method ("auto", "laplace", "ensemble", "none"), rank, draws
+    [uncertainty]        method ("auto", "laplace", "ensemble", "none"), kind, rank, draws
     [output]             dir
 
 Every key and value is checked when the file is read: an unknown key, a value of the wrong
@@ -72,6 +72,12 @@ def _at_least(n: int) -> Callable:
         return None if v >= n else f"an integer >= {n}"
 
     return check
+
+
+def _rank(v):
+    if isinstance(v, str):
+        return None if v in ("auto", "full") else '"auto", "full" or an integer >= 1'
+    return None if v >= 1 else '"auto", "full" or an integer >= 1'
 
 
 def _even(v):
@@ -295,10 +301,13 @@ class BatchConfig:
 class UncertaintyConfig:
     """Error bars of the unknowns (`mollijax.laplace`, `mollijax.ensemble`): `method`
     `"auto"` (Laplace when it costs less than the fit), `"laplace"`, `"ensemble"` or
-    `"none"`; `rank` of the Laplace approximation, `draws` of the ensemble."""
+    `"none"`; `kind` of the Laplace error bar (`"mse"`: the estimator's root mean square
+    error, `"posterior"`: the Laplace posterior's std); `rank` of the Laplace approximation
+    (`"auto"` or an integer >= 1); `draws` of the ensemble."""
 
     method: str = _f("auto", (str,), _choice("auto", "laplace", "ensemble", "none"))
-    rank: int = _f(50, (int,), _at_least(1))
+    kind: str = _f("mse", (str,), _choice("mse", "posterior"))
+    rank: int | str = _f("auto", (int, str), _rank)
     draws: int = _f(20, (int,), _at_least(2))
 
 

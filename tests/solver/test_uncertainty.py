@@ -61,7 +61,8 @@ def linear():
 def test_laplace_equals_the_exact_posterior_of_a_linear_gaussian_problem(linear):
     problem, unknowns, exact, _ = linear
     post = mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, nugget=0.0,
-                          prior_scale=1.0)
+                          prior_scale=1.0,
+                          kind="posterior")
     assert post.std["f"].shape == (N,)
     np.testing.assert_allclose(post.std["f"], exact, rtol=1e-9)
     assert post.rank == N and post.method == "laplace"
@@ -74,21 +75,24 @@ def test_low_rank_converges_to_the_full_posterior(linear):
     errors = []
     for rank in (2, 6, 12):
         post = mj.laplace(problem, unknowns, rank=rank, oversampling=2, sigma=SIGMA,
-                          nugget=0.0, prior_scale=1.0)
+                          nugget=0.0, prior_scale=1.0,
+                          kind="posterior")
         assert post.rank == rank
         errors.append(float(np.max(np.abs(post.std["f"] - exact) / exact)))
     assert errors[0] > errors[1] > errors[2] > 1e-8
     assert errors[0] > 0.1  # two directions are not enough
     # rank + oversampling >= n: the probes span everything, the result is exact
     post = mj.laplace(problem, unknowns, rank=N - 2, oversampling=2, sigma=SIGMA, nugget=0.0,
-                          prior_scale=1.0)
+                          prior_scale=1.0,
+                          kind="posterior")
     np.testing.assert_allclose(post.std["f"], exact, rtol=1e-9)
 
 
 def test_laplace_samples_have_the_posterior_spread(linear):
     problem, unknowns, exact, _ = linear
     post = mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, nugget=0.0, samples=4000,
-                        prior_scale=1.0)
+                        prior_scale=1.0,
+                          kind="posterior")
     assert post.samples["f"].shape == (4000, N)
     spread = post.samples["f"].std(axis=0)
     # 4000 draws: the sample std has a relative error of about 1.1 %; 5 of them
@@ -111,20 +115,39 @@ def test_evidence_scale_maximises_the_exact_evidence(linear):
                 + 0.5 * np.linalg.slogdet(misfit + s * prior)[1])
 
     best = scipy.optimize.minimize_scalar(minus_log_evidence, bracket=(-5.0, 5.0), tol=1e-12)
-    post = mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, nugget=0.0)
+    post = mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, nugget=0.0,
+                      prior_scale="evidence", kind="posterior")
     assert post.prior_scale == pytest.approx(np.exp(best.x), rel=1e-5)
     assert abs(np.log(post.prior_scale)) > 0.5  # the test point is not the fit's own scale
     # the std is the exact posterior's under the scaled prior
     cov = np.linalg.inv(misfit + post.prior_scale * prior)
     np.testing.assert_allclose(post.std["f"], np.sqrt(np.diag(cov)), rtol=1e-8)
     # and a given scale is used as such
-    post2 = mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, nugget=0.0, prior_scale=2.0)
+    post2 = mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, nugget=0.0, prior_scale=2.0,
+                       kind="posterior")
     cov2 = np.linalg.inv(misfit + 2.0 * prior)
     np.testing.assert_allclose(post2.std["f"], np.sqrt(np.diag(cov2)), rtol=1e-8)
     with pytest.raises(mj.UncertaintyError, match="prior_scale"):
-        mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, prior_scale="mackay")
+        mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, prior_scale="mackay",
+                   kind="posterior")
     with pytest.raises(mj.UncertaintyError, match="prior_scale"):
-        mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, prior_scale=-1.0)
+        mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, prior_scale=-1.0,
+                   kind="posterior")
+
+
+def test_mse_is_the_estimators_spread_and_bias(linear):
+    """`kind="mse"` against the dense formulas of a linear Gaussian problem: the estimate
+    `f_hat = H^-1 J^T u / sigma^2` (H = A + P) has covariance `H^-1 A H^-1` and, at the
+    truth `f`, bias `-H^-1 P f`; the pull is evaluated at the given point."""
+    problem, unknowns, exact, (misfit, prior, f) = linear
+    post = mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, nugget=0.0, kind="mse")
+    h_inv = np.linalg.inv(misfit + prior)
+    spread = np.diag(h_inv @ misfit @ h_inv)
+    bias = h_inv @ prior @ f
+    np.testing.assert_allclose(post.std["f"], np.sqrt(spread + bias**2), rtol=1e-8)
+    assert np.all(post.std["f"] < exact * (1 + 1e-9))  # never wider than the posterior
+    with pytest.raises(mj.UncertaintyError, match="kind"):
+        mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, kind="bayes")
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +176,8 @@ def reaction():
 
 def test_ensemble_and_laplace_agree_where_the_data_dominate(reaction):
     problem, result, sigma, c_true = reaction
-    post = mj.laplace(problem, result, rank="full", sigma=sigma, prior_scale=1.0)
+    post = mj.laplace(problem, result, rank="full", sigma=sigma, prior_scale=1.0,
+                          kind="posterior")
     spread = mj.ensemble(problem, result, sigma, draws=20, steps=200)
     assert spread.rank == 20 and spread.samples["c"].shape == (20, N)
     inner = slice(3, N - 3)  # near the walls u -> 0: c is set by the prior there
@@ -189,7 +213,8 @@ def test_bad_arguments_are_named(linear, reaction):
     h1_only = problem.with_weights({"reg:f:tikhonov": 0.0})
     with pytest.raises(mj.UncertaintyError, match="not positive definite"):
         mj.laplace(h1_only, unknowns, rank="full", sigma=SIGMA, nugget=0.0,
-                          prior_scale=1.0)
+                          prior_scale=1.0,
+                          kind="posterior")
     # with the nugget the constants are bounded by the data, and the std stays finite
     post = mj.laplace(h1_only, unknowns, rank="full", sigma=SIGMA)
     assert np.all(np.isfinite(post.std["f"]))
