@@ -496,13 +496,14 @@ def laplace(
       maximises the Laplace evidence `p(data | s)` (MacKay's fixed point
       `2 s E / T = sum lambda_i / (s + lambda_i)`, `E` the prior's energy at the fit) without
       refitting.
-    - `kind`: `"posterior"` (default): the Laplace posterior's std above; `"mse"`: the root
-      mean square error of the estimator itself, `sqrt(var + bias^2)` with the sandwich
-      variance `T Q H^-1 H_gn H^-1 Q^T` (how the fit moves when the noise is redrawn: the
-      linearised parametric bootstrap) and the bias `-Q H^-1 grad L_reg` (how far the
-      regularisers pull the estimate, linearised at the fit; `s = 1`). The posterior counts
-      the prior's full variance in every direction the data do not determine; the estimator
-      is not that rough where the truth is smooth.
+    - `kind`: `"mse"` (default): the root mean square error of the estimator itself,
+      `sqrt(var + bias^2)`, with the sandwich variance `T Q H^-1 H_gn H^-1 Q^T` (how the fit
+      moves when the noise is redrawn: the linearised parametric bootstrap) and the bias
+      `-Q H^-1 grad L_reg` (how far the regularisers pull the estimate, linearised; `s = 1`)
+      evaluated by one step of twicing: at the fit minus its own first bias estimate, since
+      the fit is itself pulled. `"posterior"`: the Laplace posterior's std above. The
+      posterior counts the prior's full variance in every direction the data do not
+      determine; the estimator is not that rough where the truth is smooth.
     - `samples`: number of posterior draws (0: none), pushed through the unknowns' own maps;
       `key`: a `jax.random.PRNGKey` for the probes and the draws (default `PRNGKey(0)`).
     - `chunk`: probes per compiled batch of Gauss-Newton products.
@@ -645,11 +646,17 @@ def laplace(
             noise[f] = _residual_noise(f, sig[f], source, sums[f], counts[f], p_eff, n_obs)
     variance = temperature / scale
     if kind == "mse":
-        # the regularisers' pull on the estimate, -H^-1 grad L_reg (linearised at the fit),
-        # as values: H^-1 = L^-T (I - U diag(lambda / (1 + lambda)) U^T) L^-1 (s = 1)
-        g = scipy.linalg.solve_triangular(chol, q.T @ np.asarray(reg_grad, np.float64),
-                                          lower=True)
-        pull = q @ scipy.linalg.solve_triangular(chol.T, g - u @ (d * (u.T @ g)), lower=False)
+        # the regularisers' pull on the estimate (its bias), linearised: -H^-1 grad L_reg at
+        # the truth. The fit stands in for the truth, and is itself pulled: one step of
+        # twicing evaluates it at the fit minus its first estimate, b = b1 + H^-1 H_reg b1
+        # with b1 = -H^-1 grad L_reg(fit); in a direction of eigenvalue lambda this recovers
+        # 1 - 1/(1 + lambda)^2 of the bias instead of 1 - 1/(1 + lambda).
+        def h_inv(vec):  # H^-1 = L^-T (I - U diag(lambda / (1 + lambda)) U^T) L^-1, s = 1
+            z = scipy.linalg.solve_triangular(chol, vec, lower=True)
+            return scipy.linalg.solve_triangular(chol.T, z - u @ (d * (u.T @ z)), lower=False)
+
+        first = -h_inv(q.T @ np.asarray(reg_grad, np.float64))
+        pull = q @ (first + h_inv(h_reg @ first))
 
     # pointwise std of every unknown
     mean, std, start = {}, {}, 0
@@ -661,7 +668,7 @@ def laplace(
         w = scipy.linalg.solve_triangular(chol, rows.T, lower=True)
         prior_var = np.sum(w**2, axis=0)
         b = rows @ lt_u
-        if kind == "mse":  # the sandwich T H^-1 H_gn H^-1 plus the squared pull
+        if kind == "mse":  # the sandwich T H^-1 H_gn H^-1 plus the squared bias
             var = temperature * (b**2) @ (lam / (1.0 + lam) ** 2) + pull[start:start + size] ** 2
         else:
             var = variance * (prior_var - (b**2) @ d)
