@@ -2,7 +2,8 @@
 
 Usage (from the repository root):
 
-    python benchmarks/calibration.py [--quick] [--draws 20] [--core N] [--rank 50]
+    python benchmarks/calibration.py [--quick] [--draws 20] [--first-seed 100] [--core N]
+        [--rank 50] [--only heat1d,smooth,inclusion,plate]
 
 For each problem (its own simulator, 5 % noise): 1-D heat `u_t = (D u_x)_x` (41 x 41),
 2-D `-div(k grad u) = f` with a smooth `k` and with a disk inclusion (25 x 25), and the
@@ -11,7 +12,8 @@ For each problem (its own simulator, 5 % noise): 1-D heat `u_t = (D u_x)_x` (41 
 1. `mj.auto_run` on a tuning draw (seed 1000) chooses the estimator, the noise scaling and
    the regulariser weight; its final output-error problem and its starting unknowns are
    then kept fixed (nothing is chosen from the evaluation draws).
-2. The evaluation draws (seeds 0 .. draws-1) are fitted from those unknowns with the same
+2. The evaluation draws (seeds 100 .. 100 + draws - 1; `--first-seed`) are fitted from
+   those unknowns with the same
    problem (data replaced; one L-BFGS fit per draw to the same tolerance), and `mj.laplace`
    with its defaults (`kind="mse"`: the estimator's root mean square error, sandwich
    spread plus the regularisers' pull; `rank="auto"`: every direction up to 1500
@@ -64,6 +66,9 @@ def _arg(name: str, default):
 
 QUICK = "--quick" in sys.argv
 DRAWS = _arg("--draws", 3 if QUICK else 20)
+# evaluation seeds FIRST .. FIRST + DRAWS - 1; 100 for the reported table (seeds 0-19 were
+# looked at while the default error bar was designed, see docs/benchmarks.md)
+FIRST = _arg("--first-seed", 100)
 RANK = _arg("--rank", 50)  # of the cost columns and the posterior comparison
 POSTERIOR_DRAWS = 5
 CASES = [
@@ -95,7 +100,7 @@ def run_case(label: str, name: str, params: dict) -> dict:
     cold = post.cost["seconds"] / result.wall_time
 
     # the evaluation draws, fitted with the fixed problem from the fixed start
-    data = [module.simulate(noise=NOISE, seed=s, **params) for s in range(DRAWS)]
+    data = [module.simulate(noise=NOISE, seed=FIRST + s, **params) for s in range(DRAWS)]
     stack = np.stack([np.asarray(d.data[field]) for d in data])
     # one fit per draw (the compiled step is shared: same shapes, data as arrays); not
     # fit_batch, whose vmapped L-BFGS through a solved state has stalled in the XLA CPU
