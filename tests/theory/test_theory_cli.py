@@ -25,7 +25,12 @@ def test_theory_electro_cli(tmp_path):
 
 
 def test_theory_transport_cli(tmp_path):
+    # the one run of the whole transport demonstration in the suite (seconds of compiles)
     m = _run("transport", tmp_path)
+    assert {p.name for p in (tmp_path / "transport").glob("*.png")} == {
+        "transport_particles.png", "transport_densities.png", "transport_entropy.png",
+        "transport_fit.png"}
+    assert len(m["D_exact_flow"]) == 2 and all(len(row) == 2 for row in m["D_exact_flow"])
     assert m["D_exact_flow_max_error"] < 0.06
     assert m["D_brownian_max_error"] < 0.06
     assert m["dH_dt_plus_I_max_relative"] < 1e-2

@@ -221,17 +221,6 @@ def test_unknown_kernel_name_lists_the_choices(tr):
         tr.make_config({"kernel": "truncated_gaussian"})
 
 
-def test_run_transport_writes_plots_and_metrics(tr, tmp_path):
-    config = dict(particles=2000, snapshots=3, layers=2, train_steps=5, train_size=500,
-                  grid_points=32, rbf_per_axis=3)
-    metrics = tr.run(config, tmp_path)
-    assert {p.name for p in tmp_path.glob("*.png")} == {
-        "transport_particles.png", "transport_densities.png", "transport_entropy.png",
-        "transport_fit.png"}
-    assert np.asarray(metrics["D_exact_flow"]).shape == (2, 2)
-    assert metrics["dH_dt_plus_I_max_relative"] < 1e-3
-
-
 def test_config_file_matches_defaults(tr):
     import pathlib
     import tomllib
