@@ -100,32 +100,37 @@ def _noise_pairs(key, x, tau, root, copies):
     return clean + e, clean
 
 
-@eqx.filter_jit
-def _fit(model, noisy, clean, learning_rate, steps):
-    # the optimiser is built here from static numbers, so that every layer of a stack reuses
-    # one compilation
-    def schedule(count):  # cosine decay to 1e-3 of the initial rate
-        frac = jnp.minimum(count.astype(noisy.dtype) / steps, 1.0)
-        return learning_rate * (1e-3 + (1 - 1e-3) * 0.5 * (1 + jnp.cos(np.pi * frac)))
-
+def adam_scan(loss, model, schedule, steps: int, xs=None):
+    """`steps` Adam steps on `loss(model, x)` in one `lax.scan`, `x` the step's slice of
+    `xs` (None: no per-step input). **Returns:** `(trained model, loss history)`."""
     optimiser = optax.adam(schedule)
     params, static = eqx.partition(model, eqx.is_inexact_array)
 
-    def loss(p):
-        f = eqx.combine(p, static)
-        return jnp.mean(jnp.sum((jax.vmap(f)(noisy) - clean) ** 2, axis=1))
-
-    def step(carry, _):
+    def step(carry, x):
         p, state = carry
-        value, grads = jax.value_and_grad(loss)(p)
+        value, grads = jax.value_and_grad(lambda q: loss(eqx.combine(q, static), x))(p)
         # optax mixes its integer step count with Python floats internally
         with jax.numpy_dtype_promotion("standard"):
             updates, state = optimiser.update(grads, state, p)
         return (optax.apply_updates(p, updates), state), value
 
-    (params, _), history = jax.lax.scan(step, (params, optimiser.init(params)), None,
+    (params, _), history = jax.lax.scan(step, (params, optimiser.init(params)), xs,
                                         length=steps)
     return eqx.combine(params, static), history
+
+
+@eqx.filter_jit
+def _fit(model, noisy, clean, learning_rate, steps):
+    # the schedule is built here from static numbers, so that every layer of a stack reuses
+    # one compilation
+    def schedule(count):  # cosine decay to 1e-3 of the initial rate
+        frac = jnp.minimum(count.astype(noisy.dtype) / steps, 1.0)
+        return learning_rate * (1e-3 + (1 - 1e-3) * 0.5 * (1 + jnp.cos(np.pi * frac)))
+
+    def loss(f, _):
+        return jnp.mean(jnp.sum((jax.vmap(f)(noisy) - clean) ** 2, axis=1))
+
+    return adam_scan(loss, model, schedule, steps)
 
 
 def train_denoiser(

@@ -28,6 +28,7 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 import mollijax as mj
 
+from ._transport_dae import adam_scan
 from ._transport_mixture import Numbers, _psd_sqrt, noise_matrix
 
 
@@ -72,29 +73,18 @@ def _cosine(learning_rate: float, steps: int):
 @eqx.filter_jit
 def _fit_dae(model, x, key, root, learning_rate, steps, batch):
     tau = model.tau
-    optimiser = optax.adam(_cosine(learning_rate, steps))
-    params, static = eqx.partition(model, eqx.is_inexact_array)
     n, d = x.shape
 
-    def loss(p, xb, e):
-        f = jax.vmap(eqx.combine(p, static))
-        clean = jnp.concatenate([xb, xb])
-        return jnp.mean(jnp.sum((f(clean + jnp.concatenate([e, -e])) - clean) ** 2,
-                                axis=1)) / tau**2
-
-    def step(carry, k):
-        p, state = carry
+    def loss(f, k):  # a fresh minibatch and antithetic noise pair per step
         k_idx, k_noise = jax.random.split(k)
         xb = x[jax.random.randint(k_idx, (batch,), 0, n)]
         e = np.sqrt(tau) * jax.random.normal(k_noise, (batch, d), x.dtype) @ root.T
-        value, grads = jax.value_and_grad(loss)(p, xb, e)
-        with jax.numpy_dtype_promotion("standard"):  # optax mixes int counts and floats
-            updates, state = optimiser.update(grads, state, p)
-        return (optax.apply_updates(p, updates), state), value
+        clean = jnp.concatenate([xb, xb])
+        return jnp.mean(jnp.sum((jax.vmap(f)(clean + jnp.concatenate([e, -e])) - clean) ** 2,
+                                axis=1)) / tau**2
 
-    (params, _), history = jax.lax.scan(step, (params, optimiser.init(params)),
-                                        jax.random.split(key, steps))
-    return eqx.combine(params, static), history
+    return adam_scan(loss, model, _cosine(learning_rate, steps), steps,
+                     jax.random.split(key, steps))
 
 
 def train_mlp_denoiser(
@@ -233,23 +223,11 @@ def two_moons(
 
 @eqx.filter_jit
 def _fit_classifier(model, x, y, learning_rate, steps):
-    optimiser = optax.adam(_cosine(learning_rate, steps))
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-
-    def loss(p):
-        logits = jax.vmap(eqx.combine(p, static))(x)
+    def loss(net, _):
+        logits = jax.vmap(net)(x)
         return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
 
-    def step(carry, _):
-        p, state = carry
-        value, grads = jax.value_and_grad(loss)(p)
-        with jax.numpy_dtype_promotion("standard"):
-            updates, state = optimiser.update(grads, state, p)
-        return (optax.apply_updates(p, updates), state), value
-
-    (params, _), history = jax.lax.scan(step, (params, optimiser.init(params)), None,
-                                        length=steps)
-    return eqx.combine(params, static), history
+    return adam_scan(loss, model, _cosine(learning_rate, steps), steps)
 
 
 def train_classifier(
