@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import pathlib
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import equinox as eqx
@@ -151,6 +152,30 @@ def _stack_unknowns(unknowns, size: int):
         "`unknowns` must be a dict {name: field} (one guess for every item) or a list of B "
         f"such dicts, got {type(unknowns).__name__}."
     )
+
+
+def _krylov_steady(problem: Problem) -> Problem:
+    """`problem` with a `Steady` state that would be solved by the dense LU (`solver="direct"`,
+    or `"auto"` on a small grid) solved by BiCGStab instead (same tolerances, DST
+    preconditioner), on the CPU backend; any other problem unchanged.
+
+    Why: on the XLA CPU runtime (jaxlib 0.10), the batched chunk of a fit whose steady solve
+    is the dense LU, under L-BFGS, can wait forever inside one compiled executable (0 % CPU,
+    no host callback in flight, also with `EQX_ON_ERROR=nan`, single-threaded Eigen or
+    XNNPACK off); two items of a 9x9 problem were enough. BiCGStab batches ran.
+    """
+    steady = problem.steady
+    if steady is None or jax.default_backend() != "cpu":
+        return problem
+    if steady.choose_solver(problem.grid) != "direct":
+        return problem
+    if steady.solver == "direct":
+        warnings.warn(
+            "fit_batch: the Steady state's solver='direct' (dense LU) is replaced by "
+            "'bicgstab' in a batch on the CPU backend, where the batched LU step can hang "
+            "inside XLA's CPU runtime.", RuntimeWarning, stacklevel=3,
+        )
+    return eqx.tree_at(lambda p: p.steady, problem, steady._replace(solver="bicgstab"))
 
 
 def _pad(tree, size: int, padded: int):
@@ -300,6 +325,13 @@ def fit_batch(
     `fit(problem_b, unknowns_b, optimiser, steps, chunk)` to round-off (up to the step of a
     divergence, which `fit` stops at and `fit_batch` records per item), and a resumed batch
     equals an uninterrupted one.
+
+    **Solved steady states.** On the CPU backend a `Steady` state is solved by BiCGStab
+    (its `rtol`/`atol`, DST preconditioner) in a batch even where `fit` would factorise the
+    dense Jacobian (`solver="auto"` on a small grid; an explicit `"direct"` too, with a
+    `RuntimeWarning`): the batched dense-LU step can hang inside the XLA CPU runtime. Item
+    `b` then equals `fit` of `problem_b` with `Steady(..., solver="bicgstab")` to round-off,
+    and the LU fit to the solver's tolerance.
     """
     start = time.perf_counter()
     if not isinstance(problem, Problem):
@@ -320,6 +352,7 @@ def fit_batch(
     problem.check(template)
     # an Evolution's substeps, from the (first) initial guess
     problem = problem.prepare(unknowns if isinstance(unknowns, Mapping) else unknowns[0])
+    problem = _krylov_steady(problem)
     optimiser = default_optimiser(steps) if optimiser is None else optimiser
     opt = _with_extra_args(optimiser)
 
