@@ -394,6 +394,12 @@ def discrepancy(
       `geomspace(1e2, 1e-6, 17)`.
     - `optimiser`: default `optax.lbfgs()`; `steps`, `chunk`: per weight (as in `fit`).
     - `tau`: the threshold on `chi2` (see above).
+    - `dof`: lower each weight's bound to `tau (1 - p / n)` with `p` the fit's own effective
+      number of parameters (`effective_parameters`), so that a fit absorbing noise is not
+      mistaken for an under-fit. Its risk: a small weight fits more parameters, which lowers
+      its own bound, and an underestimated `sigma` then lets a much too small weight pass
+      (an over-fitted coefficient); `dof=False` keeps the plain bound `tau` and errs towards
+      over-smoothing.
     - `stop_early`: stop at the first weight that satisfies the criterion (the curve then
       ends there and the L-curve corner is computed on what was scanned).
     - `continuation`: start each fit from the previous weight's (True) or from `unknowns`.

@@ -54,13 +54,17 @@ matter; where they do not, the std it gives is the nugget's and grows as `nugget
 read such a std as "not determined by the data". `nugget=0` is allowed when the
 regularisers alone bound every parameter (e.g. `Tikhonov`).
 
-**Posterior vs spread.** The Laplace std is Bayesian: it includes the prior's own
-uncertainty and is largest where the regulariser, not the data, sets the value. The
-ensemble std is the spread of the estimator under new noise: it excludes the prior's
-variance and the estimator's bias (a regularised fit is pulled towards smooth functions the
-same way on every redraw). Both agree where the data dominate; where the prior dominates,
-the ensemble is narrower. Neither covers the regularisation bias: coverage of the truth by
-`estimate +- 2 std` falls short where that bias exceeds the noise (docs/benchmarks.md).
+**Posterior, mean square error, spread.** The Laplace std (`kind="posterior"`) is
+Bayesian: it includes the prior's own uncertainty and is largest where the regulariser, not
+the data, sets the value. The default `kind="mse"` is the estimator's root mean square
+error: its spread under new noise (the sandwich `T H^-1 H_gn H^-1`) plus the square of its
+bias, the regularisers' linearised pull on the fit (estimated from the fit itself, with one
+twicing step). The ensemble std is the spread from refits: no prior variance, no bias. All
+three agree where the data dominate. The bias estimate sees only what the data resolve: a
+bias in directions the data do not see (a jump smoothed by `H1`) is not covered, and the
+error bars are only as good as the regulariser weight behind them (a weight far too small
+or too large gives an estimate whose own error the bars do not describe). Coverage of the
+truth is measured in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -178,6 +182,14 @@ def _unknowns_of(fitted, where: str) -> dict:
             raise UncertaintyError(f"{where}: `fitted` holds no unknowns (load it with `like=`).")
         return dict(fitted.unknowns)
     if isinstance(fitted, Mapping):
+        bad = {k: type(v).__name__ for k, v in fitted.items()
+               if isinstance(v, np.ndarray | jax.Array | list | tuple | float | int)}
+        if bad:
+            raise UncertaintyError(
+                f"{where}: `fitted` holds arrays, not unknowns ({bad}): pass the FitResult "
+                "itself or its `result.unknowns` (the fields with their axes and constraints), "
+                "not `result.values`."
+            )
         return dict(fitted)
     raise UncertaintyError(
         f"{where}: `fitted` must be a FitResult or a dict of fitted unknowns, got "
@@ -390,7 +402,9 @@ class _Model:
 
     def __init__(self, problem: Problem, unknowns: dict, chunk: int):
         self.problem, self.unknowns = problem, unknowns
-        self.flat = np.asarray(_split(unknowns)[0], dtype=np.float64)
+        native = _split(unknowns)[0]
+        self.dtype = native.dtype  # the model's own precision (float32 without x64)
+        self.flat = np.asarray(native, dtype=np.float64)
         self.n = self.flat.size
         self.names = _names_order(unknowns)
         self.shapes = tuple(
@@ -403,7 +417,7 @@ class _Model:
         """`H_gn @ block`, in chunks of one compiled width (the last one padded)."""
         b = block.shape[1]
         out = np.empty_like(block)
-        dtype = self.flat.dtype
+        dtype = self.dtype
         for start in range(0, b, self.chunk):
             part = block[:, start:start + self.chunk]
             width = part.shape[1]
@@ -660,7 +674,8 @@ def laplace(
 
     # pointwise std of every unknown
     mean, std, start = {}, {}, 0
-    values = {k: v[0] for k, v in _values_of(problem, unknowns, jnp.asarray(model.flat[None]))
+    flat = jnp.asarray(model.flat[None], model.dtype)
+    values = {k: v[0] for k, v in _values_of(problem, unknowns, flat)
               .items()}
     for name, shape in zip(model.names, model.shapes, strict=True):
         size = int(np.prod(shape))
@@ -683,7 +698,7 @@ def laplace(
         z = z - u @ (shrink[:, None] * (u.T @ z))
         theta = model.flat[:, None] + math.sqrt(variance) * scipy.linalg.solve_triangular(
             chol.T, z, lower=False)
-        out = _values_of(problem, unknowns, jnp.asarray(theta.T, model.flat.dtype))
+        out = _values_of(problem, unknowns, jnp.asarray(theta.T, model.dtype))
         draws = {name: np.asarray(out[name]) for name in model.names}
 
     message = (f"Laplace: {len(lam)} eigenpairs of {n} parameters ({model.products} "
@@ -691,6 +706,14 @@ def laplace(
     if rank != "full" and k + oversampling < n and len(lam) and lam[-1] > 0.1:
         message += (f"; the smallest kept eigenvalue {lam[-1]:.3g} > 0.1: a larger rank "
                     "would still change the std")
+    for f, level in noise.items():
+        if level.source != "residual" and abs(level.estimate - level.sigma) > 3.0 * level.std:
+            message += (
+                f"; the fit's residual says the noise of {f!r} is {level.estimate:.3g}, not the "
+                f"{level.sigma:.3g} used ({level.source}; more than 3 of the estimate's std "
+                f"{level.std:.2g} apart): the error bars scale with it, and a weight chosen "
+                "from that noise level may be off too"
+            )
     cost = {"seconds": time.perf_counter() - start_time, "products": float(model.products)}
     return Uncertainty("laplace", mean, std, draws, len(lam), lam, noise, temperature, cost,
                        message, scale)

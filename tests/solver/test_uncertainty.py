@@ -209,6 +209,8 @@ def test_bad_arguments_are_named(linear, reaction):
         mj.laplace(problem, unknowns, sigma={"v": 0.1})
     with pytest.raises(mj.UncertaintyError, match="`fitted`"):
         mj.laplace(problem, [1.0])
+    with pytest.raises(mj.UncertaintyError, match="not `result.values`"):
+        mj.laplace(problem, {"f": np.zeros(N)})
     with pytest.raises(mj.UncertaintyError, match="`draws`"):
         mj.ensemble(problem, unknowns, SIGMA, draws=1)
     # H1 alone leaves the constants unbounded: without a nugget the prior is singular
