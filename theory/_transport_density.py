@@ -62,6 +62,23 @@ def second_order_indices(ndim: int) -> list[tuple[int, int]]:
     return [(a, b) for a in range(ndim) for b in range(a, ndim)]
 
 
+def check_snapshots(densities, times, grid: mj.Grid) -> tuple[Array, np.ndarray]:
+    """`(rho, t)`: density snapshots `(T, *grid.shape)` and their `T` increasing times,
+    checked (named errors otherwise)."""
+    rho = jnp.asarray(densities)
+    t = np.asarray(times, dtype=np.float64)
+    if rho.ndim != grid.ndim + 1 or tuple(rho.shape[1:]) != grid.shape:
+        raise mj.GridMismatchError(
+            f"`densities` must have shape (T, *{grid.shape}), got shape {tuple(rho.shape)}."
+        )
+    if t.shape != (rho.shape[0],) or t.size < 2 or np.any(np.diff(t) <= 0):
+        raise mj.MollijaxError(
+            f"`times` must be {rho.shape[0]} increasing numbers (one per snapshot), "
+            f"got {t.tolist()}."
+        )
+    return rho, t
+
+
 class DiffusionFit(NamedTuple):
     """Result of `fit_diffusion`.
 
@@ -110,17 +127,7 @@ def fit_diffusion(
             f"`differentiator` must be a mollijax.Mollifier, got {type(differentiator).__name__}."
         )
     grid = differentiator.grid
-    rho = jnp.asarray(densities)
-    t = np.asarray(times, dtype=np.float64)
-    if rho.ndim != grid.ndim + 1 or tuple(rho.shape[1:]) != grid.shape:
-        raise mj.GridMismatchError(
-            f"`densities` must have shape (T, *{grid.shape}), got shape {tuple(rho.shape)}."
-        )
-    if t.shape != (rho.shape[0],) or t.size < 2 or np.any(np.diff(t) <= 0):
-        raise mj.MollijaxError(
-            f"`times` must be {rho.shape[0]} increasing numbers (one per snapshot), "
-            f"got {t.tolist()}."
-        )
+    rho, t = check_snapshots(densities, times, grid)
     pairs = second_order_indices(grid.ndim)
     alphas = [(0,) * grid.ndim] + [
         tuple(int(c == a) + int(c == b) for c in range(grid.ndim)) for a, b in pairs

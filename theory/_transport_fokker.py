@@ -38,7 +38,7 @@ from jaxtyping import ArrayLike, Float
 
 import mollijax as mj
 
-from ._transport_density import second_order_indices, snapshot_densities
+from ._transport_density import check_snapshots, second_order_indices, snapshot_densities
 
 DRIFTS = ("affine", "constant", "none")
 
@@ -96,17 +96,7 @@ def fit_fokker_planck(
         raise mj.MollijaxError("`drift='none'` with `diffusion=False` leaves nothing to fit.")
     grid = differentiator.grid
     d = grid.ndim
-    rho = jnp.asarray(densities)
-    t = np.asarray(times, dtype=np.float64)
-    if rho.ndim != d + 1 or tuple(rho.shape[1:]) != grid.shape:
-        raise mj.GridMismatchError(
-            f"`densities` must have shape (T, *{grid.shape}), got shape {tuple(rho.shape)}."
-        )
-    if t.shape != (rho.shape[0],) or t.size < 2 or np.any(np.diff(t) <= 0):
-        raise mj.MollijaxError(
-            f"`times` must be {rho.shape[0]} increasing numbers (one per snapshot), "
-            f"got {t.tolist()}."
-        )
+    rho, t = check_snapshots(densities, times, grid)
     coords = [jnp.asarray(c, rho.dtype) for c in grid.mesh()]
     pairs = second_order_indices(d)
     first = [_unit(d, a) for a in range(d)]
