@@ -540,6 +540,7 @@ def laplace(
     power = _int_at_least(power, 0, "power", where)
     samples = _int_at_least(samples, 0, "samples", where)
     chunk = _int_at_least(chunk, 1, "chunk", where)
+    prior_scale = _check_prior_scale(prior_scale, kind, where)
     bad_nugget = f"{where}: `nugget` must be a number >= 0, got {nugget!r}."
     try:
         nugget = float(nugget)
@@ -620,8 +621,7 @@ def laplace(
         z = scipy.linalg.solve_triangular(chol.T, block, lower=False)
         return scipy.linalg.solve_triangular(chol, model.gn(z), lower=True)
 
-    if rank == "auto":
-        rank = "full" if n <= FULL_RANK_LIMIT else AUTO_RANK
+    rank = _resolved_rank(rank, n)
     k = n if rank == "full" else min(rank, n)
     lam, u = _randomized_eig(apply, n, k, 0 if rank == "full" else oversampling, power, rng)
     lt_u = scipy.linalg.solve_triangular(chol.T, u, lower=False)
@@ -640,13 +640,11 @@ def laplace(
         return float(sum(counts[f] * temps[f] for f in fields) / max(n_obs, 1.0))
 
     # the prior's scale: as fitted, or the evidence's choice (MacKay's fixed point)
-    energy = reg_energy + 0.5 * float(np.sum(delta * model.flat**2))
-    if kind not in ("posterior", "mse"):
-        raise UncertaintyError(f"{where}: `kind` must be 'posterior' or 'mse', got {kind!r}.")
     if kind == "mse":  # the estimator that was fitted: its own regularisers, s = 1
         scale, scale_note = 1.0, "; root-mean-square error (estimator spread and bias)"
     else:
-        scale, scale_note = _prior_scale(prior_scale, lam, energy, temperature_at, where)
+        energy = reg_energy + 0.5 * float(np.sum(delta * model.flat**2))
+        scale, scale_note = _prior_scale(prior_scale, lam, energy, temperature_at)
     d = lam / (scale + lam)
     p_eff = float(np.sum(d))
     temperature = temperature_at(p_eff)
@@ -719,8 +717,40 @@ def laplace(
                        message, scale)
 
 
-def _prior_scale(prior_scale, lam, energy: float, temperature_at, where: str):
-    """`(s, note)`: the factor on the prior precision.
+def _check_prior_scale(prior_scale, kind: str, where: str) -> float | str:
+    """`prior_scale` as a float > 0 or `"evidence"`, checked with `kind` (named errors)."""
+    if kind not in ("posterior", "mse"):
+        raise UncertaintyError(f"{where}: `kind` must be 'posterior' or 'mse', got {kind!r}.")
+    bad = f"{where}: `prior_scale` must be a number > 0 or 'evidence', got {prior_scale!r}."
+    if isinstance(prior_scale, str):
+        if prior_scale != "evidence":
+            raise UncertaintyError(bad)
+        value = prior_scale
+    else:
+        try:
+            value = float(prior_scale)
+        except (TypeError, ValueError):
+            raise UncertaintyError(bad) from None
+        if not (math.isfinite(value) and value > 0):
+            raise UncertaintyError(bad)
+    if kind == "mse" and value != 1.0:
+        raise UncertaintyError(
+            f"{where}: `prior_scale` {prior_scale!r} applies to kind='posterior'; the 'mse' "
+            "error bar is that of the estimator that was fitted, with its own regularisers."
+        )
+    return value
+
+
+def _resolved_rank(rank: int | str, n: int) -> int | str:
+    """`rank="auto"`: every direction (`"full"`) up to `FULL_RANK_LIMIT` parameters, else
+    `AUTO_RANK`; any other rank as given."""
+    if rank == "auto":
+        return "full" if n <= FULL_RANK_LIMIT else AUTO_RANK
+    return rank
+
+
+def _prior_scale(prior_scale: float | str, lam, energy: float, temperature_at):
+    """`(s, note)`: the factor on the prior precision (`prior_scale` checked already).
 
     A number is used as given. `"evidence"` maximises the Laplace evidence of the prior
     `exp(-s E / T)` over `s`, with `E` the prior's energy at the fit (the regularisers'
@@ -728,12 +758,7 @@ def _prior_scale(prior_scale, lam, energy: float, temperature_at, where: str):
     `2 s E / T = gamma(s) = sum lambda_i / (s + lambda_i)`, the number of directions the data
     determine. The eigenvalues are those of the fit's prior (`s = 1`); the fit itself is not
     redone."""
-    if isinstance(prior_scale, str):
-        if prior_scale != "evidence":
-            raise UncertaintyError(
-                f"{where}: `prior_scale` must be a number > 0 or 'evidence', got "
-                f"{prior_scale!r}."
-            )
+    if prior_scale == "evidence":
         if not (energy > 0 and math.isfinite(energy)) or not np.any(lam > 0):
             return 1.0, "; prior scale 1 (the evidence has no maximum: zero prior energy)"
         scale = 1.0
@@ -745,15 +770,7 @@ def _prior_scale(prior_scale, lam, energy: float, temperature_at, where: str):
             if done:
                 break
         return scale, f"; prior scale {scale:.3g} (evidence)"
-    try:
-        scale = float(prior_scale)
-    except (TypeError, ValueError):
-        scale = float("nan")
-    if not (math.isfinite(scale) and scale > 0):
-        raise UncertaintyError(
-            f"{where}: `prior_scale` must be a number > 0 or 'evidence', got {prior_scale!r}."
-        )
-    return scale, "" if scale == 1.0 else f"; prior scale {scale:.3g}"
+    return prior_scale, "" if prior_scale == 1.0 else f"; prior scale {prior_scale:.3g}"
 
 
 def _residual_noise(field, sigma, source, sum_sq, count, p_eff, n_obs) -> NoiseLevel:
@@ -910,8 +927,7 @@ def run_outputs(config, problem: Problem, result: FitResult, dataset, folder, pl
     folder = pathlib.Path(folder)
     record: dict = {"method": method}
     n = _count(result.unknowns) if result.unknowns is not None else 0
-    if rank == "auto":
-        rank = "full" if n <= FULL_RANK_LIMIT else AUTO_RANK
+    rank = _resolved_rank(rank, n)
     # identity probes when every direction is kept, else a double pass
     products = n if rank == "full" or rank + 10 >= n else 2 * (rank + 10)
     budget = float(result.wall_time if elapsed is None else elapsed)

@@ -150,6 +150,9 @@ def test_mse_is_the_estimators_spread_and_bias(linear):
     assert np.all(post.std["f"] < exact * (1 + 1e-9))  # never wider than the posterior
     with pytest.raises(mj.UncertaintyError, match="kind"):
         mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, kind="bayes")
+    # a prior scale would be ignored by the estimator's own error bar: refused, named
+    with pytest.raises(mj.UncertaintyError, match="applies to kind='posterior'"):
+        mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, prior_scale=2.0)
 
 
 @pytest.fixture(scope="module")
