@@ -246,6 +246,18 @@ def _retract(net: SphereNetwork, step: SphereNetwork) -> SphereNetwork:
     return SphereNetwork(net.charge - step.charge, normalise(net.position - step.position))
 
 
+def _recorded_scan(step, carry, steps: int, every: int, loss_of):
+    """`steps` calls of `step(carry, t)` (`t` the step index) in chunks of `every`, with
+    `loss_of(carry)` recorded at the start and after every chunk."""
+
+    def chunk(c, r):
+        c, _ = jax.lax.scan(step, c, r * every + jnp.arange(every))
+        return c, loss_of(c)
+
+    final, losses = jax.lax.scan(chunk, carry, jnp.arange(steps // every))
+    return final, jnp.concatenate([loss_of(carry)[None], losses])
+
+
 @eqx.filter_jit
 def descend_sphere(
     student: SphereNetwork,
@@ -280,12 +292,8 @@ def descend_sphere(
         g = _masked(g, on)
         return _retract(state, SphereNetwork(eta_a(t) * g.charge, eta_theta(t) * g.position)), None
 
-    def chunk(state, r):
-        state, _ = jax.lax.scan(step, state, r * every + jnp.arange(every))
-        return state, population_loss(state, unit, teacher)
-
-    final, losses = jax.lax.scan(chunk, student, jnp.arange(steps // every))
-    return final, jnp.concatenate([population_loss(student, unit, teacher)[None], losses])
+    return _recorded_scan(step, student, steps, every,
+                          lambda state: population_loss(state, unit, teacher))
 
 
 class _CountState(eqx.Module):
@@ -356,13 +364,9 @@ def sgd_sphere(
         state = optax.apply_updates(state, updates)
         return (SphereNetwork(state.charge, normalise(state.position)), opt_state), None
 
-    def chunk(carry, r):
-        carry, _ = jax.lax.scan(step, carry, r * every + jnp.arange(every))
-        return carry, population_loss(carry[0], unit, teacher)
-
-    (final, _), losses = jax.lax.scan(
-        chunk, (student, optimiser.init(student)), jnp.arange(steps // every))
-    return final, jnp.concatenate([population_loss(student, unit, teacher)[None], losses])
+    (final, _), losses = _recorded_scan(step, (student, optimiser.init(student)), steps, every,
+                                        lambda carry: population_loss(carry[0], unit, teacher))
+    return final, losses
 
 
 # --------------------------------------------------------------------------- starts, matching
