@@ -3,6 +3,8 @@
 import json
 import pathlib
 
+import numpy as np
+
 from mollijax import cli
 from mollijax.config import load_problem
 
@@ -26,6 +28,10 @@ def run_cli(config: str, out: pathlib.Path, *extra: str, plots: bool = False,
                      *extra])
     metrics = json.loads((out / "metrics.json").read_text())
     assert code == 0, metrics["message"]
+    if uncertainty == "none":  # --uncertainty none: no error bars, said in uncertainty.json
+        assert json.loads((out / "uncertainty.json").read_text())["method"] == "none"
+        with np.load(out / "fields.npz") as fields:
+            assert not [k for k in fields.files if k.endswith("_std")]
     if not plots:  # --no-plots: everything but the figures
         assert metrics["plots"] == [] and not list(out.glob("*.png"))
         assert (out / "result.mjx").is_file() and (out / "fields.npz").is_file()
