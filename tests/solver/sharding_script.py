@@ -1,9 +1,9 @@
 """Sharded-vs-unsharded checks, run in a subprocess with 4 host devices.
 
-Usage: XLA_FLAGS=--xla_force_host_platform_device_count=4 python sharding_script.py CASE
-with CASE `grid` or `batch`. Prints one JSON line of measured differences; the tests in
-test_sharding.py assert on them (XLA_FLAGS must be set before jax starts, hence the
-separate process).
+Usage: XLA_FLAGS=--xla_force_host_platform_device_count=4 python sharding_script.py CASE...
+with each CASE `grid` or `batch`. Prints one JSON line, {case: measured differences}; the
+tests in test_sharding.py assert on them (XLA_FLAGS must be set before jax starts, hence the
+separate process; one process runs both cases, so jax and mollijax start once).
 """
 
 import json
@@ -114,5 +114,5 @@ def batch_case() -> dict:
 
 
 if __name__ == "__main__":
-    case = sys.argv[1]
-    print(json.dumps({"grid": grid_case, "batch": batch_case}[case]()))
+    cases = {"grid": grid_case, "batch": batch_case}
+    print(json.dumps({case: cases[case]() for case in sys.argv[1:]}))
