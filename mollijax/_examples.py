@@ -41,7 +41,9 @@ def load_file(path: str | os.PathLike) -> types.ModuleType:
     """Import the Python file at `path` as a module (once per resolved path and content).
 
     A file inside a folder with an `__init__.py` is imported as part of that package, so
-    that it can import its siblings with relative imports.
+    that it can import its siblings with relative imports. Otherwise, while the file is
+    imported, its own folder comes first on `sys.path` (as for `python file.py`), so that
+    `import my_helpers` finds `my_helpers.py` beside it.
     """
     path = pathlib.Path(path)
     if path.suffix != ".py":
@@ -68,6 +70,10 @@ def load_file(path: str | os.PathLike) -> types.ModuleType:
         raise ProblemFileError(f"Cannot import {str(path)!r}.")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    # as `python file.py` does: the file's own folder is searched first while it is
+    # imported, so that it can import a helper module beside it (`import my_helpers`)
+    folder = str(path.parent)
+    sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
     except MollijaxError:
@@ -78,6 +84,8 @@ def load_file(path: str | os.PathLike) -> types.ModuleType:
         raise ProblemFileError(
             f"Importing {str(path)!r} failed: {type(e).__name__}: {e}"
         ) from e
+    finally:
+        sys.path.remove(folder)
     return module
 
 

@@ -14,6 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 
+import mollijax as mj
 from mollijax import cli
 
 PDE = textwrap.dedent('''
@@ -162,3 +163,16 @@ def test_bad_user_files_are_named_errors(user_dir, capsys, change, message):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err, err
     assert __import__("re").search(message, err), err
+
+
+def test_a_problem_file_imports_a_helper_module_beside_it(user_dir):
+    # as with `python my_pde.py`: a module next to the file is importable while it loads,
+    # whatever the working directory; sys.path is left as it was
+    (user_dir / "my_pde_helpers.py").write_text(
+        "def conductivity(x, amp):\n    return 2.0 + amp * x\n")
+    (user_dir / "my_pde_sibling.py").write_text(
+        PDE + "\nfrom my_pde_helpers import conductivity  # noqa: E402, F811\n")
+    before = list(sys.path)
+    module = mj.load_problem(str(user_dir / "my_pde_sibling.py"))
+    assert sys.path == before
+    assert module.conductivity(np.array([0.5]), 1.0) == pytest.approx([2.5])
