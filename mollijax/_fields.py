@@ -61,17 +61,30 @@ class Constraint(eqx.Module):
             s = v if self.kind == "positive" else -v
             if np.any(s <= 0):
                 raise MollijaxError(
-                    f"Initial value {value!r} violates the {self.kind} constraint."
+                    f"Initial value {_offending(v, s <= 0)} violates the {self.kind} "
+                    "constraint."
                 )
             return np.where(s > 30, s, np.log(np.expm1(np.minimum(s, 30))))
         if self.kind == "bounded":
-            if np.any((v <= self.lower) | (v >= self.upper)):
+            outside = (v <= self.lower) | (v >= self.upper)
+            if np.any(outside):
                 raise MollijaxError(
-                    f"Initial value {value!r} is outside the bounds ({self.lower}, {self.upper})."
+                    f"Initial value {_offending(v, outside)} is outside the bounds "
+                    f"({self.lower}, {self.upper})."
                 )
             p = (v - self.lower) / (self.upper - self.lower)
             return np.log(p) - np.log1p(-p)
         return v
+
+
+def _offending(v: np.ndarray, bad) -> str:
+    """A number as itself; an array by how many of its entries are bad, and the first one
+    (a grid of thousands of values is not printed)."""
+    if v.ndim == 0:
+        return f"{float(v)!r}"
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    return (f"of shape {v.shape} ({int(bad.sum())} of {v.size} entries, the first "
+            f"{float(v[first])!r} at index {first})")
 
 
 def as_constraint(spec) -> Constraint:

@@ -147,3 +147,16 @@ def test_valid_band_too_narrow_for_difference_scheme():
     d = mj.Mollifier(grid, 0.1, boundary="valid", scheme="difference")
     with pytest.raises(mj.DerivativeOrderError, match=r"wider 'valid' band"):
         d(np.ones(40), "xxxxx")
+
+
+def test_initial_values_outside_a_constraint_name_the_count_and_first_entry():
+    start = np.full((40, 50), 1.0)
+    start[3, 7], start[20, 1] = -0.5, 0.0
+    with pytest.raises(mj.MollijaxError) as err:
+        mj.GridField(start, ("x", "y"), constraint="positive")
+    message = str(err.value)
+    assert ("of shape (40, 50) (2 of 2000 entries, the first -0.5 at index (3, 7)) violates "
+            "the positive constraint") in message
+    assert len(message) < 200  # the grid itself is not printed
+    with pytest.raises(mj.MollijaxError, match=r"Initial value 2\.0 is outside the bounds"):
+        mj.Constant(2.0, constraint=("bounded", 0.0, 1.0))
