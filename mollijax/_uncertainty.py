@@ -134,7 +134,11 @@ class Uncertainty(NamedTuple):
     - `noise`: `{observed field: NoiseLevel}`;
     - `temperature`: `T` (Laplace; see the module docstring; NaN for the ensemble);
     - `prior_scale`: the factor `s` on the prior precision (Laplace: 1 is the fit's own
-      regularisers, `laplace(prior_scale="evidence")` chooses it; NaN for the ensemble).
+      regularisers, `laplace(prior_scale="evidence")` chooses it; NaN for the ensemble);
+    - `newton_step`: how far the given unknowns are from an optimum of the loss: the length
+      of one Newton step `-H^-1 grad L` in posterior standard deviations,
+      `sqrt(grad L . H^-1 grad L / T)` (Laplace; small at a converged fit, and above 2 the
+      message warns; NaN for the ensemble);
     - `cost`: `{"seconds": ..., "products": Gauss-Newton products or "fits": refits}`;
     - `message`: what was done, and warnings (a truncated spectrum, failed refits).
     """
@@ -150,6 +154,7 @@ class Uncertainty(NamedTuple):
     cost: dict
     message: str
     prior_scale: float = 1.0
+    newton_step: float = float("nan")
 
     def arrays(self) -> dict[str, np.ndarray]:
         """`{"<unknown>_std": std}` (as written beside `<unknown>` in `fields.npz`)."""
@@ -164,6 +169,7 @@ class Uncertainty(NamedTuple):
             "noise": {k: v.as_dict() for k, v in self.noise.items()},
             "temperature": float(self.temperature),
             "prior_scale": float(self.prior_scale),
+            "newton_step": float(self.newton_step),
             "cost": {k: float(v) for k, v in self.cost.items()},
             "mean_std": {k: float(np.mean(v)) for k, v in self.std.items()},
             "message": self.message,
@@ -313,6 +319,13 @@ def _gn_apply(problem: Problem, unknowns, block):
         return 2.0 * vjp(jvp(v.astype(flat.dtype)))[0]
 
     return jax.vmap(one, in_axes=1, out_axes=1)(block)
+
+
+@eqx.filter_jit
+def _misfit_grad(problem: Problem, unknowns):
+    """`d L_gn / d theta` (`L_gn = |rho|^2`) at the unknowns' own parameters."""
+    flat, rebuild = _split(unknowns)
+    return jax.grad(lambda theta: jnp.sum(_rho(problem, rebuild(theta)) ** 2))(flat)
 
 
 @eqx.filter_jit
@@ -657,17 +670,25 @@ def laplace(
         else:
             noise[f] = _residual_noise(f, sig[f], source, sums[f], counts[f], p_eff, n_obs)
     variance = temperature / scale
+    d1 = lam / (1.0 + lam)
+
+    def h_inv(vec):  # the loss's H^-1 = L^-T (I - U diag(lambda / (1 + lambda)) U^T) L^-1
+        z = scipy.linalg.solve_triangular(chol, vec, lower=True)
+        return scipy.linalg.solve_triangular(chol.T, z - u @ (d1 * (u.T @ z)), lower=False)
+
+    # is the point an optimum? One Newton step's length in posterior standard deviations
+    # (the Mahalanobis norm sqrt(g . H^-1 g / T) of the step -H^-1 g): small at a converged
+    # fit (0.003-1.4 on auto_run fits stopped by their tolerance); above 2 the message warns
+    reg_grad = q.T @ np.asarray(reg_grad, np.float64)
+    grad = np.asarray(_misfit_grad(problem, unknowns), np.float64) + reg_grad
+    newton = math.sqrt(max(float(grad @ h_inv(grad)), 0.0) / max(temperature, 1e-300))
     if kind == "mse":
         # the regularisers' pull on the estimate (its bias), linearised: -H^-1 grad L_reg at
         # the truth. The fit stands in for the truth, and is itself pulled: one step of
         # twicing evaluates it at the fit minus its first estimate, b = b1 + H^-1 H_reg b1
         # with b1 = -H^-1 grad L_reg(fit); in a direction of eigenvalue lambda this recovers
         # 1 - 1/(1 + lambda)^2 of the bias instead of 1 - 1/(1 + lambda).
-        def h_inv(vec):  # H^-1 = L^-T (I - U diag(lambda / (1 + lambda)) U^T) L^-1, s = 1
-            z = scipy.linalg.solve_triangular(chol, vec, lower=True)
-            return scipy.linalg.solve_triangular(chol.T, z - u @ (d * (u.T @ z)), lower=False)
-
-        first = -h_inv(q.T @ np.asarray(reg_grad, np.float64))
+        first = -h_inv(reg_grad)
         pull = q @ (first + h_inv(h_reg @ first))
 
     # pointwise std of every unknown
@@ -704,6 +725,12 @@ def laplace(
     if rank != "full" and k + oversampling < n and len(lam) and lam[-1] > 0.1:
         message += (f"; the smallest kept eigenvalue {lam[-1]:.3g} > 0.1: a larger rank "
                     "would still change the std")
+    if newton > 2.0:
+        message += (
+            f"; the unknowns are not at an optimum of the loss: one Newton step would move "
+            f"them by {newton:.3g} posterior standard deviations, so the error bars are "
+            "centred on the wrong point (fit first, or fit to a tighter `tol`)"
+        )
     for f, level in noise.items():
         if level.source != "residual" and abs(level.estimate - level.sigma) > 3.0 * level.std:
             message += (
@@ -714,7 +741,7 @@ def laplace(
             )
     cost = {"seconds": time.perf_counter() - start_time, "products": float(model.products)}
     return Uncertainty("laplace", mean, std, draws, len(lam), lam, noise, temperature, cost,
-                       message, scale)
+                       message, scale, newton)
 
 
 def _check_prior_scale(prior_scale, kind: str, where: str) -> float | str:

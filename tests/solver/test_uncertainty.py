@@ -155,6 +155,32 @@ def test_mse_is_the_estimators_spread_and_bias(linear):
         mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, prior_scale=2.0)
 
 
+def test_newton_step_measures_the_distance_to_the_optimum(linear):
+    """`newton_step` against the dense posterior: at a point `f` it is the Mahalanobis
+    distance `sqrt((f - f*) . Sigma^-1 (f - f*))` to the exact optimum `f*`, and 0 there."""
+    problem, unknowns, _, (misfit, prior, f) = linear
+    template = mj.GridField(np.zeros(N), "x")
+
+    def field(v):
+        return eqx.tree_at(lambda g: g.raw, template, v)
+
+    forward = _source_problem(np.zeros(N))
+    jac = np.asarray(jax.jacfwd(lambda v: forward.grid_values({"f": field(v)})["u"])(
+        jnp.asarray(f)))
+    u_obs = np.asarray(problem.data["u"])
+    precision = misfit + prior
+    optimum = np.linalg.solve(precision, jac.T @ u_obs / SIGMA**2)
+    expected = float(np.sqrt((f - optimum) @ precision @ (f - optimum)))
+    post = mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, nugget=0.0)
+    assert expected > 2.0  # the truth is not the noisy data's optimum
+    assert post.newton_step == pytest.approx(expected, rel=1e-6)
+    assert "not at an optimum" in post.message
+    at_optimum = mj.laplace(problem, {"f": mj.GridField(optimum, "x")}, rank="full",
+                            sigma=SIGMA, nugget=0.0)
+    assert at_optimum.newton_step < 1e-6 * expected
+    assert "not at an optimum" not in at_optimum.message
+
+
 @pytest.fixture(scope="module")
 def reaction():
     """-u'' + c(x) u = f, u = 0 on the walls, c > 0 unknown (nonlinear in c), 1 % noise; a
