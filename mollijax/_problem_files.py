@@ -182,7 +182,11 @@ def score(
     (`margin` nodes dropped from each end of every axis; default a tenth of the axis):
 
         rel_l2 = |c_hat - c|_2 / |c|_2,   corr = Pearson correlation of c_hat and c,
-        max_abs = max |c_hat - c|.
+        max_abs = max |c_hat - c|,
+
+    with `nodes` (how many were scored) and `margin` (the nodes dropped at each end, per
+    axis) beside them, so an error computed over the whole grid (e.g. from `fields.npz`) is
+    not mistaken for a different result.
 
     Constants report `value`, `truth` and `rel_error = |c_hat - c| / |c|`. `values` is a
     dict `{unknown: array}` (`FitResult.values`, or an object with a `values` dict);
@@ -220,5 +224,7 @@ def score(
             "rel_l2": float(np.linalg.norm(e - t) / max(np.linalg.norm(t), 1e-300)),
             "corr": corr,
             "max_abs": float(np.max(np.abs(e - t))),
+            "nodes": int(e.size),  # of truth.size: the interior scored
+            "margin": [0 if c.start is None else int(c.start) for c in cut],
         }
     return out

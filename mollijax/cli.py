@@ -373,6 +373,8 @@ def summary(metrics: dict) -> str:
             lines.append(
                 f"  {name}: relative L2 error {_fmt(e['rel_l2'])} (initial guess "
                 f"{_fmt(start.get('rel_l2'))}), correlation {_fmt(e.get('corr'), '.4f')}"
+                + (f", on the interior ({e['nodes']} nodes; {e['margin']} dropped at each end)"
+                   if any(e.get("margin") or ()) else "")
             )
         else:
             lines.append(f"  {name}: {_fmt(e['value'], '.6g')} (truth {_fmt(e['truth'], '.6g')}"

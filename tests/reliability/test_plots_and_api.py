@@ -110,3 +110,19 @@ def test_score_refuses_a_bad_margin(margin):
     with pytest.raises(mj.MollijaxError, match=r"score: `margin` must be None or an integer >= 0"):
         mj.score({"k": np.ones(12)}, data, margin=margin)
     assert mj.score({"k": 1.1 * np.ones(12)}, data, margin=2)["k"]["rel_l2"] == pytest.approx(0.1)
+
+
+def test_score_says_which_nodes_it_scored():
+    # the error is over the interior only, and says so: an error over the whole grid
+    # (e.g. recomputed from fields.npz) differs, and the record explains why
+    grid = mj.Grid.from_bounds((20, 30), (0.0, 0.0), (1.0, 1.0), axes=("x", "y"))
+    truth = np.ones((20, 30))
+    est = truth.copy()
+    est[0, :] = 3.0  # an error on the wall only
+    data = mj.Dataset(grid, {"u": np.zeros((20, 30))}, truth={"k": truth})
+    s = mj.score({"k": est}, data)["k"]
+    assert s["margin"] == [2, 3] and s["nodes"] == 16 * 24
+    assert s["rel_l2"] == 0.0  # the wall is not scored
+    whole = mj.score({"k": est}, data, margin=0)["k"]
+    assert whole["margin"] == [0, 0] and whole["nodes"] == 600
+    assert whole["rel_l2"] == pytest.approx(np.sqrt(30 * 4) / np.sqrt(600))
