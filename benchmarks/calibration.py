@@ -3,7 +3,7 @@
 Usage (from the repository root):
 
     python benchmarks/calibration.py [--quick] [--draws 20] [--first-seed 100] [--core N]
-        [--rank 50] [--only heat1d,smooth,inclusion,plate]
+        [--rank 50] [--only heat1d,smooth,inclusion,plate] [--bias-steps N]
 
 For each problem (its own simulator, 5 % noise): 1-D heat `u_t = (D u_x)_x` (41 x 41),
 2-D `-div(k grad u) = f` with a smooth `k` and with a disk inclusion (25 x 25), and the
@@ -33,6 +33,8 @@ For each problem (its own simulator, 5 % noise): 1-D heat `u_t = (D u_x)_x` (41 
    warm: a single `fit` from the same start, timed in the same run).
 
 `--quick`: 3 draws, smaller grids (a smoke run; its numbers are not the benchmark's).
+`--bias-steps N`: one more column, the 2-std coverage of `laplace(..., bias_steps=N)` on
+the same fits (the design study of the bias estimate; the default is 2).
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ DRAWS = _arg("--draws", 3 if QUICK else 20)
 FIRST = _arg("--first-seed", 100)
 RANK = _arg("--rank", 50)  # of the cost columns and the posterior comparison
 POSTERIOR_DRAWS = 5
+BIAS_STEPS = _arg("--bias-steps", 0)  # 0: no comparison column
 CASES = [
     ("heat1d", "heat1d", {"nx": 31 if QUICK else 41, "nt": 31 if QUICK else 41}),
     ("darcy2d smooth", "darcy2d", {"n": 17 if QUICK else 25, "coefficient": "smooth"}),
@@ -121,7 +124,7 @@ def run_case(label: str, name: str, params: dict) -> dict:
     # per draw: the default error bars (the estimator's root mean square error, every
     # direction kept up to 1500 parameters); the Laplace posterior's std beside it on the
     # first POSTERIOR_DRAWS draws (a comparison, not the default)
-    est, std, bayes, costs = [], [], [], []
+    est, std, bayes, costs, other = [], [], [], [], []
     for b in range(DRAWS):
         if fits[b].status != mj.Status.completed:
             continue
@@ -130,12 +133,17 @@ def run_case(label: str, name: str, params: dict) -> dict:
         u = mj.laplace(item, fits[b])
         std.append(u.std[unknown])
         costs.append(u.cost["seconds"] / fits[b].wall_time)
+        if BIAS_STEPS:
+            other.append(mj.laplace(item, fits[b], bias_steps=BIAS_STEPS).std[unknown])
         if len(bayes) < POSTERIOR_DRAWS:
             bayes.append(mj.laplace(item, fits[b], rank=RANK, kind="posterior").std[unknown])
     est, std, bayes = np.array(est), np.array(std), np.array(bayes)
     ref0 = np.asarray(noise_free.values[unknown])
     errors = np.linalg.norm(est - truth, axis=tuple(range(1, est.ndim))) / np.linalg.norm(truth)
+    extra = ({f"cover 2 std, bias_steps={BIAS_STEPS}":
+              f"{coverage(est, np.array(other), truth, 2.0):.1%}"} if BIAS_STEPS else {})
     return {
+        **extra,
         "problem": label,
         "grid": "x".join(str(s) for s in tuning.grid.shape),
         "estimator": auto.record["estimator"],
@@ -170,7 +178,9 @@ def main() -> None:
         row["case s"] = f"{time.perf_counter() - t:.0f}"
         rows.append(row)
         print(row, flush=True)
-    columns = ["problem", "grid", "estimator", "params", "draws", "cover 2 std", "cover 1 std",
+    columns = ["problem", "grid", "estimator", "params", "draws", "cover 2 std",
+               *([f"cover 2 std, bias_steps={BIAS_STEPS}"] if BIAS_STEPS else []),
+               "cover 1 std",
                "posterior: cover 2 std", "default/fit (median)",
                "mean rel std", "median rel std", "mean rel error",
                "noise-free fit: cover 2 std (diagnostic)", "last eigenvalue",

@@ -90,11 +90,6 @@ from ._problem import Problem
 from ._terms import Condition, DataMisfit, Evaluation, Residual, _Penalty
 
 
-BIAS_STEPS = 2
-"""Evaluations of the regularisers' pull in `laplace(kind="mse")`: 1 at the fit, 2 (one
-twicing step) at the fit minus its first bias estimate."""
-
-
 class UncertaintyError(MollijaxError):
     """An uncertainty estimate cannot be made from these arguments."""
 
@@ -486,6 +481,7 @@ def laplace(
     nugget: float = 1e-6,
     prior_scale: float | str = 1.0,
     kind: str = "mse",
+    bias_steps: int = 2,
     samples: int = 0,
     key: jax.Array | None = None,
     chunk: int = 64,
@@ -536,6 +532,12 @@ def laplace(
       the fit is itself pulled. `"posterior"`: the Laplace posterior's std above. The
       posterior counts the prior's full variance in every direction the data do not
       determine; the estimator is not that rough where the truth is smooth.
+    - `bias_steps`: evaluations of the pull for `kind="mse"`, `b_1 = -H^-1 grad L_reg(fit)`,
+      `b_(k+1) = b_1 + H^-1 H_reg b_k` (the pull at the fit minus the previous estimate,
+      linearised): a direction of eigenvalue `lambda` recovers `1 - 1/(1 + lambda)^k` of its
+      bias. 1: the plain plug-in; 2 (default): one twicing step. More steps recover more
+      of the weakly determined directions' bias and add more of their noise
+      (docs/benchmarks.md, "Error bars: calibration", has the design study).
     - `samples`: number of posterior draws (0: none), pushed through the unknowns' own maps;
       `key`: a `jax.random.PRNGKey` for the probes and the draws (default `PRNGKey(0)`).
     - `chunk`: probes per compiled batch of Gauss-Newton products.
@@ -558,6 +560,12 @@ def laplace(
     power = _int_at_least(power, 0, "power", where)
     samples = _int_at_least(samples, 0, "samples", where)
     chunk = _int_at_least(chunk, 1, "chunk", where)
+    bias_steps = _int_at_least(bias_steps, 1, "bias_steps", where)
+    if kind == "posterior" and bias_steps != 2:
+        raise UncertaintyError(
+            f"{where}: `bias_steps` applies to kind='mse' (the estimator's bias), not to the "
+            f"posterior; got bias_steps={bias_steps} with kind='posterior'."
+        )
     prior_scale = _check_prior_scale(prior_scale, kind, where)
     bad_nugget = f"{where}: `nugget` must be a number >= 0, got {nugget!r}."
     try:
@@ -695,7 +703,7 @@ def laplace(
         # 1 - 1/(1 + lambda)^2 of the bias instead of 1 - 1/(1 + lambda).
         first = -h_inv(reg_grad)
         bias = first
-        for _ in range(BIAS_STEPS - 1):  # b_(k+1) = -H^-1 grad L_reg(fit - b_k), linearised
+        for _ in range(bias_steps - 1):  # b_(k+1) = -H^-1 grad L_reg(fit - b_k), linearised
             bias = first + h_inv(h_reg @ bias)
         pull = q @ bias
 

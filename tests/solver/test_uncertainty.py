@@ -148,6 +148,18 @@ def test_mse_is_the_estimators_spread_and_bias(linear):
     bias = -h_inv @ prior @ (f - first)
     np.testing.assert_allclose(post.std["f"], np.sqrt(spread + bias**2), rtol=1e-8)
     assert np.all(post.std["f"] < exact * (1 + 1e-9))  # never wider than the posterior
+    # k evaluations of the pull: b_(k+1) = b_1 + H^-1 P b_k (1: the plain plug-in)
+    for steps in (1, 3):
+        bias_k = first
+        for _ in range(steps - 1):
+            bias_k = first + h_inv @ prior @ bias_k
+        other = mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, nugget=0.0,
+                           bias_steps=steps)
+        np.testing.assert_allclose(other.std["f"], np.sqrt(spread + bias_k**2), rtol=1e-8)
+    with pytest.raises(mj.UncertaintyError, match="bias_steps"):
+        mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, bias_steps=0)
+    with pytest.raises(mj.UncertaintyError, match="bias_steps` applies to kind='mse'"):
+        mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, bias_steps=3, kind="posterior")
     with pytest.raises(mj.UncertaintyError, match="kind"):
         mj.laplace(problem, unknowns, rank="full", sigma=SIGMA, kind="bayes")
     # a prior scale would be ignored by the estimator's own error bar: refused, named
