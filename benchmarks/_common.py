@@ -14,6 +14,7 @@ return plain dicts of floats so that results go straight into JSON.
 - `network_problem(module, dataset, derivatives)`: a problem file's residuals and conditions
   on a data set, for fields that the caller represents by networks.
 - `first_error(values, dataset)`: the error of the first unknown with a truth (`mj.score`).
+- `option(argv, name, default)`: the value after `name` in `argv`, of `default`'s type.
 """
 
 from __future__ import annotations
@@ -319,3 +320,11 @@ def first_error(values, dataset) -> dict[str, float]:
     errs = mj.score(values, dataset)
     name = next(iter(errs))
     return {"unknown": name, **errs[name]}
+
+
+def option(argv: Sequence[str], name: str, default):
+    """The value after `name` in `argv` (e.g. `--draws 20`), converted to `default`'s type;
+    `default` when `name` is absent."""
+    if name in argv:
+        return type(default)(argv[list(argv).index(name) + 1])
+    return default

@@ -50,7 +50,7 @@ import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from _common import format_table  # noqa: E402
+from _common import format_table, option  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -60,20 +60,14 @@ NOISE = 0.05
 LBFGS = optax.lbfgs()
 
 
-def _arg(name: str, default):
-    if name in sys.argv:
-        return type(default)(sys.argv[sys.argv.index(name) + 1])
-    return default
-
-
 QUICK = "--quick" in sys.argv
-DRAWS = _arg("--draws", 3 if QUICK else 20)
+DRAWS = option(sys.argv, "--draws", 3 if QUICK else 20)
 # evaluation seeds FIRST .. FIRST + DRAWS - 1; 100 for the reported table (seeds 0-19 were
 # looked at while the default error bar was designed, see docs/benchmarks.md)
-FIRST = _arg("--first-seed", 100)
-RANK = _arg("--rank", 50)  # of the cost columns and the posterior comparison
+FIRST = option(sys.argv, "--first-seed", 100)
+RANK = option(sys.argv, "--rank", 50)  # of the cost columns and the posterior comparison
 POSTERIOR_DRAWS = 5
-BIAS_STEPS = _arg("--bias-steps", 0)  # 0: no comparison column
+BIAS_STEPS = option(sys.argv, "--bias-steps", 0)  # 0: no comparison column
 CASES = [
     ("heat1d", "heat1d", {"nx": 31 if QUICK else 41, "nt": 31 if QUICK else 41}),
     ("darcy2d smooth", "darcy2d", {"n": 17 if QUICK else 25, "coefficient": "smooth"}),
@@ -168,7 +162,7 @@ def run_case(label: str, name: str, params: dict) -> dict:
 
 
 def main() -> None:
-    only = _arg("--only", "")
+    only = option(sys.argv, "--only", "")
     rows = []
     for label, name, params in CASES:
         if only and not any(part in label for part in only.split(",")):

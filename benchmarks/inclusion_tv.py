@@ -33,22 +33,16 @@ import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from _common import option  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
 import mollijax as mj  # noqa: E402
 
-
-def _arg(name: str, default):
-    if name in sys.argv:
-        return type(default)(sys.argv[sys.argv.index(name) + 1])
-    return default
-
-
-N = _arg("--n", 25)
-DRAWS = _arg("--draws", 5)
-FIRST = _arg("--first-seed", 100)
-DELTA = _arg("--delta", 0.1)
+N = option(sys.argv, "--n", 25)
+DRAWS = option(sys.argv, "--draws", 5)
+FIRST = option(sys.argv, "--first-seed", 100)
+DELTA = option(sys.argv, "--delta", 0.1)
 NOISE = 0.05
 
 

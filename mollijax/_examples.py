@@ -85,7 +85,8 @@ def load_file(path: str | os.PathLike) -> types.ModuleType:
             f"Importing {str(path)!r} failed: {type(e).__name__}: {e}"
         ) from e
     finally:
-        sys.path.remove(folder)
+        if folder in sys.path:  # (unless the file took it out itself)
+            sys.path.remove(folder)
     return module
 
 

@@ -528,10 +528,11 @@ def laplace(
       `sqrt(var + bias^2)`, with the sandwich variance `T Q H^-1 H_gn H^-1 Q^T` (how the fit
       moves when the noise is redrawn: the linearised parametric bootstrap) and the bias
       `-Q H^-1 grad L_reg` (how far the regularisers pull the estimate, linearised; `s = 1`)
-      evaluated by one step of twicing: at the fit minus its own first bias estimate, since
-      the fit is itself pulled. `"posterior"`: the Laplace posterior's std above. The
-      posterior counts the prior's full variance in every direction the data do not
-      determine; the estimator is not that rough where the truth is smooth.
+      evaluated, by default, with one step of twicing (`bias_steps`): at the fit minus its
+      own first bias estimate, since the fit is itself pulled. `"posterior"`: the Laplace
+      posterior's std above. The posterior counts the prior's full variance in every
+      direction the data do not determine; the estimator is not that rough where the truth
+      is smooth.
     - `bias_steps`: evaluations of the pull for `kind="mse"`, `b_1 = -H^-1 grad L_reg(fit)`,
       `b_(k+1) = b_1 + H^-1 H_reg b_k` (the pull at the fit minus the previous estimate,
       linearised): a direction of eigenvalue `lambda` recovers `1 - 1/(1 + lambda)^k` of its
@@ -560,13 +561,7 @@ def laplace(
     power = _int_at_least(power, 0, "power", where)
     samples = _int_at_least(samples, 0, "samples", where)
     chunk = _int_at_least(chunk, 1, "chunk", where)
-    bias_steps = _int_at_least(bias_steps, 1, "bias_steps", where)
-    if kind == "posterior" and bias_steps != 2:
-        raise UncertaintyError(
-            f"{where}: `bias_steps` applies to kind='mse' (the estimator's bias), not to the "
-            f"posterior; got bias_steps={bias_steps} with kind='posterior'."
-        )
-    prior_scale = _check_prior_scale(prior_scale, kind, where)
+    prior_scale, bias_steps = _check_kind(kind, prior_scale, bias_steps, where)
     bad_nugget = f"{where}: `nugget` must be a number >= 0, got {nugget!r}."
     try:
         nugget = float(nugget)
@@ -692,18 +687,18 @@ def laplace(
     # is the point an optimum? One Newton step's length in posterior standard deviations
     # (the Mahalanobis norm sqrt(g . H^-1 g / T) of the step -H^-1 g): small at a converged
     # fit (0.003-1.4 on auto_run fits stopped by their tolerance); above 2 the message warns
-    reg_grad = q.T @ np.asarray(reg_grad, np.float64)
-    grad = np.asarray(_misfit_grad(problem, unknowns), np.float64) + reg_grad
+    grad_reg = q.T @ np.asarray(reg_grad, np.float64)  # d L_reg / d theta
+    grad = np.asarray(_misfit_grad(problem, unknowns), np.float64) + grad_reg
     newton = math.sqrt(max(float(grad @ h_inv(grad)), 0.0) / max(temperature, 1e-300))
     if kind == "mse":
         # the regularisers' pull on the estimate (its bias), linearised: -H^-1 grad L_reg at
-        # the truth. The fit stands in for the truth, and is itself pulled: one step of
-        # twicing evaluates it at the fit minus its first estimate, b = b1 + H^-1 H_reg b1
-        # with b1 = -H^-1 grad L_reg(fit); in a direction of eigenvalue lambda this recovers
-        # 1 - 1/(1 + lambda)^2 of the bias instead of 1 - 1/(1 + lambda).
-        first = -h_inv(reg_grad)
+        # the truth. The fit stands in for the truth, and is itself pulled: each further
+        # evaluation is at the fit minus the previous estimate, b_(k+1) = b_1 + H^-1 H_reg b_k
+        # with b_1 = -H^-1 grad L_reg(fit); after k of them a direction of eigenvalue lambda
+        # has 1 - 1/(1 + lambda)^k of its bias (k = bias_steps; 2 is one twicing step).
+        first = -h_inv(grad_reg)
         bias = first
-        for _ in range(bias_steps - 1):  # b_(k+1) = -H^-1 grad L_reg(fit - b_k), linearised
+        for _ in range(bias_steps - 1):
             bias = first + h_inv(h_reg @ bias)
         pull = q @ bias
 
@@ -760,8 +755,10 @@ def laplace(
                        message, scale, newton)
 
 
-def _check_prior_scale(prior_scale, kind: str, where: str) -> float | str:
-    """`prior_scale` as a float > 0 or `"evidence"`, checked with `kind` (named errors)."""
+def _check_kind(kind: str, prior_scale, bias_steps, where: str) -> tuple[float | str, int]:
+    """`kind` and the options that apply to one kind only, checked (named errors):
+    `prior_scale` (a float > 0 or `"evidence"`; the posterior's) and `bias_steps` (an
+    integer >= 1; the mse bar's)."""
     if kind not in ("posterior", "mse"):
         raise UncertaintyError(f"{where}: `kind` must be 'posterior' or 'mse', got {kind!r}.")
     bad = f"{where}: `prior_scale` must be a number > 0 or 'evidence', got {prior_scale!r}."
@@ -781,7 +778,13 @@ def _check_prior_scale(prior_scale, kind: str, where: str) -> float | str:
             f"{where}: `prior_scale` {prior_scale!r} applies to kind='posterior'; the 'mse' "
             "error bar is that of the estimator that was fitted, with its own regularisers."
         )
-    return value
+    bias_steps = _int_at_least(bias_steps, 1, "bias_steps", where)
+    if kind == "posterior" and bias_steps != 2:
+        raise UncertaintyError(
+            f"{where}: `bias_steps` applies to kind='mse' (the estimator's bias), not to the "
+            f"posterior; got bias_steps={bias_steps} with kind='posterior'."
+        )
+    return value, bias_steps
 
 
 def _resolved_rank(rank: int | str, n: int) -> int | str:
