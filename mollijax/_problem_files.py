@@ -175,7 +175,7 @@ def _interior(shape: tuple[int, ...], margin: int | None) -> tuple[slice, ...]:
 
 def score(
     values: Mapping[str, np.ndarray], dataset: Dataset, margin: int | None = None
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | int | list[int]]]:
     """Relative L2 error and correlation of each recovered unknown against its truth.
 
     For an unknown with truth `c` and recovery `c_hat` on its sub-grid, on the interior
@@ -200,7 +200,7 @@ def score(
         )
     if not isinstance(values, Mapping):
         values = values.values
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, float | int | list[int]]] = {}
     for name, truth in dataset.truth.items():
         if name not in values:
             continue
