@@ -686,7 +686,7 @@ def laplace(
 
     # is the point an optimum? One Newton step's length in posterior standard deviations
     # (the Mahalanobis norm sqrt(g . H^-1 g / T) of the step -H^-1 g): small at a converged
-    # fit (0.003-1.4 on auto_run fits stopped by their tolerance); above 2 the message warns
+    # fit, whose tolerance still leaves a little; above 2 the message warns
     grad_reg = q.T @ np.asarray(reg_grad, np.float64)  # d L_reg / d theta
     grad = np.asarray(_misfit_grad(problem, unknowns), np.float64) + grad_reg
     newton = math.sqrt(max(float(grad @ h_inv(grad)), 0.0) / max(temperature, 1e-300))
