@@ -140,7 +140,12 @@ class _Penalty(AbstractTerm):
     def name(self) -> str:
         return f"reg:{self.unknown}:{self.kind_name}"
 
-    def _gradients(self, ev: Evaluation) -> list[Array]:
+    def _gradients(self, ev: Evaluation, *, common: bool = False) -> list[Array]:
+        """Forward difference quotients of the unknown along each of its axes, each on its
+        own shape (`n_a - 1` along its axis, full along the others), so that every node
+        enters some difference. `common=True`: each padded with a zero slab at the end of its
+        axis to the unknown's shape (the Neumann condition of the usual discrete gradient),
+        for terms that combine the components node by node."""
         field = ev.unknowns[self.unknown]
         if not field.axes:
             raise MollijaxError(
@@ -152,9 +157,10 @@ class _Penalty(AbstractTerm):
         for k, axis in enumerate(field.axes):
             h = ev.grid.spacing[ev.grid.axis_index(axis)]
             g = jnp.diff(v, axis=k) / h
-            for j in range(v.ndim):  # trim the other axes to a common shape
-                if j != k:
-                    g = jax.lax.slice_in_dim(g, 0, v.shape[j] - 1, axis=j)
+            if common:
+                pad = [(0, 0)] * v.ndim
+                pad[k] = (0, 1)
+                g = jnp.pad(g, pad)
             grads.append(g)
         return grads
 
@@ -175,7 +181,9 @@ class Tikhonov(_Penalty):
 
 
 class H1(_Penalty):
-    """The H1 seminorm `sum_a mean((du/dx_a)^2)`, forward differences on the sub-grid."""
+    """The H1 seminorm `sum_a mean((du/dx_a)^2)`: for each axis `a` the mean of the squared
+    forward difference quotients along it, over every pair of neighbours on the sub-grid
+    (all `(n_a - 1) prod_(b != a) n_b` of them, so every node is reached)."""
 
     unknown: str = eqx.field(static=True)
     weight: Float[Array, ""]
@@ -186,11 +194,13 @@ class H1(_Penalty):
         self.weight = check_weight(weight, f"weight of 'reg:{unknown}:smooth'")
 
     def __call__(self, ev: Evaluation) -> Float[Array, ""]:
-        return jnp.mean(sum(g**2 for g in self._gradients(ev)))
+        return sum(jnp.mean(g**2) for g in self._gradients(ev))
 
 
 class TV(_Penalty):
-    """Smoothed total variation `mean(sqrt(|grad u|^2 + delta^2))` (edge-preserving)."""
+    """Smoothed total variation `mean(sqrt(|grad u|^2 + delta^2))` (edge-preserving), the
+    mean over every node of the sub-grid, with the forward-difference gradient taken as 0
+    across the far end of each axis (the usual discrete gradient with a Neumann end)."""
 
     unknown: str = eqx.field(static=True)
     weight: Float[Array, ""]
@@ -205,7 +215,7 @@ class TV(_Penalty):
         self.delta = float(delta)
 
     def __call__(self, ev: Evaluation) -> Float[Array, ""]:
-        sq = sum(g**2 for g in self._gradients(ev))
+        sq = sum(g**2 for g in self._gradients(ev, common=True))
         return jnp.mean(jnp.sqrt(sq + self.delta**2))
 
 

@@ -46,9 +46,9 @@ null space, and an unknown without any regulariser (a network's weights, an evol
 state) has no prior at all. `delta` makes `P` positive definite: on the parameters of
 regularised unknowns `delta = nugget * mean diag(H_reg)` over them; on the others `delta =
 nugget * mean diag(H_gn)` over them (exact, or a Hutchinson estimate: one extra batch of
-probes), and at least the former (a parameter that neither the data nor a regulariser sees,
-e.g. the corner node that no forward difference of `H1` reaches, would otherwise get
-`delta = 0`). Where
+probes), and at least the former (free parameters that the data do not see at these values,
+e.g. the weights of a network whose units are all dead, would otherwise get `delta = 0`).
+Where
 the data inform a direction (the mean value of a coefficient, usually) the nugget does not
 matter; where they do not, the std it gives is the nugget's and grows as `nugget^-1/2`:
 read such a std as "not determined by the data". `nugget=0` is allowed when the
@@ -625,8 +625,8 @@ def laplace(
             probes[idx] = rng.choice([-1.0, 1.0], size=(idx.size, model.chunk))
             count = float(model.chunk)
         trace = float(np.sum(probes * model.gn(probes))) / count
-        # a parameter that neither the data nor a regulariser sees (e.g. a corner node that
-        # no difference of H1 reaches) gets the regularised parameters' scale
+        # free parameters that the data do not see at these values (a network whose units
+        # are all dead) get at least the regularised parameters' scale
         delta[free] = nugget * max(trace / idx.size, reg_scale)
     precision = h_reg + np.diag(delta)
     try:

@@ -1,0 +1,88 @@
+"""Regularisers: exact values on fields where the difference quotients are known, every node
+reached (no node left out of the prior), and convergence to the continuous seminorms."""
+
+import equinox as eqx
+import jax
+import numpy as np
+import pytest
+
+import mollijax as mj
+
+jax.config.update("jax_enable_x64", True)
+
+SHAPE = (9, 7)
+GRID = mj.Grid.from_bounds(SHAPE, (0.0, 0.0), (1.0, 0.5), axes=("x", "y"))
+A, B = 1.7, -0.6
+
+
+def _terms(values, *regularisers, grid=GRID):
+    problem = mj.Problem(grid, None, data={"u": np.zeros(grid.shape)},
+                         regularisers=list(regularisers))
+    k = mj.GridField(values, "xy")
+    return problem.loss_terms({"u": mj.GridField(np.zeros(grid.shape), "xy"), "k": k})
+
+
+def _linear():
+    x, y = GRID.mesh()
+    return A * x + B * y
+
+
+def test_h1_of_a_linear_field_is_its_squared_slope():
+    # every forward difference quotient of A x + B y is exactly A (along x) or B (along y)
+    terms = _terms(_linear(), mj.H1("k"))
+    assert float(terms["reg:k:smooth"]) == pytest.approx(A**2 + B**2, rel=1e-12)
+
+
+def test_tv_of_a_linear_field_counts_the_neumann_end():
+    # |grad| = sqrt(A^2 + B^2) at the interior nodes, |A| or |B| on the far row or column,
+    # 0 at the far corner (the difference across the far end is taken as 0)
+    delta = 1e-3
+    terms = _terms(_linear(), mj.TV("k", delta=delta))
+    nx, ny = SHAPE
+    expected = ((nx - 1) * (ny - 1) * np.sqrt(A**2 + B**2 + delta**2)
+                + (nx - 1) * np.sqrt(A**2 + delta**2) + (ny - 1) * np.sqrt(B**2 + delta**2)
+                + delta) / (nx * ny)
+    assert float(terms["reg:k:tv"]) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("term", [mj.H1("k"), mj.TV("k", delta=1e-3)], ids=["h1", "tv"])
+def test_every_node_is_reached(term):
+    # the Hessian (H1) or gradient (TV, at a generic field) of the penalty in the values has
+    # no zero row: no node, the far corner included, is left free of the prior
+    problem = mj.Problem(GRID, None, data={"u": np.zeros(SHAPE)}, regularisers=[term])
+    state = mj.GridField(np.zeros(SHAPE), "xy")
+    template = mj.GridField(np.zeros(SHAPE), "xy")
+
+    def penalty(flat):
+        k = eqx.tree_at(lambda f: f.raw, template, flat.reshape(SHAPE))
+        return problem.loss_terms({"u": state, "k": k})[term.name]
+
+    flat = np.random.default_rng(0).standard_normal(np.prod(SHAPE))
+    if isinstance(term, mj.H1):
+        diag = np.diag(np.asarray(jax.hessian(penalty)(flat)))
+        assert np.all(diag > 0), np.argwhere(diag.reshape(SHAPE) <= 0)
+    else:
+        grad = np.asarray(jax.grad(penalty)(flat))
+        assert np.all(np.abs(grad) > 0), np.argwhere(grad.reshape(SHAPE) == 0)
+
+
+def test_h1_and_tv_converge_to_the_continuous_seminorms():
+    # u = sin(pi x) cos(pi y) on [0, 1]^2: the mean of |grad u|^2 is pi^2 / 2; forward
+    # differences are first-order accurate, so the error falls about 2x per grid doubling
+    errors = {"h1": [], "tv": []}
+    for n in (17, 33, 65):
+        grid = mj.Grid.from_bounds((n, n), (0.0, 0.0), (1.0, 1.0), axes=("x", "y"))
+        x, y = grid.mesh()
+        u = np.sin(np.pi * x) * np.cos(np.pi * y)
+        terms = _terms(u, mj.H1("k"), mj.TV("k", delta=1e-8), grid=grid)
+        errors["h1"].append(abs(float(terms["reg:k:smooth"]) - np.pi**2 / 2))
+        # mean |grad u| by a fine midpoint rule
+        m = 2000
+        s = (np.arange(m) + 0.5) / m
+        xs, ys = np.meshgrid(s, s, indexing="ij")
+        exact_tv = np.mean(np.pi * np.sqrt((np.cos(np.pi * xs) * np.cos(np.pi * ys)) ** 2
+                                           + (np.sin(np.pi * xs) * np.sin(np.pi * ys)) ** 2))
+        errors["tv"].append(abs(float(terms["reg:k:tv"]) - exact_tv))
+    for name, e in errors.items():
+        rates = np.log2(np.array(e[:-1]) / np.array(e[1:]))
+        assert np.all(rates > 0.8), (name, e, rates)
