@@ -86,6 +86,7 @@ from ._networks import (
 )
 from ._problem import Problem as Problem
 from ._problem_files import load_problem as load_problem, score as score
+from ._readout import Readout as Readout, readout as readout
 from ._scope import PointField as PointField, Scope as Scope, UnknownFieldError as UnknownFieldError
 from ._sharding import (
     Sharded as Sharded,
