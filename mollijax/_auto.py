@@ -294,7 +294,8 @@ def _sensitivities(problem: Problem, unknowns, names: tuple[str, ...]):
 
     def penalty(theta):
         u = eqx.combine(unravel(theta), static)
-        ev = Evaluation(problem.grid, u, {}, problem.data, problem.masks, _no_residual)
+        ev = Evaluation(problem.grid, u, {}, problem.data, problem.masks, _no_residual,
+                        problem.domain, problem.band)
         total = jnp.zeros((), flat.dtype)
         for t in problem.terms:
             if isinstance(t, _Penalty):
@@ -681,7 +682,7 @@ def identifiability(
         trial = dict(unknowns)
         trial[name] = eqx.tree_at(lambda f: f.raw, free, c * (1.0 + delta))
         ev = problem._evaluation(trial, problem.grid_values(trial))
-        return jnp.concatenate([jnp.ravel(ev.residual(fn)) for fn in fns])
+        return jnp.concatenate([jnp.ravel(ev.residual_in_band(fn)[0]) for fn in fns])
 
     jac = jax.jacfwd(residuals)(jnp.zeros_like(c))  # (residual nodes, *sub-grid)
     s = np.sqrt(np.sum(np.asarray(jac, dtype=np.float64) ** 2, axis=0))

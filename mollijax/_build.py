@@ -113,13 +113,13 @@ def _coefficients(module, unknowns: Mapping, grid: Grid, pointwise: bool, keys, 
     }
 
 
-def _differentiator(options, grid: Grid, order: int, data):
+def _differentiator(options, grid: Grid, order: int, data, domain=None):
     method = options.method
     boundary = options.boundary if isinstance(options.boundary, str) else tuple(options.boundary)
     if method == "mollifier":
         eps = options.eps
         if eps == "auto":
-            eps = auto_eps(grid, order, data)
+            eps = auto_eps(grid, order, data, domain)
         elif not isinstance(eps, int | float):
             eps = tuple(float(e) for e in eps)
             if len(eps) != grid.ndim:
@@ -202,7 +202,9 @@ def build(
         conditions=_conditions(module, dataset, fields),
         regularisers=_regularisers(options.regularisers),
         weights=options.weights or None,
-        derivatives=_differentiator(options.derivatives, grid, module.ORDER, dataset.data),
+        derivatives=_differentiator(options.derivatives, grid, module.ORDER, dataset.data,
+                                    dataset.domain),
+        domain=dataset.domain,
     )
     return problem, fields
 
@@ -232,6 +234,11 @@ def _build_evolution(module, dataset, options, pointwise, key, default):
         )
     if "t" not in grid.axes:
         raise BuildError(f"The 'evolve' state needs a time axis 't'; the grid has {grid.axes}.")
+    if dataset.domain is not None:
+        raise BuildError(
+            "The 'evolve' state is integrated on the whole rectangle; data with a `domain` "
+            "need [state] representation = \"data\" or a network (equation error)."
+        )
     state = options.state
     accuracy = 4 if state.accuracy is None else state.accuracy
     keys = jax.random.split(key, len(module.UNKNOWNS))
@@ -292,6 +299,11 @@ def _build_steady(module, dataset, options, pointwise, key, default):
         raise BuildError(
             'The "solve" state exists only on the grid; use [derivatives] method '
             "'mollifier' or 'finite_difference', not pointwise ones."
+        )
+    if dataset.domain is not None:
+        raise BuildError(
+            'The "solve" state is solved on the whole rectangle; data with a `domain` need '
+            '[state] representation = "data" or a network (equation error).'
         )
     state = options.state
     accuracy = 2 if state.accuracy is None else state.accuracy
@@ -383,12 +395,17 @@ def _discrepancy_api():
 
 
 def _sigma(dataset: Dataset, api) -> dict[str, float]:
+    masks = dataset.masks or None
+    if dataset.domain is not None:  # the noise inside the domain
+        masks = {k: dataset.mask(k) & dataset.domain for k in dataset.data}
     if api is not None:
-        return {k: float(v) for k, v in api[0](dataset.data, dataset.masks or None).items()}
+        return {k: float(v) for k, v in api[0](dataset.data, masks).items()}
     out = {}
     for k, v in dataset.data.items():
         v = np.asarray(v, dtype=np.float64)
-        out[k] = max(estimate_noise(v) * float(np.std(v)), 1e-8 * (float(np.std(v)) or 1.0))
+        m = None if masks is None else masks.get(k)
+        scale = float(np.std(v if m is None else v[m]))
+        out[k] = max(estimate_noise(v, mask=m) * scale, 1e-8 * (scale or 1.0))
     return out
 
 
@@ -553,6 +570,9 @@ def auto_run(
     api = _discrepancy_api()
     sigma = _sigma(dataset, api)
     kind, why = output_error_kind(module, grid)
+    if kind is not None and dataset.domain is not None:
+        kind, why = None, ("the data have a `domain`: the evolved or solved state is computed "
+                           "on the whole rectangle, not on the domain")
     record: dict = {
         "estimator": kind or "equation error",
         "why": why if kind else f"equation error only: {why}",

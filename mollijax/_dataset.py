@@ -67,6 +67,9 @@ class Dataset:
       scoring only; never used by a fit.
     - `clean`: the observed fields without noise (simulated data; for plots).
     - `params`: the parameters that made the data (simulators), for the record.
+    - `domain`: a boolean array of the grid's shape, True inside the region where the
+      equations hold and the data count (a nucleus in a field of view); None: the whole
+      grid. A `Problem` built on the dataset uses it (see `Problem`'s `domain`).
     """
 
     grid: Grid
@@ -76,6 +79,7 @@ class Dataset:
     truth: Mapping[str, ArrayLike] = dataclasses.field(default_factory=dict)
     clean: Mapping[str, ArrayLike] = dataclasses.field(default_factory=dict)
     params: dict[str, object] = dataclasses.field(default_factory=dict)
+    domain: ArrayLike | None = None
 
     def __post_init__(self):
         grid = self.grid
@@ -139,6 +143,16 @@ class Dataset:
         object.__setattr__(self, "truth", truth)
         object.__setattr__(self, "clean", clean)
         object.__setattr__(self, "params", dict(self.params))
+        if self.domain is not None:
+            d = np.asarray(self.domain)
+            if d.shape != grid.shape or not (d.dtype == bool or np.isin(d, (0, 1)).all()):
+                raise GridMismatchError(
+                    f"`domain` must be a boolean (or 0/1) array of the grid's shape "
+                    f"{grid.shape}, got {describe(d)}."
+                )
+            if not d.any():
+                raise MollijaxError("`domain` has no node inside: nothing to fit.")
+            object.__setattr__(self, "domain", d.astype(bool))
 
     def mask(self, name: str) -> np.ndarray:
         """The observation mask of `name` (all True when none was given)."""

@@ -8,27 +8,36 @@ from ._errors import MollijaxError
 from ._grid import Grid
 
 
-def estimate_noise(u, grid: Grid | None = None) -> float:
+def estimate_noise(u, grid: Grid | None = None, mask=None) -> float:
     """Relative noise level `sigma / std(u)` of white noise on a smooth field.
 
     Along each axis the 4th difference of white noise of standard deviation `sigma` has
     standard deviation `sqrt(70) sigma`, while that of a smooth field is `O(h^4)`. The robust
     estimate `median(|Delta^4 u|) / (0.6745 sqrt(70))` is taken along every axis with at
-    least 8 nodes and the smallest is kept.
+    least 8 nodes and the smallest is kept. With a boolean `mask` (a domain), only the
+    differences of 5 neighbours inside it count, and `std(u)` is over the mask.
     """
     u = np.asarray(u, dtype=np.float64)
     if grid is not None:
         grid.check(u)
-    if not np.all(np.isfinite(u)):
+    inside = np.ones(u.shape, bool) if mask is None else np.asarray(mask, bool)
+    if inside.shape != u.shape:
+        raise MollijaxError(f"`mask` has shape {inside.shape}, `u` {u.shape}.")
+    if not np.all(np.isfinite(u[inside])):
         raise MollijaxError("`u` contains NaN or inf; cannot estimate its noise level.")
-    scale = float(np.std(u))
+    scale = float(np.std(u[inside])) if inside.any() else 0.0
     if scale == 0.0:
         return 0.0
     estimates = []
     for axis in range(u.ndim):
         if u.shape[axis] >= 8:
-            d4 = np.diff(u, n=4, axis=axis)
-            estimates.append(np.median(np.abs(d4)) / (0.6745 * np.sqrt(70.0)))
+            d4 = np.diff(np.where(inside, u, 0.0), n=4, axis=axis)
+            n = u.shape[axis]
+            ok = np.ones(d4.shape, bool)
+            for k in range(5):
+                ok &= np.take(inside, np.arange(k, n - 4 + k), axis=axis)
+            if ok.any():
+                estimates.append(np.median(np.abs(d4[ok])) / (0.6745 * np.sqrt(70.0)))
     if not estimates:
         raise MollijaxError(f"`u` of shape {u.shape} is too small to estimate noise (need 8 nodes).")
     return float(min(estimates) / scale)
@@ -64,9 +73,10 @@ def suggest_eps(grid: Grid, order: int, noise: float = 0.0) -> float:
     return float(min(max(eps, floor), ceiling))
 
 
-def suggest_widths(grid: Grid, order: int, data) -> tuple[float, ...]:
+def suggest_widths(grid: Grid, order: int, data, domain=None) -> tuple[float, ...]:
     """Per-axis kernel half-widths from `suggest_eps` and the noise of `data` (a dict of
-    observed fields): the rule behind `eps = "auto"` in a run configuration.
+    observed fields; with a boolean `domain`, the noise inside it): the rule behind
+    `eps = "auto"` in a run configuration.
 
     `suggest_eps(grid, order, noise)` (noise: the largest `estimate_noise` of the fields)
     gives a width for the shortest axis of length `L`; each axis `a` gets the same fraction
@@ -74,7 +84,7 @@ def suggest_widths(grid: Grid, order: int, data) -> tuple[float, ...]:
     `h_a` (which is all it gets when the suggestion sits at `suggest_eps`'s floor, e.g. for
     clean data: that floor is set by the coarsest axis).
     """
-    noise = max((estimate_noise(v) for v in data.values()), default=0.0)
+    noise = max((estimate_noise(v, mask=domain) for v in data.values()), default=0.0)
     eps = suggest_eps(grid, order, noise)
     floors = [(order // 2 + 3) * h for h in grid.spacing]
     if eps <= max(floors) * (1 + 1e-12):

@@ -21,7 +21,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ._dataset import Dataset, check_field_name
 from ._differentiators import AbstractDifferentiator, Autodiff, FiniteDifference, Mollifier, Taylor
-from ._errors import GridMismatchError, MollijaxError
+from ._errors import GridMismatchError, MollijaxError, describe
 from ._evolution import Evolution
 from ._fields import AbstractField, check_axes
 from ._grid import Grid
@@ -65,6 +65,31 @@ def _derivatives(derivatives, grid: Grid, has_residuals: bool):
     return derivatives, "grid"
 
 
+def _erode(mask: np.ndarray, width: tuple[int, ...]) -> np.ndarray:
+    """The nodes of `mask` whose box of half-widths `width` lies inside `mask` (nodes
+    beyond the grid's edge count as outside): one erosion along each axis in turn."""
+    out = mask.copy()
+    for axis, w in enumerate(width):
+        n = mask.shape[axis]
+        if w == 0:
+            continue
+        if 2 * w >= n:
+            return np.zeros_like(mask)
+        base = out
+        out = base.copy()
+        for shift in range(1, w + 1):
+            ahead = np.zeros_like(base)
+            behind = np.zeros_like(base)
+            idx = [slice(None)] * mask.ndim
+            src, dst = list(idx), list(idx)
+            src[axis], dst[axis] = slice(shift, n), slice(0, n - shift)
+            ahead[tuple(dst)] = base[tuple(src)]  # ahead[i] = base[i + shift]
+            src[axis], dst[axis] = slice(0, n - shift), slice(shift, n)
+            behind[tuple(dst)] = base[tuple(src)]  # behind[i] = base[i - shift]
+            out &= ahead & behind
+    return out
+
+
 class Problem(eqx.Module):
     """An inverse problem on a grid.
 
@@ -97,6 +122,18 @@ class Problem(eqx.Module):
       and differentiated implicitly (they are not unknowns); their data terms then measure
       the misfit of the solution (output error).
     - `terms`: further loss terms (any `AbstractTerm`).
+    - `domain`: a boolean array of the grid's shape, True inside an irregular domain (a
+      nucleus in a field of view). The data terms count observed nodes inside it, the
+      regularisers the nodes (and neighbour pairs) inside it, and the residuals only its
+      band: the nodes at least `domain_margin` nodes from its edge along every axis, whose
+      residual reads no value outside (mollified derivatives of a field that is arbitrary
+      outside are wrong within a kernel's reach of the edge). Nested derivatives
+      (`d(D d(u))`) reach further: `prepare` (run by `fit`, `laplace`, `auto_run`) drops the
+      band nodes whose residual still reads a value outside, found by perturbing every
+      field outside the domain. Values of the unknowns outside the domain are not
+      determined by the loss (their error bars are NaN).
+    - `domain_margin`: the band's distance from the domain's edge, an integer or one per
+      axis (default: the differentiator's halo, the reach of one derivative).
 
     Field names are checked when the problem is built: a name that the residual's scope
     uses for a method (`d`, `lap`, `grad`, `div`, `coord`, `apply`, `grid`, `used`) is an
@@ -114,6 +151,9 @@ class Problem(eqx.Module):
     complete: tuple[str, ...] = eqx.field(static=True)
     evolution: Evolution | None
     steady: Steady | None
+    domain: Array | None
+    band: Array | None
+    domain_width: tuple[int, ...] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -131,6 +171,8 @@ class Problem(eqx.Module):
         evolution: Evolution | None = None,
         steady: Steady | None = None,
         terms: Sequence[AbstractTerm] = (),
+        domain: ArrayLike | None = None,
+        domain_margin: int | Sequence[int] | None = None,
     ):
         if isinstance(grid, Dataset):
             if data is not None or masks is not None or known is not None:
@@ -138,6 +180,12 @@ class Problem(eqx.Module):
                     "`grid` is a Dataset: give `data`, `masks` and `known` in it, not again."
                 )
             dataset = grid
+            if dataset.domain is not None:
+                if domain is not None:
+                    raise MollijaxError(
+                        "`grid` is a Dataset with a `domain`: give the domain in it, not again."
+                    )
+                domain = dataset.domain
         else:
             dataset = Dataset(grid, dict(data or {}), masks=dict(masks or {}),
                               known=dict(known or {}))
@@ -253,6 +301,63 @@ class Problem(eqx.Module):
                 f"an interior in the grid {grid.shape}."
             )
         self.margin = tuple(int(m) for m in margin)
+        self.domain, self.band, self.domain_width = None, None, ()
+        if domain is not None:
+            self._set_domain(domain, domain_margin)
+        elif domain_margin is not None:
+            raise MollijaxError("`domain_margin` is given without a `domain`.")
+
+    def _set_domain(self, domain, domain_margin) -> None:
+        """Check the domain, restrict the data to it and erode it to the residuals' band."""
+        grid = self.grid
+        mask = np.asarray(domain)
+        if mask.shape != grid.shape or mask.dtype != bool:
+            raise GridMismatchError(
+                f"`domain` must be a boolean array of the grid's shape {grid.shape}, got "
+                f"{describe(mask)}."
+            )
+        if self.evolution is not None or self.steady is not None:
+            raise MollijaxError(
+                "`domain` with an `evolution` or a `steady` state is not supported: the state "
+                "is computed on the whole rectangle, where the coefficients outside the domain "
+                "are undetermined; fit the state (equation error) on the domain instead."
+            )
+        halo = getattr(self.derivatives, "halo", (0,) * grid.ndim)
+        if domain_margin is None:  # one derivative deep; `prepare` trims deeper reads
+            width = tuple(halo)
+        elif isinstance(domain_margin, int | np.integer):
+            width = (int(domain_margin),) * grid.ndim
+        else:
+            width = tuple(domain_margin)
+        if (len(width) != grid.ndim
+                or any(not isinstance(w, int | np.integer) or w < 0 for w in width)):
+            raise MollijaxError(
+                f"`domain_margin` {domain_margin!r} must be an integer >= 0 or one per axis "
+                f"({grid.ndim} axes)."
+            )
+        self.domain_width = tuple(int(w) for w in width)
+        band = _erode(mask, width)
+        crop = tuple(slice(m, n - m) for m, n in zip(self.margin, grid.shape, strict=True))
+        band = band[crop]
+        if not band.any():
+            raise MollijaxError(
+                f"`domain` ({int(mask.sum())} nodes) has no node farther than "
+                f"`domain_margin` {width} from its edge and inside the residuals' margin "
+                f"{self.margin}: no residual can be evaluated on it; give a larger domain, a "
+                "finer grid or a narrower kernel."
+            )
+        # a data field is usable as a field itself when observed on the whole domain
+        self.complete = tuple(n for n in self.data
+                              if bool(np.all(np.asarray(self.masks[n]) | ~mask)))
+        for name, m in self.masks.items():
+            inside = np.asarray(m) & mask
+            if not inside.any():
+                raise MollijaxError(
+                    f"`data[{name!r}]` has no observed node inside `domain`."
+                )
+            self.masks[name] = jnp.asarray(inside)
+        self.domain = jnp.asarray(mask)
+        self.band = jnp.asarray(band)
 
     # ------------------------------------------------------------------ evaluation
     def term_names(self) -> list[str]:
@@ -339,7 +444,51 @@ class Problem(eqx.Module):
         if self.steady is not None:
             steady = self.steady.prepare(self.grid, unknowns, self.known, conditions)
             out = eqx.tree_at(lambda p: p.steady, out, steady, is_leaf=lambda x: x is None)
+        if self.domain is not None and self.mode == "grid":
+            band = self._clean_band(unknowns)
+            out = eqx.tree_at(lambda p: p.band, out, jnp.asarray(band))
         return out
+
+    def _clean_band(self, unknowns) -> np.ndarray:
+        """The band without the nodes whose residual reads a value outside the domain (nested
+        derivatives reach further than one halo): every field is perturbed outside the domain
+        at random and the residuals compared; a read with a weight below 1e-6 of the
+        strongest one is round-off (an FFT mixes every node)."""
+        band = np.asarray(self.band).copy()
+        fns = [t.fn for t in self.active_terms(unknowns) if isinstance(t, Residual)]
+        if not fns:
+            return band
+        outside = ~np.asarray(self.domain)
+        rng = np.random.default_rng(0)
+
+        def perturbed(arr):
+            arr = jnp.asarray(arr)
+            scale = float(jnp.max(jnp.abs(arr))) + 1.0
+            noise = rng.standard_normal(self.grid.shape) * scale * outside
+            return arr + jnp.asarray(noise, arr.dtype)
+
+        values = self.grid_values(unknowns)
+        other = eqx.tree_at(
+            lambda p: (p.data, p.known), self,
+            ({k: perturbed(v) for k, v in self.data.items()},
+             {k: perturbed(v) for k, v in self.known.items()}),
+        )
+        moved = {k: perturbed(jnp.broadcast_to(v, self.grid.shape)) for k, v in values.items()}
+        before, after = self._scope(unknowns, values), other._scope(unknowns, moved)
+        for fn in fns:
+            change = np.abs(np.asarray(self._evaluate_residual(fn, after))
+                            - np.asarray(self._evaluate_residual(fn, before)))
+            change = np.broadcast_to(change, band.shape)
+            top = float(change.max())
+            if top > 0:
+                band &= change <= 1e-6 * top
+        if not band.any():
+            raise MollijaxError(
+                f"`domain` ({int(np.asarray(self.domain).sum())} nodes): every residual node "
+                "reads values outside it (nested derivatives reach further than the domain is "
+                "wide); give a larger domain, a finer grid or a narrower kernel."
+            )
+        return band
 
     def _scope(self, unknowns, values) -> Scope:
         grid = self.grid
@@ -392,7 +541,8 @@ class Problem(eqx.Module):
     def _evaluation(self, unknowns, values) -> Evaluation:
         scope = self._scope(unknowns, values)
         return Evaluation(self.grid, dict(unknowns), values, self.data, self.masks,
-                          lambda fn: self._evaluate_residual(fn, scope))
+                          lambda fn: self._evaluate_residual(fn, scope), self.domain,
+                          self.band)
 
     def loss_terms(self, unknowns) -> dict[str, Float[Array, ""]]:
         """Unweighted loss terms, keyed `data:<f>`, `residual:<r>`, `condition:<c>`, `reg:...`."""

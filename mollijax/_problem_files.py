@@ -188,9 +188,10 @@ def score(
     axis) beside them, so an error computed over the whole grid (e.g. from `fields.npz`) is
     not mistaken for a different result.
 
-    Constants report `value`, `truth` and `rel_error = |c_hat - c| / |c|`. `values` is a
-    dict `{unknown: array}` (`FitResult.values`, or an object with a `values` dict);
-    unknowns without a truth in `dataset.truth` are skipped.
+    With a `dataset.domain`, an unknown on the whole grid is scored on the interior nodes
+    inside the domain. Constants report `value`, `truth` and `rel_error = |c_hat - c| /
+    |c|`. `values` is a dict `{unknown: array}` (`FitResult.values`, or an object with a
+    `values` dict); unknowns without a truth in `dataset.truth` are skipped.
     """
     if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int | np.integer)
                                or margin < 0):
@@ -219,6 +220,9 @@ def score(
             continue
         cut = _interior(truth.shape, margin)
         e, t = est[cut].ravel(), truth[cut].ravel()
+        if dataset.domain is not None and truth.shape == dataset.grid.shape:
+            inside = dataset.domain[cut].ravel()  # a grid unknown: its domain nodes only
+            e, t = e[inside], t[inside]
         corr = float(np.corrcoef(e, t)[0, 1]) if e.std() > 0 and t.std() > 0 else float("nan")
         out[name] = {
             "rel_l2": float(np.linalg.norm(e - t) / max(np.linalg.norm(t), 1e-300)),

@@ -6,11 +6,15 @@ compiled fit, and `jax.vmap` can run it as a batch.
 
     term                name in the history   L_k
     DataMisfit(f)       data:f                mean over observed nodes of (f - f_obs)^2
-    Residual(r)         residual:r            mean over the interior of r(s)^2
+    Residual(r)         residual:r            mean over the interior of r(s)^2 (with a
+                                              domain: over its band)
     Condition(f, ...)   condition:<label>     mean over the selected nodes of (f - value)^2
     Tikhonov(u)         reg:u:tikhonov        mean(u^2)
     H1(u)               reg:u:smooth          sum_a mean((du/dx_a)^2)  (forward differences)
     TV(u, delta)        reg:u:tv              mean(sqrt(|grad u|^2 + delta^2))
+
+With a problem's `domain` (an irregular region of the grid) the observed nodes are those
+inside it, and the regularisers' means run over the nodes and neighbour pairs inside it.
 
 Terms are evaluated against an `Evaluation` (what one loss evaluation knows: the grid, every
 field's values, the data and a residual evaluator), built by `Problem.loss_terms`.
@@ -57,6 +61,17 @@ class Evaluation(eqx.Module):
     data: Mapping[str, Array]
     masks: Mapping[str, Array]
     residual: Callable[[Callable], Array] = eqx.field(static=True)
+    domain: Array | None = None  # the problem's domain on the full grid (None: all of it)
+    band: Array | None = None  # where the residuals count, on their cropped interior
+
+    def residual_in_band(self, fn: Callable) -> tuple[Array, Array]:
+        """`(r, count)`: the residual `fn` on the interior, zero outside the domain's band,
+        and the number of nodes that count (every interior node without a domain)."""
+        r = self.residual(fn)
+        if self.band is None:
+            return r, jnp.asarray(float(r.size), r.dtype)
+        band = jnp.broadcast_to(self.band, r.shape)
+        return jnp.where(band, r, 0.0), jnp.maximum(jnp.sum(band.astype(r.dtype)), 1.0)
 
 
 class AbstractTerm(eqx.Module):
@@ -127,7 +142,19 @@ class Residual(AbstractTerm):
         return f"residual:{self.label}"
 
     def __call__(self, ev: Evaluation) -> Float[Array, ""]:
-        return jnp.mean(ev.residual(self.fn) ** 2)
+        r, count = ev.residual_in_band(self.fn)
+        return jnp.sum(r**2) / count
+
+
+def domain_on_axes(domain: Array, grid: Grid, axes: tuple[str, ...]) -> Array:
+    """A domain (bool, the grid's shape) on the sub-grid of `axes`, in their order: a node of
+    the sub-grid is inside when some node of the full grid above it is."""
+    keep = [grid.axis_index(a) for a in axes]
+    other = tuple(i for i in range(grid.ndim) if i not in keep)
+    inside = jnp.any(domain, axis=other) if other else domain
+    # what is left follows the grid's axis order; the sub-grid follows `axes`
+    rank = np.argsort(np.argsort(keep))
+    return jnp.transpose(inside, rank) if inside.ndim > 1 else inside
 
 
 class _Penalty(AbstractTerm):
@@ -153,16 +180,47 @@ class _Penalty(AbstractTerm):
                 "constant."
             )
         v = field.on_subgrid(ev.grid)
+        inside = self._inside(ev)
         grads = []
         for k, axis in enumerate(field.axes):
             h = ev.grid.spacing[ev.grid.axis_index(axis)]
             g = jnp.diff(v, axis=k) / h
+            if inside is not None:  # a difference counts when both its nodes are inside
+                n = v.shape[k]
+                pair = (jax.lax.slice_in_dim(inside, 0, n - 1, axis=k)
+                        & jax.lax.slice_in_dim(inside, 1, n, axis=k))
+                g = jnp.where(pair, g, 0.0)
             if common:
                 pad = [(0, 0)] * v.ndim
                 pad[k] = (0, 1)
                 g = jnp.pad(g, pad)
             grads.append(g)
         return grads
+
+    def _inside(self, ev: Evaluation) -> Array | None:
+        """The problem's domain on the unknown's sub-grid, or None without a domain."""
+        if ev.domain is None:
+            return None
+        return domain_on_axes(ev.domain, ev.grid, ev.unknowns[self.unknown].axes)
+
+    def _mean(self, values: Array, ev: Evaluation) -> Array:
+        """Mean over the sub-grid's nodes inside the domain (all of them without one)."""
+        inside = self._inside(ev)
+        if inside is None:
+            return jnp.mean(values)
+        w = inside.astype(values.dtype)
+        return jnp.sum(w * values) / jnp.maximum(jnp.sum(w), 1.0)
+
+    def _pair_mean(self, g: Array, k: int, ev: Evaluation) -> Array:
+        """Mean of `g` (differences along axis `k`) over the pairs inside the domain."""
+        inside = self._inside(ev)
+        if inside is None:
+            return jnp.mean(g)
+        n = inside.shape[k]
+        pair = (jax.lax.slice_in_dim(inside, 0, n - 1, axis=k)
+                & jax.lax.slice_in_dim(inside, 1, n, axis=k))
+        w = pair.astype(g.dtype)
+        return jnp.sum(w * g) / jnp.maximum(jnp.sum(w), 1.0)
 
 
 class Tikhonov(_Penalty):
@@ -177,7 +235,10 @@ class Tikhonov(_Penalty):
         self.weight = check_weight(weight, f"weight of 'reg:{unknown}:tikhonov'")
 
     def __call__(self, ev: Evaluation) -> Float[Array, ""]:
-        return jnp.mean(ev.unknowns[self.unknown].on_subgrid(ev.grid) ** 2)
+        values = ev.unknowns[self.unknown].on_subgrid(ev.grid)
+        if not ev.unknowns[self.unknown].axes:
+            return jnp.mean(values**2)
+        return self._mean(values**2, ev)
 
 
 class H1(_Penalty):
@@ -194,7 +255,7 @@ class H1(_Penalty):
         self.weight = check_weight(weight, f"weight of 'reg:{unknown}:smooth'")
 
     def __call__(self, ev: Evaluation) -> Float[Array, ""]:
-        return sum(jnp.mean(g**2) for g in self._gradients(ev))
+        return sum(self._pair_mean(g**2, k, ev) for k, g in enumerate(self._gradients(ev)))
 
 
 class TV(_Penalty):
@@ -216,7 +277,7 @@ class TV(_Penalty):
 
     def __call__(self, ev: Evaluation) -> Float[Array, ""]:
         sq = sum(g**2 for g in self._gradients(ev, common=True))
-        return jnp.mean(jnp.sqrt(sq + self.delta**2))
+        return self._mean(jnp.sqrt(sq + self.delta**2), ev)
 
 
 def Regulariser(unknown: str, kind: str, weight=1.0, **options) -> AbstractTerm:

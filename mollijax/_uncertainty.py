@@ -87,7 +87,7 @@ from ._errors import MollijaxError
 from ._fields import GridField
 from ._fit import FitResult
 from ._problem import Problem
-from ._terms import Condition, DataMisfit, Evaluation, Residual, _Penalty
+from ._terms import Condition, DataMisfit, Evaluation, Residual, _Penalty, domain_on_axes
 
 
 class UncertaintyError(MollijaxError):
@@ -277,8 +277,7 @@ def _term_residual(t, ev: Evaluation, grid) -> tuple[jax.Array, jax.Array]:
         r = jnp.where(mask, ev.values[t.field] - ev.data[t.field], 0.0)
         return r, jnp.maximum(jnp.sum(mask.astype(r.dtype)), 1.0)
     if isinstance(t, Residual):
-        r = ev.residual(t.fn)
-        return r, jnp.asarray(float(r.size), r.dtype)
+        return ev.residual_in_band(t.fn)
     selected, mask = t.select(ev.values[t.field], grid)
     err = selected - t.value.astype(selected.dtype)
     if mask is None:
@@ -390,7 +389,8 @@ def _penalty_total(problem: Problem, unknowns, shapes):
             template = GridField(np.zeros(shape), unknowns[n].axes)
             fields[n] = eqx.tree_at(lambda f: f.raw, template, z[start:start + size].reshape(shape))
             start += size
-        ev = Evaluation(problem.grid, fields, {}, problem.data, problem.masks, _no_residual)
+        ev = Evaluation(problem.grid, fields, {}, problem.data, problem.masks, _no_residual,
+                        problem.domain, problem.band)
         out = jnp.zeros((), z.dtype)
         for t in penalties:
             out = out + t.weight.astype(z.dtype) * t(ev)
@@ -717,7 +717,8 @@ def laplace(
             var = temperature * (b**2) @ (lam / (1.0 + lam) ** 2) + pull[start:start + size] ** 2
         else:
             var = variance * (prior_var - (b**2) @ d)
-        std[name] = np.sqrt(np.maximum(var, 0.0)).reshape(shape)
+        std[name] = _outside_nan(problem, unknowns[name],
+                                 np.sqrt(np.maximum(var, 0.0)).reshape(shape))
         mean[name] = np.asarray(values[name], np.float64).reshape(shape)
         start += size
 
@@ -753,6 +754,15 @@ def laplace(
     cost = {"seconds": time.perf_counter() - start_time, "products": float(model.products)}
     return Uncertainty("laplace", mean, std, draws, len(lam), lam, noise, temperature, cost,
                        message, scale, newton)
+
+
+def _outside_nan(problem: Problem, field, std: np.ndarray) -> np.ndarray:
+    """`std` with NaN where the unknown's sub-grid lies outside the problem's domain: no
+    term of the loss sees those values, so they have no error bar."""
+    if problem.domain is None or not field.axes:
+        return std
+    inside = np.asarray(domain_on_axes(problem.domain, problem.grid, field.axes))
+    return np.where(inside, std, np.nan)
 
 
 def _check_kind(kind: str, prior_scale, bias_steps, where: str) -> tuple[float | str, int]:
@@ -917,7 +927,8 @@ def ensemble(
     if ok.sum() < 2:
         raise UncertaintyError(f"{where}: only {int(ok.sum())} of {draws} refits completed.")
     mean = {k: np.mean(v[ok], axis=0) for k, v in values.items()}
-    std = {k: np.std(v[ok], axis=0, ddof=1) for k, v in values.items()}
+    std = {k: _outside_nan(problem, unknowns[k], np.std(v[ok], axis=0, ddof=1))
+           if k in unknowns else np.std(v[ok], axis=0, ddof=1) for k, v in values.items()}
     samples = {k: np.asarray(v[ok]) for k, v in values.items()}
     noise = {
         f: NoiseLevel(sig[f], source, float(np.mean(redrawn_sigma[f])),

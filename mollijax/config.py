@@ -193,8 +193,10 @@ class DataConfig:
     `source = "simulate"` runs the problem's simulator with relative `noise` and `seed`.
     `source = "file"` reads `path` (.npz, .npy, .tif); `fields` maps each observed field to
     an array name in an .npz (or to a file of its own); `known`, `masks` and `truth` do the
-    same for given fields, observation masks and true unknowns. The grid has the data's
-    shape, `spacing` and `origin` per axis, and axis names `axes`.
+    same for given fields, observation masks and true unknowns. `domain` names a boolean
+    (or 0/1) array, True inside the region where the equations hold and the data count (a
+    nucleus in a field of view; the fit is then an equation-error one). The grid has the
+    data's shape, `spacing` and `origin` per axis, and axis names `axes`.
     """
 
     source: str = _f("simulate", (str,), _choice("simulate", "file"))
@@ -205,6 +207,7 @@ class DataConfig:
     known: dict = _f({}, (dict,), _string_table)
     masks: dict = _f({}, (dict,), _string_table)
     truth: dict = _f({}, (dict,), _string_table)
+    domain: str | None = _f(None, (str,), _path)
     spacing: list | float | None = _f(None, (list, float, int), _spacing)
     origin: list | float | None = _f(None, (list, float, int), _origin)
     axes: list | None = _f(None, (list,), _identifiers)
@@ -563,7 +566,8 @@ def steady_refusal(module) -> str:
 
 
 _SIMULATE_KEYS = ("noise", "seed")
-_FILE_KEYS = ("path", "fields", "known", "masks", "truth", "spacing", "origin", "axes")
+_FILE_KEYS = ("path", "fields", "known", "masks", "truth", "domain", "spacing", "origin",
+              "axes")
 
 
 def _data_section(table: Any, source: str) -> DataConfig:

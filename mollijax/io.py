@@ -484,4 +484,18 @@ def load_dataset(data, module: types.ModuleType, base: str | os.PathLike = ".") 
             )
         truth[f] = t.astype(np.float64)
     params = {"spacing_from": spacing_from} if spacing_from else {}
-    return Dataset(grid, observed, masks=masks, known=known, truth=truth, params=params)
+    domain = None
+    if data.domain is not None:
+        domain = _read(str(data.domain), path, base, "domain")
+        if domain.shape != grid.shape:
+            raise GridMismatchError(
+                f"[data] domain has shape {domain.shape}; the data has {grid.shape}."
+            )
+        if domain.dtype != bool and not np.isin(domain, (0, 1)).all():
+            raise DataFileError(
+                f"[data] domain must be boolean (True inside) or 0/1, got dtype {domain.dtype} "
+                "with values other than 0 and 1."
+            )
+        domain = domain.astype(bool)
+    return Dataset(grid, observed, masks=masks, known=known, truth=truth, params=params,
+                   domain=domain)

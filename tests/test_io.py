@@ -93,3 +93,34 @@ def test_run_on_user_file_recovers_forcing(tmp_path):
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert metrics["grid"]["spacing"] == [0.01]
     assert metrics["errors"]["lam"]["rel_l2"] < 0.02, metrics["errors"]
+
+
+def test_domain_from_the_data_file(tmp_path, capsys):
+    # a nucleus-like disk in a field of view whose outside is noise: with [data] domain the
+    # equation-error fit and its score use the disk only
+    sim = load_problem("poisson_coefficient").simulate(noise=0.0, nx=33, ny=33)
+    x, y = sim.grid.mesh()
+    disk = (x - 0.5) ** 2 + (y - 0.5) ** 2 < 0.4**2
+    noise = np.random.default_rng(0).standard_normal(disk.shape)
+    u = np.where(disk, sim.data["u"], noise)
+    np.savez(tmp_path / "d.npz", u=u, m=sim.known["m"], lam=sim.truth["lam"], disk=disk,
+             short=disk[:-1])
+    config = ('[problem]\nname = "poisson_coefficient"\n'
+              '[data]\nsource = "file"\npath = "d.npz"\nfields = {u = "u"}\n'
+              'known = {m = "m"}\ntruth = {lam = "lam"}\naxes = ["x", "y"]\n'
+              'spacing = [0.03125, 0.03125]\ndomain = "DOMAIN"\n'
+              '[unknowns.lam]\nrepresentation = "grid"\nconstraint = "positive"\ninit = 1.0\n'
+              '[optimiser]\nlearning_rate = 0.02\nsteps = 300\nchunk = 300\n')
+    (tmp_path / "run.toml").write_text(config.replace("DOMAIN", "disk"))
+    assert cli.main(["run", str(tmp_path / "run.toml"), "--out", str(tmp_path / "o"),
+                     "--quiet", "--no-plots", "--uncertainty", "none"]) == 0
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    margin = metrics["errors"]["lam"]["margin"]
+    cut = tuple(slice(m, 33 - m) for m in margin)
+    assert metrics["errors"]["lam"]["nodes"] == int(disk[cut].sum())
+    assert metrics["errors"]["lam"]["rel_l2"] < 0.1, metrics["errors"]
+    # a domain of the wrong shape is named
+    (tmp_path / "bad.toml").write_text(config.replace("DOMAIN", "short"))
+    assert cli.main(["run", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "b"),
+                     "--quiet"]) == 2
+    assert "[data] domain has shape (32, 33); the data has (33, 33)" in capsys.readouterr().err
