@@ -160,3 +160,17 @@ def test_error_bars_only_inside_the_domain():
                       sigma="residual").std["c"]
     assert np.all(np.isnan(bars[~disk]))
     assert np.all(np.isfinite(bars[disk])) and np.all(bars[disk] > 0)
+
+
+def test_readout_on_the_domain(problems):
+    # the pointwise read-out of c in lap(u) + c u = 0 sees only the band: NaN elsewhere,
+    # and the garbage outside does not reach the nodes it reads
+    inside, clean = problems
+    start = {"c": mj.GridField(np.ones((N, N)), "xy")}
+    out = mj.readout(inside, start, "c", sigma=1e-6)
+    reference = mj.readout(clean, start, "c", sigma=1e-6)
+    band = np.zeros((N, N), bool)
+    crop = tuple(slice(m, N - m) for m in inside.margin)
+    band[crop] = np.asarray(inside.prepare(start).band)
+    assert np.all(np.isnan(out.values[~band]))
+    np.testing.assert_allclose(out.values[band], reference.values[band], rtol=1e-8)
