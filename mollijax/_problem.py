@@ -122,6 +122,10 @@ class Problem(eqx.Module):
       and differentiated implicitly (they are not unknowns); their data terms then measure
       the misfit of the solution (output error).
     - `terms`: further loss terms (any `AbstractTerm`).
+    - `mollified_data`: True (every data field), or names of data fields, whose data term
+      compares the mollified field `f * phi_eps` with the data (on the residuals' interior)
+      instead of `f` itself (`DataMisfit(..., mollified=True)`; the mollifier-layers paper's
+      choice for a network state). Default False.
     - `domain`: a boolean array of the grid's shape, True inside an irregular domain (a
       nucleus in a field of view). The data terms count observed nodes inside it, the
       regularisers the nodes (and neighbour pairs) inside it, and the residuals only its
@@ -173,6 +177,7 @@ class Problem(eqx.Module):
         terms: Sequence[AbstractTerm] = (),
         domain: ArrayLike | None = None,
         domain_margin: int | Sequence[int] | None = None,
+        mollified_data: bool | Sequence[str] = False,
     ):
         if isinstance(grid, Dataset):
             if data is not None or masks is not None or known is not None:
@@ -202,7 +207,17 @@ class Problem(eqx.Module):
             residuals = {"pde": residuals}
         if not isinstance(residuals, Mapping) or not all(callable(r) for r in residuals.values()):
             raise MollijaxError("`residuals` must be a function or a dict of named functions.")
-        all_terms: list[AbstractTerm] = [DataMisfit(n) for n in self.data]
+        if isinstance(mollified_data, bool):
+            smooth = set(self.data) if mollified_data else set()
+        else:
+            smooth = set(mollified_data)
+            if not all(isinstance(n, str) for n in smooth) or not smooth <= set(self.data):
+                raise MollijaxError(
+                    f"`mollified_data` must be True, False or names of data fields "
+                    f"{sorted(self.data)}, got {mollified_data!r}."
+                )
+        all_terms: list[AbstractTerm] = [DataMisfit(n, mollified=n in smooth)
+                                         for n in self.data]
         all_terms += [Residual(fn, str(label)) for label, fn in residuals.items()]
         for c in conditions:
             if not isinstance(c, Condition):

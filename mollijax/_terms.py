@@ -104,23 +104,51 @@ class AbstractTerm(eqx.Module):
 
 class DataMisfit(AbstractTerm):
     """`mean over observed nodes of (f - f_obs)^2` for an observed field `f` that is fitted
-    (an unknown) or evolved; inactive when `f` is used as data directly."""
+    (an unknown) or evolved; inactive when `f` is used as data directly.
+
+    `mollified=True` compares the mollified field `f * phi_eps` (the problem's differentiator
+    at derivative order 0) with the data instead, on the residuals' interior (and the
+    domain's band), as the mollifier-layers paper does: the field is then free to carry
+    fine-scale detail that its mollified version, and so every mollified derivative, does
+    not see."""
 
     field: str = eqx.field(static=True)
     weight: Float[Array, ""]
+    mollified: bool = eqx.field(static=True)
 
-    def __init__(self, field: str, weight=1.0):
+    def __init__(self, field: str, weight=1.0, mollified: bool = False):
+        if not isinstance(mollified, bool):
+            raise MollijaxError(
+                f"DataMisfit {field!r}: `mollified` must be True or False, got {mollified!r}."
+            )
         self.field = field
         self.weight = check_weight(weight, f"weight of 'data:{field}'")
+        self.mollified = mollified
 
     @property
     def name(self) -> str:
         return f"data:{self.field}"
 
+    def misfit(self, ev: Evaluation) -> tuple[Array, Array]:
+        """`(r, count)`: the misfit at every counted node (0 elsewhere) and their number."""
+        if not self.mollified:
+            mask = ev.masks[self.field]
+            r = jnp.where(mask, ev.values[self.field] - ev.data[self.field], 0.0)
+            return r, jnp.maximum(jnp.sum(mask.astype(r.dtype)), 1.0)
+        zero = (0,) * ev.grid.ndim
+        field = self.field
+        smooth = ev.residual(lambda s: s.d(getattr(s, field), zero))
+        crop = tuple(slice((n - m) // 2, (n - m) // 2 + m)
+                     for n, m in zip(ev.grid.shape, smooth.shape, strict=True))
+        mask = ev.masks[field][crop]
+        if ev.band is not None:
+            mask = mask & jnp.broadcast_to(ev.band, mask.shape)
+        r = jnp.where(mask, smooth - ev.data[field][crop], 0.0)
+        return r, jnp.maximum(jnp.sum(mask.astype(r.dtype)), 1.0)
+
     def __call__(self, ev: Evaluation) -> Float[Array, ""]:
-        mask = ev.masks[self.field]
-        err = jnp.where(mask, ev.values[self.field] - ev.data[self.field], 0.0)
-        return jnp.sum(err**2) / jnp.maximum(jnp.sum(mask.astype(err.dtype)), 1.0)
+        r, count = self.misfit(ev)
+        return jnp.sum(r**2) / count
 
 
 class Residual(AbstractTerm):

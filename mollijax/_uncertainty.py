@@ -273,9 +273,7 @@ def _gn_terms(problem: Problem, unknowns) -> tuple:
 def _term_residual(t, ev: Evaluation, grid) -> tuple[jax.Array, jax.Array]:
     """`(r, count)` with the term's unweighted value `L_k = sum r^2 / count`."""
     if isinstance(t, DataMisfit):
-        mask = ev.masks[t.field]
-        r = jnp.where(mask, ev.values[t.field] - ev.data[t.field], 0.0)
-        return r, jnp.maximum(jnp.sum(mask.astype(r.dtype)), 1.0)
+        return t.misfit(ev)
     if isinstance(t, Residual):
         return ev.residual_in_band(t.fn)
     selected, mask = t.select(ev.values[t.field], grid)
@@ -341,6 +339,19 @@ def _rho_value(problem: Problem, unknowns):
         if isinstance(t, DataMisfit):
             sums[t.field] = jnp.sum(r**2)
     return total, count, sums
+
+
+def _observed_count(problem: Problem, term: DataMisfit) -> float:
+    """How many nodes a data term counts: its observed nodes, or for a mollified one those
+    on the residuals' interior (and the domain's band)."""
+    mask = np.asarray(problem.masks[term.field])
+    if term.mollified:
+        crop = tuple(slice(m, n - m) for m, n in zip(problem.margin, problem.grid.shape,
+                                                      strict=True))
+        mask = mask[crop]
+        if problem.band is not None:
+            mask = mask & np.asarray(problem.band)
+    return float(max(mask.sum(), 1))
 
 
 def _names_order(unknowns) -> tuple[str, ...]:
@@ -651,7 +662,8 @@ def laplace(
     l_gn, big_n, sums = _rho_value(problem, unknowns)
     sums = {f: float(s) for f, s in sums.items()}
     weights = {t.field: float(t.weight) for t in gn_terms if isinstance(t, DataMisfit)}
-    counts = {f: float(np.asarray(problem.masks[f]).sum()) for f in fields}
+    counts = {t.field: _observed_count(problem, t)
+              for t in gn_terms if isinstance(t, DataMisfit) and t.field in fields}
     n_obs = sum(counts.values())
 
     def temperature_at(p_eff: float) -> float:
