@@ -205,6 +205,7 @@ def build(
         derivatives=_differentiator(options.derivatives, grid, module.ORDER, dataset.data,
                                     dataset.domain),
         domain=dataset.domain,
+        mollified_data=bool(state.mollified_data),
     )
     return problem, fields
 

@@ -250,7 +250,9 @@ class StateConfig:
     """How the observed fields enter the problem: `"data"` (the data themselves, mollified
     in the residuals), a network name (fitted to the data; network options), `"evolve"`
     (integrated in time by the problem's `EVOLUTION`; `accuracy` of the spatial differences,
-    `substeps`), `"solve"` (the solution of the problem's residual with its `conditions`,
+    `substeps`; a network state may set `mollified_data = true`: its mollified output is
+    fitted to the data, as in the mollifier-layers paper), `"solve"` (the solution of the
+    problem's residual with its `conditions`,
     a solved steady state; `accuracy`, `solver`), or `"auto"` (the estimator picked from
     the problem: a mollified equation-error fit, refined by output error, evolved or solved,
     where the problem allows; `mollijax.config.auto_run`). `"auto"` is the default of a
@@ -265,6 +267,7 @@ class StateConfig:
     accuracy: int | None = _f(None, (int,), _even)
     substeps: int | None = _f(None, (int,), _at_least(1))
     solver: str | None = _f(None, (str,), _choice(*STEADY_SOLVERS))
+    mollified_data: bool | None = _f(None, (bool,))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -378,6 +381,7 @@ def _type_name(types: tuple) -> str:
         str: "a string",
         list: "an array",
         dict: "a table",
+        bool: "true or false",
     }
     if float in types:
         types = tuple(t for t in types if t is not int)
@@ -396,7 +400,7 @@ def _section(cls, table: Any, where: str, source: str):
             )
         meta = fields[key].metadata
         types = meta["types"]
-        if isinstance(value, bool) or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             raise ConfigError(
                 f"{source}: [{where}] key {key!r} must be {_type_name(types)}, got "
                 f"{value!r} ({type(value).__name__})."
@@ -521,6 +525,11 @@ def _check_unknown(u: UnknownConfig, hint: Mapping, where: str, source: str) -> 
 
 def _check_state(s: StateConfig, module, source: str) -> None:
     rep = s.representation
+    if s.mollified_data is not None and rep in _STATES:
+        raise ConfigError(
+            f"{source}: [state] key 'mollified_data' applies to a network state; "
+            f"representation {rep!r} fits no network to the data."
+        )
     for key in _NETWORK_KEYS:
         if getattr(s, key) is not None and rep in _STATES:
             raise ConfigError(

@@ -96,6 +96,10 @@ F = '[problem]\nname = "forcing"\n'
          r"\[state\] key 'solver' must be one of \('auto', 'direct', 'gmres', 'bicgstab'\)"),
         (F + '[state]\nsolver = "direct"\n',
          r"'solver' applies only to representation = \"solve\" or \"auto\""),
+        (F + '[state]\nmollified_data = true\n',
+         r"'mollified_data' applies to a network state; representation 'data'"),
+        (F + '[state]\nrepresentation = "mlp"\nmollified_data = "yes"\n',
+         r"\[state\] key 'mollified_data' must be"),
         ('[problem]\nname = "heat1d"\n[state]\nrepresentation = "solve"\n',
          r"representation = \"solve\": problem 'heat1d' evolves in time .* use representation "
          r"= \"evolve\""),
@@ -114,6 +118,12 @@ F = '[problem]\nname = "forcing"\n'
 def test_bad_configs_are_named(tmp_path, text, pattern):
     with pytest.raises(ConfigError, match=pattern):
         load_config(_write(tmp_path, text))
+
+
+def test_a_network_state_may_fit_its_mollified_output():
+    cfg = from_dict({"problem": {"name": "forcing"},
+                     "state": {"representation": "mlp", "mollified_data": True}})
+    assert cfg.state.mollified_data is True
 
 
 def test_numbers_accept_integers_and_missing_file():
