@@ -201,11 +201,20 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
         from ._uncertainty import run_outputs  # <unknown>_std, uncertainty.json, figures
         arrays.update(run_outputs(config, problem, result, dataset, stage.path, plots,
                                   time.perf_counter() - start))
+        domain = None if problem.domain is None else np.asarray(problem.domain)
+        if domain is not None:  # the raw values are kept; the mask says where they count
+            arrays.setdefault("domain", domain)
         np.savez(stage.path / "fields.npz", **arrays)
         drawn = []
         for name, values in (result.values.items() if plots else ()):
             axes = fields[name].axes
             truth = dataset.truth.get(name)
+            if domain is not None and axes:  # drawn on the domain only
+                from ._terms import domain_on_axes
+
+                inside = np.asarray(domain_on_axes(domain, dataset.grid, axes))
+                values = np.where(inside, np.asarray(values), np.nan)
+                truth = None if truth is None else np.where(inside, truth, np.nan)
             if name in evolved and name in dataset.clean:
                 time_axis = dataset.grid.axis_index(problem.evolution.time)
                 truth = np.take(dataset.clean[name], 0, axis=time_axis)

@@ -119,6 +119,8 @@ def test_domain_from_the_data_file(tmp_path, capsys):
     cut = tuple(slice(m, 33 - m) for m in margin)
     assert metrics["errors"]["lam"]["nodes"] == int(disk[cut].sum())
     assert metrics["errors"]["lam"]["rel_l2"] < 0.1, metrics["errors"]
+    with np.load(tmp_path / "o" / "fields.npz") as saved:
+        np.testing.assert_array_equal(saved["domain"], disk)
     # a domain of the wrong shape is named
     (tmp_path / "bad.toml").write_text(config.replace("DOMAIN", "short"))
     assert cli.main(["run", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "b"),
