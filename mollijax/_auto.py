@@ -29,7 +29,7 @@ from ._eps import estimate_noise
 from ._errors import MollijaxError
 from ._fit import FitResult, fit
 from ._problem import Problem
-from ._terms import DataMisfit, Evaluation, Residual, _Penalty
+from ._terms import DataMisfit, Evaluation, Residual, _Penalty, domain_on_axes
 
 NOISE_FLOOR = 1e-8
 """Relative floor of `noise_sigma`: `sigma_f >= NOISE_FLOOR * scale(f)`."""
@@ -695,6 +695,11 @@ def identifiability(
             idx = [slice(None)] * s.ndim
             idx[k] = np.r_[0:m, s.shape[k] - m:s.shape[k]]
             edge[tuple(idx)] = True
+    if problem.band is not None:  # with a domain: only the nodes its band reads count
+        read = np.zeros(grid.shape, bool)
+        read[tuple(slice(m, n - m) for m, n in zip(problem.margin, grid.shape,
+                                                   strict=True))] = np.asarray(problem.band)
+        edge |= ~np.asarray(domain_on_axes(read, grid, field.axes))
     seen = s[~edge]
     med = float(np.median(seen)) if seen.size else 0.0
     s = s / med if med > 0 else np.zeros_like(s)

@@ -32,7 +32,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from ._errors import GridMismatchError, MollijaxError, NonFiniteError, describe
 from ._fields import AbstractField
@@ -174,7 +174,7 @@ class Residual(AbstractTerm):
         return jnp.sum(r**2) / count
 
 
-def domain_on_axes(domain: Array, grid: Grid, axes: tuple[str, ...]) -> Array:
+def domain_on_axes(domain: ArrayLike, grid: Grid, axes: tuple[str, ...]) -> Array:
     """A domain (bool, the grid's shape) on the sub-grid of `axes`, in their order: a node of
     the sub-grid is inside when some node of the full grid above it is."""
     keep = [grid.axis_index(a) for a in axes]

@@ -174,3 +174,11 @@ def test_readout_on_the_domain(problems):
     band[crop] = np.asarray(inside.prepare(start).band)
     assert np.all(np.isnan(out.values[~band]))
     np.testing.assert_allclose(out.values[band], reference.values[band], rtol=1e-8)
+
+
+def test_identifiability_reports_only_nodes_the_band_reads(problems):
+    # outside the domain no residual reads c: that is the domain's doing, not a weak equation
+    inside, _ = problems
+    report = mj.identifiability(inside, {"c": mj.GridField(np.full((N, N), 2.0), "xy")}, "c")
+    assert not report.poor[~DISK].any()
+    assert report.message == ""  # u = sin sin does not vanish inside the disk
