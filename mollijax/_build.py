@@ -611,6 +611,12 @@ def auto_run(
     eps_list = [float(e) for e in np.atleast_1d(eps)]
     say(f"auto: noise estimate {', '.join(f'{k} {v:.3g}' for k, v in sigma.items())}; "
         f"equation-error fit with mollified data, eps {eps_list}, L-BFGS to tol {opt.tol:g}")
+    if problem_a.domain is not None:  # how much of the domain the residuals see
+        band = int(np.asarray(problem_a.prepare(fields_a).band).sum())
+        nodes = int(np.asarray(problem_a.domain).sum())
+        record["domain"] = {"nodes": nodes, "band": band}
+        say(f"auto: domain of {nodes} nodes, {band} of them in the residuals' band (the rest "
+            "within the kernel's reach of its edge: set by the regulariser alone)")
     result_a = fit(problem_a, fields_a, lbfgs, steps=opt.steps, chunk=chunk, tol=opt.tol,
                    progress=progress)
     say(f"auto: equation error: {result_a.message}")

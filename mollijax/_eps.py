@@ -82,9 +82,12 @@ def suggest_widths(grid: Grid, order: int, data, domain=None) -> tuple[float, ..
     gives a width for the shortest axis of length `L`; each axis `a` gets the same fraction
     of its own length `L_a = n_a h_a`, and never fewer than `order // 2 + 3` of its own steps
     `h_a` (which is all it gets when the suggestion sits at `suggest_eps`'s floor, e.g. for
-    clean data: that floor is set by the coarsest axis).
+    clean data: that floor is set by the coarsest axis). With a domain, the lengths are those
+    of its bounding box: the field varies on the scale of the domain, not of the image.
     """
     noise = max((estimate_noise(v, mask=domain) for v in data.values()), default=0.0)
+    if domain is not None:
+        grid = _bounding_grid(grid, np.asarray(domain, bool))
     eps = suggest_eps(grid, order, noise)
     floors = [(order // 2 + 3) * h for h in grid.spacing]
     if eps <= max(floors) * (1 + 1e-12):
@@ -93,3 +96,19 @@ def suggest_widths(grid: Grid, order: int, data, domain=None) -> tuple[float, ..
     base = min(lengths)
     return tuple(max(eps * length / base, f) for length, f in zip(lengths, floors, strict=True))
 
+
+
+def _bounding_grid(grid: Grid, domain: np.ndarray) -> Grid:
+    """A grid with `grid`'s spacing and the shape of the bounding box of `domain`."""
+    if domain.shape != grid.shape or not domain.any():
+        raise MollijaxError(
+            f"`domain` must be a boolean array of the grid's shape {grid.shape} with a node "
+            f"inside, got shape {domain.shape} with {int(domain.sum())} nodes inside."
+        )
+    shape = []
+    for axis in range(grid.ndim):
+        hit = np.flatnonzero(np.any(domain, axis=tuple(a for a in range(grid.ndim) if a != axis)))
+        shape.append(int(hit[-1] - hit[0] + 1))
+    hi = tuple(max(n - 1, 1) * h for n, h in zip(shape, grid.spacing, strict=True))
+    return Grid.from_bounds(tuple(max(n, 2) for n in shape), (0.0,) * grid.ndim, hi,
+                            axes=grid.axes)

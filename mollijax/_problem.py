@@ -326,11 +326,15 @@ class Problem(eqx.Module):
         """Check the domain, restrict the data to it and erode it to the residuals' band."""
         grid = self.grid
         mask = np.asarray(domain)
+        if mask.dtype != bool and mask.shape == grid.shape and np.isin(mask, (0, 1)).all():
+            mask = mask.astype(bool)  # 0/1, as a data file may hold it
         if mask.shape != grid.shape or mask.dtype != bool:
             raise GridMismatchError(
-                f"`domain` must be a boolean array of the grid's shape {grid.shape}, got "
-                f"{describe(mask)}."
+                f"`domain` must be a boolean (or 0/1) array of the grid's shape {grid.shape}, "
+                f"got {describe(mask)}."
             )
+        if not mask.any():
+            raise MollijaxError("`domain` is empty: no node of the grid is inside it.")
         if self.evolution is not None or self.steady is not None:
             raise MollijaxError(
                 "`domain` with an `evolution` or a `steady` state is not supported: the state "

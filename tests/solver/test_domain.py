@@ -108,8 +108,13 @@ def test_fit_on_the_domain_recovers_the_coefficient():
 def test_domain_errors_are_named():
     with pytest.raises(mj.GridMismatchError, match="`domain`.*boolean.*41, 41"):
         mj.Problem(GRID, _helmholtz, data={"u": U}, domain=DISK[:-1])
-    with pytest.raises(mj.GridMismatchError, match="`domain`"):
-        mj.Problem(GRID, _helmholtz, data={"u": U}, domain=DISK.astype(float))
+    with pytest.raises(mj.GridMismatchError, match="`domain`.*boolean \\(or 0/1\\)"):
+        mj.Problem(GRID, _helmholtz, data={"u": U}, domain=np.where(DISK, 0.5, 0.0))
+    with pytest.raises(mj.MollijaxError, match="`domain` is empty"):
+        mj.Problem(GRID, _helmholtz, data={"u": U}, domain=np.zeros((N, N), bool))
+    # 0/1 numbers, as a data file may hold them, are the same domain
+    as_numbers = mj.Problem(GRID, _helmholtz, data={"u": U}, domain=DISK.astype(float))
+    np.testing.assert_array_equal(np.asarray(as_numbers.domain), DISK)
     tiny = np.zeros((N, N), bool)
     tiny[20:23, 20:23] = True
     with pytest.raises(mj.MollijaxError, match="no node farther than"):
@@ -182,3 +187,16 @@ def test_identifiability_reports_only_nodes_the_band_reads(problems):
     report = mj.identifiability(inside, {"c": mj.GridField(np.full((N, N), 2.0), "xy")}, "c")
     assert not report.poor[~DISK].any()
     assert report.message == ""  # u = sin sin does not vanish inside the disk
+
+
+def test_auto_widths_follow_the_domains_size():
+    # eps = "auto" on a domain: the rule of a grid the size of the domain's bounding box (a
+    # rectangle here, so exactly the cropped problem), not of the whole image
+    noisy = U + 0.02 * np.random.default_rng(3).standard_normal(U.shape)
+    box = np.zeros((N, N), bool)
+    box[5:30, 8:26] = True
+    widths = mj.suggest_widths(GRID, 2, {"u": noisy}, box)
+    small = mj.Grid.from_bounds((25, 18), (0.0, 0.0), (24 * GRID.spacing[0], 17 * GRID.spacing[1]),
+                                axes=("x", "y"))
+    assert widths == pytest.approx(mj.suggest_widths(small, 2, {"u": noisy[5:30, 8:26]}))
+    assert max(widths) < max(mj.suggest_widths(GRID, 2, {"u": noisy}))
