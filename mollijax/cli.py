@@ -248,6 +248,16 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
             "plots": drawn,
             "config": config.to_dict(),
         }
+        if problem.domain is not None:
+            # the domain's nodes that a residual reads: outside them (the rim within a
+            # kernel's reach of the edge) only the regularisers or the start set the values
+            grid = dataset.grid
+            band = np.zeros(grid.shape, bool)
+            band[tuple(slice(m, n - m) for m, n in zip(problem.margin, grid.shape,
+                                                       strict=True))] = np.asarray(problem.band)
+            metrics["domain"] = {"nodes": int(np.asarray(problem.domain).sum()),
+                                 "band": int(band.sum())}
+            metrics["errors_on_band"] = score(result.values, dataset.replace(domain=band))
         if auto is not None:
             record = dict(auto.record)
             record["stages"] = [
@@ -382,9 +392,15 @@ def summary(metrics: dict) -> str:
             lines.append(
                 f"  {name}: relative L2 error {_fmt(e['rel_l2'])} (initial guess "
                 f"{_fmt(start.get('rel_l2'))}), correlation {_fmt(e.get('corr'), '.4f')}"
-                + (f", on the interior ({e['nodes']} nodes; {e['margin']} dropped at each end)"
+                + (f", on the domain ({e['nodes']} nodes)" if metrics.get("domain") else
+                   f", on the interior ({e['nodes']} nodes; {e['margin']} dropped at each end)"
                    if any(e.get("margin") or ()) else "")
             )
+            band = (metrics.get("errors_on_band") or {}).get(name, {})
+            if "rel_l2" in band:
+                lines.append(f"    on the residuals' band ({band['nodes']} nodes; the rest is "
+                             f"set by the regularisers or the start alone): relative L2 error "
+                             f"{_fmt(band['rel_l2'])}")
         else:
             lines.append(f"  {name}: {_fmt(e['value'], '.6g')} (truth {_fmt(e['truth'], '.6g')}"
                          f", relative error {_fmt(e['rel_error'])})")

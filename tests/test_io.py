@@ -119,6 +119,10 @@ def test_domain_from_the_data_file(tmp_path, capsys):
     cut = tuple(slice(m, 33 - m) for m in margin)
     assert metrics["errors"]["lam"]["nodes"] == int(disk[cut].sum())
     assert metrics["errors"]["lam"]["rel_l2"] < 0.1, metrics["errors"]
+    # the band alone (no regulariser here: the rim keeps its start) is scored beside it
+    on_band = metrics["errors_on_band"]["lam"]
+    assert on_band["nodes"] == metrics["domain"]["band"] < metrics["domain"]["nodes"]
+    assert on_band["rel_l2"] < metrics["errors"]["lam"]["rel_l2"]
     with np.load(tmp_path / "o" / "fields.npz") as saved:
         np.testing.assert_array_equal(saved["domain"], disk)
     # a domain of the wrong shape is named
