@@ -696,10 +696,7 @@ def identifiability(
             idx[k] = np.r_[0:m, s.shape[k] - m:s.shape[k]]
             edge[tuple(idx)] = True
     if problem.band is not None:  # with a domain: only the nodes its band reads count
-        read = np.zeros(grid.shape, bool)
-        read[tuple(slice(m, n - m) for m, n in zip(problem.margin, grid.shape,
-                                                   strict=True))] = np.asarray(problem.band)
-        edge |= ~np.asarray(domain_on_axes(read, grid, field.axes))
+        edge |= ~np.asarray(domain_on_axes(problem.band_on_grid(), grid, field.axes))
     seen = s[~edge]
     med = float(np.median(seen)) if seen.size else 0.0
     s = s / med if med > 0 else np.zeros_like(s)

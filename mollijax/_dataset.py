@@ -51,6 +51,22 @@ def _on_grid(value, grid: Grid, where: str) -> np.ndarray:
     return arr
 
 
+def check_domain(value, grid: Grid) -> np.ndarray:
+    """A domain mask checked: a boolean (or 0/1, as a data file may hold it) array of the
+    grid's shape with at least one node inside."""
+    mask = np.asarray(value)
+    if mask.dtype != bool and mask.shape == grid.shape and np.isin(mask, (0, 1)).all():
+        mask = mask.astype(bool)
+    if mask.shape != grid.shape or mask.dtype != bool:
+        raise GridMismatchError(
+            f"`domain` must be a boolean (or 0/1) array of the grid's shape {grid.shape}, got "
+            f"{describe(mask)}."
+        )
+    if not mask.any():
+        raise MollijaxError("`domain` is empty: no node of the grid is inside it.")
+    return mask
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
     """Observations on a grid, with what is given and, for simulated data, the truth.
@@ -144,15 +160,7 @@ class Dataset:
         object.__setattr__(self, "clean", clean)
         object.__setattr__(self, "params", dict(self.params))
         if self.domain is not None:
-            d = np.asarray(self.domain)
-            if d.shape != grid.shape or not (d.dtype == bool or np.isin(d, (0, 1)).all()):
-                raise GridMismatchError(
-                    f"`domain` must be a boolean (or 0/1) array of the grid's shape "
-                    f"{grid.shape}, got {describe(d)}."
-                )
-            if not d.any():
-                raise MollijaxError("`domain` has no node inside: nothing to fit.")
-            object.__setattr__(self, "domain", d.astype(bool))
+            object.__setattr__(self, "domain", check_domain(self.domain, grid))
 
     def mask(self, name: str) -> np.ndarray:
         """The observation mask of `name` (all True when none was given)."""

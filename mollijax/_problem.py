@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._dataset import Dataset, check_field_name
+from ._dataset import Dataset, check_domain, check_field_name
 from ._differentiators import AbstractDifferentiator, Autodiff, FiniteDifference, Mollifier, Taylor
-from ._errors import GridMismatchError, MollijaxError, describe
+from ._errors import GridMismatchError, MollijaxError
 from ._evolution import Evolution
 from ._fields import AbstractField, check_axes
 from ._grid import Grid
@@ -325,16 +325,7 @@ class Problem(eqx.Module):
     def _set_domain(self, domain, domain_margin) -> None:
         """Check the domain, restrict the data to it and erode it to the residuals' band."""
         grid = self.grid
-        mask = np.asarray(domain)
-        if mask.dtype != bool and mask.shape == grid.shape and np.isin(mask, (0, 1)).all():
-            mask = mask.astype(bool)  # 0/1, as a data file may hold it
-        if mask.shape != grid.shape or mask.dtype != bool:
-            raise GridMismatchError(
-                f"`domain` must be a boolean (or 0/1) array of the grid's shape {grid.shape}, "
-                f"got {describe(mask)}."
-            )
-        if not mask.any():
-            raise MollijaxError("`domain` is empty: no node of the grid is inside it.")
+        mask = check_domain(domain, grid)
         if self.evolution is not None or self.steady is not None:
             raise MollijaxError(
                 "`domain` with an `evolution` or a `steady` state is not supported: the state "
@@ -466,6 +457,16 @@ class Problem(eqx.Module):
         if self.domain is not None and self.mode == "grid":
             band = self._clean_band(unknowns)
             out = eqx.tree_at(lambda p: p.band, out, jnp.asarray(band))
+        return out
+
+    def band_on_grid(self) -> np.ndarray | None:
+        """The domain's band on the full grid (False in the residuals' margin), or None
+        without a domain: the nodes whose residuals count."""
+        if self.band is None:
+            return None
+        out = np.zeros(self.grid.shape, bool)
+        out[tuple(slice(m, n - m) for m, n in zip(self.margin, self.grid.shape,
+                                                  strict=True))] = np.asarray(self.band)
         return out
 
     def _clean_band(self, unknowns) -> np.ndarray:

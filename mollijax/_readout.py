@@ -306,7 +306,7 @@ def readout(
 
     # the read-out: least squares over the residual nodes sharing a coefficient node (with a
     # `domain`, a Problem's residuals count only on its band: the other nodes get no weight)
-    band = getattr(problem, "band", None)
+    band = problem.band
     weight = A if band is None else np.where(np.broadcast_to(np.asarray(band), A.shape), A, 0.0)
     num = _sub_node_sums(weight * b, keep)
     den = _sub_node_sums(weight * A, keep)

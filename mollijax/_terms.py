@@ -185,6 +185,14 @@ def domain_on_axes(domain: ArrayLike, grid: Grid, axes: tuple[str, ...]) -> Arra
     return jnp.transpose(inside, rank) if inside.ndim > 1 else inside
 
 
+def _pairs(inside: Array, k: int) -> Array:
+    """The neighbour pairs along axis `k` with both nodes inside (the shape of a forward
+    difference along `k`)."""
+    n = inside.shape[k]
+    return (jax.lax.slice_in_dim(inside, 0, n - 1, axis=k)
+            & jax.lax.slice_in_dim(inside, 1, n, axis=k))
+
+
 class _Penalty(AbstractTerm):
     """A penalty on one unknown's values on its own sub-grid."""
 
@@ -214,10 +222,7 @@ class _Penalty(AbstractTerm):
             h = ev.grid.spacing[ev.grid.axis_index(axis)]
             g = jnp.diff(v, axis=k) / h
             if inside is not None:  # a difference counts when both its nodes are inside
-                n = v.shape[k]
-                pair = (jax.lax.slice_in_dim(inside, 0, n - 1, axis=k)
-                        & jax.lax.slice_in_dim(inside, 1, n, axis=k))
-                g = jnp.where(pair, g, 0.0)
+                g = jnp.where(_pairs(inside, k), g, 0.0)
             if common:
                 pad = [(0, 0)] * v.ndim
                 pad[k] = (0, 1)
@@ -244,10 +249,7 @@ class _Penalty(AbstractTerm):
         inside = self._inside(ev)
         if inside is None:
             return jnp.mean(g)
-        n = inside.shape[k]
-        pair = (jax.lax.slice_in_dim(inside, 0, n - 1, axis=k)
-                & jax.lax.slice_in_dim(inside, 1, n, axis=k))
-        w = pair.astype(g.dtype)
+        w = _pairs(inside, k).astype(g.dtype)
         return jnp.sum(w * g) / jnp.maximum(jnp.sum(w), 1.0)
 
 
@@ -263,10 +265,7 @@ class Tikhonov(_Penalty):
         self.weight = check_weight(weight, f"weight of 'reg:{unknown}:tikhonov'")
 
     def __call__(self, ev: Evaluation) -> Float[Array, ""]:
-        values = ev.unknowns[self.unknown].on_subgrid(ev.grid)
-        if not ev.unknowns[self.unknown].axes:
-            return jnp.mean(values**2)
-        return self._mean(values**2, ev)
+        return self._mean(ev.unknowns[self.unknown].on_subgrid(ev.grid) ** 2, ev)
 
 
 class H1(_Penalty):

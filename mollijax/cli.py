@@ -251,10 +251,7 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
         if problem.domain is not None:
             # the domain's nodes that a residual reads: outside them (the rim within a
             # kernel's reach of the edge) only the regularisers or the start set the values
-            grid = dataset.grid
-            band = np.zeros(grid.shape, bool)
-            band[tuple(slice(m, n - m) for m, n in zip(problem.margin, grid.shape,
-                                                       strict=True))] = np.asarray(problem.band)
+            band = problem.band_on_grid()
             metrics["domain"] = {"nodes": int(np.asarray(problem.domain).sum()),
                                  "band": int(band.sum())}
             metrics["errors_on_band"] = score(result.values, dataset.replace(domain=band))

@@ -360,6 +360,21 @@ def _read(entry: str, path: pathlib.Path | None, base: pathlib.Path, what: str) 
     return load_array(*_source(entry, path, base, what))
 
 
+def _read_mask(entry: str, path, base: pathlib.Path, what: str, grid: Grid, label: str,
+               meaning: str) -> np.ndarray:
+    """A boolean (or 0/1) array of the grid's shape read from `entry`; `label` names it in
+    the errors, `meaning` says what True means."""
+    m = _read(entry, path, base, what)
+    if m.shape != grid.shape:
+        raise GridMismatchError(f"{label} has shape {m.shape}; the data has {grid.shape}.")
+    if m.dtype != bool and not np.isin(m, (0, 1)).all():
+        raise DataFileError(
+            f"{label} must be boolean ({meaning}) or 0/1, got dtype {m.dtype} with values "
+            "other than 0 and 1."
+        )
+    return m.astype(bool)
+
+
 def _per_axis(value, ndim: int, key: str, default: float) -> tuple[float, ...]:
     if value is None:
         return (default,) * ndim
@@ -452,17 +467,8 @@ def load_dataset(data, module: types.ModuleType, base: str | os.PathLike = ".") 
     for f, e in data.masks.items():
         if f not in observed:
             raise DataFileError(f"[data.masks] names {f!r}, which is not under [data.fields].")
-        m = _read(str(e), path, base, f"masks.{f}")
-        if m.shape != grid.shape:
-            raise GridMismatchError(
-                f"Mask of {f!r} has shape {m.shape}; the data has {grid.shape}."
-            )
-        if m.dtype != bool and not np.isin(m, (0, 1)).all():
-            raise DataFileError(
-                f"Mask of {f!r} must be boolean (True where observed) or 0/1, got dtype "
-                f"{m.dtype} with values other than 0 and 1."
-            )
-        masks[f] = m.astype(bool)
+        masks[f] = _read_mask(str(e), path, base, f"masks.{f}", grid, f"Mask of {f!r}",
+                              "True where observed")
     observed = check_fields(observed, grid, masks, "Observed")
     observed = {f: np.where(masks[f], v, 0.0) if f in masks else v for f, v in observed.items()}
     known = check_fields(
@@ -484,18 +490,7 @@ def load_dataset(data, module: types.ModuleType, base: str | os.PathLike = ".") 
             )
         truth[f] = t.astype(np.float64)
     params = {"spacing_from": spacing_from} if spacing_from else {}
-    domain = None
-    if data.domain is not None:
-        domain = _read(str(data.domain), path, base, "domain")
-        if domain.shape != grid.shape:
-            raise GridMismatchError(
-                f"[data] domain has shape {domain.shape}; the data has {grid.shape}."
-            )
-        if domain.dtype != bool and not np.isin(domain, (0, 1)).all():
-            raise DataFileError(
-                f"[data] domain must be boolean (True inside) or 0/1, got dtype {domain.dtype} "
-                "with values other than 0 and 1."
-            )
-        domain = domain.astype(bool)
+    domain = None if data.domain is None else _read_mask(
+        str(data.domain), path, base, "domain", grid, "[data] domain", "True inside")
     return Dataset(grid, observed, masks=masks, known=known, truth=truth, params=params,
                    domain=domain)
