@@ -119,6 +119,10 @@ def test_domain_errors_are_named():
     tiny[20:23, 20:23] = True
     with pytest.raises(mj.MollijaxError, match="no node farther than"):
         mj.Problem(GRID, _helmholtz, data={"u": U}, domain=tiny)
+    # without residuals nothing needs a band: data and regularisers on a tiny domain are fine
+    smoothing = mj.Problem(GRID, None, data={"u": U}, regularisers=[mj.H1("u")], domain=tiny)
+    terms = smoothing.loss_terms({"u": mj.GridField(U, "xy")})
+    assert float(terms["data:u"]) == 0.0 and float(terms["reg:u:smooth"]) > 0.0
     with pytest.raises(mj.MollijaxError, match="domain_margin.*without a `domain`"):
         mj.Problem(GRID, _helmholtz, data={"u": U}, domain_margin=3)
     outside = ~DISK
