@@ -104,10 +104,11 @@ def _canonical(data) -> bytes:
     return json.dumps(data, sort_keys=True, allow_nan=False, separators=(",", ":")).encode()
 
 
-def dump_metrics(metrics: dict) -> tuple[dict, str]:
+def dump_metrics(metrics: dict, notes: dict | None = None) -> tuple[dict, str]:
     """`(data, text)`: `metrics` as strict JSON with its non-finite values recorded under
-    `"non_finite"` and a SHA-256 of the rest under `"sha256"`."""
-    notes: dict = {}
+    `"non_finite"` (after `notes`, those of metrics read back, whose values are already
+    null) and a SHA-256 of the rest under `"sha256"`."""
+    notes = dict(notes or {})
     data = strict_json({k: v for k, v in metrics.items() if k not in ("non_finite", "sha256")},
                        "", notes)
     data["non_finite"] = notes
@@ -411,6 +412,24 @@ class Staging:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
+        return data
+
+    def add_to_run(self, extra: dict) -> dict:
+        """Move the files staged here into the finished run in `out` and record them in its
+        `metrics.json` (checksums under `"files"`, names under `"plots"`, and `extra`):
+        for what a run writes after its result (the figures). The run's metrics are
+        checked when read; they are rewritten atomically, so an interruption leaves
+        either the earlier, valid metrics or the new ones."""
+        metrics = read_metrics(self.out / METRICS)
+        names = sorted(p.name for p in self.path.iterdir() if p.is_file())
+        files = dict(metrics.get("files", {}))
+        files.update({name: _sha256_file(self.path / name) for name in names})
+        metrics.update(extra, files=files, plots=names)
+        data, text = dump_metrics(metrics, metrics.get("non_finite"))
+        with _deferred_signals():
+            for name in names:
+                os.replace(self.path / name, self.out / name)
+            _write_atomic(self.out / METRICS, text.encode())
         return data
 
 

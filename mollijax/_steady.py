@@ -74,9 +74,7 @@ from collections.abc import Callable, Mapping
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax as lx
 import numpy as np
-import optimistix as optx
 from jax.extend import core as jex_core
 from jaxtyping import Array, Float
 
@@ -341,6 +339,9 @@ class Steady(eqx.Module):
         """`solve`, and `{"converged": bool array, "num_steps": int array}`: the steps
         of the linear solve as lineax counts them (BiCGStab iterations, GMRES restart cycles
         of up to 20 iterations, 0 for LU), or Newton steps."""
+        import lineax as lx  # on first use: ~0.1 s of `import mollijax` otherwise
+        import optimistix as optx
+
         self.check_grid(grid)
         R, G, lift, c, pinned, dtype = self._system(grid, unknowns, known, conditions, used)
         rtol, atol = self.tolerances(dtype)
@@ -444,6 +445,8 @@ def _pinned(conditions, name: str, grid: Grid, dtype):
 
 
 def _linear_solver(solver: str, rtol: float, atol: float, max_steps: int):
+    import lineax as lx
+
     if solver == "direct":
         return lx.LU()
     if solver == "gmres":  # lineax counts GMRES steps in restart cycles

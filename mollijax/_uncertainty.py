@@ -80,7 +80,6 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import optax
-import scipy.linalg
 
 from ._auto import noise_sigma
 from ._errors import MollijaxError
@@ -177,6 +176,14 @@ class Uncertainty(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- arguments
+def _solve_triangular(a, b, lower: bool):
+    """SciPy's triangular solve, imported on first use (SciPy adds ~0.1 s to `import
+    mollijax` otherwise, and most runs never draw error bars)."""
+    import scipy.linalg
+
+    return scipy.linalg.solve_triangular(a, b, lower=lower)
+
+
 def _unknowns_of(fitted, where: str) -> dict:
     if isinstance(fitted, FitResult):
         if fitted.batched:
@@ -650,13 +657,13 @@ def laplace(
         ) from None
 
     def apply(block):
-        z = scipy.linalg.solve_triangular(chol.T, block, lower=False)
-        return scipy.linalg.solve_triangular(chol, model.gn(z), lower=True)
+        z = _solve_triangular(chol.T, block, lower=False)
+        return _solve_triangular(chol, model.gn(z), lower=True)
 
     rank = _resolved_rank(rank, n)
     k = n if rank == "full" else min(rank, n)
     lam, u = _randomized_eig(apply, n, k, 0 if rank == "full" else oversampling, power, rng)
-    lt_u = scipy.linalg.solve_triangular(chol.T, u, lower=False)
+    lt_u = _solve_triangular(chol.T, u, lower=False)
 
     # the temperature (from the residual, it depends on the effective parameter count)
     l_gn, big_n, sums = _rho_value(problem, unknowns)
@@ -693,8 +700,8 @@ def laplace(
     d1 = lam / (1.0 + lam)
 
     def h_inv(vec):  # the loss's H^-1 = L^-T (I - U diag(lambda / (1 + lambda)) U^T) L^-1
-        z = scipy.linalg.solve_triangular(chol, vec, lower=True)
-        return scipy.linalg.solve_triangular(chol.T, z - u @ (d1 * (u.T @ z)), lower=False)
+        z = _solve_triangular(chol, vec, lower=True)
+        return _solve_triangular(chol.T, z - u @ (d1 * (u.T @ z)), lower=False)
 
     # is the point an optimum? One Newton step's length in posterior standard deviations
     # (the Mahalanobis norm sqrt(g . H^-1 g / T) of the step -H^-1 g): small at a converged
@@ -722,7 +729,7 @@ def laplace(
     for name, shape in zip(model.names, model.shapes, strict=True):
         size = int(np.prod(shape))
         rows = q[start:start + size]
-        w = scipy.linalg.solve_triangular(chol, rows.T, lower=True)
+        w = _solve_triangular(chol, rows.T, lower=True)
         prior_var = np.sum(w**2, axis=0)
         b = rows @ lt_u
         if kind == "mse":  # the sandwich T H^-1 H_gn H^-1 plus the squared bias
@@ -739,7 +746,7 @@ def laplace(
         z = rng.standard_normal((n, samples))
         shrink = 1.0 - np.sqrt(scale / (scale + lam))
         z = z - u @ (shrink[:, None] * (u.T @ z))
-        theta = model.flat[:, None] + math.sqrt(variance) * scipy.linalg.solve_triangular(
+        theta = model.flat[:, None] + math.sqrt(variance) * _solve_triangular(
             chol.T, z, lower=False)
         out = _values_of(problem, unknowns, jnp.asarray(theta.T, model.dtype))
         draws = {name: np.asarray(out[name]) for name in model.names}
@@ -968,12 +975,13 @@ def _count(unknowns) -> int:
                jax.tree_util.tree_leaves(eqx.filter(unknowns, eqx.is_inexact_array)))
 
 
-def run_outputs(config, problem: Problem, result: FitResult, dataset, folder, plots: bool,
-                elapsed: float | None = None):
-    """The error bars of a `mollijax run`: `{"<unknown>_std": array}` for `fields.npz`, and,
-    in `folder`, `uncertainty.json` (what was done, or why not) and a figure per unknown
-    (`<unknown>_std.png`: the estimate with a 2-std band in 1-D, the std map beside the
-    estimate in 2-D).
+def run_outputs(config, problem: Problem, result: FitResult, dataset,
+                elapsed: float | None = None, *, folder):
+    """The error bars of a `mollijax run`: `({"<unknown>_std": array}, figures)`, the arrays
+    for `fields.npz` and the figures as `(file name, draw(path))` pairs to draw later (one
+    per unknown, `<unknown>_std.png`: the estimate with a 2-std band in 1-D, the std map
+    beside the estimate in 2-D); and, in `folder`, `uncertainty.json` (what was done, or why
+    not).
 
     `config.uncertainty.method`: `"laplace"` or `"ensemble"` (on request), `"none"`, or
     `"auto"` (the default): Laplace when it costs less than the fit: its Gauss-Newton
@@ -1014,6 +1022,7 @@ def run_outputs(config, problem: Problem, result: FitResult, dataset, folder, pl
         else:
             method = "laplace"
     arrays: dict = {}
+    figures: list = []
     if method != "none":
         try:
             if method == "laplace":
@@ -1026,14 +1035,12 @@ def run_outputs(config, problem: Problem, result: FitResult, dataset, folder, pl
             record.update(unc.as_dict())
             record["fit_seconds"] = float(result.wall_time)
             arrays = unc.arrays()
-            if plots:
-                record["plots"] = [
-                    p.name for name in unc.std
-                    if (p := _plot_std(name, result.unknowns[name].axes, problem.grid,
-                                       unc.mean[name], unc.std[name],
-                                       dataset.truth.get(name),
-                                       folder / f"{name}_std.png")) is not None
-                ]
+            figures = [
+                (f"{name}_std.png", lambda path, name=name: _plot_std(
+                    name, result.unknowns[name].axes, problem.grid, unc.mean[name],
+                    unc.std[name], dataset.truth.get(name), path))
+                for name in unc.std
+            ]
     from ._run_folder import strict_json
 
     notes: dict = {}
@@ -1041,7 +1048,7 @@ def run_outputs(config, problem: Problem, result: FitResult, dataset, folder, pl
     if notes:
         data["non_finite"] = notes
     (folder / "uncertainty.json").write_text(json.dumps(data, indent=2, allow_nan=False))
-    return arrays
+    return arrays, figures
 
 
 def _plot_std(name, axes, grid, estimate, std, truth, path):

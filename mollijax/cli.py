@@ -199,31 +199,13 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
         # an evolved field's unknown is its initial profile; its integration is kept too
         arrays.update({f"{k}_evolved": np.asarray(result.fields[k]) for k in evolved})
         from ._uncertainty import run_outputs  # <unknown>_std, uncertainty.json, figures
-        arrays.update(run_outputs(config, problem, result, dataset, stage.path, plots,
-                                  time.perf_counter() - start))
+        std_arrays, figures = run_outputs(config, problem, result, dataset,
+                                          time.perf_counter() - start, folder=stage.path)
+        arrays.update(std_arrays)
         domain = None if problem.domain is None else np.asarray(problem.domain)
         if domain is not None:  # the raw values are kept; the mask says where they count
             arrays.setdefault("domain", domain)
         np.savez(stage.path / "fields.npz", **arrays)
-        drawn = []
-        for name, values in (result.values.items() if plots else ()):
-            axes = fields[name].axes
-            truth = dataset.truth.get(name)
-            if domain is not None and axes:  # drawn on the domain only
-                from ._terms import domain_on_axes
-
-                inside = np.asarray(domain_on_axes(domain, dataset.grid, axes))
-                values = np.where(inside, np.asarray(values), np.nan)
-                truth = None if truth is None else np.where(inside, truth, np.nan)
-            if name in evolved and name in dataset.clean:
-                time_axis = dataset.grid.axis_index(problem.evolution.time)
-                truth = np.take(dataset.clean[name], 0, axis=time_axis)
-            p = plot_unknown(name, axes, dataset.grid, values, truth,
-                             stage.path / f"{name}.png")
-            if p is not None:
-                drawn.append(p.name)
-        if plots and result.history:
-            drawn.append(plot_losses(result.history, stage.path / "losses.png").name)
         eps = getattr(problem.derivatives, "eps", None)
         metrics = {
             "kind": "run",
@@ -245,7 +227,7 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
                      "axes": list(dataset.grid.axes),
                      "spacing_from": dataset.params.get("spacing_from", "the configuration")
                      if config.data.source == "file" else "the simulation"},
-            "plots": drawn,
+            "plots": [],  # drawn after the result is written, see `_draw`
             "config": config.to_dict(),
         }
         if problem.domain is not None:
@@ -264,7 +246,57 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
             record["wall_time"] = metrics["wall_time"]
             metrics["auto"] = record
         _provenance(metrics, out, signature)
-        return stage.commit(metrics)
+        metrics = stage.commit(metrics)
+    if plots:  # off the critical path: the result above is complete and checked without them
+        figures = _unknown_figures(result, fields, dataset, problem) + figures
+        metrics = _draw(out, figures, result.history)
+    return metrics
+
+
+def _unknown_figures(result, fields, dataset, problem) -> list:
+    """`(file name, draw(path))` of each unknown's figure against its truth (on the domain
+    only, where there is one; an evolved field's truth is its initial profile)."""
+    import numpy as np
+
+    domain = None if problem.domain is None else np.asarray(problem.domain)
+    evolved = problem.evolution.names if problem.evolution is not None else ()
+    figures = []
+    for name, values in result.values.items():
+        axes = fields[name].axes
+        truth = dataset.truth.get(name)
+        if domain is not None and axes:  # drawn on the domain only
+            from ._terms import domain_on_axes
+
+            inside = np.asarray(domain_on_axes(domain, dataset.grid, axes))
+            values = np.where(inside, np.asarray(values), np.nan)
+            truth = None if truth is None else np.where(inside, truth, np.nan)
+        if name in evolved and name in dataset.clean:
+            time_axis = dataset.grid.axis_index(problem.evolution.time)
+            truth = np.take(dataset.clean[name], 0, axis=time_axis)
+        figures.append((f"{name}.png", lambda path, name=name, axes=axes, values=values,
+                        truth=truth: plot_unknown(name, axes, dataset.grid, values, truth, path)))
+    return figures
+
+
+def _draw(out: pathlib.Path, figures: list, history: dict) -> dict:
+    """Draw the run's figures after its result is in place, and add them to its
+    `metrics.json`. A figure that fails is named in `metrics["plots_failed"]` (and on
+    stderr) and the run stands; Ctrl-C here leaves the written result whole."""
+    if history:
+        figures = [*figures, ("losses.png", lambda path: plot_losses(history, path))]
+    failed = {}
+    with Staging(out) as stage:
+        for name, draw in figures:
+            try:
+                draw(stage.path / name)
+            except Exception as e:  # noqa: BLE001 -- a figure never costs the run its result
+                failed[name] = f"{type(e).__name__}: {e}"
+                with contextlib.suppress(OSError):
+                    (stage.path / name).unlink()
+        for name, why in failed.items():
+            print(f"mollijax run: figure {name} was not drawn ({why}); the run's result is "
+                  "written.", file=sys.stderr)
+        return stage.add_to_run({"plots_failed": failed} if failed else {})
 
 
 def _start_folder(out: pathlib.Path, signature: dict, *, resume: bool, force: bool,

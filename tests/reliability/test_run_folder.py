@@ -178,7 +178,7 @@ def test_show_names_damage_and_partial_folders(work, capsys, name, damage, code,
 
 
 def test_interrupt_while_writing_outputs_keeps_the_earlier_set(work, capsys, monkeypatch):
-    """Ctrl-C while the figures of a resumed run are drawn: the earlier output set stays
+    """Ctrl-C while the outputs of a resumed run are staged: the earlier output set stays
     whole (no new result.mjx beside the old metrics.json), no temporary folder is left, and
     show says the checkpoint is ahead of the outputs."""
     before = _files(work / "out")
@@ -186,7 +186,7 @@ def test_interrupt_while_writing_outputs_keeps_the_earlier_set(work, capsys, mon
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "plot_losses", interrupted)
+    monkeypatch.setattr(cli.Staging, "commit", interrupted)
     code = cli.main(["run", str(work / "run.toml"), "--out", str(work / "out"), "--quiet",
                      "--resume", "--steps", "60"])
     assert code == 130 and "interrupted" in _err(capsys)
@@ -199,6 +199,37 @@ def test_interrupt_while_writing_outputs_keeps_the_earlier_set(work, capsys, mon
     monkeypatch.undo()
     assert _run(work / "run.toml", work / "out", "--resume", "--steps", "60") == 0
     assert cli.read_metrics(work / "out" / "metrics.json")["steps"] == 60
+
+
+def test_figures_come_after_the_result_and_never_cost_it(work, capsys, monkeypatch):
+    """The figures are drawn after the result is in place: a figure that fails is named
+    (stderr and `plots_failed`) and the run stands; Ctrl-C while drawing leaves the new
+    result whole and checked, with no figure listed that is not there."""
+    def broken(*a, **k):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(cli, "plot_losses", broken)
+    code = cli.main(["run", str(work / "run.toml"), "--out", str(work / "out"), "--quiet",
+                     "--force", "--steps", "50"])
+    assert code == 0 and "figure losses.png was not drawn (RuntimeError: no fonts)" in _err(capsys)
+    metrics = cli.read_metrics(work / "out" / "metrics.json")
+    assert metrics["steps"] == 50 and metrics["plots_failed"] == {
+        "losses.png": "RuntimeError: no fonts"}
+    assert metrics["plots"] == ["lam.png"] and (work / "out" / "lam.png").is_file()
+    assert not (work / "out" / "losses.png").exists()
+    assert cli.inspect_folder(work / "out")[1] == 0  # every listed file present and intact
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "plot_losses", interrupted)
+    code = cli.main(["run", str(work / "run.toml"), "--out", str(work / "out"), "--quiet",
+                     "--force", "--steps", "60"])
+    assert code == 130
+    metrics = cli.read_metrics(work / "out" / "metrics.json")
+    assert metrics["steps"] == 60 and metrics["plots"] == []
+    assert not list(work.glob(".out.partial-*")) and not list((work / "out").glob("*.png"))
+    assert cli.inspect_folder(work / "out")[1] == 0
 
 
 def test_leftover_staging_folder_is_reported(work):
