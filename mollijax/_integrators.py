@@ -203,22 +203,31 @@ class RK4(AbstractIntegrator):
 def spectral_radius(system: SemiDiscrete, iterations: int = 60) -> float:
     """`|lambda|`, the largest eigenvalue magnitude of the Jacobian of `F_0` at the initial
     (pinned) state, by power iteration from a random start (`iterations` Jacobian-vector
-    products, eagerly)."""
+    products in one compiled loop)."""
+    return float(_power_iteration(system, iterations))
+
+
+@eqx.filter_jit
+def _power_iteration(system: SemiDiscrete, iterations: int) -> Float[Array, ""]:
     state0 = system.pin_at(system.initial, 0)
     names = tuple(state0)
     keys = jax.random.split(jax.random.PRNGKey(0), len(names))
-    v = {n: jax.random.normal(k, state0[n].shape, state0[n].dtype)
-         for n, k in zip(names, keys, strict=True)}
-    jvp = jax.jit(lambda s, v, a: jax.jvp(lambda q: system.rates(q, 0, a), (s,), (v,))[1])
-    lam = 0.0
-    for _ in range(iterations):
-        norm = math.sqrt(sum(float(jnp.sum(x**2)) for x in v.values()))
-        if norm == 0.0:
-            break
-        v = {n: x / norm for n, x in v.items()}
-        v = jvp(state0, v, system.args)
-        lam = math.sqrt(sum(float(jnp.sum(x**2)) for x in v.values()))
-    return lam
+    v0 = {n: jax.random.normal(k, state0[n].shape, state0[n].dtype)
+          for n, k in zip(names, keys, strict=True)}
+
+    def norm(v):
+        return jnp.sqrt(sum(jnp.sum(x**2) for x in v.values()))
+
+    def body(_, carry):
+        v, lam = carry
+        size = norm(v)
+        # a zero vector (F constant in the state) stays zero: |lambda| = 0
+        v = {n: x / jnp.where(size > 0, size, 1.0) for n, x in v.items()}
+        v = jax.jvp(lambda q: system.rates(q, 0, system.args), (state0,), (v,))[1]
+        return v, norm(v)
+
+    lam0 = jnp.zeros((), jnp.result_type(*v0.values()))
+    return jax.lax.fori_loop(0, iterations, body, (v0, lam0))[1]
 
 
 def stable_substeps(system: SemiDiscrete, safety: float = 2.0, iterations: int = 60) -> int:
