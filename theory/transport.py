@@ -7,7 +7,8 @@ each trained on the previous layer's features, tends as `L -> inf` to the partic
 `d mu/dt = -Laplacian(mu)`, the Wasserstein gradient flow of the entropy
 (`dH/dt = -I`, the Fisher information). This module provides
 
-- exact transport of Gaussian mixtures (`GaussianMixture`, `exact_flow`, `oracle_dae_stack`),
+- exact transport of Gaussian mixtures (`GaussianMixture`, `exact_flow`, `oracle_dae_stack`;
+  by an Ornstein-Uhlenbeck flow, `GaussianMixture.ornstein_uhlenbeck` and `ou_transition`),
   DAE layers trained with optax (`AffineDenoiser`, `RBFDenoiser`, `trained_dae_stack`) and a
   Brownian control (`brownian_flow`);
 - density snapshots (`particle_density`), entropy and Fisher information (`entropy_fisher`),
@@ -68,6 +69,7 @@ from ._transport_mixture import (
     noise_matrix as noise_matrix,
     oracle_dae_layer as oracle_dae_layer,
     oracle_dae_stack as oracle_dae_stack,
+    ou_transition as ou_transition,
     shallow_dae_variance as shallow_dae_variance,
 )
 from ._transport_neural import (
