@@ -81,8 +81,11 @@ from ._names import UnknownNameError as UnknownNameError, from_name as from_name
 from ._networks import (
     MLP as MLP,
     FourierMLP as FourierMLP,
+    PINNsFormer as PINNsFormer,
     PirateNet as PirateNet,
+    SequentialResidual as SequentialResidual,
     TransformerPINN as TransformerPINN,
+    pirate_init as pirate_init,
 )
 from ._problem import Problem as Problem
 from ._problem_files import load_problem as load_problem, score as score

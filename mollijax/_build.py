@@ -14,6 +14,7 @@ import types
 from collections.abc import Mapping
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import numpy as np
 
@@ -25,14 +26,16 @@ from ._evolution import Evolution
 from ._fields import AbstractField, Constant, GridField, NetworkField, as_constraint
 from ._grid import Grid
 from ._names import from_name
+from ._networks import PirateNet, SequentialResidual, pirate_init
 from ._problem import Problem
 from ._problem_files import problem_name
 from ._steady import Steady
 from ._terms import Regulariser
-from .config import UnknownConfig
+from .config import SEQUENCE_NETWORKS, UnknownConfig
 
 GRID_REPRESENTATIONS = ("grid", "constant")  # besides the networks of the table of names
-NETWORK_OPTIONS = ("width", "depth", "features", "scale", "blocks")
+NETWORK_OPTIONS = ("width", "depth", "features", "scale", "blocks", "d_model", "heads", "seq_len",
+                   "delta")
 
 
 class BuildError(MollijaxError):
@@ -48,11 +51,29 @@ def _network_options(options) -> dict:
     }
 
 
-def _network(kind: str, in_size: int, key, options, where: str):
+def _network(kind: str, in_size: int, key, options, where: str, axes: tuple[str, ...] = ()):
+    opts = _network_options(options)
+    if kind in SEQUENCE_NETWORKS and "t" in axes:  # the pseudo-sequence runs in time
+        opts["time"] = axes.index("t")
     try:
-        return from_name("network", kind, in_size, key=key, **_network_options(options))
+        return from_name("network", kind, in_size, key=key, **opts)
     except TypeError as e:  # an option the network does not take
         raise BuildError(f"{where}: network {kind!r} does not take these options: {e}") from None
+    except MollijaxError as e:  # options the network refuses
+        raise BuildError(f"{where}: {e}") from None
+
+
+def _pirate_start(field: NetworkField, grid: Grid, values, mask) -> NetworkField:
+    """A PirateNet state with its output layer fitted to the observed values by least
+    squares (`pirate_init`, the paper's physics-informed start); other networks as they
+    are. (A state field is free, offset 0, scale 1: the network's output is the value.)"""
+    if not isinstance(field.net, PirateNet):
+        return field
+    xi = np.asarray(field._scaled(grid, grid.points()))  # the points as the network sees them
+    keep = np.ravel(np.asarray(mask, dtype=bool))
+    v = np.ravel(np.asarray(values, dtype=np.float64))
+    net = pirate_init(field.net, xi[keep], v[keep])
+    return eqx.tree_at(lambda f: f.net, field, net)
 
 
 def make_unknown(
@@ -95,7 +116,7 @@ def make_unknown(
             )
         shape = tuple(grid.shape[grid.axis_index(a)] for a in axes)
         return GridField(np.full(shape, float(init)), axes, constraint)
-    net = _network(rep, len(axes), key, options, where)
+    net = _network(rep, len(axes), key, options, where, axes)
     scale = 1.0 if getattr(options, "output_scale", None) is None else float(options.output_scale)
     return NetworkField(net, axes, constraint, init=float(init), scale=scale)
 
@@ -189,10 +210,19 @@ def build(
         )
     keys = jax.random.split(key, len(module.UNKNOWNS) + len(module.STATE))
     fields = _coefficients(module, options.unknowns, grid, pointwise, keys, default)
+    terms = []
     if state.representation != "data":
         for k, name in zip(keys[len(module.UNKNOWNS) :], module.STATE, strict=True):
-            net = _network(state.representation, grid.ndim, k, state, "[state]")
+            net = _network(state.representation, grid.ndim, k, state, "[state]", grid.axes)
             fields[name] = NetworkField(net, grid.axes)
+            if name in dataset.data:
+                mask = dataset.mask(name)
+                if dataset.domain is not None:
+                    mask = mask & np.asarray(dataset.domain, dtype=bool)
+                fields[name] = _pirate_start(fields[name], grid, dataset.data[name], mask)
+        if state.sequential:  # PINNsFormer's sequential loss
+            terms = [SequentialResidual(fn, tuple(module.STATE), label)
+                     for label, fn in _residuals(module).items()]
     problem = Problem(
         grid,
         _residuals(module),
@@ -206,6 +236,7 @@ def build(
                                     dataset.domain),
         domain=dataset.domain,
         mollified_data=bool(state.mollified_data),
+        terms=terms,
     )
     return problem, fields
 

@@ -4,7 +4,7 @@
     kernel        bump, polynomial, gaussian
     boundary      odd, even, periodic, linear, zero, valid
     derivatives   mollifier, finite_difference, spectral, autodiff, taylor
-    network       mlp, fourier, pirate, transformer
+    network       mlp, fourier, pirate, pinnsformer (transformer: the same)
     optimiser     adam, lbfgs
     regulariser   tikhonov, smooth (H1 seminorm), tv
 
@@ -49,10 +49,10 @@ def _derivatives() -> dict[str, Callable]:
 
 
 def _networks() -> dict[str, Callable]:
-    from ._networks import MLP, FourierMLP, PirateNet, TransformerPINN
+    from ._networks import MLP, FourierMLP, PINNsFormer, PirateNet
 
     return {"mlp": MLP, "fourier": FourierMLP, "pirate": PirateNet,
-            "transformer": TransformerPINN}
+            "pinnsformer": PINNsFormer, "transformer": PINNsFormer}
 
 
 def _optimisers() -> dict[str, Callable]:
@@ -90,7 +90,7 @@ NAMES: dict[str, tuple[str, ...]] = {
     "kernel": ("bump", "polynomial", "gaussian"),
     "boundary": ("odd", "even", "periodic", "linear", "zero", "valid"),
     "derivatives": ("mollifier", "finite_difference", "spectral", "autodiff", "taylor"),
-    "network": ("mlp", "fourier", "pirate", "transformer"),
+    "network": ("mlp", "fourier", "pirate", "pinnsformer", "transformer"),
     "optimiser": ("adam", "lbfgs"),
     "regulariser": ("tikhonov", "smooth", "tv"),
 }

@@ -229,7 +229,8 @@ class DerivativesConfig:
 class UnknownConfig:
     """One unknown: `representation` ("grid", "constant" or a network name), `constraint`,
     `init`, `axes` (default: the problem file's hints), network options (`width`, `depth`,
-    `features`, `scale`, `blocks`) and `output_scale` (a network's output multiplier)."""
+    `features`, `scale`, `blocks`; PINNsFormer: `d_model`, `heads`, `seq_len`, `delta`) and
+    `output_scale` (a network's output multiplier)."""
 
     representation: str | None = _f(
         None, (str,), lambda v: _choice(*_REPRESENTATIONS, *names("network"))(v)
@@ -242,6 +243,10 @@ class UnknownConfig:
     features: int | None = _f(None, (int,), _at_least(1))
     scale: float | None = _f(None, _NUMBER, _positive)
     blocks: int | None = _f(None, (int,), _at_least(1))
+    d_model: int | None = _f(None, (int,), _at_least(1))
+    heads: int | None = _f(None, (int,), _at_least(1))
+    seq_len: int | None = _f(None, (int,), _at_least(1))
+    delta: float | None = _f(None, _NUMBER, _positive)
     output_scale: float | None = _f(None, _NUMBER, _positive)
 
 
@@ -251,9 +256,10 @@ class StateConfig:
     in the residuals), a network name (fitted to the data; network options), `"evolve"`
     (integrated in time by the problem's `EVOLUTION`; `accuracy` of the spatial differences,
     `substeps`; a network state may set `mollified_data = true`: its mollified output is
-    fitted to the data, as in the mollifier-layers paper), `"solve"` (the solution of the
-    problem's residual with its `conditions`,
-    a solved steady state; `accuracy`, `solver`), or `"auto"` (the estimator picked from
+    fitted to the data, as in the mollifier-layers paper; a PINNsFormer state may set
+    `sequential = true`: its residuals also at the later pseudo-times, `SequentialResidual`),
+    `"solve"` (the solution of the problem's residual with its `conditions`, a solved
+    steady state; `accuracy`, `solver`), or `"auto"` (the estimator picked from
     the problem: a mollified equation-error fit, refined by output error, evolved or solved,
     where the problem allows; `mollijax.config.auto_run`). `"auto"` is the default of a
     configuration that gives only [problem] and [data] (and [output]); otherwise `"data"`."""
@@ -264,6 +270,11 @@ class StateConfig:
     features: int | None = _f(None, (int,), _at_least(1))
     scale: float | None = _f(None, _NUMBER, _positive)
     blocks: int | None = _f(None, (int,), _at_least(1))
+    d_model: int | None = _f(None, (int,), _at_least(1))
+    heads: int | None = _f(None, (int,), _at_least(1))
+    seq_len: int | None = _f(None, (int,), _at_least(1))
+    delta: float | None = _f(None, _NUMBER, _positive)
+    sequential: bool | None = _f(None, (bool,))
     accuracy: int | None = _f(None, (int,), _even)
     substeps: int | None = _f(None, (int,), _at_least(1))
     solver: str | None = _f(None, (str,), _choice(*STEADY_SOLVERS))
@@ -371,7 +382,9 @@ _TABLES = (
     "batch",
     "uncertainty",
 )
-_NETWORK_KEYS = ("width", "depth", "features", "scale", "blocks")
+_NETWORK_KEYS = ("width", "depth", "features", "scale", "blocks", "d_model", "heads", "seq_len",
+                 "delta")
+SEQUENCE_NETWORKS = ("pinnsformer", "transformer")  # networks with a pseudo-sequence
 
 
 def _type_name(types: tuple) -> str:
@@ -529,6 +542,11 @@ def _check_state(s: StateConfig, module, source: str) -> None:
         raise ConfigError(
             f"{source}: [state] key 'mollified_data' applies to a network state; "
             f"representation {rep!r} fits no network to the data."
+        )
+    if s.sequential is not None and rep not in SEQUENCE_NETWORKS:
+        raise ConfigError(
+            f"{source}: [state] key 'sequential' applies to a PINNsFormer state "
+            f"(representation {' or '.join(repr(n) for n in SEQUENCE_NETWORKS)}), not {rep!r}."
         )
     for key in _NETWORK_KEYS:
         if getattr(s, key) is not None and rep in _STATES:
