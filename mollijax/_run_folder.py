@@ -373,17 +373,28 @@ class Staging:
 
     def __init__(self, out: pathlib.Path):
         self.out = out
-        try:
-            self.path = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}{_STAGING}",
-                                                      dir=out.parent))
-        except OSError:  # the parent cannot be written: stage inside the folder itself
-            self.path = pathlib.Path(tempfile.mkdtemp(prefix=_STAGING, dir=out))
+        self.path: pathlib.Path | None = None
 
     def __enter__(self) -> Staging:
+        # made here, with Ctrl-C and SIGTERM held until its path is recorded: a signal
+        # between making the folder and entering the block would otherwise leave it behind
+        try:
+            with _deferred_signals():
+                try:
+                    made = tempfile.mkdtemp(prefix=f".{self.out.name}{_STAGING}",
+                                            dir=self.out.parent)
+                except OSError:  # the parent cannot be written: stage inside the folder
+                    made = tempfile.mkdtemp(prefix=_STAGING, dir=self.out)
+                self.path = pathlib.Path(made)
+        except BaseException:
+            if self.path is not None:
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
         return self
 
     def __exit__(self, *exc) -> bool:
-        shutil.rmtree(self.path, ignore_errors=True)
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
         return False
 
     def commit(self, metrics: dict) -> dict:
