@@ -54,6 +54,17 @@ about `domain` = 100 nm with sharp interfaces, on a box of about 1 um (`length =
   each read out from a steady state on a grid twice finer), a mollifier does not (eps =
   "auto": 180 %), and noise of any useful level ruins it.
 
+**A nucleus in a microscope image** (`nucleus`, issue 16). A field of view of `n x n` pixels
+of size `pixel` (micrometres) holding one nucleus, an ellipse with a smooth irregular outline
+(`nucleus_mask`, seeded); inside it the channels show the chromatin fields, outside only
+background; the optics blur the scene and the camera counts photons (`nucleus_image`). The
+state underneath is the smooth regime's periodic steady state on the field of view, so it
+satisfies the equation with the true `lambda` everywhere, in particular inside the nucleus;
+only the nucleus is observed, and a fit on the returned dataset (its `domain` is the nucleus)
+reads residuals only on the band inside it. `write_tiffs` stores the images as ImageJ TIFF
+files with the pixel size, as a microscope's software would, and
+`configs/chromatin_nucleus*.toml` read them back with `[data] source = "file"`.
+
 The relaxation converges in 40-300 steps in both regimes (1.6 s and 6.4 s for the steady
 states of the small and full phase configs, on one core). For sharp states the residual's
 round-off floor is above `tol` (the terms it cancels are hundreds): `relax` stops relative to
@@ -62,6 +73,8 @@ round-off floor is above `tol` (the terms it cancels are hundreds): `relax` stop
 
 from __future__ import annotations
 
+import os
+import pathlib
 from collections.abc import Callable
 
 import numpy as np
@@ -480,3 +493,202 @@ def fourier_upsample(f: Float[np.ndarray, "n n"], factor: int) -> Float[np.ndarr
     lo = m // 2 - n // 2
     big[lo : lo + spec.shape[0], lo : lo + spec.shape[1]] = spec
     return np.real(np.fft.ifft2(np.fft.ifftshift(big))) * factor**2
+
+
+# ------------------------------------------------------------- a nucleus in a microscope image
+
+NUCLEUS_DEFAULTS: dict[str, object] = {
+    "n": 128,  # pixels per side of the field of view
+    "pixel": 0.1,  # pixel size, um (the field of view is n * pixel wide)
+    "major": 5.0,  # the nucleus' semi-axes, um, before the outline's roughness
+    "minor": 4.0,
+    "roughness": 0.05,  # relative amplitude of the outline's modes 2-6 (0: an ellipse)
+    "shape_seed": 0,  # seed of the outline and its orientation (the noise uses `seed`)
+    "psf_sigma": 0.1,  # Gaussian PSF standard deviation, um (a 235 nm FWHM)
+    "photons": 1000.0,  # photons at the brightest pixel of each channel
+    "read_noise": 2.0,  # Gaussian read noise, standard deviation in photons
+    "background": 20.0,  # photons per pixel outside the nucleus (before blur and noise)
+    "camera_noise": True,  # False: the expected counts, without Poisson or read noise
+    # the true lambda and the steady state (as in `DEFAULTS`)
+    **{k: DEFAULTS[k] for k in ("truth", "lam_mean", "lam_amp", "lam_sigma", "correlation",
+                                "field_seed", "refine", "tol", "max_steps")},
+}
+UNIT = "um"  # the length unit written into the TIFF files
+
+
+def nucleus_mask(
+    grid: mj.Grid, major: float, minor: float, roughness: float, seed: int
+) -> np.ndarray:
+    """A nucleus-shaped boolean mask: a rotated ellipse with a smooth irregular outline.
+
+    In the ellipse's own polar coordinates `(r, theta)` (`r = 1` on the ellipse of semi-axes
+    `major`, `minor`, centred in the grid's box and rotated by a seeded angle), the inside is
+
+        r < 1 + sum_{m=2..6} a_m cos(m theta + p_m),     a_m = roughness g_m / m,
+
+    with `g_m` standard normal and `p_m` uniform phases drawn from `seed`: lobes and dents
+    that fall off with the mode number, so the outline stays smooth.
+
+    **Returns:** a boolean array of the grid's shape, True inside the nucleus.
+    """
+    rng = np.random.default_rng(seed)
+    angle = rng.uniform(0.0, np.pi)
+    modes = np.arange(2, 7)
+    amplitude = roughness * rng.standard_normal(modes.size) / modes
+    phase = rng.uniform(0.0, 2 * np.pi, modes.size)
+    x, y = grid.mesh()
+    centre = [o + (n - 1) * h / 2 for o, n, h in zip(grid.origin, grid.shape, grid.spacing,
+                                                       strict=True)]
+    dx, dy = x - centre[0], y - centre[1]
+    u = np.cos(angle) * dx + np.sin(angle) * dy
+    v = -np.sin(angle) * dx + np.cos(angle) * dy
+    theta = np.arctan2(v / minor, u / major)
+    outline = 1 + (amplitude[:, None, None] * np.cos(modes[:, None, None] * theta
+                                                     + phase[:, None, None])).sum(axis=0)
+    return np.hypot(u / major, v / minor) < outline
+
+
+def nucleus_image(
+    f: Float[np.ndarray, "n n"],
+    inside: np.ndarray,
+    psf_sigma: float,
+    photons: float,
+    read_noise: float,
+    background: float,
+    length: float,
+    rng: np.random.Generator | None,
+) -> tuple[Float[np.ndarray, "n n"], tuple[float, float]]:
+    """A microscope's image of the field `f` shown only `inside` the nucleus, calibrated.
+
+    The channel's brightness is affine in `f`: with `lo, hi` the range of `f` inside the
+    nucleus, a pixel there emits `photons (f - lo) / (hi - lo)` photons and a pixel outside
+    `background`. The scene is blurred by the Gaussian PSF (periodic over the field of view,
+    whose edges hold only background), the camera counts Poisson photons and adds Gaussian
+    read noise of standard deviation `read_noise` photons, and the counts are calibrated back
+    to `f`'s units, `lo + counts (hi - lo) / photons` (what a user does with a known
+    calibration; the nonlinear residual needs the fields' own units). `rng = None` skips
+    the noise: the image of the expected counts.
+
+    **Returns:** `(image, (lo, hi))`, the calibrated image of `f`'s shape and the calibration.
+    """
+    lo, hi = float(f[inside].min()), float(f[inside].max())
+    expected = np.where(inside, photons * (f - lo) / (hi - lo), background)
+    if psf_sigma > 0:
+        expected = np.clip(gaussian_blur(expected, psf_sigma, length), 0.0, None)
+    counts = expected
+    if rng is not None:
+        counts = rng.poisson(expected) + read_noise * rng.standard_normal(f.shape)
+    return lo + counts * (hi - lo) / photons, (lo, hi)
+
+
+def nucleus(*, seed: int = 0, **params) -> mj.Dataset:
+    """A nucleus in a microscope's field of view: what the chromatin model looks like on a
+    camera, with the true `lambda` known.
+
+    Parameters are those of `NUCLEUS_DEFAULTS` (lengths in micrometres). The state is
+    `simulate`'s smooth-regime steady state on the periodic square of side `n * pixel` (it
+    satisfies the equation with the true `lambda` at every node, `relax_residual` in
+    `params`); the nucleus is `nucleus_mask(grid, major, minor, roughness, shape_seed)`;
+    each channel (`phi_w`, `phi_d`) is imaged by `nucleus_image`: the fields inside the
+    nucleus, `background` outside, blurred by the PSF, Poisson and read noise drawn from
+    `seed` (unless `camera_noise` is False), calibrated back to volume fractions.
+
+    **Returns:** a `mj.Dataset` on the non-periodic grid of the field of view (axes
+    `("x", "y")`, spacing `pixel`; a field of view has no periodic wrap) with `domain` the
+    nucleus, `data` the calibrated images, `clean` the steady fields on the whole field of
+    view, `truth["lam"]` of shape `(n, n)` and `params` with the calibrations `(lo, hi)`
+    per channel.
+    """
+    p = resolve_params("chromatin (nucleus)", NUCLEUS_DEFAULTS, params)
+    n, pixel = int(p["n"]), float(p["pixel"])
+    major, minor, roughness = float(p["major"]), float(p["minor"]), float(p["roughness"])
+    if n < 16 or pixel <= 0:
+        raise ProblemSpecError(
+            f"chromatin nucleus needs `n` >= 16 pixels and `pixel` > 0, got n={n}, "
+            f"pixel={pixel}."
+        )
+    if major <= 0 or minor <= 0 or not 0 <= roughness <= 0.3:
+        raise ProblemSpecError(
+            f"chromatin nucleus needs semi-axes `major`, `minor` > 0 and 0 <= `roughness` <= "
+            f"0.3, got major={major}, minor={minor}, roughness={roughness}."
+        )
+    if float(p["photons"]) <= 0:
+        raise ProblemSpecError(
+            f"chromatin nucleus needs `photons` > 0 (the brightness scale; `camera_noise` = "
+            f"false turns the noise off), got {p['photons']}."
+        )
+    for key in ("psf_sigma", "read_noise", "background"):
+        if float(p[key]) < 0:
+            raise ProblemSpecError(f"chromatin nucleus needs `{key}` >= 0, got {p[key]}.")
+    length = n * pixel
+    # the outline's radius is at most (1 + sum |a_m|) <= 1 + 1.3 roughness times the semi-axis
+    # (5 sigma of the modes); with 4 PSF widths of background around it the blur of the
+    # nucleus never wraps around the periodic field of view
+    reach = max(major, minor) * (1 + 1.3 * roughness) + 4 * float(p["psf_sigma"])
+    if 2 * reach > length:
+        raise ProblemSpecError(
+            f"chromatin nucleus: the nucleus (semi-axes `major`={major}, `minor`={minor}, "
+            f"`roughness`={roughness}, with 4 `psf_sigma` of background) needs a field of view "
+            f"of {2 * reach:.3g} um, but `n` * `pixel` = {length:.3g} um; raise `n` or "
+            f"`pixel`, or shrink the nucleus."
+        )
+    state = simulate(
+        n=n, length=length, **{k: p[k] for k in ("truth", "lam_mean", "lam_amp", "lam_sigma",
+                                                  "correlation", "field_seed", "refine", "tol",
+                                                  "max_steps")}
+    )
+    grid = mj.Grid((n, n), (pixel, pixel), (0.0, 0.0), ("x", "y"))
+    inside = nucleus_mask(grid, major, minor, roughness, int(p["shape_seed"]))
+    rng = np.random.default_rng(seed) if p["camera_noise"] else None
+    data, calibration = {}, {}
+    for name in STATE:
+        data[name], calibration[name] = nucleus_image(
+            state.clean[name], inside, float(p["psf_sigma"]), float(p["photons"]),
+            float(p["read_noise"]), float(p["background"]), length, rng,
+        )
+    params_out = {**p, "seed": seed, "unit": UNIT, "calibration": calibration}
+    params_out.update({k: state.params[k] for k in ("relax_steps", "relax_residual",
+                                                      "relax_scale")})
+    return mj.Dataset(grid, data=data, clean=state.clean, truth=state.truth, params=params_out,
+                      domain=inside)
+
+
+def write_tiffs(dataset: mj.Dataset, folder: str | os.PathLike) -> dict[str, pathlib.Path]:
+    """Write a nucleus dataset as ImageJ TIFF files with the pixel size, one per image.
+
+    `phi_w.tif` and `phi_d.tif` (the calibrated images, float32), `nucleus.tif` (the mask,
+    uint8 0/1) and `lam_truth.tif` (the true `lambda`, float32; a user's own data have none)
+    go into `folder` (created). Rows are the grid's `x` axis, columns `y` (so a configuration
+    names the axes `["x", "y"]`); the resolution tags hold `1 / pixel` pixels per micrometre
+    and the ImageJ metadata the unit, which `mollijax.io.read_tiff` (and `[data] source =
+    "file"`, when `spacing` is not given) reads back as the grid's spacing. Needs tifffile.
+
+    **Returns:** `{"phi_w": path, "phi_d": path, "domain": path, "lam": path}`.
+    """
+    import tifffile
+
+    if dataset.domain is None:
+        raise ProblemSpecError(
+            "write_tiffs needs a dataset with a `domain` (the nucleus), as `nucleus` returns."
+        )
+    hx, hy = dataset.grid.spacing
+    if dataset.grid.ndim != 2 or hx != hy:
+        raise ProblemSpecError(
+            f"write_tiffs needs a 2-D grid of square pixels, got shape {dataset.grid.shape} "
+            f"and spacing {dataset.grid.spacing}."
+        )
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    images = {
+        "phi_w": ("phi_w.tif", np.asarray(dataset.data["phi_w"], np.float32)),
+        "phi_d": ("phi_d.tif", np.asarray(dataset.data["phi_d"], np.float32)),
+        "domain": ("nucleus.tif", np.asarray(dataset.domain, np.uint8)),
+        "lam": ("lam_truth.tif", np.asarray(dataset.truth["lam"], np.float32)),
+    }
+    out = {}
+    for key, (name, array) in images.items():
+        path = folder / name
+        tifffile.imwrite(path, array, imagej=True, resolution=(1 / hx, 1 / hx),
+                         metadata={"unit": UNIT, "axes": "YX"})
+        out[key] = path
+    return out
