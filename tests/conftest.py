@@ -26,22 +26,3 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 @pytest.fixture(autouse=True)
 def _float64_default():
     yield
-
-
-# The two xdist workers take whole files from a queue (`--dist loadfile`); handing out the
-# most expensive files first (longest-processing-time order) keeps one worker from finishing
-# minutes before the other on a long file that came last. xdist's own reordering (by number
-# of tests per file) is off in pyproject.toml (`--no-loadscope-reorder`); the files not named
-# keep their collection order after these. Costs from `pytest --durations` on 2 cores.
-_EXPENSIVE_FIRST = (
-    "test_notebooks.py", "test_evolution.py", "test_transport_neural.py", "test_theory_cli.py",
-    "test_heat.py", "test_auto_default.py", "test_batch_steady.py", "test_sharding.py",
-    "test_uncertainty.py", "test_networks.py", "test_readme.py", "test_integrators.py",
-    "test_auto.py", "test_heat1d.py", "test_multiprocess.py", "test_chromatin.py",
-    "test_electro_sphere.py", "test_transport.py", "test_fit.py", "test_steady.py",
-)
-
-
-def pytest_collection_modifyitems(session, config, items):
-    rank = {name: i for i, name in enumerate(_EXPENSIVE_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
