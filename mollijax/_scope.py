@@ -57,6 +57,8 @@ class PointField:
         self.smooth = smooth
 
     def _binary(self, other, op, reverse=False):
+        if isinstance(other, tuple):  # a `Vector`: it applies the operation per component
+            return NotImplemented
         other = _lift(other)
         a, b = (other, self) if reverse else (self, other)
         return PointField(lambda i, x: op(a.fn(i, x), b.fn(i, x)), a.smooth and b.smooth)
@@ -118,6 +120,52 @@ def point_derivative(f: PointField, alpha: tuple[int, ...], taylor: bool, name: 
     return PointField(g, True)
 
 
+class Vector(tuple):
+    """The components of `Scope.grad` (a tuple, one per axis), with component-wise arithmetic,
+    so that the divergence form reads as the equation: `s.div(s.k * s.grad(s.u))`.
+
+    `a * v`, `v * a`, `v / a` scale every component by a field or number `a`; `v + w`,
+    `v - w` add vectors of the same length; `-v` negates.
+    """
+
+    def __mul__(self, other):
+        return Vector(c * other for c in self)
+
+    def __rmul__(self, other):
+        return Vector(other * c for c in self)
+
+    def __truediv__(self, other):
+        return Vector(c / other for c in self)
+
+    def __neg__(self):
+        return Vector(-c for c in self)
+
+    def _pair(self, other, op):
+        if not isinstance(other, tuple) or len(other) != len(self):
+            raise MollijaxError(
+                f"A vector of {len(self)} components can only be added to or subtracted "
+                f"from another of {len(self)}, got {type(other).__name__}"
+                + (f" of {len(other)}" if isinstance(other, tuple) else "") + "."
+            )
+        return Vector(op(a, b) for a, b in zip(self, other, strict=True))
+
+    def __add__(self, other):
+        return self._pair(other, lambda a, b: a + b)
+
+    def __radd__(self, other):
+        return self._pair(other, lambda a, b: b + a)
+
+    def __sub__(self, other):
+        return self._pair(other, lambda a, b: a - b)
+
+    def __rsub__(self, other):
+        return self._pair(other, lambda a, b: b - a)
+
+
+jax.tree_util.register_pytree_node(Vector, lambda v: (tuple(v), None),
+                                   lambda _, children: Vector(children))
+
+
 class Scope:
     """Named fields, derivative operators and coordinates for one residual evaluation."""
 
@@ -160,12 +208,22 @@ class Scope:
             out = out + self.d(f, a + a)
         return out
 
-    def grad(self, f, axes=None):
+    def grad(self, f, axes=None) -> Vector:
+        """`(d f / d a for a in axes)` (default: all axes but one named "t"), a `Vector`:
+        `s.k * s.grad(s.u)` is the flux `k grad u`, component by component."""
         axes = [a for a in self._grid.axes if a != "t"] if axes is None else list(axes)
-        return tuple(self.d(f, a) for a in axes)
+        return Vector(self.d(f, a) for a in axes)
 
     def div(self, flux, axes=None):
+        """`sum_a d flux_a / d a` of one component per axis in `axes` (default: all axes but
+        one named "t"), e.g. `s.div(s.k * s.grad(s.u))` for `div(k grad u)`."""
         axes = [a for a in self._grid.axes if a != "t"] if axes is None else list(axes)
+        if not isinstance(flux, tuple | list) or len(flux) != len(axes):
+            raise MollijaxError(
+                f"`div` takes one flux component per axis {axes}, got "
+                + (f"{len(flux)} components." if isinstance(flux, tuple | list)
+                   else f"a {type(flux).__name__}.")
+            )
         out = 0.0
         for a, f in zip(axes, flux, strict=True):
             out = out + self.d(f, a)

@@ -121,6 +121,37 @@ def _divergence_residual_error(mode, nx, nt, margin):
     return float(np.max(np.abs(residual - want)) / np.max(np.abs(want)))
 
 
+@pytest.mark.parametrize("mode", ["grid", "autodiff"])
+def test_grad_and_div_read_as_the_equation(mode):
+    """`s.div(s.D * s.grad(s.u))` is the hand-written `(D u_x)_x` (grad over the axes but
+    "t"), in both modes; the vector arithmetic is component-wise and refuses mismatches."""
+    fine = mj.Grid.from_bounds((21, 11), (0.0, 0.0), (1.0, 0.5), axes=("x", "t"))
+    derivatives = mode if mode != "grid" else mj.Mollifier(fine, (4 * fine.spacing[0],
+                                                                  4 * fine.spacing[1]))
+    unknowns = {"u": mj.NetworkField(_Exact(), "xt"), "D": mj.NetworkField(_Linear(), "x")}
+
+    def vector(s):
+        flux = 0.5 * (s.D * s.grad(s.u)) + s.grad(s.u) * s.D / 2 - (-s.grad(s.u)) + s.grad(s.u)
+        return s.div(flux) - s.d(s.u, "t")
+
+    def by_hand(s):
+        return s.d(s.D * s.d(s.u, "x") + 2 * s.d(s.u, "x"), "x") - s.d(s.u, "t")
+
+    values = [mj.Problem(fine, fn, derivatives=derivatives).loss_terms(unknowns)["residual:pde"]
+              for fn in (vector, by_hand)]
+    np.testing.assert_allclose(values[0], values[1], rtol=1e-12)
+
+    def unequal(s):
+        return s.div(s.grad(s.u) + (s.u, s.u))
+
+    def bare(s):
+        return s.div(s.D * s.d(s.u, "x"))
+
+    for fn, match in ((unequal, "1 components can only be added"), (bare, "one flux component")):
+        with pytest.raises(mj.MollijaxError, match=match):
+            mj.Problem(fine, fn, derivatives=derivatives).loss_terms(unknowns)
+
+
 @pytest.mark.parametrize("mode", ["autodiff", "taylor"])
 def test_divergence_form_residual_is_exact_in_point_mode(mode):
     assert _divergence_residual_error(mode, 41, 21, 4) < 1e-12
