@@ -425,13 +425,13 @@ class Staging:
                     os.close(fd)
         return data
 
-    def add_to_run(self, extra: dict) -> dict:
+    def add_to_run(self, metrics: dict, extra: dict) -> dict:
         """Move the files staged here into the finished run in `out` and record them in its
         `metrics.json` (checksums under `"files"`, names under `"plots"`, and `extra`):
-        for what a run writes after its result (the figures). The run's metrics are
-        checked when read; they are rewritten atomically, so an interruption leaves
-        either the earlier, valid metrics or the new ones."""
-        metrics = read_metrics(self.out / METRICS)
+        for what a run writes after its result (the figures). `metrics` is what `commit`
+        returned for that run (no second read of the file); it is rewritten atomically, so
+        an interruption leaves either the earlier, valid metrics or the new ones."""
+        metrics = dict(metrics)
         names = sorted(p.name for p in self.path.iterdir() if p.is_file())
         files = dict(metrics.get("files", {}))
         files.update({name: _sha256_file(self.path / name) for name in names})

@@ -249,7 +249,7 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
         metrics = stage.commit(metrics)
     if plots:  # off the critical path: the result above is complete and checked without them
         figures = _unknown_figures(result, fields, dataset, problem) + figures
-        metrics = _draw(out, figures, result.history)
+        metrics = _draw(out, metrics, figures, result.history)
     return metrics
 
 
@@ -278,7 +278,7 @@ def _unknown_figures(result, fields, dataset, problem) -> list:
     return figures
 
 
-def _draw(out: pathlib.Path, figures: list, history: dict) -> dict:
+def _draw(out: pathlib.Path, metrics: dict, figures: list, history: dict) -> dict:
     """Draw the run's figures after its result is in place, and add them to its
     `metrics.json`. A figure that fails is named in `metrics["plots_failed"]` (and on
     stderr) and the run stands; Ctrl-C here leaves the written result whole."""
@@ -296,7 +296,7 @@ def _draw(out: pathlib.Path, figures: list, history: dict) -> dict:
         for name, why in failed.items():
             print(f"mollijax run: figure {name} was not drawn ({why}); the run's result is "
                   "written.", file=sys.stderr)
-        return stage.add_to_run({"plots_failed": failed} if failed else {})
+        return stage.add_to_run(metrics, {"plots_failed": failed} if failed else {})
 
 
 def _start_folder(out: pathlib.Path, signature: dict, *, resume: bool, force: bool,
