@@ -150,6 +150,10 @@ def test_ornstein_uhlenbeck_mixture_matches_its_moment_equations(tr):
     np.testing.assert_allclose(ou.covs[0], s, atol=1e-10)
     with pytest.raises(tr.MixtureError, match="drift_constant"):
         mix.ornstein_uhlenbeck(OU_G, [0.0, 1.0], OU_D, t)
+    with pytest.raises(tr.MixtureError, match="diffusion"):  # not positive semi-definite
+        mix.ornstein_uhlenbeck(OU_G, OU_C, -OU_D, t)
+    with pytest.raises(tr.MixtureError, match="must be 3-D"):
+        mix.density_on(GRID)
 
 
 def test_fokker_planck_fit_in_3d_converges_to_the_exact_drift_and_diffusion(tr):
