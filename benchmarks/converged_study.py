@@ -1,0 +1,716 @@
+"""Converged accuracy study (issue 16): mollified vs competent autodiff derivatives of the same
+networks, each run trained until its loss stops improving.
+
+Usage (from the repository root, with the package installed):
+
+    python benchmarks/converged_study.py [--quick] [--core 1] [--json out.json]
+        [--markdown out.md] [--figure docs/converged_curves.png] [--only forcing:mlp ...]
+
+Problems (shipped problem files): `forcing` (1st order, time-varying forcing of
+`u_t = u + lambda(t)`), `darcy2d` (2nd order, the steady heat equation
+`-div(k grad u) = f` with a spatially varying conductivity `k`, `u = 0` on the walls) and
+`chromatin` (4th order, the steady chromatin phase field, periodic). Architectures of every
+state network: `mlp` (`mj.MLP`), `pirate` (`mj.PirateNet` with `mj.pirate_init` on the noisy
+data, as published) and `pinnsformer` (`mj.PINNsFormer`, evaluated as a scalar field: its
+first token; the sequential loss of the paper is not used). The unknown coefficient is a
+small `mj.MLP` field in every run.
+
+Methods:
+
+- `mollifier`: a `mj.Problem` with `mj.Mollifier(grid, eps, Bump(), boundary)` on the
+  networks' grid values, `eps` the library's automatic rule (`mj.suggest_widths`) of the
+  noisy data of seed 0 at that noise level, the boundary mode of the shipped configuration;
+  the residual is averaged over the mollifier's interior (its halo dropped; none when
+  periodic);
+- `autodiff`: the competent baseline, written here per problem (as
+  `benchmarks/fourth_order_step.py` does): the residual at the SAME interior nodes only, its
+  derivatives by nested forward mode (`jax.jvp`, e.g. four deep for the 4th order) of the
+  point functions that `NetworkField` evaluates; the interior points and the known fields there
+  are arguments of the compiled step. The data and boundary-condition terms are the library's
+  (`mj.Problem` without residuals), so the two losses differ only in how the residual's
+  derivatives are computed (checked once per problem: its initial loss equals the library's
+  `derivatives="autodiff"` loss on the same interior).
+
+Training (fixed before any run, identical for both methods): Adam with the learning rate
+`exponential_decay(1e-3, 1000 steps, 0.9)` (a schedule that does not depend on the run's
+length), float64, loss = data misfit + mean squared residual + boundary conditions (weights 1).
+The steps run in compiled chunks of `W` steps (`lax.scan`); after every chunk the plateau
+rule is checked: stop when the best loss of the last chunk is not lower than the best loss
+before it by a relative `TOL` = 1e-3, or at the step cap (then the run is "capped": not
+converged). One compiled chunk serves every seed and every noise level that has the same
+`eps`; the seed draws the noise (`simulate(seed=...)`) and the networks' initial weights.
+
+Recorded per run: steps, plateau or cap, the loss after every chunk (the learning curve),
+the final loss, the coefficient's relative L2 error and correlation with the truth
+(`mj.score`, its default interior), and the training wall time. Per (problem,
+architecture, method): compile time and XLA memory analysis (argument + output + temp) of
+one training step, and its median run time.
+
+Figure-1 check (`--figure1`, on by default): each architecture is fitted (data term only,
+same optimiser and plateau rule) to noisy samples of `g(x) = sin(2 pi x) + 0.3 sin(4 pi x)`
+on 101 nodes of [0, 1]; the 4th derivative of the fitted network by nested forward-mode
+autodiff and by the mollifier (eps by the same rule, from the noisy samples) applied to the
+network's grid values, and, for reference, the mollifier applied to the noisy samples
+directly, are compared with the analytic `g''''` on the mollifier's interior: correlation
+and relative L2 error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _one_core  # noqa: E402
+
+if __name__ == "__main__":
+    _one_core.pin(sys.argv)
+
+import argparse  # noqa: E402
+import pathlib  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+import _common as C  # noqa: E402
+import equinox as eqx  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import mollijax as mj  # noqa: E402
+from mollijax.config import shipped_config  # noqa: E402
+
+NOISES = (0.0, 0.01, 0.05, 0.10)
+ARCHS = ("mlp", "pirate", "pinnsformer")
+METHODS = ("mollifier", "autodiff")
+TOL = 1e-3  # plateau: relative improvement of the best loss per chunk
+LR, DECAY_STEPS, DECAY = 1e-3, 1000, 0.9
+
+# grids and step budgets per problem (fixed before any run; sized from step costs only)
+FULL = {
+    "forcing": {"params": {"nt": 101}, "window": 250, "cap": 6000},
+    "darcy2d": {"params": {"n": 29}, "window": 250, "cap": 5000},
+    "chromatin": {"params": {"n": 32}, "window": 100, "cap": 1500},
+}
+QUICK = {
+    "forcing": {"params": {"nt": 41}, "window": 20, "cap": 60},
+    "darcy2d": {"params": {"n": 13}, "window": 20, "cap": 60},
+    "chromatin": {"params": {"n": 16}, "window": 10, "cap": 20},
+}
+
+
+def optimiser():
+    return optax.adam(optax.exponential_decay(LR, DECAY_STEPS, DECAY))
+
+
+# ------------------------------------------------------------------ networks
+def make_net(arch: str, in_size: int, key, quick: bool):
+    if arch == "mlp":
+        return mj.MLP(in_size, width=32, depth=3, key=key)
+    if arch == "pirate":
+        return mj.PirateNet(in_size, features=16, width=32, blocks=1, key=key)
+    if arch == "pinnsformer":
+        return mj.PINNsFormer(in_size, d_model=16, heads=2, width=32, seq_len=3, key=key)
+    raise ValueError(arch)
+
+
+def build_fields(module, sim, arch: str, seed: int, quick: bool) -> dict:
+    """Unknown coefficient (small MLP) and state networks of `arch`, initial weights from
+    `seed`; a PirateNet's output layer is fitted to the noisy data (`pirate_init`)."""
+    key = jax.random.PRNGKey(1000 + seed)
+    fields = {}
+    for k, (name, hint) in enumerate(module.UNKNOWNS.items()):
+        axes = tuple(hint["axes"])
+        init = float(hint.get("init", 0.0))
+        net = mj.MLP(len(axes), width=16, depth=2, key=jax.random.fold_in(key, k))
+        fields[name] = mj.NetworkField(net, axes, hint.get("constraint", "free"), init=init,
+                                       scale=abs(init) if init else 1.0)
+    grid = sim.grid
+    pts = grid.points()
+    for k, name in enumerate(module.STATE):
+        net = make_net(arch, grid.ndim, jax.random.fold_in(key, 100 + k), quick)
+        field = mj.NetworkField(net, grid.axes)
+        if arch == "pirate":
+            xi = jax.vmap(lambda x, f=field: f._scaled(grid, x))(jnp.asarray(pts))
+            net = mj.pirate_init(net, xi, jnp.asarray(sim.data[name]).ravel())
+            field = mj.NetworkField(net, grid.axes)
+        fields[name] = field
+    return fields
+
+
+# ------------------------------------------------------------------ competent autodiff
+def _d(fn, v):
+    """The directional derivative of a point function along `v` (forward mode)."""
+    return lambda y: jax.jvp(fn, (y,), (v,))[1]
+
+
+def point_residual(pname: str, grid, module):
+    """`(fields, known at the point, x) -> residual` by nested forward mode, per problem.
+
+    Written from the problem files' residuals: `forcing` `u_t - u - lam`; `darcy2d`
+    `div(k grad u) + f = k (u_xx + u_yy) + k_x u_x + k_y u_y + f`; `chromatin`
+    `Lap(mu) + 2 (lam phi_e - phi_h)`, `mu = local(phi_w, phi_d) - kappa^2 Lap(phi_d)`.
+    """
+    def pf(field):
+        return lambda y: field.at_point(grid, None, y)
+
+    if pname == "forcing":
+        def r(F, K, x):
+            e = jnp.ones((1,), x.dtype)
+            u, ut = jax.jvp(pf(F["u"]), (x,), (e,))
+            return ut - u - pf(F["lam"])(x)
+    elif pname == "darcy2d":
+        def r(F, K, x):
+            ex, ey = jnp.eye(2, dtype=x.dtype)
+            u, k = pf(F["u"]), pf(F["k"])
+            ux, uy = _d(u, ex), _d(u, ey)
+            kv, kx = jax.jvp(k, (x,), (ex,))
+            ky = _d(k, ey)(x)
+            return (kv * (_d(ux, ex)(x) + _d(uy, ey)(x)) + kx * ux(x) + ky * uy(x)
+                    + K["f"])
+    elif pname == "chromatin":
+        KAPPA, fractions, local_potential = (module.KAPPA, module.fractions,
+                                             module.local_potential)
+
+        def r(F, K, x):
+            ex, ey = jnp.eye(2, dtype=x.dtype)
+            pw, pd = pf(F["phi_w"]), pf(F["phi_d"])
+
+            def lap(g):
+                return lambda y: _d(_d(g, ex), ex)(y) + _d(_d(g, ey), ey)(y)
+
+            def mu(y):
+                return local_potential(pw(y), pd(y)) - KAPPA**2 * lap(pd)(y)
+
+            phi_h, phi_e = fractions(pw(x), pd(x))
+            return lap(mu)(x) + 2 * (pf(F["lam"])(x) * phi_e - phi_h)
+    else:
+        raise ValueError(pname)
+    return r
+
+
+def interior_points(grid, margin):
+    crop = tuple(slice(m, n - m) for m, n in zip(margin, grid.shape, strict=True))
+    pts = np.asarray(grid.points()).reshape(*grid.shape, grid.ndim)[crop]
+    return pts.reshape(-1, grid.ndim), crop
+
+
+# ------------------------------------------------------------------ set-ups
+class Setup:
+    """One (problem, noise level): the mollifier, its interior, the data of each seed."""
+
+    def __init__(self, pname, module, params, noise, seeds, quick):
+        self.pname, self.module, self.noise = pname, module, noise
+        self.sims = {s: module.simulate(noise=noise, seed=s, **params) for s in seeds}
+        sim0 = self.sims[seeds[0]]
+        self.grid = sim0.grid
+        self.eps = tuple(float(e) for e in mj.suggest_widths(self.grid, module.ORDER,
+                                                             sim0.data))
+        boundary = shipped_config(pname).derivatives.boundary
+        boundary = boundary if isinstance(boundary, str) else tuple(boundary)
+        self.moll = mj.Mollifier(self.grid, self.eps, kernel=mj.Bump(), boundary=boundary)
+        self.periodic = all(b == "periodic" for b in self.moll.boundary)
+        self.margin = (0,) * self.grid.ndim if self.periodic else tuple(self.moll.halo)
+        self.points, self.crop = interior_points(self.grid, self.margin)
+
+    def problem(self, seed, method):
+        sim = self.sims[seed]
+        if method == "mollifier":
+            return C.network_problem(self.module, sim, self.moll)
+        return mj.Problem(sim, {}, conditions=self.conditions(seed))
+
+    def known_at_points(self, seed):
+        return {k: jnp.asarray(np.asarray(v)[self.crop].ravel())
+                for k, v in self.sims[seed].known.items()}
+
+    def conditions(self, seed):
+        names = set(self.module.UNKNOWNS) | set(self.module.STATE)
+        conds = (self.module.conditions(self.sims[seed])
+                 if hasattr(self.module, "conditions") else [])
+        return [c for c in conds if c.field in names]
+
+
+def make_loss(method, static_u, pstat, residual=None):
+    """`loss(params, args)`: mollifier `args = problem arrays`; autodiff
+    `args = (problem arrays without residuals, interior points, known there)`."""
+    if method == "mollifier":
+        def loss(p, args):
+            prob = eqx.combine(args, pstat)
+            return prob.total(prob.loss_terms(eqx.combine(p, static_u)))
+    else:
+        def loss(p, args):
+            parr, pts, known = args
+            prob = eqx.combine(parr, pstat)
+            fields = eqx.combine(p, static_u)
+            base = prob.total(prob.loss_terms(fields)) if prob.terms else 0.0
+            r = jax.vmap(lambda x, kn: residual(fields, kn, x))(pts, known)
+            return base + jnp.mean(r**2)
+    return loss
+
+
+def make_step(loss, opt):
+    def step(params, opt_state, args):
+        value, grads = jax.value_and_grad(loss)(params, args)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+    return step
+
+
+def make_chunk(step, window):
+    def chunk(params, opt_state, args):
+        def body(carry, _):
+            p, s, v = step(*carry, args)
+            return (p, s), v
+        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), None,
+                                                   length=window)
+        return params, opt_state, losses
+    return chunk
+
+
+def train(compiled_chunk, params, opt_state, args, window, cap):
+    """Chunks until the plateau rule or the cap; `(params, record)`."""
+    curve, best_before, steps, status = [], np.inf, 0, "capped"
+    t0 = time.perf_counter()
+    while steps < cap:
+        new_params, new_state, losses = compiled_chunk(params, opt_state, args)
+        losses = np.asarray(losses)
+        steps += window
+        if not np.all(np.isfinite(losses)):
+            status = "diverged"
+            break
+        params, opt_state = new_params, new_state
+        curve.append(float(losses[-1]))
+        best_recent = float(losses.min())
+        if np.isfinite(best_before) and best_recent > best_before - TOL * abs(best_before):
+            status = "plateau"
+            break
+        best_before = min(best_before, best_recent)
+    C.block(params)
+    return params, {"steps": steps, "status": status, "curve": curve, "window": window,
+                    "final_loss": curve[-1] if curve else float("nan"),
+                    "train_s": time.perf_counter() - t0}
+
+
+def time_step(compiled, args, budget=1.0, reps=7):
+    C.block(compiled(*args))
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        C.block(compiled(*args))
+        samples.append(time.perf_counter() - t0)
+        if sum(samples) > budget and len(samples) >= 3:
+            break
+    return float(np.median(samples))
+
+
+def run_config(pname, module, setups, arch, method, seeds, cfg, quick, log):
+    """Every noise level and seed of one (problem, architecture, method)."""
+    opt = optimiser()
+    rows, cost = [], None
+    residual = None
+    compiled_cache = {}
+    for noise, st in setups.items():
+        if method == "autodiff":
+            residual = residual or point_residual(pname, st.grid, module)
+        key = st.margin if method == "autodiff" else st.eps
+        for seed in seeds:
+            fields = build_fields(module, st.sims[seed], arch, seed, quick)
+            params, static_u = eqx.partition(fields, eqx.is_inexact_array)
+            opt_state = opt.init(params)
+            problem = st.problem(seed, method)
+            parr, pstat = eqx.partition(problem, eqx.is_array)
+            args = parr if method == "mollifier" else (
+                parr, jnp.asarray(st.points), st.known_at_points(seed))
+            if key not in compiled_cache:
+                loss = make_loss(method, static_u, pstat, residual)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", mj.PrecisionWarning)
+                    chunk_c, tl, tc = C.compile_fn(make_chunk(make_step(loss, opt),
+                                                              cfg["window"]),
+                                                   params, opt_state, args)
+                    if cost is None:  # one step: compile time, memory, run time
+                        step_c, sl, sc = C.compile_fn(make_step(loss, opt), params,
+                                                      opt_state, args)
+                        cost = {"compile_s": sl + sc, "memory": C.xla_memory(step_c),
+                                "step_s": time_step(step_c, (params, opt_state, args)),
+                                "loss0": float(loss(params, args)),
+                                "eps": list(st.eps), "margin": list(st.margin),
+                                "interior_nodes": int(st.points.shape[0])}
+                        log(f"  {pname} {arch} {method}: step compile {cost['compile_s']:.1f} "
+                            f"s, XLA {C.fmt_bytes(cost['memory']['peak'])}, step "
+                            f"{C.fmt_seconds(cost['step_s'])}, loss0 {cost['loss0']:.6g}")
+                        del step_c
+                compiled_cache[key] = (chunk_c, tl + tc, pstat, static_u)
+            chunk_c, chunk_compile, pstat0, static0 = compiled_cache[key]
+            if pstat != pstat0 or static_u != static0:
+                raise RuntimeError("static parts changed between runs: would recompile")
+            params, rec = train(chunk_c, params, opt_state, args, cfg["window"], cfg["cap"])
+            trained = eqx.combine(params, static_u)
+            values = {k: np.asarray(trained[k].on_subgrid(st.grid)) for k in module.UNKNOWNS}
+            err = C.first_error(values, st.sims[seed])
+            row = {"problem": pname, "order": module.ORDER, "arch": arch, "method": method,
+                   "noise": noise, "seed": seed, "eps": list(st.eps),
+                   "grid": list(st.grid.shape), "chunk_compile_s": chunk_compile,
+                   "rel_l2": err["rel_l2"], "corr": err["corr"], **rec}
+            rows.append(row)
+            log(f"    noise {noise:4.2f} seed {seed}: {rec['status']:8s} {rec['steps']:5d} "
+                f"steps, loss {rec['final_loss']:.3e}, rel_l2 {err['rel_l2']:.3f}, corr "
+                f"{err['corr']:.3f}, {rec['train_s']:.1f} s")
+    return rows, cost
+
+
+def check_losses(pname, module, st, seed, quick):
+    """Initial loss: competent autodiff vs the library's `derivatives="autodiff"` (MLP)."""
+    fields = build_fields(module, st.sims[seed], "mlp", seed, quick)
+    params, static_u = eqx.partition(fields, eqx.is_inexact_array)
+    prob = st.problem(seed, "autodiff")
+    parr, pstat = eqx.partition(prob, eqx.is_array)
+    loss = make_loss("autodiff", static_u, pstat, point_residual(pname, st.grid, module))
+    ours = float(jax.jit(loss)(params, (parr, jnp.asarray(st.points),
+                                        st.known_at_points(seed))))
+    lib = mj.Problem(st.sims[seed], module.residuals, derivatives="autodiff", margin=st.margin,
+                     conditions=st.conditions(seed))
+    lib_loss = float(eqx.filter_jit(lambda f: lib.total(lib.loss_terms(f)))(fields))
+    return {"competent": ours, "library_autodiff": lib_loss}
+
+
+# ------------------------------------------------------------------ Figure-1 check
+def figure1(archs, seeds, quick, log):
+    n = 41 if quick else 101
+    grid = mj.Grid.from_bounds((n,), (0.0,), (1.0,), axes=("x",))
+    x = np.asarray(grid.coords("x"))
+    g = np.sin(2 * np.pi * x) + 0.3 * np.sin(4 * np.pi * x)
+    g4 = (2 * np.pi) ** 4 * np.sin(2 * np.pi * x) + 0.3 * (4 * np.pi) ** 4 * np.sin(4 * np.pi * x)
+    window, cap = (20, 60) if quick else (250, 6000)
+    opt = optimiser()
+    rows = []
+    for noise in NOISES:
+        for seed in seeds:
+            rng = np.random.default_rng(seed)
+            data = g + noise * np.std(g) * rng.standard_normal(n)
+            eps = tuple(float(e) for e in mj.suggest_widths(grid, 4, {"g": data}))
+            moll = mj.Mollifier(grid, eps, kernel=mj.Bump(), boundary="odd")
+            h = moll.halo[0]
+            inner = slice(h, n - h)
+
+            def stats(d4, inner=inner):
+                d4, t = np.asarray(d4)[inner], g4[inner]
+                return {"corr": float(np.corrcoef(d4, t)[0, 1]),
+                        "rel_l2": float(np.linalg.norm(d4 - t) / np.linalg.norm(t))}
+
+            row0 = {"noise": noise, "seed": seed, "eps": eps[0], "halo": h}
+            rows.append({**row0, "arch": "data", "method": "mollifier on data",
+                         **stats(moll(jnp.asarray(data), "xxxx"))})
+            for arch in archs:
+                fields = build_fields_fig1(arch, grid, data, seed, quick)
+                params, static_u = eqx.partition(fields, eqx.is_inexact_array)
+                prob = mj.Problem(grid, {}, data={"g": jnp.asarray(data)})
+                parr, pstat = eqx.partition(prob, eqx.is_array)
+                loss = make_loss("mollifier", static_u, pstat)
+                key = (arch,)
+                if key not in figure1.cache:
+                    figure1.cache[key] = C.compile_fn(make_chunk(make_step(loss, opt), window),
+                                                      params, opt.init(params), parr)[0]
+                params, rec = train(figure1.cache[key], params, opt.init(params), parr,
+                                    window, cap)
+                field = eqx.combine(params, static_u)["g"]
+                d4_ad = jax.jit(jax.vmap(fourth_derivative(field, grid)))(
+                    jnp.asarray(grid.points()))
+                vals = field.on_subgrid(grid)
+                for method, d4 in (("autodiff", d4_ad), ("mollifier", moll(vals, "xxxx"))):
+                    rows.append({**row0, "arch": arch, "method": method,
+                                 "steps": rec["steps"], "status": rec["status"],
+                                 "fit_rmse": float(np.sqrt(np.mean((np.asarray(vals) - g) ** 2))),
+                                 **stats(d4)})
+                log(f"  fig1 noise {noise:4.2f} seed {seed} {arch}: {rec['status']} "
+                    f"{rec['steps']} steps; corr AD {rows[-2]['corr']:.3f} moll "
+                    f"{rows[-1]['corr']:.3f}")
+    return rows
+
+
+figure1.cache = {}
+
+
+def fourth_derivative(field, grid):
+    """`x -> d^4 field / dx^4` by nested forward mode (1-D)."""
+    e = jnp.ones((1,))
+    return _d(_d(_d(_d(lambda z: field.at_point(grid, None, z), e), e), e), e)
+
+
+def build_fields_fig1(arch, grid, data, seed, quick):
+    net = make_net(arch, 1, jax.random.PRNGKey(2000 + seed), quick)
+    field = mj.NetworkField(net, grid.axes)
+    if arch == "pirate":
+        xi = jax.vmap(lambda x: field._scaled(grid, x))(jnp.asarray(grid.points()))
+        field = mj.NetworkField(mj.pirate_init(net, xi, jnp.asarray(data)), grid.axes)
+    return {"g": field}
+
+
+# ------------------------------------------------------------------ report
+def _ms(values):
+    v = np.asarray([x for x in values if np.isfinite(x)])
+    if v.size == 0:
+        return "-"
+    return f"{v.mean():.3f} ± {v.std():.3f}" if v.size > 1 else f"{v[0]:.3f}"
+
+
+def report(out) -> str:
+    rows, costs, fig = out["runs"], out["costs"], out.get("figure1", [])
+    lines = []
+    probs = list(dict.fromkeys(r["problem"] for r in rows))
+    archs = [a for a in ARCHS if any(r["arch"] == a for r in rows)]
+    noises = sorted({r["noise"] for r in rows})
+
+    def sel(**kw):
+        return [r for r in rows if all(r[k] == v for k, v in kw.items())]
+
+    t = []
+    for p in probs:
+        for a in archs:
+            for m in METHODS:
+                rr = sel(problem=p, arch=a, method=m)
+                if not rr:
+                    continue
+                row = {"problem": p, "arch": a, "method": m}
+                for n in noises:
+                    row[f"L2 {n:.0%}"] = _ms([r["rel_l2"] for r in sel(problem=p, arch=a,
+                                                                        method=m, noise=n)])
+                t.append(row)
+    lines.append("Coefficient relative L2 error, mean ± standard deviation over seeds "
+                 "(interior nodes, `mj.score`):\n")
+    lines.append(C.format_table(t, list(t[0]) if t else []))
+
+    t = []
+    for p in probs:
+        for a in archs:
+            for m in METHODS:
+                rr = sel(problem=p, arch=a, method=m)
+                if not rr:
+                    continue
+                row = {"problem": p, "arch": a, "method": m}
+                for n in noises:
+                    row[f"corr {n:.0%}"] = _ms([r["corr"] for r in sel(problem=p, arch=a,
+                                                                        method=m, noise=n)])
+                t.append(row)
+    lines.append("\nCorrelation of the recovered coefficient with the truth, mean ± standard "
+                 "deviation over seeds:\n")
+    lines.append(C.format_table(t, list(t[0]) if t else []))
+
+    t = []
+    for p in probs:
+        for a in archs:
+            for m in METHODS:
+                rr = sel(problem=p, arch=a, method=m)
+                if not rr:
+                    continue
+                c = costs.get(f"{p}|{a}|{m}", {})
+                steps = [r["steps"] for r in rr]
+                t.append({
+                    "problem": p, "arch": a, "method": m,
+                    "runs": len(rr),
+                    "plateau / capped / diverged": "{} / {} / {}".format(
+                        *[sum(r["status"] == s for r in rr)
+                          for s in ("plateau", "capped", "diverged")]),
+                    "steps (median, range)": f"{int(np.median(steps))} ({min(steps)}-"
+                                             f"{max(steps)})",
+                    "train time / run (median)": C.fmt_seconds(
+                        float(np.median([r["train_s"] for r in rr]))),
+                    "step": C.fmt_seconds(c.get("step_s")),
+                    "compile (step)": C.fmt_seconds(c.get("compile_s")),
+                    "XLA memory (step)": C.fmt_bytes(c.get("memory", {}).get("peak")),
+                })
+    lines.append("\nConvergence and cost per (problem, architecture, method): runs that reached "
+                 "the plateau rule, hit the step cap (not converged) or diverged; steps; "
+                 "training wall time per run; one step's median run time, compile time and "
+                 "XLA memory (argument + output + temp):\n")
+    lines.append(C.format_table(t, list(t[0]) if t else []))
+
+    t = []
+    for p in probs:
+        for a in archs:
+            ca, cm = costs.get(f"{p}|{a}|autodiff"), costs.get(f"{p}|{a}|mollifier")
+            ra, rm = sel(problem=p, arch=a, method="autodiff"), sel(problem=p, arch=a,
+                                                                  method="mollifier")
+            if not (ca and cm and ra and rm):
+                continue
+            wins = sum(
+                np.mean([r["rel_l2"] for r in sel(problem=p, arch=a, method="mollifier",
+                                                  noise=n)])
+                < np.mean([r["rel_l2"] for r in sel(problem=p, arch=a, method="autodiff",
+                                                    noise=n)])
+                for n in noises)
+            t.append({
+                "problem": p, "arch": a,
+                "mollifier lower mean error": f"{wins} / {len(noises)} noise levels",
+                "step time AD / moll": C.fmt_ratio(ca["step_s"] / cm["step_s"]),
+                "train time to stop AD / moll (median)": C.fmt_ratio(
+                    np.median([r["train_s"] for r in ra]) / np.median([r["train_s"]
+                                                                      for r in rm])),
+                "XLA memory AD / moll": C.fmt_ratio(ca["memory"]["peak"]
+                                                    / cm["memory"]["peak"]),
+            })
+    lines.append("\nRatios, competent autodiff (AD) / mollifier:\n")
+    lines.append(C.format_table(t, list(t[0]) if t else []))
+
+    if out.get("checks"):
+        t = [{"problem": p, "initial loss, competent autodiff": f"{v['competent']:.8g}",
+              "initial loss, library autodiff": f"{v['library_autodiff']:.8g}"}
+             for p, v in out["checks"].items()]
+        lines.append("\nCheck: the competent baseline computes the library's autodiff loss "
+                     "(MLP, seed 0, 5 % noise, same interior):\n")
+        lines.append(C.format_table(t, list(t[0])))
+
+    if fig:
+        t = []
+        for a in ["data"] + [a for a in ARCHS if any(r["arch"] == a for r in fig)]:
+            ms = ["mollifier on data"] if a == "data" else ["autodiff", "mollifier"]
+            for m in ms:
+                row = {"fitted": a, "4th derivative by": m}
+                for n in NOISES:
+                    rr = [r for r in fig if r["arch"] == a and r["method"] == m
+                          and r["noise"] == n]
+                    row[f"corr {n:.0%}"] = _ms([r["corr"] for r in rr])
+                    row[f"L2 {n:.0%}"] = _ms([r["rel_l2"] for r in rr])
+                t.append(row)
+        lines.append("\nFigure-1 check: 4th derivative of the fitted network vs the analytic "
+                     "one (mollifier interior), mean ± standard deviation over seeds:\n")
+        lines.append(C.format_table(t, list(t[0])))
+        capped = [r for r in fig if r.get("status") == "capped"]
+        lines.append(f"\nFigure-1 fits that hit the step cap: {len(capped) // 2} of "
+                     f"{sum(1 for r in fig if r['method'] == 'autodiff')}.")
+    return "\n".join(lines)
+
+
+def plot_curves(out, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = out["runs"]
+    probs = list(dict.fromkeys(r["problem"] for r in rows))
+    noises = sorted({r["noise"] for r in rows})
+    fig, axes = plt.subplots(len(probs), len(noises), figsize=(3.2 * len(noises),
+                                                               2.6 * len(probs)),
+                             squeeze=False)
+    colours = {"mlp": "C0", "pirate": "C1", "pinnsformer": "C2"}
+    for i, p in enumerate(probs):
+        for j, n in enumerate(noises):
+            ax = axes[i][j]
+            for a in ARCHS:
+                for m, style in (("mollifier", "-"), ("autodiff", "--")):
+                    rr = [r for r in rows if (r["problem"], r["arch"], r["method"], r["noise"])
+                          == (p, a, m, n) and r["curve"]]
+                    if not rr:
+                        continue
+                    length = max(len(r["curve"]) for r in rr)
+                    pad = np.full((len(rr), length), np.nan)
+                    for k, r in enumerate(rr):
+                        pad[k, :len(r["curve"])] = r["curve"]
+                    med = np.nanmedian(pad, axis=0)
+                    steps = rr[0]["window"] * np.arange(1, length + 1)
+                    ax.semilogy(steps, med, style, color=colours[a], lw=1.2,
+                                label=f"{a} {m}")
+            ax.set_title(f"{p}, noise {n:.0%}", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if i == len(probs) - 1:
+                ax.set_xlabel("step", fontsize=7)
+            if j == 0:
+                ax.set_ylabel("loss (median over seeds)", fontsize=7)
+    axes[0][0].legend(fontsize=5, ncol=1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ main
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny smoke test (< 2 min)")
+    parser.add_argument("--core", type=int, default=0, help="CPU core to pin to")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only", nargs="+", default=None,
+                        help="filters `problem[:arch[:method]]`, e.g. forcing darcy2d:mlp")
+    parser.add_argument("--no-figure1", action="store_true")
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip the initial-loss check against the library's autodiff")
+    parser.add_argument("--json", help="write all measurements to this JSON file")
+    parser.add_argument("--markdown", help="write the report tables to this Markdown file")
+    parser.add_argument("--figure", help="write the learning curves to this PNG")
+    args = parser.parse_args(argv)
+    cfgs = QUICK if args.quick else FULL
+    seeds = list(range(args.seeds))
+    noises = (0.0, 0.05) if args.quick else NOISES
+    archs = ("mlp",) if args.quick else ARCHS
+
+    def wanted(p, a=None, m=None):
+        if not args.only:
+            return True
+        for f in args.only:
+            parts = f.split(":")
+            if parts[0] != p:
+                continue
+            if a is not None and len(parts) > 1 and parts[1] != a:
+                continue
+            if m is not None and len(parts) > 2 and parts[2] != m:
+                continue
+            return True
+        return False
+
+    def log(msg):
+        print(msg, flush=True)
+
+    info = C.machine_info()
+    log(C.describe_machine(info) + f"; affinity {sorted(os.sched_getaffinity(0))}")
+    out = {"machine": info, "quick": args.quick, "settings": {
+        "noises": list(noises), "seeds": seeds, "archs": list(archs), "tol": TOL, "lr": LR,
+        "decay_steps": DECAY_STEPS, "decay": DECAY,
+        "problems": {p: c for p, c in cfgs.items() if wanted(p)}},
+        "runs": [], "costs": {}, "checks": {}}
+    t_start = time.perf_counter()
+    for pname, cfg in cfgs.items():
+        if not wanted(pname):
+            continue
+        module = mj.load_problem(pname)
+        setups = {n: Setup(pname, module, cfg["params"], n, seeds, args.quick) for n in noises}
+        log(f"\n== {pname} (order {module.ORDER}), grid {setups[noises[0]].grid.shape}, eps per "
+            f"noise { {n: round(s.eps[0], 4) for n, s in setups.items()} }, margins "
+            f"{ {n: s.margin for n, s in setups.items()} }")
+        if not args.no_check:
+            st = setups[0.05]
+            out["checks"][pname] = check_losses(pname, module, st, seeds[0], args.quick)
+            log(f"  check (initial loss): {out['checks'][pname]}")
+        for arch in archs:
+            for method in METHODS:
+                if not wanted(pname, arch, method):
+                    continue
+                rows, cost = run_config(pname, module, setups, arch, method, seeds, cfg,
+                                        args.quick, log)
+                out["runs"].extend(rows)
+                out["costs"][f"{pname}|{arch}|{method}"] = cost
+                if args.json:
+                    C.write_json(args.json, {**out, "partial": True})
+        log(f"  elapsed {time.perf_counter() - t_start:.0f} s")
+    if not args.no_figure1 and (not args.only or any(f == "figure1" for f in args.only)):
+        log("\n== Figure-1 check")
+        out["figure1"] = figure1(archs, seeds, args.quick, log)
+    out["wall_s"] = time.perf_counter() - t_start
+    text = report(out)
+    print()
+    print(text)
+    print(f"\nTotal wall time {out['wall_s']:.0f} s")
+    if args.json:
+        C.write_json(args.json, out)
+    if args.markdown:
+        pathlib.Path(args.markdown).write_text(text + "\n")
+    if args.figure and out["runs"]:
+        plot_curves(out, args.figure)
+
+
+if __name__ == "__main__":
+    main()
