@@ -31,7 +31,7 @@ from ._problem import Problem
 from ._problem_files import problem_name
 from ._steady import Steady
 from ._terms import Regulariser
-from .config import SEQUENCE_NETWORKS, UnknownConfig
+from .config import SEQUENCE_NETWORKS, UnknownConfig, auto_weights
 
 GRID_REPRESENTATIONS = ("grid", "constant")  # besides the networks of the table of names
 NETWORK_OPTIONS = ("width", "depth", "features", "scale", "blocks", "d_model", "heads", "seq_len",
@@ -155,10 +155,23 @@ def _differentiator(options, grid: Grid, order: int, data, domain=None):
     return from_name("derivatives", method, grid)
 
 
-def _regularisers(spec: Mapping[str, Mapping[str, float]]) -> list:
+def _regularisers(spec: Mapping[str, Mapping[str, float | str]]) -> list:
+    """The configured regularisers; an `"auto"` weight is 0 here until `build` sets it."""
     return [
-        (Regulariser(u, kind), float(w)) for u, kinds in spec.items() for kind, w in kinds.items()
+        (Regulariser(u, kind), 0.0 if w == "auto" else float(w))
+        for u, kinds in spec.items() for kind, w in kinds.items()
     ]
+
+
+def _refuse_auto_weights(options, state: str) -> None:
+    auto = auto_weights(options.regularisers)
+    if auto:
+        raise BuildError(
+            f'[regularisers] weight(s) {auto} = "auto" are set relative to the equation '
+            f"residual at the initial guess, which the output-error state {state!r} does not "
+            "have: give a number, or run the automatic estimator (only [problem] and [data]), "
+            "which chooses the output-error weight by the discrepancy principle."
+        )
 
 
 def _residuals(module) -> dict:
@@ -173,7 +186,7 @@ def _conditions(module, dataset: Dataset, fields) -> list:
 
 
 def build(
-    module: types.ModuleType, dataset: Dataset, options
+    module: types.ModuleType, dataset: Dataset, options, *, log=None
 ) -> tuple[Problem, dict[str, AbstractField]]:
     """The inverse `Problem` of a problem file on `dataset`, and its initial unknowns.
 
@@ -184,7 +197,9 @@ def build(
       (method, kernel, eps, boundary), `unknowns` (per-unknown representation, constraint,
       init, axes, network options over the file's `UNKNOWNS` hints), `state` (how the observed
       fields enter the residuals: `"data"`, a network fitted to the data, or `"evolve"`),
-      `regularisers`, `weights` and `optimiser.seed` (network initialisation) are used.
+      `regularisers`, `weights` and `optimiser.seed` (network initialisation) are used. A
+      regulariser weight `"auto"` is set by `auto_smooth_weights` at the initial unknowns.
+    - `log`: a function of one string (e.g. `print`) told the weights chosen for `"auto"`.
 
     **Returns:** `(problem, unknowns)`, ready for `fit(problem, unknowns, ...)`.
     """
@@ -238,7 +253,21 @@ def build(
         mollified_data=bool(state.mollified_data),
         terms=terms,
     )
+    auto = auto_weights(options.regularisers)
+    if auto:
+        names = [term.split(":")[1] for term in auto]
+        chosen = auto_smooth_weights(problem, fields, names)
+        problem = problem.with_weights({f"reg:{k}:smooth": w for k, w in chosen.items()})
+        if log is not None:
+            log(f"auto: smoothness weight {', '.join(f'{k} {w:.3g}' for k, w in chosen.items())} "
+                f"({AUTO_SMOOTH:g} x the residual loss at the initial guess x length^2 / c0^2)")
     return problem, fields
+
+
+def regulariser_weights(options, problem: Problem) -> dict[str, float]:
+    """`{term: weight}` of the regularisers configured `"auto"`, as `build` set them."""
+    auto = set(auto_weights(options.regularisers))
+    return {t.name: float(t.weight) for t in problem.terms if t.name in auto}
 
 
 @functools.cache
@@ -254,6 +283,7 @@ def _finite_differences(accuracy: int):
 def _build_evolution(module, dataset, options, pointwise, key, default):
     grid = dataset.grid
     name = problem_name(module)
+    _refuse_auto_weights(options, "evolve")
     if not hasattr(module, "EVOLUTION"):
         raise BuildError(
             f"Problem {name!r} has no evolution form u_t = F(u) (`EVOLUTION`); use a [state] "
@@ -322,6 +352,7 @@ def _build_steady(module, dataset, options, pointwise, key, default):
     why = steady_refusal(module)
     if why:
         raise BuildError(f'[state] representation = "solve": {why}')
+    _refuse_auto_weights(options, "solve")
     if "t" in grid.axes:
         raise BuildError(
             f'[state] representation = "solve": the grid has a time axis {grid.axes}; a '
@@ -366,8 +397,9 @@ def initial_values(fields: Mapping[str, AbstractField], grid: Grid) -> dict[str,
 # ----------------------------------------------------------------------------- the default
 
 AUTO_SMOOTH = 1e-3
-"""Equation-error stage of `auto_run`: the smoothness weight, relative to the residual at
-the initial guess (`AUTO_SMOOTH * L_res(c0) * length^2 / c0^2`, so units-free)."""
+"""Equation-error stage of `auto_run` and `smooth = "auto"`: the smoothness weight, relative
+to the residual at the initial guess (`AUTO_SMOOTH * L_res(c0) * length^2 / c0^2`, so
+units-free; `auto_smooth_weights`)."""
 AUTO_WEIGHTS = tuple(float(w) for w in np.geomspace(1e1, 1e-5, 7))
 """Output-error stage of `auto_run`: the units-free regulariser weights the discrepancy
 principle scans (from large to small), multiplied by `length^2 / c^2` of each unknown."""
@@ -450,6 +482,29 @@ def _scale(values) -> float:
     v = np.asarray(values, dtype=np.float64)
     s = float(np.sqrt(np.mean(v**2))) if v.size else 0.0
     return s if s > 0 and np.isfinite(s) else 1.0
+
+
+def auto_smooth_weights(problem: Problem, fields: Mapping[str, AbstractField], names
+                        ) -> dict[str, float]:
+    """The smoothness weight of each unknown in `names`, from the data, not the truth.
+
+    `w_c = AUTO_SMOOTH * L_res(c0) * length_c^2 / c0^2`: `L_res(c0)` is the sum of the
+    problem's (unweighted) residual terms at the initial unknowns `fields`, `length_c` the
+    largest extent of c's axes (1 for a constant) and `c0` the root mean square of c's
+    initial values (1 where they are all 0). The smoothness penalty `mean |grad c|^2` of a
+    variation of relative size `a` over the length scale of the domain is then `AUTO_SMOOTH
+    * a^2` times the initial residual, whatever the units of the data and of `c`. The rule
+    of `auto_run`'s equation-error stage and of a configuration's `smooth = "auto"`.
+    """
+    grid = problem.grid
+    res0 = float(sum(v for k, v in problem.loss_terms(fields).items()
+                     if k.startswith("residual:")))
+    initial = initial_values({k: fields[k] for k in names}, grid)
+    return {
+        name: AUTO_SMOOTH * max(res0, 1e-300) * _length(grid, fields[name].axes) ** 2
+        / _scale(initial[name]) ** 2
+        for name in names
+    }
 
 
 def _carry(fields: Mapping[str, AbstractField], values: Mapping[str, np.ndarray], names):
@@ -550,8 +605,9 @@ def auto_run(
     1. **Equation error** (fast): the observed fields are mollified data (kernel widths from
        `auto_eps`: the noise of the data and the problem's `ORDER`), the unknowns grid fields
        (or constants), a smoothness penalty on each grid unknown (the configuration's
-       `[regularisers]`, else `AUTO_SMOOTH` relative to the residual at the first guess),
-       L-BFGS until the relative loss change over a chunk is below `tol`.
+       `[regularisers]`, else `AUTO_SMOOTH` relative to the residual at the first guess:
+       `auto_smooth_weights`), L-BFGS until the relative loss change over a chunk is below
+       `tol`.
     2. **Output error** where the problem allows it (`output_error_kind`): an `EVOLUTION`
        and a time axis give the evolved state, no time axis and `conditions` the solved
        steady state. Started from step 1's coefficients, with the data terms divided by the
@@ -568,8 +624,9 @@ def auto_run(
     - `options`: a parsed configuration (`mollijax.config.Config`; default: the defaults of
       a configuration with only `[problem]`), of which `derivatives` (kernel, boundary, eps),
       `unknowns` (constraint, init, axes; representations stay grid or constant),
-      `regularisers` (fixed weights: no discrepancy scan), `state` (`accuracy`, `solver`,
-      `substeps`) and `optimiser` (`steps`: the cap per fit, `tol`, `chunk`) are used.
+      `regularisers` (fixed weights: no discrepancy scan; all `"auto"`: as if none),
+      `state` (`accuracy`, `solver`, `substeps`) and `optimiser` (`steps`: the cap per fit,
+      `tol`, `chunk`) are used.
     - `steps`, `tol`: override the configuration's (`tol` default 1e-9).
     - `log`: a function of one string (e.g. `print`) told what is chosen and why.
 
@@ -584,6 +641,10 @@ def auto_run(
 
     if options is None:
         options = from_dict({"problem": {"file": str(module.__file__)}})
+    regs = options.regularisers
+    if regs and len(auto_weights(regs)) == sum(len(kinds) for kinds in regs.values()):
+        # every weight "auto": this estimator's own choice at each stage
+        options = dataclasses.replace(options, regularisers={})
     say = log or (lambda message: None)
     grid = dataset.grid
     opt = dataclasses.replace(
@@ -629,12 +690,7 @@ def auto_run(
     eps = problem_a.derivatives.eps
     weights_a: dict = {}
     if not options.regularisers and grid_unknowns:
-        res0 = float(sum(v for k, v in problem_a.loss_terms(fields_a).items()
-                         if k.startswith("residual:")))
-        for name in grid_unknowns:
-            length = _length(grid, fields_a[name].axes)
-            weights_a[name] = AUTO_SMOOTH * max(res0, 1e-300) * length**2 / _scale(
-                initial[name]) ** 2
+        weights_a = auto_smooth_weights(problem_a, fields_a, grid_unknowns)
         options_a = dataclasses.replace(
             options_a, regularisers={k: {"smooth": w} for k, w in weights_a.items()}
         )

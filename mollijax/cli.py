@@ -112,12 +112,13 @@ def load_data(config):
     return module, dataset
 
 
-def prepare(config) -> Prepared:
-    """Load the problem file, simulate or read the data, and build the problem."""
+def prepare(config, log=None) -> Prepared:
+    """Load the problem file, simulate or read the data, and build the problem (`log`: told
+    the regulariser weights chosen for `"auto"`)."""
     from ._build import build
 
     module, dataset = load_data(config)
-    problem, fields = build(module, dataset, config)
+    problem, fields = build(module, dataset, config, log=log)
     return Prepared(module, dataset, problem, fields)
 
 
@@ -165,7 +166,7 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
 
     from mollijax import fit  # through the package, so that a test can wrap it
 
-    from ._build import initial_values
+    from ._build import initial_values, regulariser_weights
     from ._problem_files import score
 
     out = pathlib.Path(out or config.output.dir or f"runs/{config.problem}")
@@ -182,7 +183,7 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
         _start_folder(out, signature, resume=False, force=force, progress=progress)
         result = auto.result
     else:
-        module, dataset, problem, fields = prepare(config)
+        module, dataset, problem, fields = prepare(config, log=print if progress else None)
         problem = problem.prepare(fields)  # once: fit and the metrics below reuse it
         initial = initial_values(fields, dataset.grid)
         signature = run_signature(config, dataset, problem, fields)
@@ -237,6 +238,9 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
             metrics["domain"] = {"nodes": int(np.asarray(problem.domain).sum()),
                                  "band": int(band.sum())}
             metrics["errors_on_band"] = score(result.values, dataset.replace(domain=band))
+        chosen = regulariser_weights(config, problem)  # those configured "auto"
+        if chosen:
+            metrics["weights"] = chosen
         if auto is not None:
             record = dict(auto.record)
             record["stages"] = [

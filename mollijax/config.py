@@ -9,7 +9,7 @@ A configuration has the tables
     [unknowns.<name>]    representation, constraint, init, axes, network options
     [state]              representation of the observed fields ("auto", "data", a network,
                          "evolve", "solve") and its options
-    [regularisers.<u>]   kind = weight, e.g. smooth = 1e-4
+    [regularisers.<u>]   kind = weight, e.g. smooth = 1e-4, or smooth = "auto"
     [weights]            term or kind = weight
     [optimiser]          name, learning_rate, steps, chunk, seed, tol
     [batch]              stack, field, key, devices, dtype
@@ -19,7 +19,18 @@ A configuration has the tables
 Every key and value is checked when the file is read: an unknown key, a value of the wrong
 type (no silent casting: `nx = 41.5` for an integer parameter is an error; an integer is
 accepted for a number) or out of range (`eps = "wide"`, a negative weight or learning rate,
-`seed = -1`) is a `ConfigError` naming the file, the table and the key. Simulation parameters
+`seed = -1`) is a `ConfigError` naming the file, the table and the key.
+
+A smoothness weight may be `"auto"` (`[regularisers.k] smooth = "auto"`): it is then set
+from the data when the problem is built, by the rule of the automatic run's equation-error
+stage (`mollijax._build.auto_smooth_weights`): `AUTO_SMOOTH * L_res(k0) * length^2 / k0^2`,
+with `L_res(k0)` the residual loss at the initial unknowns (the mollified data), `length`
+the largest extent of k's axes and `k0` the root mean square of k's initial values, so the
+weight is free of the units of the data and of k. The chosen weight is printed and recorded
+in `metrics.json` under `"weights"`. Only `smooth` takes `"auto"` (the rule is for a
+penalty on gradients), and only with an equation-error state (`[state] representation` of
+`"data"` or a network; the automatic run, a configuration of `[problem]` and `[data]`
+only, chooses the output-error weight by the discrepancy principle). Simulation parameters
 are checked against the problem file's `DEFAULTS` (name and type). Names of kernels,
 boundaries, derivative methods, networks, optimisers and regularisers are those of the one
 table of names (`mollijax.names(kind)`).
@@ -349,7 +360,7 @@ class Config:
     derivatives: DerivativesConfig
     unknowns: dict[str, UnknownConfig]
     state: StateConfig
-    regularisers: dict[str, dict[str, float]]
+    regularisers: dict[str, dict[str, float | str]]
     weights: dict[str, float]
     optimiser: OptimiserConfig
     output: OutputConfig
@@ -425,21 +436,45 @@ def _section(cls, table: Any, where: str, source: str):
     return cls(**out)
 
 
-def _weights(table: Any, where: str, source: str, kind: str | None = None) -> dict[str, float]:
+AUTO_WEIGHT_KINDS = ("smooth",)
+"""Regulariser kinds whose weight may be `"auto"` (the rule scales a penalty on gradients)."""
+
+
+def _weights(
+    table: Any, where: str, source: str, kind: str | None = None
+) -> dict[str, float | str]:
+    """`{key: weight}` of a `[weights]` table, or of a `[regularisers.<u>]` table (`kind`
+    `"regulariser"`), where a `smooth` weight may also be `"auto"`."""
     if not isinstance(table, Mapping):
         raise ConfigError(f"{source}: [{where}] must be a table, got {table!r}.")
-    out = {}
+    out: dict[str, float | str] = {}
     for key, value in table.items():
         if kind is not None and key not in names(kind):
             raise ConfigError(
                 f"{source}: [{where}] unknown key {key!r}; expected one of {names(kind)}."
             )
+        if kind == "regulariser" and key in AUTO_WEIGHT_KINDS:
+            if value == "auto":
+                out[str(key)] = "auto"
+                continue
+            expected = 'a finite number >= 0 or "auto" (chosen from the data)'
+        elif kind == "regulariser":
+            expected = (f'a finite number >= 0 ("auto" is for {" or ".join(AUTO_WEIGHT_KINDS)} '
+                        "only: its rule scales a penalty on gradients)")
+        else:
+            expected = "a finite number >= 0"
         if _non_negative(value):
             raise ConfigError(
-                f"{source}: [{where}] key {key!r} must be a finite number >= 0, got {value!r}."
+                f"{source}: [{where}] key {key!r} must be {expected}, got {value!r}."
             )
         out[str(key)] = float(value)
     return out
+
+
+def auto_weights(regularisers: Mapping[str, Mapping[str, float | str]]) -> list[str]:
+    """The loss terms (`"reg:<u>:<kind>"`) of `[regularisers]` whose weight is `"auto"`."""
+    return [f"reg:{u}:{k}" for u, kinds in regularisers.items() for k, w in kinds.items()
+            if w == "auto"]
 
 
 def _param(name: str, default: Any, value: Any, where: str):

@@ -82,6 +82,16 @@ F = '[problem]\nname = "forcing"\n'
         (F + '[regularisers.lam]\nsmooth = -1.0\n',
          r"\[regularisers\.lam\] key 'smooth' must be a finite number >= 0"),
         (F + '[regularisers.lam]\nsmoothh = 1.0\n', r"unknown key 'smoothh'"),
+        (F + '[regularisers.lam]\nsmooth = "autoo"\n',
+         r"\[regularisers\.lam\] key 'smooth' must be a finite number >= 0 or \"auto\".*"
+         r"got 'autoo'"),
+        (F + '[regularisers.lam]\nsmooth = -1e-4\n',
+         r"\[regularisers\.lam\] key 'smooth' must be a finite number >= 0 or \"auto\""),
+        (F + '[regularisers.lam]\ntv = "auto"\n',
+         r"\[regularisers\.lam\] key 'tv' must be a finite number >= 0 \(\"auto\" is for "
+         r"smooth only"),
+        (F + '[weights]\n"residual:pde" = "auto"\n',
+         r"\[weights\] key 'residual:pde' must be a finite number >= 0, got 'auto'"),
         (F + '[weights]\n"data" = nan\n', r"\[weights\] key 'data' must be a finite number >= 0"),
         (F + '[batch]\ndevices = -2\n', r"'devices' must be an integer >= 0"),
         (F + '[optimiser]\ntol = 0.0\n', r"\[optimiser\] key 'tol' must be a number > 0 and < 1"),
@@ -188,3 +198,73 @@ def test_solve_state_options_and_refusals(tmp_path):
     with pytest.raises(ConfigError, match=r"'nocond' defines no `conditions\(dataset\)`"):
         from_dict({"problem": {"file": "nocond.py"}, "state": {"representation": "solve"}},
                   base=tmp_path)
+
+
+# ------------------------------------------------------------- regulariser weight "auto"
+AUTO = {"problem": {"name": "poisson_coefficient", "nx": 17, "ny": 15},
+        "data": {"noise": 0.01},
+        "unknowns": {"lam": {"representation": "grid", "constraint": "positive", "init": 2.0}},
+        "state": {"representation": "data"},
+        "optimiser": {"steps": 3, "chunk": 3}}
+
+
+def _with(regularisers):
+    return from_dict({**AUTO, "regularisers": regularisers})
+
+
+def test_auto_weight_parses_and_equals_the_rule():
+    import numpy as np
+
+    from mollijax import cli
+    from mollijax._build import build
+
+    cfg = _with({"lam": {"smooth": "auto"}})
+    assert cfg.regularisers == {"lam": {"smooth": "auto"}}
+    module, dataset = cli.load_data(cfg)
+    said = []
+    problem, fields = build(module, dataset, cfg, log=said.append)
+    chosen = {t.name: float(t.weight) for t in problem.terms if t.name.startswith("reg:")}
+    # the rule, computed here from its definition: 1e-3 x the residual loss at the initial
+    # guess (lam = 2 everywhere, no regulariser) x length^2 / lam0^2, length = n h of the
+    # longer axis
+    bare, start = build(module, dataset, _with({}))
+    res0 = sum(float(v) for k, v in bare.loss_terms(start).items() if k.startswith("residual:"))
+    assert res0 > 0
+    length = max(n * h for n, h in zip(dataset.grid.shape, dataset.grid.spacing, strict=True))
+    expected = 1e-3 * res0 * length**2 / 2.0**2
+    np.testing.assert_allclose(chosen["reg:lam:smooth"], expected, rtol=1e-12)
+    assert len(said) == 1 and "lam" in said[0] and f"{expected:.3g}" in said[0]
+    # a number stays the number
+    fixed, _ = build(module, dataset, _with({"lam": {"smooth": 0.25}}))
+    assert {t.name: float(t.weight) for t in fixed.terms}["reg:lam:smooth"] == 0.25
+
+
+def test_auto_weight_is_recorded_by_a_run(tmp_path, capsys):
+    import json
+
+    from mollijax import cli
+
+    path = _write(tmp_path, '[problem]\nname = "forcing"\nnt = 41\n[data]\nnoise = 0.01\n'
+                            '[unknowns.lam]\nrepresentation = "grid"\ninit = 0.5\n'
+                            '[regularisers.lam]\nsmooth = "auto"\n[optimiser]\nsteps = 2\n'
+                            'chunk = 2\n')
+    assert cli.main(["run", str(path), "--out", str(tmp_path / "out"), "--no-plots",
+                     "--uncertainty", "none"]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    w = metrics["weights"]["reg:lam:smooth"]
+    assert w > 0
+    assert f"smoothness weight lam {w:.3g}" in capsys.readouterr().out
+
+
+def test_auto_weight_needs_an_equation_error_state():
+    from mollijax import cli
+    from mollijax._build import BuildError, build
+
+    cfg = from_dict({"problem": {"name": "heat1d", "nx": 11, "nt": 11},
+                     "unknowns": {"D": {"representation": "mlp"}},
+                     "state": {"representation": "evolve"},
+                     "regularisers": {"D": {"smooth": "auto"}}})
+    module, dataset = cli.load_data(cfg)
+    with pytest.raises(BuildError, match=r"\['reg:D:smooth'\] = \"auto\" .* output-error "
+                                         r"state 'evolve'"):
+        build(module, dataset, cfg)
