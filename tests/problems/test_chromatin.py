@@ -133,15 +133,17 @@ def test_lambda_from_microscopy_images():
     assert "chromatin" in SHIPPED
 
 
-@pytest.mark.parametrize("config, tol", [("chromatin_small.toml", 0.015),
-                                         ("chromatin_microscopy_small.toml", 0.05)])
-def test_small_configs_through_cli(tmp_path, config, tol):
+# eps "auto" (no truth used): measured 0.0196 (clean) and 0.057 (microscopy), from a start
+# of 0.37; the hand-set widths these configs had (5 and 6 grid steps) gave 0.0095 and 0.033
+@pytest.mark.parametrize("config, tol, ratio", [("chromatin_small.toml", 0.03, 0.1),
+                                                ("chromatin_microscopy_small.toml", 0.08, 0.2)])
+def test_small_configs_through_cli(tmp_path, config, tol, ratio):
     from _runs import run_cli
 
     metrics = run_cli(config, tmp_path)
     err = metrics["errors"]["lam"]
-    assert err["rel_l2"] < tol, err  # measured 0.0095 (clean) and 0.033 (microscopy)
-    assert err["rel_l2"] < 0.15 * metrics["initial_errors"]["lam"]["rel_l2"]
+    assert err["rel_l2"] < tol, err
+    assert err["rel_l2"] < ratio * metrics["initial_errors"]["lam"]["rel_l2"]
 
 
 # ------------------------------------------------------------ phase-separated regime (issue 16)

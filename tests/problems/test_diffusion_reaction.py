@@ -28,6 +28,8 @@ def test_reaction_recovered_through_cli(tmp_path):
     metrics = run_cli("diffusion_reaction_small.toml", tmp_path)
     err = metrics["errors"]["k"]
     start = metrics["initial_errors"]["k"]["rel_l2"]
-    assert err["rel_l2"] < 0.04, err  # measured 0.019 on 61 nodes, clean data
-    assert err["rel_l2"] < 0.1 * start
+    # smooth = "auto": measured 0.075 from 0.53 on 61 nodes, clean data (0.019 with the
+    # hand-set weight 1e-6 the config had)
+    assert err["rel_l2"] < 0.1, err
+    assert err["rel_l2"] < 0.2 * start
     assert err["corr"] > 0.99
