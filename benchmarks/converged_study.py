@@ -91,17 +91,26 @@ METHODS = ("mollifier", "autodiff")
 TOL = 1e-3  # plateau: relative improvement of the best loss per chunk
 LR, DECAY_STEPS, DECAY = 1e-3, 1000, 0.9
 
-# grids and step budgets per problem (fixed before any run; sized from step costs only)
+# grids and step budgets (fixed before any run; sized from measured step costs only, so that
+# the full run fits about 50 minutes on one core): `window` steps per plateau check, `cap` per
+# architecture (the same for both methods); an architecture without a cap gets the cost of
+# one step only (its 4th- or 2nd-order autodiff step costs 0.3-5.6 s here, see the report)
 FULL = {
-    "forcing": {"params": {"nt": 101}, "window": 250, "cap": 6000},
-    "darcy2d": {"params": {"n": 29}, "window": 250, "cap": 5000},
-    "chromatin": {"params": {"n": 32}, "window": 100, "cap": 1500},
+    "forcing": {"params": {"nt": 101}, "window": {"mlp": 250, "pirate": 250, "pinnsformer": 100},
+                "cap": {"mlp": 4000, "pirate": 4000, "pinnsformer": 500}},
+    "darcy2d": {"params": {"n": 25}, "window": {"mlp": 250, "pirate": 250},
+                "cap": {"mlp": 4000, "pirate": 2000}},
+    "chromatin": {"params": {"n": 28}, "window": {"mlp": 100, "pirate": 100},
+                  "cap": {"mlp": 500, "pirate": 300}},
 }
 QUICK = {
-    "forcing": {"params": {"nt": 41}, "window": 20, "cap": 60},
-    "darcy2d": {"params": {"n": 13}, "window": 20, "cap": 60},
-    "chromatin": {"params": {"n": 16}, "window": 10, "cap": 20},
+    "forcing": {"params": {"nt": 41}, "window": {"mlp": 20}, "cap": {"mlp": 60}},
+    "darcy2d": {"params": {"n": 13}, "window": {"mlp": 20}, "cap": {"mlp": 60}},
+    "chromatin": {"params": {"n": 16}, "window": {"mlp": 10, "pirate": 10},
+                  "cap": {"mlp": 20}},
 }
+FIG1 = {"window": {"mlp": 250, "pirate": 250, "pinnsformer": 100},
+        "cap": {"mlp": 4000, "pirate": 4000, "pinnsformer": 500}}
 
 
 def optimiser():
@@ -314,11 +323,15 @@ def run_config(pname, module, setups, arch, method, seeds, cfg, quick, log):
     rows, cost = [], None
     residual = None
     compiled_cache = {}
+    window, cap = cfg["window"].get(arch), cfg["cap"].get(arch)
+    train_it = cap is not None
     for noise, st in setups.items():
+        if not train_it and noise != 0.05:
+            continue
         if method == "autodiff":
             residual = residual or point_residual(pname, st.grid, module)
         key = st.margin if method == "autodiff" else st.eps
-        for seed in seeds:
+        for seed in seeds if train_it else seeds[:1]:
             fields = build_fields(module, st.sims[seed], arch, seed, quick)
             params, static_u = eqx.partition(fields, eqx.is_inexact_array)
             opt_state = opt.init(params)
@@ -330,9 +343,6 @@ def run_config(pname, module, setups, arch, method, seeds, cfg, quick, log):
                 loss = make_loss(method, static_u, pstat, residual)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", mj.PrecisionWarning)
-                    chunk_c, tl, tc = C.compile_fn(make_chunk(make_step(loss, opt),
-                                                              cfg["window"]),
-                                                   params, opt_state, args)
                     if cost is None:  # one step: compile time, memory, run time
                         step_c, sl, sc = C.compile_fn(make_step(loss, opt), params,
                                                       opt_state, args)
@@ -345,11 +355,16 @@ def run_config(pname, module, setups, arch, method, seeds, cfg, quick, log):
                             f"s, XLA {C.fmt_bytes(cost['memory']['peak'])}, step "
                             f"{C.fmt_seconds(cost['step_s'])}, loss0 {cost['loss0']:.6g}")
                         del step_c
+                    if not train_it:
+                        log(f"  {pname} {arch} {method}: cost only (no training)")
+                        return rows, cost
+                    chunk_c, tl, tc = C.compile_fn(make_chunk(make_step(loss, opt), window),
+                                                   params, opt_state, args)
                 compiled_cache[key] = (chunk_c, tl + tc, pstat, static_u)
             chunk_c, chunk_compile, pstat0, static0 = compiled_cache[key]
             if pstat != pstat0 or static_u != static0:
                 raise RuntimeError("static parts changed between runs: would recompile")
-            params, rec = train(chunk_c, params, opt_state, args, cfg["window"], cfg["cap"])
+            params, rec = train(chunk_c, params, opt_state, args, window, cap)
             trained = eqx.combine(params, static_u)
             values = {k: np.asarray(trained[k].on_subgrid(st.grid)) for k in module.UNKNOWNS}
             err = C.first_error(values, st.sims[seed])
@@ -386,7 +401,6 @@ def figure1(archs, seeds, quick, log):
     x = np.asarray(grid.coords("x"))
     g = np.sin(2 * np.pi * x) + 0.3 * np.sin(4 * np.pi * x)
     g4 = (2 * np.pi) ** 4 * np.sin(2 * np.pi * x) + 0.3 * (4 * np.pi) ** 4 * np.sin(4 * np.pi * x)
-    window, cap = (20, 60) if quick else (250, 6000)
     opt = optimiser()
     rows = []
     for noise in NOISES:
@@ -412,6 +426,8 @@ def figure1(archs, seeds, quick, log):
                 prob = mj.Problem(grid, {}, data={"g": jnp.asarray(data)})
                 parr, pstat = eqx.partition(prob, eqx.is_array)
                 loss = make_loss("mollifier", static_u, pstat)
+                window, cap = ((20, 60) if quick else
+                               (FIG1["window"][arch], FIG1["cap"][arch]))
                 key = (arch,)
                 if key not in figure1.cache:
                     figure1.cache[key] = C.compile_fn(make_chunk(make_step(loss, opt), window),
@@ -462,8 +478,9 @@ def _ms(values):
 def report(out) -> str:
     rows, costs, fig = out["runs"], out["costs"], out.get("figure1", [])
     lines = []
-    probs = list(dict.fromkeys(r["problem"] for r in rows))
-    archs = [a for a in ARCHS if any(r["arch"] == a for r in rows)]
+    probs = list(dict.fromkeys([r["problem"] for r in rows]
+                               + [k.split("|")[0] for k in costs]))
+    archs = [a for a in ARCHS if any(k.split("|")[1] == a for k in costs)]
     noises = sorted({r["noise"] for r in rows})
 
     def sel(**kw):
@@ -508,52 +525,64 @@ def report(out) -> str:
                 rr = sel(problem=p, arch=a, method=m)
                 if not rr:
                     continue
-                c = costs.get(f"{p}|{a}|{m}", {})
                 steps = [r["steps"] for r in rr]
                 t.append({
-                    "problem": p, "arch": a, "method": m,
-                    "runs": len(rr),
+                    "problem": p, "arch": a, "method": m, "runs": len(rr),
                     "plateau / capped / diverged": "{} / {} / {}".format(
                         *[sum(r["status"] == s for r in rr)
                           for s in ("plateau", "capped", "diverged")]),
+                    "cap": max(steps) if any(r["status"] == "capped" for r in rr) else "",
                     "steps (median, range)": f"{int(np.median(steps))} ({min(steps)}-"
                                              f"{max(steps)})",
+                    "final loss (median)": f"{np.median([r['final_loss'] for r in rr]):.3e}",
                     "train time / run (median)": C.fmt_seconds(
                         float(np.median([r["train_s"] for r in rr]))),
-                    "step": C.fmt_seconds(c.get("step_s")),
-                    "compile (step)": C.fmt_seconds(c.get("compile_s")),
-                    "XLA memory (step)": C.fmt_bytes(c.get("memory", {}).get("peak")),
                 })
-    lines.append("\nConvergence and cost per (problem, architecture, method): runs that reached "
-                 "the plateau rule, hit the step cap (not converged) or diverged; steps; "
-                 "training wall time per run; one step's median run time, compile time and "
-                 "XLA memory (argument + output + temp):\n")
+    lines.append("\nConvergence per (problem, architecture, method): runs that met the plateau "
+                 "rule, hit the step cap (not converged) or diverged; steps; final loss; "
+                 "training wall time per run (compiled chunks, compilation excluded):\n")
+    lines.append(C.format_table(t, list(t[0]) if t else []))
+
+    t = []
+    for key, c in costs.items():
+        if not c:
+            continue
+        p, a, m = key.split("|")
+        t.append({"problem": p, "arch": a, "method": m,
+                  "residual nodes": c["interior_nodes"],
+                  "step (median)": C.fmt_seconds(c["step_s"]),
+                  "compile (step)": C.fmt_seconds(c["compile_s"]),
+                  "XLA memory (step)": C.fmt_bytes(c["memory"]["peak"]),
+                  "trained": "yes" if sel(problem=p, arch=a, method=m) else "cost only"})
+    lines.append("\nCost of one training step (5 % noise set-up): median run time, compile time, "
+                 "XLA memory analysis (argument + output + temp):\n")
     lines.append(C.format_table(t, list(t[0]) if t else []))
 
     t = []
     for p in probs:
         for a in archs:
             ca, cm = costs.get(f"{p}|{a}|autodiff"), costs.get(f"{p}|{a}|mollifier")
+            if not (ca and cm):
+                continue
             ra, rm = sel(problem=p, arch=a, method="autodiff"), sel(problem=p, arch=a,
                                                                   method="mollifier")
-            if not (ca and cm and ra and rm):
-                continue
-            wins = sum(
-                np.mean([r["rel_l2"] for r in sel(problem=p, arch=a, method="mollifier",
-                                                  noise=n)])
-                < np.mean([r["rel_l2"] for r in sel(problem=p, arch=a, method="autodiff",
-                                                    noise=n)])
-                for n in noises)
-            t.append({
-                "problem": p, "arch": a,
-                "mollifier lower mean error": f"{wins} / {len(noises)} noise levels",
-                "step time AD / moll": C.fmt_ratio(ca["step_s"] / cm["step_s"]),
-                "train time to stop AD / moll (median)": C.fmt_ratio(
+            row = {"problem": p, "arch": a, "mollifier lower mean error": "-",
+                   "step time AD / moll": C.fmt_ratio(ca["step_s"] / cm["step_s"]),
+                   "train time to stop AD / moll (median)": "-",
+                   "XLA memory AD / moll": C.fmt_ratio(ca["memory"]["peak"]
+                                                       / cm["memory"]["peak"])}
+            if ra and rm:
+                wins = sum(
+                    np.mean([r["rel_l2"] for r in sel(problem=p, arch=a, method="mollifier",
+                                                      noise=n)])
+                    < np.mean([r["rel_l2"] for r in sel(problem=p, arch=a, method="autodiff",
+                                                        noise=n)])
+                    for n in noises)
+                row["mollifier lower mean error"] = f"{wins} / {len(noises)} noise levels"
+                row["train time to stop AD / moll (median)"] = C.fmt_ratio(
                     np.median([r["train_s"] for r in ra]) / np.median([r["train_s"]
-                                                                      for r in rm])),
-                "XLA memory AD / moll": C.fmt_ratio(ca["memory"]["peak"]
-                                                    / cm["memory"]["peak"]),
-            })
+                                                                      for r in rm]))
+            t.append(row)
     lines.append("\nRatios, competent autodiff (AD) / mollifier:\n")
     lines.append(C.format_table(t, list(t[0]) if t else []))
 
@@ -642,7 +671,20 @@ def main(argv=None):
     parser.add_argument("--json", help="write all measurements to this JSON file")
     parser.add_argument("--markdown", help="write the report tables to this Markdown file")
     parser.add_argument("--figure", help="write the learning curves to this PNG")
+    parser.add_argument("--from-json", help="report (and plot) the results in this JSON file "
+                                            "(e.g. a partial one) instead of running")
     args = parser.parse_args(argv)
+    if args.from_json:
+        import json
+
+        out = json.loads(pathlib.Path(args.from_json).read_text())
+        text = report(out)
+        print(text)
+        if args.markdown:
+            pathlib.Path(args.markdown).write_text(text + "\n")
+        if args.figure and out["runs"]:
+            plot_curves(out, args.figure)
+        return
     cfgs = QUICK if args.quick else FULL
     seeds = list(range(args.seeds))
     noises = (0.0, 0.05) if args.quick else NOISES
