@@ -96,12 +96,13 @@ LR, DECAY_STEPS, DECAY = 1e-3, 1000, 0.9
 # architecture (the same for both methods); an architecture without a cap gets the cost of
 # one step only (its 4th- or 2nd-order autodiff step costs 0.3-5.6 s here, see the report)
 FULL = {
-    "forcing": {"params": {"nt": 101}, "window": {"mlp": 250, "pirate": 250, "pinnsformer": 100},
-                "cap": {"mlp": 4000, "pirate": 4000, "pinnsformer": 500}},
-    "darcy2d": {"params": {"n": 25}, "window": {"mlp": 250, "pirate": 250},
-                "cap": {"mlp": 4000, "pirate": 2000}},
+    "forcing": {"params": {"nt": 101},
+                "window": {"mlp": 1000, "pirate": 1000, "pinnsformer": 250},
+                "cap": {"mlp": 12000, "pirate": 12000, "pinnsformer": 1000}},
+    "darcy2d": {"params": {"n": 25}, "window": {"mlp": 500, "pirate": 500},
+                "cap": {"mlp": 6000, "pirate": 3000}},
     "chromatin": {"params": {"n": 28}, "window": {"mlp": 100, "pirate": 100},
-                  "cap": {"mlp": 500, "pirate": 300}},
+                  "cap": {"mlp": 400, "pirate": 200}},
 }
 QUICK = {
     "forcing": {"params": {"nt": 41}, "window": {"mlp": 20}, "cap": {"mlp": 60}},
@@ -109,8 +110,8 @@ QUICK = {
     "chromatin": {"params": {"n": 16}, "window": {"mlp": 10, "pirate": 10},
                   "cap": {"mlp": 20}},
 }
-FIG1 = {"window": {"mlp": 250, "pirate": 250, "pinnsformer": 100},
-        "cap": {"mlp": 4000, "pirate": 4000, "pinnsformer": 500}}
+FIG1 = {"window": {"mlp": 1000, "pirate": 1000, "pinnsformer": 250},
+        "cap": {"mlp": 12000, "pirate": 12000, "pinnsformer": 1000}}
 
 
 def optimiser():
