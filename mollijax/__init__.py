@@ -17,7 +17,11 @@ from ._batch import (
     load_stack as load_stack,
     run_batch as run_batch,
 )
-from ._build import AutoRun as AutoRun, auto_run as auto_run
+from ._build import (
+    AutoRun as AutoRun,
+    auto_run as auto_run,
+    auto_smooth_weights as auto_smooth_weights,
+)
 from ._checkpoint import (
     CheckpointMismatchError as CheckpointMismatchError,
     CorruptFileError as CorruptFileError,

@@ -484,18 +484,33 @@ def _scale(values) -> float:
     return s if s > 0 and np.isfinite(s) else 1.0
 
 
-def auto_smooth_weights(problem: Problem, fields: Mapping[str, AbstractField], names
+def auto_smooth_weights(problem: Problem, fields: Mapping[str, AbstractField], names=None
                         ) -> dict[str, float]:
     """The smoothness weight of each unknown in `names`, from the data, not the truth.
 
-    `w_c = AUTO_SMOOTH * L_res(c0) * length_c^2 / c0^2`: `L_res(c0)` is the sum of the
-    problem's (unweighted) residual terms at the initial unknowns `fields`, `length_c` the
-    largest extent of c's axes (1 for a constant) and `c0` the root mean square of c's
-    initial values (1 where they are all 0). The smoothness penalty `mean |grad c|^2` of a
-    variation of relative size `a` over the length scale of the domain is then `AUTO_SMOOTH
-    * a^2` times the initial residual, whatever the units of the data and of `c`. The rule
-    of `auto_run`'s equation-error stage and of a configuration's `smooth = "auto"`.
+    `w_c = AUTO_SMOOTH * L_res(c0) * length_c^2 / c0^2` with `AUTO_SMOOTH = 1e-3`: `L_res(c0)`
+    is the sum of the problem's (unweighted) residual terms at the initial unknowns `fields`,
+    `length_c` the largest extent of c's axes (1 for a constant) and `c0` the root mean
+    square of c's initial values (1 where they are all 0). The smoothness penalty
+    `mean |grad c|^2` of a variation of relative size `a` over the length scale of the domain
+    is then `AUTO_SMOOTH * a^2` times the initial residual, whatever the units of the data
+    and of `c`. The rule of `auto_run`'s equation-error stage and of a configuration's
+    `smooth = "auto"`.
+
+    **Arguments:**
+
+    - `problem`: the `Problem` (an equation-error one: its residual terms are evaluated).
+    - `fields`: the initial unknowns, `{name: AbstractField}`.
+    - `names`: the unknowns to weigh (default: all of `fields`).
+
+    **Returns:** `{name: weight}`, for `problem.with_weights({"reg:<name>:smooth": weight})`:
+
+    ```python
+    w = mj.auto_smooth_weights(problem, unknowns, ["D"])["D"]
+    problem = problem.with_weights({"reg:D:smooth": w})
+    ```
     """
+    names = list(fields) if names is None else [names] if isinstance(names, str) else names
     grid = problem.grid
     res0 = float(sum(v for k, v in problem.loss_terms(fields).items()
                      if k.startswith("residual:")))
