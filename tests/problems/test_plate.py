@@ -138,4 +138,6 @@ def test_cli_small_config(tmp_path):
     metrics = run_cli("plate_small.toml", tmp_path)
     assert metrics["status"] == "completed"
     err, start = metrics["errors"]["D"]["rel_l2"], metrics["initial_errors"]["D"]["rel_l2"]
-    assert err < 0.6 * start and err < 0.08, (err, start)  # measured 0.063 from 0.123
+    # auto_run (equation error, then the solved state by output error): measured 0.0051
+    # from 0.123
+    assert err < 0.1 * start and err < 0.02, (err, start)
