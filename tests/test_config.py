@@ -4,6 +4,7 @@ import pathlib
 
 import pytest
 
+import mollijax as mj
 from mollijax.config import (
     ConfigError,
     from_dict,
@@ -216,18 +217,16 @@ def test_auto_weight_parses_and_equals_the_rule():
     import numpy as np
 
     from mollijax import cli
-    from mollijax._build import build
 
     cfg = _with({"lam": {"smooth": "auto"}})
     assert cfg.regularisers == {"lam": {"smooth": "auto"}}
-    module, dataset = cli.load_data(cfg)
     said = []
-    problem, fields = build(module, dataset, cfg, log=said.append)
+    _, dataset, problem, fields = cli.prepare(cfg, log=said.append)
     chosen = {t.name: float(t.weight) for t in problem.terms if t.name.startswith("reg:")}
     # the rule, computed here from its definition: 1e-3 x the residual loss at the initial
     # guess (lam = 2 everywhere, no regulariser) x length^2 / lam0^2, length = n h of the
     # longer axis
-    bare, start = build(module, dataset, _with({}))
+    _, _, bare, start = cli.prepare(_with({}))
     res0 = sum(float(v) for k, v in bare.loss_terms(start).items() if k.startswith("residual:"))
     assert res0 > 0
     length = max(n * h for n, h in zip(dataset.grid.shape, dataset.grid.spacing, strict=True))
@@ -235,7 +234,7 @@ def test_auto_weight_parses_and_equals_the_rule():
     np.testing.assert_allclose(chosen["reg:lam:smooth"], expected, rtol=1e-12)
     assert len(said) == 1 and "lam" in said[0] and f"{expected:.3g}" in said[0]
     # a number stays the number
-    fixed, _ = build(module, dataset, _with({"lam": {"smooth": 0.25}}))
+    fixed = cli.prepare(_with({"lam": {"smooth": 0.25}})).problem
     assert {t.name: float(t.weight) for t in fixed.terms}["reg:lam:smooth"] == 0.25
 
 
@@ -258,13 +257,11 @@ def test_auto_weight_is_recorded_by_a_run(tmp_path, capsys):
 
 def test_auto_weight_needs_an_equation_error_state():
     from mollijax import cli
-    from mollijax._build import BuildError, build
 
     cfg = from_dict({"problem": {"name": "heat1d", "nx": 11, "nt": 11},
                      "unknowns": {"D": {"representation": "mlp"}},
                      "state": {"representation": "evolve"},
                      "regularisers": {"D": {"smooth": "auto"}}})
-    module, dataset = cli.load_data(cfg)
-    with pytest.raises(BuildError, match=r"\['reg:D:smooth'\] = \"auto\" .* output-error "
-                                         r"state 'evolve'"):
-        build(module, dataset, cfg)
+    with pytest.raises(mj.MollijaxError, match=r"\['reg:D:smooth'\] = \"auto\" .* "
+                                               r"output-error state 'evolve'"):
+        cli.prepare(cfg)
