@@ -118,7 +118,7 @@ def run_case(label: str, name: str, params: dict) -> dict:
     # per draw: the default error bars (the estimator's root mean square error, every
     # direction kept up to 1500 parameters); the Laplace posterior's std beside it on the
     # first POSTERIOR_DRAWS draws (a comparison, not the default)
-    est, std, bayes, costs, other = [], [], [], [], []
+    est, std, bayes, costs, other, plain, continued = [], [], [], [], [], [], 0
     for b in range(DRAWS):
         if fits[b].status != mj.Status.completed:
             continue
@@ -127,6 +127,9 @@ def run_case(label: str, name: str, params: dict) -> dict:
         u = mj.laplace(item, fits[b])
         std.append(u.std[unknown])
         costs.append(u.cost["seconds"] / fits[b].wall_time)
+        continued += "continued from" in u.message
+        # the same error bar without the unresolved directions' continued bias
+        plain.append(mj.laplace(item, fits[b], unresolved=False).std[unknown])
         if BIAS_STEPS:
             other.append(mj.laplace(item, fits[b], bias_steps=BIAS_STEPS).std[unknown])
         if len(bayes) < POSTERIOR_DRAWS:
@@ -144,7 +147,9 @@ def run_case(label: str, name: str, params: dict) -> dict:
         "params": sum(int(np.size(x)) for x in
                       jax.tree_util.tree_leaves(eqx.filter(start, eqx.is_inexact_array))),
         "draws": f"{len(est)}/{DRAWS}",
-        "cover 2 std": f"{coverage(est, std, truth, 2.0):.1%}",
+        "cover 2 std": f"{coverage(est, std, truth, 2.0):.2%}",
+        "without unresolved: cover 2 std": f"{coverage(est, np.array(plain), truth, 2.0):.2%}",
+        "continued (draws)": f"{continued}/{len(est)}",
         "cover 1 std": f"{coverage(est, std, truth, 1.0):.1%}",
         "posterior: cover 2 std": f"{coverage(est[:len(bayes)], bayes, truth, 2.0):.1%}",
         "default/fit (median)": f"{np.median(costs):.2f}",
@@ -174,7 +179,7 @@ def main() -> None:
         print(row, flush=True)
     columns = ["problem", "grid", "estimator", "params", "draws", "cover 2 std",
                *([f"cover 2 std, bias_steps={BIAS_STEPS}"] if BIAS_STEPS else []),
-               "cover 1 std",
+               "without unresolved: cover 2 std", "continued (draws)", "cover 1 std",
                "posterior: cover 2 std", "default/fit (median)",
                "mean rel std", "median rel std", "mean rel error",
                "noise-free fit: cover 2 std (diagnostic)", "last eigenvalue",

@@ -61,7 +61,8 @@ error: its spread under new noise (the sandwich `T H^-1 H_gn H^-1`) plus the squ
 bias, the regularisers' linearised pull on the fit (estimated from the fit itself, with one
 twicing step). The ensemble std is the spread from refits: no prior variance, no bias. All
 three agree where the data dominate. The bias estimate sees only what the data resolve: a
-bias in directions the data do not see (a jump smoothed by `H1`) is not covered, and the
+bias in directions the data do not see (a jump smoothed by `H1`) is continued from the
+spectrum of those they do (self-similarity; `laplace(unresolved=...)`), and the
 error bars are only as good as the regulariser weight behind them (a weight far too small
 or too large gives an estimate whose own error the bars do not describe). Coverage of the
 truth is measured in docs/benchmarks.md.
@@ -500,6 +501,7 @@ def laplace(
     prior_scale: float | str = 1.0,
     kind: str = "mse",
     bias_steps: int = 2,
+    unresolved=True,
     samples: int = 0,
     key: jax.Array | None = None,
     chunk: int = 64,
@@ -557,6 +559,13 @@ def laplace(
       bias. 1: the plain plug-in; 2 (default): one twicing step. More steps recover more
       of the weakly determined directions' bias and add more of their noise
       (docs/benchmarks.md, "Error bars: calibration", has the design study).
+    - `unresolved`: for `kind="mse"`, add the expected squared bias of the directions the
+      data do not resolve, whose bias no plug-in sees (a jump smoothed by `H1`): the
+      truth's whitened spectrum is estimated from the directions the data do resolve and
+      continued past them (`_unresolved_spectrum`; nothing is added when fewer than three
+      groups of directions are resolved, as for a smooth truth). Default True; it assumes
+      the truth is as rough beyond the data's resolution as within it. Only the kept
+      eigenpairs count (every direction with `rank="auto"` up to 1500 parameters).
     - `samples`: number of posterior draws (0: none), pushed through the unknowns' own maps;
       `key`: a `jax.random.PRNGKey` for the probes and the draws (default `PRNGKey(0)`).
     - `chunk`: probes per compiled batch of Gauss-Newton products.
@@ -580,6 +589,9 @@ def laplace(
     samples = _int_at_least(samples, 0, "samples", where)
     chunk = _int_at_least(chunk, 1, "chunk", where)
     prior_scale, bias_steps = _check_kind(kind, prior_scale, bias_steps, where)
+    if not isinstance(unresolved, bool):
+        raise UncertaintyError(f"{where}: `unresolved` must be True or False, got "
+                               f"{unresolved!r}.")
     bad_nugget = f"{where}: `nugget` must be a number >= 0, got {nugget!r}."
     try:
         nugget = float(nugget)
@@ -720,6 +732,11 @@ def laplace(
         for _ in range(bias_steps - 1):
             bias = first + h_inv(h_reg @ bias)
         pull = q @ bias
+        # the bias in the directions the data do not resolve, from the truth's spectrum
+        # continued past the directions that they do (zero for a smooth truth)
+        unseen, unseen_note = (_unresolved_spectrum(lam, u.T @ _solve_triangular(
+            chol, grad_reg, lower=True), temperature) if unresolved else (None, ""))
+        scale_note += unseen_note
 
     # pointwise std of every unknown
     mean, std, start = {}, {}, 0
@@ -734,6 +751,8 @@ def laplace(
         b = rows @ lt_u
         if kind == "mse":  # the sandwich T H^-1 H_gn H^-1 plus the squared bias
             var = temperature * (b**2) @ (lam / (1.0 + lam) ** 2) + pull[start:start + size] ** 2
+            if unseen is not None:
+                var = var + (b**2) @ (unseen / (1.0 + lam) ** 2)
         else:
             var = variance * (prior_var - (b**2) @ d)
         std[name] = _outside_nan(problem, unknowns[name],
@@ -773,6 +792,71 @@ def laplace(
     cost = {"seconds": time.perf_counter() - start_time, "products": float(model.products)}
     return Uncertainty("laplace", mean, std, draws, len(lam), lam, noise, temperature, cost,
                        message, scale, newton)
+
+
+UNRESOLVED_GROUP = 20
+"""Directions per group when the truth's spectrum is estimated (`_unresolved_spectrum`)."""
+UNRESOLVED_SIGNIFICANCE = 2.0
+"""A group counts as resolved when its noise-corrected power exceeds this many standard
+errors."""
+UNRESOLVED_MIN_GROUPS = 3
+"""Fewer resolved groups than this: no spectrum is fitted (the plug-in bias stands)."""
+
+
+def _unresolved_spectrum(lam: np.ndarray, r: np.ndarray, temperature: float):
+    """The expected squared size of the truth's component in each direction the data do
+    not resolve, continued from those they do.
+
+    In the prior-whitened eigenbasis of the misfit Hessian (eigenvalues `lam`), the fit's
+    component is `w_hat_i = lam_i / (1 + lam_i) (w_i + n_i)` with `n_i ~ N(0, T / lam_i)`,
+    and the estimator's bias there is `-w_i / (1 + lam_i)`. `r_i` (the whitened gradient
+    of the regularisers at the fit) stands for `w_hat_i`, so `d_i = r_i (1 + lam_i) /
+    lam_i` is the data's own estimate of `w_i`, with `E d_i^2 = w_i^2 + T / lam_i`.
+
+    The directions, by decreasing `lam`, are taken in groups of `UNRESOLVED_GROUP`; a group
+    whose noise-corrected power `m = mean(d^2) - mean(T / lam)` exceeds
+    `UNRESOLVED_SIGNIFICANCE` of its standard error `sqrt(2 / G) (mean(T / lam) + m)`
+    (chi-square) is resolved. With at least `UNRESOLVED_MIN_GROUPS` of them, a power law
+    `log m = a + g log lam` is fitted to the resolved groups and continued to the
+    directions below the smallest resolved `lam` (held at its level there when it would
+    grow: the spectrum is not extrapolated upwards); directions no data see at all
+    (`lam <= 1e-12 max lam`, the nugget's) and the resolved ones (whose bias the plug-in
+    estimates) get 0. This is a self-similarity assumption: the truth's unresolved part is
+    as rough as its resolved part says. A smooth truth's power falls below the noise within
+    a group or two, and nothing is added.
+
+    **Returns:** `(W, note)`: `W` per direction (`None` when no spectrum was fitted) and a
+    phrase for the message.
+    """
+    order = np.argsort(-lam)
+    big = float(lam.max()) if lam.size else 0.0
+    seen = order[lam[order] > 1e-12 * big]
+    if seen.size < UNRESOLVED_GROUP * UNRESOLVED_MIN_GROUPS:
+        return None, ""
+    ls, rs = lam[seen], r[seen]
+    power = (rs * (1.0 + ls) / ls) ** 2
+    noise = temperature / ls
+    xs, ys, lows = [], [], []
+    g = UNRESOLVED_GROUP
+    for i in range(0, seen.size - g + 1, g):
+        m = float(power[i:i + g].mean() - noise[i:i + g].mean())
+        se = math.sqrt(2.0 / g) * (float(noise[i:i + g].mean()) + max(m, 0.0))
+        if m > UNRESOLVED_SIGNIFICANCE * se:
+            xs.append(float(np.log(ls[i:i + g]).mean()))
+            ys.append(math.log(m))
+            lows.append(float(ls[i:i + g].min()))
+    if len(xs) < UNRESOLVED_MIN_GROUPS:
+        return None, ""
+    slope, level = np.polyfit(xs, ys, 1)
+    lowest = min(lows)
+    x = np.log(np.maximum(lam, 1e-300))
+    if slope < 0:
+        x = np.maximum(x, min(xs))
+    spectrum = np.exp(level + slope * x)
+    spectrum[(lam >= lowest) | (lam <= 1e-12 * big)] = 0.0
+    note = (f"; the bias of {int(np.count_nonzero(spectrum))} unresolved directions "
+            f"continued from {len(xs)} resolved groups (spectrum slope {slope:.2f})")
+    return spectrum, note
 
 
 def _outside_nan(problem: Problem, field, std: np.ndarray) -> np.ndarray:

@@ -193,6 +193,59 @@ def test_newton_step_measures_the_distance_to_the_optimum(linear):
     assert "not at an optimum" not in at_optimum.message
 
 
+def test_unresolved_bias_is_continued_from_the_resolved_spectrum():
+    """A truth drawn from the prior has a flat whitened spectrum, and its Bayes risk at
+    each node is the exact posterior variance (dense inverse). The plug-in bias misses
+    the directions the data do not resolve, so `unresolved=False` is narrower than that;
+    the continued spectrum (`unresolved=True`, the default) restores it, reads the
+    spectrum as flat, and adds nothing for a smooth truth, whose power falls below the
+    noise after one group of directions."""
+    n, sigma, h1, tikhonov = 161, 4e-5, 1e-4, 1e-3
+    grid = mj.Grid.from_bounds((n,), (0.0,), (1.0,), axes=("x",))
+    walls = [mj.Condition("u", {"x": 0}, 0.0), mj.Condition("u", {"x": -1}, 0.0)]
+    steady = mj.Steady(lambda s: s.d(s.d(s.u, "x"), "x") + s.f)
+
+    def problem(u):
+        p = mj.Problem(grid, None, data={"u": u}, steady=steady, conditions=walls,
+                       regularisers=[mj.H1("f", h1), mj.Tikhonov("f", tikhonov)])
+        return mj.scaled(p, {"u": sigma})
+
+    template = mj.GridField(np.zeros(n), "x")
+    forward = problem(np.zeros(n))
+    jac = np.asarray(jax.jacfwd(lambda v: forward.grid_values(
+        {"f": eqx.tree_at(lambda g: g.raw, template, v)})["u"])(jnp.zeros(n)))
+    diff = np.diff(np.eye(n), axis=0) * (n - 1)
+    prior = (n / 2) * (h1 * 2 / (n - 1) * diff.T @ diff + tikhonov * 2 / n * np.eye(n))
+    h_inv = np.linalg.inv(jac.T @ jac / sigma**2 + prior)
+    risk = np.sqrt(np.mean(np.diag(h_inv)))  # root mean Bayes risk over the nodes
+    rng = np.random.default_rng(0)
+    x = grid.coords("x")
+    truths = [np.linalg.solve(np.linalg.cholesky(prior).T, rng.standard_normal(n))
+              for _ in range(3)] + [10.0 + 5.0 * np.sin(np.pi * x)]
+    ratios = {True: [], False: []}
+    for i, truth in enumerate(truths):
+        u_obs = jac @ truth + sigma * rng.standard_normal(n)
+        fitted = {"f": mj.GridField(h_inv @ jac.T @ u_obs / sigma**2, "x")}  # the optimum
+        std = {}
+        for unresolved in (True, False):
+            out = mj.laplace(problem(u_obs), fitted, rank="full", sigma=sigma, nugget=0.0,
+                             unresolved=unresolved)
+            std[unresolved] = out.std["f"]
+            if unresolved and i < 3:
+                assert "continued from" in out.message
+                slope = float(out.message.split("spectrum slope ")[1].rstrip(")"))
+                assert abs(slope) < 0.3  # a prior draw's spectrum is flat
+        if i == 3:  # the smooth truth: next to nothing added
+            np.testing.assert_allclose(std[True], std[False], rtol=0.05)
+        else:
+            for k in ratios:
+                ratios[k].append(np.sqrt(np.mean(std[k] ** 2)) / risk)
+    assert np.mean(ratios[False]) < 0.95
+    assert 0.95 <= np.mean(ratios[True]) <= 1.4
+    with pytest.raises(mj.UncertaintyError, match="`unresolved`"):
+        mj.laplace(forward, {"f": template}, sigma=sigma, unresolved="yes")
+
+
 @pytest.fixture(scope="module")
 def reaction():
     """-u'' + c(x) u = f, u = 0 on the walls, c > 0 unknown (nonlinear in c), 1 % noise; a
