@@ -102,7 +102,7 @@ FULL = {
     "darcy2d": {"params": {"n": 25}, "window": {"mlp": 500, "pirate": 500},
                 "cap": {"mlp": 6000, "pirate": 5000}},
     "chromatin": {"params": {"n": 28}, "window": {"mlp": 100, "pirate": 100},
-                  "cap": {"mlp": 1000, "pirate": 500}},
+                  "cap": {"mlp": 500, "pirate": 200}},
 }
 QUICK = {
     "forcing": {"params": {"nt": 41}, "window": {"mlp": 20}, "cap": {"mlp": 60}},
