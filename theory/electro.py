@@ -30,143 +30,57 @@ import mollijax as mj
 
 from ._electro_dynamics import (
     Charges as Charges,
-)
-from ._electro_dynamics import (
     descend as descend,
-)
-from ._electro_dynamics import (
     descend_nodewise as descend_nodewise,
-)
-from ._electro_dynamics import (
     energy as energy,
-)
-from ._electro_dynamics import (
     felt_potential as felt_potential,
-)
-from ._electro_dynamics import (
     position_laplacians as position_laplacians,
 )
 from ._electro_inverse import (
     estimate_potential as estimate_potential,
-)
-from ._electro_inverse import (
     match_errors as match_errors,
-)
-from ._electro_inverse import (
     random_teacher as random_teacher,
-)
-from ._electro_inverse import (
     read_charges as read_charges,
-)
-from ._electro_inverse import (
     sample_teacher as sample_teacher,
-)
-from ._electro_inverse import (
     source_density as source_density,
 )
 from ._electro_potentials import (
     AbstractUnit as AbstractUnit,
-)
-from ._electro_potentials import (
     GaussianUnit as GaussianUnit,
-)
-from ._electro_potentials import (
     ScreenedUnit as ScreenedUnit,
-)
-from ._electro_potentials import (
     bessel_k0 as bessel_k0,
-)
-from ._electro_potentials import (
     exp1 as exp1,
-)
-from ._electro_potentials import (
     hermite_activation as hermite_activation,
-)
-from ._electro_potentials import (
     hermite_potential as hermite_potential,
-)
-from ._electro_potentials import (
     lattice_features as lattice_features,
-)
-from ._electro_potentials import (
     lattice_unit as lattice_unit,
-)
-from ._electro_potentials import (
     monte_carlo_potential as monte_carlo_potential,
-)
-from ._electro_potentials import (
     relu_activation as relu_activation,
-)
-from ._electro_potentials import (
     relu_potential as relu_potential,
-)
-from ._electro_potentials import (
     sign_activation as sign_activation,
-)
-from ._electro_potentials import (
     sign_potential as sign_potential,
-)
-from ._electro_potentials import (
     torus_potential as torus_potential,
 )
 from ._electro_sphere import (
     AbstractSphereUnit as AbstractSphereUnit,
-)
-from ._electro_sphere import (
     HermiteSphere as HermiteSphere,
-)
-from ._electro_sphere import (
     ReluSphere as ReluSphere,
-)
-from ._electro_sphere import (
     SignSphere as SignSphere,
-)
-from ._electro_sphere import (
     SphereNetwork as SphereNetwork,
-)
-from ._electro_sphere import (
     angles_of_cosine as angles_of_cosine,
-)
-from ._electro_sphere import (
     descend_sphere as descend_sphere,
-)
-from ._electro_sphere import (
     fit_rates as fit_rates,
-)
-from ._electro_sphere import (
     match_teacher as match_teacher,
-)
-from ._electro_sphere import (
     network_output as network_output,
-)
-from ._electro_sphere import (
     normalise as normalise,
-)
-from ._electro_sphere import (
     orthonormal_directions as orthonormal_directions,
-)
-from ._electro_sphere import (
     population_loss as population_loss,
-)
-from ._electro_sphere import (
     random_directions as random_directions,
-)
-from ._electro_sphere import (
     sample_loss as sample_loss,
-)
-from ._electro_sphere import (
     sgd_sphere as sgd_sphere,
-)
-from ._electro_sphere import (
     sphere_angles as sphere_angles,
-)
-from ._electro_sphere import (
     sphere_gradient as sphere_gradient,
-)
-from ._electro_sphere import (
     sphere_sgd as sphere_sgd,
-)
-from ._electro_sphere import (
     sphere_unit as sphere_unit,
 )
 
@@ -198,7 +112,7 @@ ELECTRO_DEFAULTS: dict[str, dict] = {
         "grid": 128,  # nodes per axis of the periodic unit box
         "lam": 25.0,
         "delta": 0.02,
-        "eps": 0.05,  # mollifier half-width
+        "eps": "auto",  # mollifier half-width: "auto" (recovery_widths) or a number
         "samples": 300_000,
         "protons": 4,
         "min_separation": 0.25,
@@ -235,6 +149,9 @@ def electro_config(config: dict | None = None) -> dict:
                     f"{sorted(merged[section])}."
                 )
             default = merged[section][key]
+            if (section, key) == ("recovery", "eps"):
+                merged[section][key] = _check_width(value)
+                continue
             ok = (isinstance(value, type(default)) or
                   (isinstance(default, float) and isinstance(value, int)
                    and not isinstance(value, bool)))
@@ -245,6 +162,31 @@ def electro_config(config: dict | None = None) -> dict:
                 )
             merged[section][key] = value
     return merged
+
+
+def _check_width(value):
+    """`recovery.eps`: "auto" or a positive number, else `ElectroConfigError` naming it."""
+    if value == "auto":
+        return value
+    if (isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value)
+            or value <= 0):
+        raise ElectroConfigError(
+            f'Config key recovery.eps must be "auto" (the width from the sampled potential, '
+            f"`recovery_widths`) or a positive number, got {value!r}."
+        )
+    return float(value)
+
+
+# The highest derivative order of the recovery operator `lambda - Laplacian`.
+RECOVERY_ORDER = 2
+
+
+def recovery_widths(grid: mj.Grid, potential) -> tuple[float, ...]:
+    """Per-axis kernel half-widths for `source_density` from the data alone: `eps = "auto"`
+    of `run_recovery`, the library's rule `mj.suggest_widths(grid, RECOVERY_ORDER,
+    {"V": potential})` (the Monte Carlo noise of the estimated potential `V_hat`, read by
+    `mj.estimate_noise`, against the smoothing bias of a second-order operator)."""
+    return mj.suggest_widths(grid, RECOVERY_ORDER, {"V": potential})
 
 
 # --------------------------------------------------------------------------- parts
@@ -340,11 +282,16 @@ def _last_state_outside_cores(path: Charges, teacher: Charges, core: float) -> i
 
 
 def run_recovery(cfg: dict) -> dict:
-    """Teacher recovery over `cfg["seeds"]` random teachers: max position and charge errors."""
+    """Teacher recovery over `cfg["seeds"]` random teachers: max position and charge errors.
+
+    With `cfg["eps"] == "auto"` each seed's kernel width comes from its own estimated
+    potential (`recovery_widths`); a number is used as is. `per_seed` holds
+    `(position error, charge error, protons found, width)`.
+    """
     n = cfg["grid"]
     grid = mj.Grid.from_bounds((n, n), (0.0, 0.0), (1.0, 1.0), periodic=True)
     unit = ScreenedUnit(cfg["lam"], cfg["delta"])
-    D = mj.Mollifier(grid, cfg["eps"], boundary="periodic")
+    _check_width(cfg["eps"])
     per_seed = []
     example = None
     for seed in range(cfg["seeds"]):
@@ -354,14 +301,17 @@ def run_recovery(cfg: dict) -> dict:
         m, beta, amp, y = sample_teacher(teacher, unit, grid, ks, cfg["samples"],
                                          cfg["label_noise"])
         v_hat = estimate_potential(m, beta, amp, y, grid)
+        eps = (recovery_widths(grid, v_hat)[0] if cfg["eps"] == "auto"  # square grid: one width
+               else float(cfg["eps"]))
+        D = mj.Mollifier(grid, eps, boundary="periodic")
         density = source_density(v_hat, cfg["lam"], D)
         found = read_charges(density, grid, cfg["radius"], cfg["threshold"])
         pos_err, chg_err = match_errors(found, teacher, 1.0)
-        per_seed.append((float(pos_err), float(chg_err), int(found.charge.shape[0])))
+        per_seed.append((float(pos_err), float(chg_err), int(found.charge.shape[0]), eps))
         if example is None:
             example = (grid, teacher, v_hat, density, found)
-    pos = [p for p, _, _ in per_seed]
-    chg = [c for _, c, _ in per_seed]
+    pos = [p for p, _, _, _ in per_seed]
+    chg = [c for _, c, _, _ in per_seed]
     return {"per_seed": per_seed, "max_position_error": max(pos), "max_charge_error": max(chg),
             "example": example}
 
@@ -512,9 +462,11 @@ def run(config: dict, out: pathlib.Path) -> dict:
 
     rec = run_recovery(cfg["recovery"])
     metrics["recovery_per_seed"] = [
-        {"seed": s, "position_error": p, "charge_error": c, "found": k}
-        for s, (p, c, k) in enumerate(rec["per_seed"])
+        {"seed": s, "position_error": p, "charge_error": c, "found": k, "eps": e}
+        for s, (p, c, k, e) in enumerate(rec["per_seed"])
     ]
+    metrics["recovery_eps_rule"] = "auto" if cfg["recovery"]["eps"] == "auto" else "config"
+    metrics["recovery_eps"] = [e for _, _, _, e in rec["per_seed"]]
     metrics["recovery_max_position_error"] = rec["max_position_error"]
     metrics["recovery_max_charge_error"] = rec["max_charge_error"]
     _plot_recovery(rec, out_dir / "electro_recovery.png")

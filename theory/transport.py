@@ -112,9 +112,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "learning_rate": 0.05,
     "grid_points": 64,
     "domain": [-6.0, 6.0],
-    "eps": 1.5,
+    "eps": "auto",
     "kernel": "bump",
 }
+
+# The densities' highest derivative order (`D : Hess rho`), the `order` of the width rule.
+DENSITY_ORDER = 2
 
 def make_config(config: dict[str, Any] | None = None) -> dict[str, Any]:
     """`DEFAULT_CONFIG` updated with `config`; an unknown key raises `TransportConfigError`."""
@@ -140,14 +143,47 @@ def make_config(config: dict[str, Any] | None = None) -> dict[str, Any]:
             raise TransportConfigError(
                 f"Config key {key!r} must be an integer >= 2, got {merged[key]!r}."
             )
+    eps = merged["eps"]
+    if eps != "auto" and (isinstance(eps, bool) or not isinstance(eps, int | float)
+                          or not np.isfinite(eps) or eps <= 0):
+        raise TransportConfigError(
+            f"Config key 'eps' must be \"auto\" (the width from the snapshots, "
+            f"`auto_density_widths`) or a positive number, got {eps!r}."
+        )
     return merged
 
 
-def density_differentiator(grid: mj.Grid, eps: float, kernel: str = "bump") -> mj.Mollifier:
+def auto_density_widths(grid: mj.Grid, densities) -> tuple[float, ...]:
+    """Per-axis kernel half-widths for the density snapshots `densities` (shape
+    `(T,) + grid.shape`) from the data alone: `eps = "auto"` of the demonstration.
+
+    The library's rule, `mj.suggest_widths(grid, DENSITY_ORDER, data, domain=support)`, with
+    every snapshot as a field of `data` and `support` the nodes where every snapshot is
+    positive. Outside the particles' support a cloud-in-cell density is exactly zero, so over
+    the whole box `mj.estimate_noise` reads the median of mostly empty nodes, returns 0 and
+    the rule falls to its floor of 4 steps; inside the support it sees the particle noise,
+    and the lengths are those of the support's bounding box.
+    """
+    rho = np.asarray(densities)
+    support = np.all(rho > 0, axis=0)
+    if not support.any():
+        raise TransportConfigError(
+            "The density snapshots share no node where all are positive; cannot choose "
+            "`eps` automatically: give config key 'eps' a number."
+        )
+    data = {f"snapshot {k}": r for k, r in enumerate(rho)}
+    return mj.suggest_widths(grid, DENSITY_ORDER, data, domain=support)
+
+
+def density_differentiator(
+    grid: mj.Grid, eps: float | tuple[float, ...], kernel: str = "bump"
+) -> mj.Mollifier:
     """The `mj.Mollifier` used for density snapshots: zero boundary (densities vanish outside
     the box) and `scheme="difference"`, so that every derivative is a derivative of the *same*
     smoothed field and `d rho/dt = div(D grad rho)` survives the smoothing unbiased (see
-    `docs/theory_transport.md`). `kernel` is a name of `mj.names("kernel")`."""
+    `docs/theory_transport.md`). `eps`: one half-width or one per axis
+    (`auto_density_widths` chooses them from the data); `kernel` a name of
+    `mj.names("kernel")`."""
     return mj.Mollifier(grid, eps, kernel=mj.from_name("kernel", kernel), boundary="zero",
                         scheme="difference")
 
@@ -172,8 +208,10 @@ def run(config: dict[str, Any], out: pathlib.Path) -> dict[str, Any]:
     `dx/dt = A grad log mu_t`, (ii) by `layers` DAE layers trained with optax, and (iii) by a
     Brownian control; then fits the diffusion tensor `D` of each from mollified density
     snapshots, and tracks entropy, Fisher information and Wasserstein distances along depth.
-    Writes PNG plots into the folder `out` and returns a JSON-ready metrics dict (expected `D`:
-    `-A` for the DAE flows, `+I/2` for the control).
+    With `eps = "auto"` (the default) each fit's kernel widths come from its own snapshots
+    (`auto_density_widths`); a number is used on both axes. Writes PNG plots into the folder
+    `out` and returns a JSON-ready metrics dict (expected `D`: `-A` for the DAE flows, `+I/2`
+    for the control; `eps_<fit>` the widths used, per axis).
     """
     cfg = make_config(config)
     out_dir = pathlib.Path(out)
@@ -193,7 +231,6 @@ def run(config: dict[str, Any], out: pathlib.Path) -> dict[str, Any]:
     x0 = mix.sample(k_sample, cfg["particles"])
     lo, hi = cfg["domain"]
     grid = mj.Grid.from_bounds((cfg["grid_points"],) * 2, (lo, lo), (hi, hi), axes=("x", "y"))
-    diff = density_differentiator(grid, float(cfg["eps"]), cfg["kernel"])
 
     times = np.linspace(0.0, t_total, cfg["snapshots"])
     exact = exact_flow(mix, x0, times, a)
@@ -208,13 +245,20 @@ def run(config: dict[str, Any], out: pathlib.Path) -> dict[str, Any]:
                                train_size=cfg["train_size"], warm_start=True)
     depth_times = t_total * np.arange(cfg["layers"] + 1) / cfg["layers"]
 
-    rho_exact = snapshot_densities(exact, grid)
-    rho_dae = snapshot_densities(dae, grid)
-    fits = {
-        "exact_flow": fit_diffusion(rho_exact, times, diff),
-        "dae_layers": fit_diffusion(rho_dae, depth_times, diff),
-        "brownian": fit_diffusion(snapshot_densities(brown, grid), times, diff),
+    snapshots = {
+        "exact_flow": (snapshot_densities(exact, grid), times),
+        "dae_layers": (snapshot_densities(dae, grid), depth_times),
+        "brownian": (snapshot_densities(brown, grid), times),
     }
+    # one width per fit, from that fit's own snapshots ("auto"), or the configured number
+    widths = {
+        name: (auto_density_widths(grid, rho) if cfg["eps"] == "auto"
+               else (float(cfg["eps"]),) * 2)
+        for name, (rho, _) in snapshots.items()
+    }
+    diffs = {name: density_differentiator(grid, w, cfg["kernel"]) for name, w in widths.items()}
+    fits = {name: fit_diffusion(rho, t, diffs[name]) for name, (rho, t) in snapshots.items()}
+    rho_exact = snapshots["exact_flow"][0]
     expected = {"exact_flow": -a, "dae_layers": -a, "brownian": 0.5 * np.eye(2)}
 
     # entropy and Fisher information along depth (quadrature of the exact mixture)
@@ -235,13 +279,15 @@ def run(config: dict[str, Any], out: pathlib.Path) -> dict[str, Any]:
         _plot(out_dir, "transport_particles.png",
               lambda plt: _draw_particles(plt, exact, dae, times, depth_times)),
         _plot(out_dir, "transport_densities.png",
-              lambda plt: _draw_densities(plt, grid, diff, rho_exact, times)),
+              lambda plt: _draw_densities(plt, grid, diffs["exact_flow"], rho_exact, times)),
         _plot(out_dir, "transport_entropy.png",
               lambda plt: _draw_entropy(plt, depth_times, hf, dh_dt, w2_layers, sw2_layers, tau)),
         _plot(out_dir, "transport_fit.png", lambda plt: _draw_fits(plt, fits, expected)),
     ]
-    metrics: dict[str, Any] = {"plots": plots, "noise_matrix": a.tolist()}
+    metrics: dict[str, Any] = {"plots": plots, "noise_matrix": a.tolist(),
+                               "eps_rule": "auto" if cfg["eps"] == "auto" else "config"}
     for name, fit in fits.items():
+        metrics[f"eps_{name}"] = [float(w) for w in widths[name]]
         metrics[f"D_{name}"] = np.round(fit.matrix, 6).tolist()
         metrics[f"D_{name}_expected"] = expected[name].tolist()
         metrics[f"D_{name}_max_error"] = float(np.max(np.abs(fit.matrix - expected[name])))

@@ -329,7 +329,11 @@ def test_teacher_recovery_from_samples(el, runit, seed):
     kt, ks = jax.random.split(jax.random.key(seed))
     teacher = el.random_teacher(kt, 4, 1.0, 0.25)
     m, beta, amp, y = el.sample_teacher(teacher, runit, GRID, ks, 300_000)
-    density = el.source_density(el.estimate_potential(m, beta, amp, y, GRID), runit.lam, MOLL)
+    v = el.estimate_potential(m, beta, amp, y, GRID)
+    # the width of eps = "auto", from the sampled potential alone
+    (eps, _) = el.recovery_widths(GRID, v)
+    assert eps == mj.suggest_eps(GRID, 2, mj.estimate_noise(v))
+    density = el.source_density(v, runit.lam, mj.Mollifier(GRID, eps, boundary="periodic"))
     found = el.read_charges(density, GRID, 0.11)
     pos_err, chg_err = el.match_errors(found, teacher, 1.0)
     assert float(pos_err) < 0.03 and float(chg_err) < 0.1
@@ -341,11 +345,21 @@ def test_teacher_recovery_from_samples(el, runit, seed):
 @pytest.mark.parametrize(
     ("config", "needle"),
     [({"dynamic": {}}, "'dynamic'"), ({"dynamics": {"step": 3}}, "dynamics.step"),
-     ({"recovery": {"samples": "many"}}, "recovery.samples")],
+     ({"recovery": {"samples": "many"}}, "recovery.samples"),
+     ({"recovery": {"eps": "automatic"}}, "recovery.eps"),
+     ({"recovery": {"eps": -0.05}}, "recovery.eps"),
+     ({"recovery": {"eps": True}}, "recovery.eps")],
 )
 def test_config_errors_name_the_key(el, config, needle):
     with pytest.raises(el.ElectroConfigError, match=needle.replace(".", r"\.")):
         el.electro_config(config)
+
+
+def test_eps_auto_is_the_default_and_a_number_is_still_accepted(el):
+    assert el.ELECTRO_DEFAULTS["recovery"]["eps"] == "auto"
+    assert el.electro_config({"recovery": {"eps": "auto"}})["recovery"]["eps"] == "auto"
+    assert el.electro_config({"recovery": {"eps": 0.05}})["recovery"]["eps"] == 0.05
+    assert el.electro_config({"recovery": {"eps": 1}})["recovery"]["eps"] == 1.0
 
 
 def test_bad_arguments_raise_named_errors(el):

@@ -2,7 +2,12 @@
 
 import json
 import pathlib
+import tomllib
 
+import jax
+import numpy as np
+
+import mollijax as mj
 from mollijax.cli import main
 
 CONFIGS = pathlib.Path(__file__).parent.parent.parent / "configs"
@@ -24,7 +29,29 @@ def test_theory_electro_cli(tmp_path):
     assert m["recovery_max_charge_error"] < 0.1
 
 
-def test_theory_transport_cli(tmp_path):
+def test_theory_electro_auto_width_is_the_rule(el, tmp_path):
+    # the small config says eps = "auto": seed 0's width is the library's rule applied to the
+    # potential estimated from seed 0's samples, recomputed here outside `run_recovery`
+    with open(CONFIGS / "theory_electro_small.toml", "rb") as f:
+        assert tomllib.load(f)["recovery"]["eps"] == "auto"
+    m = _run("electro", tmp_path)
+    cfg = el.electro_config({"recovery": {"grid": 64, "samples": 100_000}})["recovery"]
+    grid = mj.Grid.from_bounds((64, 64), (0.0, 0.0), (1.0, 1.0), periodic=True)
+    kt, ks = jax.random.split(jax.random.key(0))
+    teacher = el.random_teacher(kt, cfg["protons"], 1.0, cfg["min_separation"],
+                                tuple(cfg["charge_range"]), cfg["signed"])
+    v = el.estimate_potential(*el.sample_teacher(
+        teacher, el.ScreenedUnit(cfg["lam"], cfg["delta"]), grid, ks, cfg["samples"]), grid)
+    noise = mj.estimate_noise(v)
+    assert noise > 0  # Monte Carlo noise: the rule is above its floor of 4 steps
+    expected = mj.suggest_eps(grid, 2, noise)
+    assert expected > 4 * grid.spacing[0]
+    assert m["recovery_eps_rule"] == "auto"
+    np.testing.assert_allclose(m["recovery_eps"], [expected], rtol=1e-12)
+    assert m["recovery_per_seed"][0]["eps"] == m["recovery_eps"][0]
+
+
+def test_theory_transport_cli(tmp_path, tr):
     # the one run of the whole transport demonstration in the suite (seconds of compiles)
     m = _run("transport", tmp_path)
     assert {p.name for p in (tmp_path / "transport").glob("*.png")} == {
@@ -34,3 +61,20 @@ def test_theory_transport_cli(tmp_path):
     assert m["D_exact_flow_max_error"] < 0.06
     assert m["D_brownian_max_error"] < 0.06
     assert m["dH_dt_plus_I_max_relative"] < 1e-2
+    # eps = "auto" (the small config says so): each fit's widths are the library's rule on
+    # its own snapshots, inside their common support; recomputed here for the exact flow
+    with open(CONFIGS / "theory_transport_small.toml", "rb") as f:
+        assert tomllib.load(f)["eps"] == "auto"
+    assert m["eps_rule"] == "auto"
+    cfg = tr.make_config({"particles": 20000, "grid_points": 48})
+    mix = tr.GaussianMixture(cfg["weights"], cfg["means"], cfg["covariances"])
+    x0 = mix.sample(jax.random.split(jax.random.PRNGKey(cfg["seed"]), 4)[0], cfg["particles"])
+    grid = mj.Grid.from_bounds((48, 48), (-6.0, -6.0), (6.0, 6.0))
+    times = np.linspace(0.0, cfg["total_time"], cfg["snapshots"])
+    rho = np.asarray(tr.snapshot_densities(tr.exact_flow(mix, x0, times), grid))
+    support = np.all(rho > 0, axis=0)
+    expected = mj.suggest_widths(grid, 2, dict(enumerate(rho)), domain=support)
+    np.testing.assert_allclose(m["eps_exact_flow"], expected, rtol=1e-12)
+    assert min(expected) > 4 * grid.spacing[0]  # above the rule's floor: the noise was seen
+    for name in ("dae_layers", "brownian"):
+        assert len(m[f"eps_{name}"]) == 2 and min(m[f"eps_{name}"]) >= 4 * grid.spacing[0]

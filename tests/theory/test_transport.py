@@ -228,3 +228,27 @@ def test_config_file_matches_defaults(tr):
     path = pathlib.Path(__file__).parents[2] / "configs" / "theory_transport.toml"
     with open(path, "rb") as f:
         assert tr.make_config(tomllib.load(f)) == tr.DEFAULT_CONFIG
+
+
+def test_eps_auto_is_the_default_and_a_bad_width_is_refused_by_name(tr, mixture2d, x0_2d):
+    assert tr.DEFAULT_CONFIG["eps"] == "auto"
+    assert tr.make_config({"eps": 1.5})["eps"] == 1.5  # a number is still accepted
+    for bad in ("automatic", -1.0, 0, True, [1.0, 1.0]):
+        with pytest.raises(tr.TransportConfigError, match="'eps'"):
+            tr.make_config({"eps": bad})
+    # the rule, computed independently: the largest relative noise inside the common support
+    # (`mj.estimate_noise`), then `mj.suggest_eps` on the support's bounding box, scaled to
+    # each axis's length there
+    rho = np.asarray(tr.snapshot_densities(tr.exact_flow(mixture2d, x0_2d, TIMES), GRID_2D))
+    support = np.all(rho > 0, axis=0)
+    noise = max(mj.estimate_noise(r, mask=support) for r in rho)
+    rows, cols = np.flatnonzero(support.any(1)), np.flatnonzero(support.any(0))
+    n = (int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1))
+    h = GRID_2D.spacing[0]
+    box = mj.Grid.from_bounds(n, (0.0, 0.0), ((n[0] - 1) * h, (n[1] - 1) * h))
+    eps = mj.suggest_eps(box, 2, noise)
+    expected = tuple(eps * k / min(n) for k in n)
+    assert noise > 0 and min(expected) > 4 * h  # the particle noise is seen
+    np.testing.assert_allclose(tr.auto_density_widths(GRID_2D, rho), expected, rtol=1e-12)
+    # over the whole box the empty nodes hide the noise and the rule sits at its floor
+    assert mj.suggest_widths(GRID_2D, 2, dict(enumerate(rho))) == (4 * h, 4 * h)
