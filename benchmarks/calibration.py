@@ -16,7 +16,9 @@ For each problem (its own simulator, 5 % noise): 1-D heat `u_t = (D u_x)_x` (41 
    those unknowns with the same
    problem (data replaced; one L-BFGS fit per draw to the same tolerance), and `mj.laplace`
    with its defaults (`kind="mse"`: the estimator's root mean square error, sandwich
-   spread plus the regularisers' pull; `rank="auto"`: every direction up to 1500
+   spread plus the regularisers' pull, with the bias of the unresolved directions
+   continued from the resolved spectrum, `unresolved=True`; the same error bar without
+   that, `unresolved=False`, is printed beside it); `rank="auto"`: every direction up to 1500
    parameters; the noise level estimated from each draw's data) gives each fit's error
    bar. The Laplace posterior's std (`kind="posterior"`, rank 50) on the first 5 draws is
    printed beside it for comparison.
