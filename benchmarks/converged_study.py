@@ -46,7 +46,7 @@ the final loss, the coefficient's relative L2 error and correlation with the tru
 architecture, method): compile time and XLA memory analysis (argument + output + temp) of
 one training step, and its median run time.
 
-Figure-1 check (`--figure1`, on by default): each architecture is fitted (data term only,
+Figure-1 check (run first; `--no-figure1` skips it): each architecture is fitted (data term only,
 same optimiser and plateau rule) to noisy samples of `g(x) = sin(2 pi x) + 0.3 sin(4 pi x)`
 on 101 nodes of [0, 1]; the 4th derivative of the fitted network by nested forward-mode
 autodiff and by the mollifier (eps by the same rule, from the noisy samples) applied to the
@@ -92,9 +92,9 @@ TOL = 1e-3  # plateau: relative improvement of the best loss per chunk
 LR, DECAY_STEPS, DECAY = 1e-3, 1000, 0.9
 
 # grids and step budgets (fixed before any run; sized from measured step costs only, so that
-# the full run fits about 50 minutes on one core): `window` steps per plateau check, `cap` per
-# architecture (the same for both methods); an architecture without a cap gets the cost of
-# one step only (its 4th- or 2nd-order autodiff step costs 0.3-5.6 s here, see the report)
+# the full run fits about 70 minutes on one shared core): `window` steps per plateau check,
+# `cap` per architecture (the same for both methods); an architecture without a cap gets the
+# cost of one step only (its 2nd- or 4th-order autodiff step costs 0.26-3.9 s here)
 FULL = {
     "forcing": {"params": {"nt": 101},
                 "window": {"mlp": 1000, "pirate": 1000, "pinnsformer": 250},
