@@ -68,7 +68,7 @@ def test_resume_and_force_together_are_refused(work, capsys):
         ("noise = 0.01", "noise = 0.02", "config.data.noise: earlier 0.01, now 0.02"),
         ("learning_rate = 0.05", "learning_rate = 0.02",
          "config.optimiser.learning_rate: earlier 0.05, now 0.02"),
-        ("eps = 0.08", "eps = 0.1", "config.derivatives.eps: earlier 0.08, now 0.1"),
+        ('eps = "auto"', "eps = 0.1", "config.derivatives.eps: earlier 'auto', now 0.1"),
         ("nt = 101", "nt = 81", "config.params.nt: earlier 101, now 81"),
         ("chunk = 100", "chunk = 20", "config.optimiser.chunk: earlier 100, now 20"),
         ('representation = "grid"', 'representation = "grid"\ninit = 0.5',
@@ -111,7 +111,8 @@ def test_resume_continues_and_only_the_step_count_may_change(work):
 def test_force_with_a_bad_config_keeps_the_earlier_run(work, capsys):
     before = _files(work / "out")
     bad = work / "bad.toml"
-    bad.write_text(CONFIG.replace("eps = 0.08", "eps = 50.0"))
+    assert 'eps = "auto"' in CONFIG
+    bad.write_text(CONFIG.replace('eps = "auto"', "eps = 50.0"))
     assert _run(bad, work / "out", "--force") == 2
     assert "Kernel wider than the grid" in _err(capsys) and _files(work / "out") == before
 
