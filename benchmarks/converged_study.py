@@ -487,37 +487,25 @@ def report(out) -> str:
     def sel(**kw):
         return [r for r in rows if all(r[k] == v for k, v in kw.items())]
 
-    t = []
-    for p in probs:
-        for a in archs:
-            for m in METHODS:
-                rr = sel(problem=p, arch=a, method=m)
-                if not rr:
-                    continue
-                row = {"problem": p, "arch": a, "method": m}
-                for n in noises:
-                    row[f"L2 {n:.0%}"] = _ms([r["rel_l2"] for r in sel(problem=p, arch=a,
-                                                                        method=m, noise=n)])
-                t.append(row)
-    lines.append("Coefficient relative L2 error, mean ± standard deviation over seeds "
-                 "(interior nodes, `mj.score`):\n")
-    lines.append(C.format_table(t, list(t[0]) if t else []))
-
-    t = []
-    for p in probs:
-        for a in archs:
-            for m in METHODS:
-                rr = sel(problem=p, arch=a, method=m)
-                if not rr:
-                    continue
-                row = {"problem": p, "arch": a, "method": m}
-                for n in noises:
-                    row[f"corr {n:.0%}"] = _ms([r["corr"] for r in sel(problem=p, arch=a,
-                                                                        method=m, noise=n)])
-                t.append(row)
-    lines.append("\nCorrelation of the recovered coefficient with the truth, mean ± standard "
-                 "deviation over seeds:\n")
-    lines.append(C.format_table(t, list(t[0]) if t else []))
+    for key, label, caption in (
+        ("rel_l2", "L2", "Coefficient relative L2 error, mean ± standard deviation over seeds "
+                         "(interior nodes, `mj.score`):\n"),
+        ("corr", "corr", "\nCorrelation of the recovered coefficient with the truth, mean ± "
+                         "standard deviation over seeds:\n"),
+    ):
+        t = []
+        for p in probs:
+            for a in archs:
+                for m in METHODS:
+                    if not sel(problem=p, arch=a, method=m):
+                        continue
+                    row = {"problem": p, "arch": a, "method": m}
+                    for n in noises:
+                        row[f"{label} {n:.0%}"] = _ms(
+                            [r[key] for r in sel(problem=p, arch=a, method=m, noise=n)])
+                    t.append(row)
+        lines.append(caption)
+        lines.append(C.format_table(t, list(t[0]) if t else []))
 
     t = []
     for p in probs:
