@@ -23,7 +23,7 @@ accepted for a number) or out of range (`eps = "wide"`, a negative weight or lea
 
 A smoothness weight may be `"auto"` (`[regularisers.k] smooth = "auto"`): it is then set
 from the data when the problem is built, by the rule of the automatic run's equation-error
-stage (`mollijax._build.auto_smooth_weights`): `AUTO_SMOOTH * L_res(k0) * length^2 / k0^2`,
+stage (`mollijax.auto_smooth_weights`): `AUTO_SMOOTH * L_res(k0) * length^2 / k0^2`,
 with `L_res(k0)` the residual loss at the initial unknowns (the mollified data), `length`
 the largest extent of k's axes and `k0` the root mean square of k's initial values, so the
 weight is free of the units of the data and of k. The chosen weight is printed and recorded
