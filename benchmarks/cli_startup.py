@@ -8,8 +8,8 @@ Runs the command line as a user would (`python -m mollijax run CONFIG --out DIR 
 (`MOLLIJAX_COMPILATION_CACHE`), then again with that folder filled, then with the cache
 turned off. "Training starts" is the moment the progress bar first appears on stderr (the
 driver draws it right before the first compiled chunk is called; with a warm cache that
-call loads rather than compiles). Also timed: the bare `import mollijax` and `import jax`
-in a fresh process (the floor). Target: the second run starts training within 2 s.
+call loads rather than compiles). Also timed: the bare `import ml_dtypes`, `import jax` and
+`import mollijax` in a fresh process (the floor). Target: the second run starts training within 2 s.
 """
 
 from __future__ import annotations
@@ -64,6 +64,10 @@ def main(argv=None):
                str(args.steps)]
         print(f"{args.config}, {args.steps} steps; seconds from process start")
         print(f"{'run':34} {'training starts':>16} {'process ends':>13}")
+        import ml_dtypes  # jax's dtypes: its 0.7.0 release imports 100x slower than 0.6.0
+
+        label = f"import ml_dtypes {ml_dtypes.__version__}"
+        print(f"{label:34} {_import_time('ml_dtypes', env):15.2f}s")
         print(f"{'import jax (floor)':34} {_import_time('jax', env):15.2f}s")
         print(f"{'import mollijax':34} {_import_time('mollijax', env):15.2f}s")
         rows = [("first run, empty cache", *_until_training(cmd, env))]
