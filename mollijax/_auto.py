@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 from ._batch import fit_batch
-from ._eps import estimate_noise
+from ._eps import difference_noise
 from ._errors import MollijaxError
 from ._fit import FitResult, fit
 from ._problem import Problem
@@ -43,43 +43,24 @@ def _field_scale(u: np.ndarray) -> float:
     return s if s > 0.0 else 1.0
 
 
-def _masked_noise(u: np.ndarray, mask: np.ndarray) -> float:
-    """`median |Delta^4 u| / (0.6745 sqrt(70))` over windows of 5 observed nodes, the
-    smallest over the axes (absolute)."""
-    estimates = []
-    for axis in range(u.ndim):
-        if u.shape[axis] < 8:
-            continue
-        d4 = np.diff(np.where(mask, u, 0.0), n=4, axis=axis)
-        n = u.shape[axis]
-        ok = np.ones(d4.shape, bool)
-        for j in range(5):
-            ok &= np.take(mask, np.arange(j, n - 4 + j), axis=axis)
-        if ok.sum() >= 8:
-            estimates.append(np.median(np.abs(d4[ok])) / (0.6745 * np.sqrt(70.0)))
-    if not estimates:
-        raise MollijaxError(
-            f"Too few observed windows of 5 nodes in an array of shape {u.shape} to estimate "
-            "its noise (need 8 along some axis)."
-        )
-    return float(min(estimates))
-
-
 def noise_sigma(
     data: Mapping[str, object], masks: Mapping[str, object] | None = None
 ) -> dict[str, float]:
     """The absolute noise standard deviation `sigma_f` of each observed field, from the data.
 
-    The estimator is `estimate_noise` times the field's standard deviation:
+    The estimator is `difference_noise` (the same as `estimate_noise`, in the data's units):
 
-        sigma_f = min over axes a with >= 8 nodes of  median |Delta_a^4 f| / (0.6745 sqrt(70)),
+        d_a = Delta_a^4 f / sqrt(70),   s_med = median |d_a| / 0.6745,
+        s_a = sqrt(mean(d_a^2 over |d_a| <= 5 s_med))   (each axis a with >= 8 nodes),
+        sigma_f = the s_a within 10 % of the smallest, pooled (mean square by window count),
 
-    the robust (median) standard deviation of the 4th difference, which for white noise of
-    standard deviation `sigma` is `sqrt(70) sigma` (`1 + 16 + 36 + 16 + 1 = 70`). With a
-    mask, only differences of 5 observed neighbours count.
+    the trimmed root mean square of the normalised 4th difference, which for white noise
+    of standard deviation `sigma` is `sigma` (`1 + 16 + 36 + 16 + 1 = 70`). With a mask,
+    only differences of 5 observed neighbours count (at least 8 of them along an axis).
 
-    **Bias.** A smooth field adds `h^4 f''''` to each 4th difference, so the estimate is
-    exact up to the median's sampling error (about `1.25 / sqrt(n)` relative) when
+    **Bias.** A smooth field adds `h^4 f^(4) / sqrt(70)` to each `d`, so the estimate is
+    exact up to its sampling error (about `1.1 / sqrt(n)` relative for `n` overlapping
+    windows) when
     `h^4 |f''''| << sqrt(70) sigma`, and too large when the field is under-resolved or the
     noise is far below the field's 4th-difference scale (noise-free data on a coarse grid
     returns the discretisation's `h^4 |f''''|` level, not 0). Correlated noise is
@@ -110,10 +91,12 @@ def noise_sigma(
         if not np.all(np.isfinite(u[mask])):
             raise MollijaxError(f"noise_sigma: data {name!r} has NaN or inf at observed nodes.")
         scale = _field_scale(u[mask])
-        if mask.all():
-            sigma = estimate_noise(u) * float(np.std(u))
-        else:
-            sigma = _masked_noise(u, mask)
+        sigma = difference_noise(u, mask, min_windows=8)
+        if sigma is None:
+            raise MollijaxError(
+                f"noise_sigma: too few observed windows of 5 nodes in {name!r} (shape "
+                f"{u.shape}) to estimate its noise (need 8 along an axis of >= 8 nodes)."
+            )
         out[name] = float(max(sigma, NOISE_FLOOR * scale))
     return out
 
@@ -317,13 +300,20 @@ def effective_parameters(problem: Problem, unknowns, names: Sequence[str]) -> fl
         H = sum_f c_f J_f^T M_f J_f + Hess(sum_reg w_r R_r),
 
     with `J_f` the Jacobian of field `f` in the parameters, `M_f` its mask, `w_f` its data
-    weight, `n_f` its observed nodes (residual and condition terms are left out of `H`).
-    Costs one Jacobian (one linearised solve per parameter) and a dense solve: for small to
-    moderate parameter counts."""
+    weight, `n_f` its observed nodes (residual and condition terms are left out of `H`; the
+    regularisers' Hessian enters through its positive semi-definite part, so that
+    `0 <= p <= sum_f n_f`). Costs one Jacobian (one linearised solve per parameter) and a
+    dense solve: for small to moderate parameter counts."""
     names = tuple(names)
     jac, h_reg = _sensitivities(problem, unknowns, names)
     weights = {t.field: float(t.weight) for t in problem.terms if isinstance(t, DataMisfit)}
-    h = np.asarray(h_reg, dtype=np.float64)
+    # the regularisers' Hessian in the fitted parameters is indefinite where a constraint
+    # reparametrises them (H1 of exp(theta) has negative curvature away from its minimum):
+    # only its positive part is a prior precision, else `H` loses definiteness and `p` can
+    # come out negative or above the number of data (seen: p < 0 at small weights, which
+    # raised the discrepancy bound above 1)
+    lam, vec = np.linalg.eigh(np.asarray(h_reg, dtype=np.float64))
+    h = (vec * np.clip(lam, 0.0, None)) @ vec.T
     rows = []
     for f in names:
         mask = np.asarray(problem.masks[f]).ravel()

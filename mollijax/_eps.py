@@ -8,13 +8,58 @@ from ._errors import MollijaxError
 from ._grid import Grid
 
 
+def difference_noise(u, inside, min_windows: int = 1) -> float | None:
+    """The absolute noise standard deviation of `u` from its 4th differences, or None when
+    no axis has `min_windows` windows of 5 neighbours inside the boolean mask `inside`.
+
+    Along each axis with at least 8 nodes, `d = Delta^4 u / sqrt(70)` over the windows
+    inside the mask (for white noise of standard deviation `sigma`, `d` has standard
+    deviation `sigma`: `1 + 16 + 36 + 16 + 1 = 70`; a smooth field adds `O(h^4 u^(4))`):
+
+        s_med = median |d| / 0.6745                         (robust first guess)
+        s_a   = sqrt(mean(d^2 over |d| <= 5 s_med))         (root mean square, trimmed)
+
+    The axes whose `s_a` is within 10 % of the smallest are pooled (mean square weighted by
+    their numbers of windows) and the others, where the field itself shows in the
+    differences, left out: the smoothest directions are the least contaminated, and pooling
+    them avoids the low bias of taking the minimum of equally good estimates (2 % on a
+    33 x 33 grid). The root mean square has about half the sampling variance of the median
+    (on 101 nodes the median's estimate scatters by about 14 % over noise draws, the root
+    mean square's by about 9 %); the trim at five robust standard deviations keeps outliers
+    and isolated jumps of the field out of it, and removes a negligible part of Gaussian
+    noise (`< 0.1 %` of its variance, even when the first guess is a third low).
+    """
+    u = np.asarray(u, dtype=np.float64)
+    inside = np.asarray(inside, bool)
+    estimates = []
+    for axis in range(u.ndim):
+        n = u.shape[axis]
+        if n < 8:
+            continue
+        d4 = np.diff(np.where(inside, u, 0.0), n=4, axis=axis) / np.sqrt(70.0)
+        ok = np.ones(d4.shape, bool)
+        for k in range(5):
+            ok &= np.take(inside, np.arange(k, n - 4 + k), axis=axis)
+        d = d4[ok]
+        if d.size < max(min_windows, 1):
+            continue
+        first = np.median(np.abs(d)) / 0.6745
+        kept = d[np.abs(d) <= 5.0 * first]
+        estimates.append((float(np.mean(kept**2)) if kept.size else 0.0, d.size))
+    if not estimates:
+        return None
+    low = min(ms for ms, _ in estimates)
+    pooled = [(ms, n) for ms, n in estimates if ms <= 1.21 * low]
+    return float(np.sqrt(sum(ms * n for ms, n in pooled) / sum(n for _, n in pooled)))
+
+
 def estimate_noise(u, grid: Grid | None = None, mask=None) -> float:
     """Relative noise level `sigma / std(u)` of white noise on a smooth field.
 
-    Along each axis the 4th difference of white noise of standard deviation `sigma` has
-    standard deviation `sqrt(70) sigma`, while that of a smooth field is `O(h^4)`. The robust
-    estimate `median(|Delta^4 u|) / (0.6745 sqrt(70))` is taken along every axis with at
-    least 8 nodes and the smallest is kept. With a boolean `mask` (a domain), only the
+    `sigma` is `difference_noise`: along each axis with at least 8 nodes, the trimmed root
+    mean square of the normalised 4th differences `Delta^4 u / sqrt(70)` (white noise of
+    standard deviation `sigma` gives `sigma`; a smooth field `O(h^4)`), pooled over the
+    axes within 10 % of the smoothest. With a boolean `mask` (a domain), only the
     differences of 5 neighbours inside it count, and `std(u)` is over the mask.
     """
     u = np.asarray(u, dtype=np.float64)
@@ -28,19 +73,12 @@ def estimate_noise(u, grid: Grid | None = None, mask=None) -> float:
     scale = float(np.std(u[inside])) if inside.any() else 0.0
     if scale == 0.0:
         return 0.0
-    estimates = []
-    for axis in range(u.ndim):
-        if u.shape[axis] >= 8:
-            d4 = np.diff(np.where(inside, u, 0.0), n=4, axis=axis)
-            n = u.shape[axis]
-            ok = np.ones(d4.shape, bool)
-            for k in range(5):
-                ok &= np.take(inside, np.arange(k, n - 4 + k), axis=axis)
-            if ok.any():
-                estimates.append(np.median(np.abs(d4[ok])) / (0.6745 * np.sqrt(70.0)))
-    if not estimates:
-        raise MollijaxError(f"`u` of shape {u.shape} is too small to estimate noise (need 8 nodes).")
-    return float(min(estimates) / scale)
+    sigma = difference_noise(u, inside)
+    if sigma is None:
+        raise MollijaxError(
+            f"`u` of shape {u.shape} is too small to estimate noise (need 8 nodes)."
+        )
+    return float(sigma / scale)
 
 
 def suggest_eps(grid: Grid, order: int, noise: float = 0.0) -> float:
