@@ -21,6 +21,7 @@ from ._build import (
     AutoRun as AutoRun,
     auto_run as auto_run,
     auto_smooth_weights as auto_smooth_weights,
+    quasi_optimal as quasi_optimal,
 )
 from ._checkpoint import (
     CheckpointMismatchError as CheckpointMismatchError,

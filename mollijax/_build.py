@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import equinox as eqx
@@ -400,6 +400,10 @@ AUTO_SMOOTH = 1e-3
 """Equation-error stage of `auto_run` and `smooth = "auto"`: the smoothness weight, relative
 to the residual at the initial guess (`AUTO_SMOOTH * L_res(c0) * length^2 / c0^2`, so
 units-free; `auto_smooth_weights`)."""
+WIDTH_FACTORS = tuple(0.7**j for j in range(7))
+"""Equation-error-only estimates of `auto_run` with automatic widths: the factors of the
+rule's widths (`auto_eps`) scanned from wide to narrow, down to the rule's floor, for the
+quasi-optimality criterion (`quasi_optimal`)."""
 AUTO_WEIGHTS = tuple(float(w) for w in np.geomspace(1e1, 1e-5, 7))
 """Output-error stage of `auto_run`: the units-free regulariser weights the discrepancy
 principle scans (from large to small), multiplied by `length^2 / c^2` of each unknown."""
@@ -413,7 +417,8 @@ class AutoRun(NamedTuple):
     - `problem`, `unknowns`: the problem and initial unknowns of that final fit;
     - `initial`: the very first guess (the problem file's hints), as `{name: values}`;
     - `stages`: `{stage: FitResult}` in the order run (`"equation error"`, then
-      `"output error"` where it ran);
+      `"output error"` where it ran; `"equation error, the rule's widths"` beside the first
+      where the widths were chosen by quasi-optimality and differ from the rule's);
     - `record`: what was chosen and why (JSON-able; `metrics.json`'s `"auto"`);
     - `choice`: the weight criterion's `Choice` (every trial's weight, misfit and unknowns'
       values), or None where no weight was chosen.
@@ -605,6 +610,87 @@ def _identifiability(problem: Problem, result, names, say) -> dict:
     return out
 
 
+def quasi_optimal(values: Sequence[Mapping[str, np.ndarray]]) -> tuple[int, list[float]]:
+    """The quasi-optimality criterion over a sequence of estimates `c_0, c_1, ...` (one per
+    setting, ordered from most to least regularised):
+
+        d_j = |c_{j+1} - c_j| / |c_j|   (all unknowns together),
+        j* = the first local minimum of d (the first j with d_j <= d_{j+1}), else the last,
+
+    and `c_{j*}` is chosen. Where the estimates settle (the bias of the wider settings gone,
+    the noise of the narrower ones not yet grown) consecutive estimates differ least. The
+    first local minimum (not the global one) keeps the choice from wandering into the
+    noise-dominated end, where differences can dip by chance. Needs no noise level.
+
+    **Returns:** `(j*, [d_0, d_1, ...])`.
+    """
+    if len(values) < 2:
+        return 0, []
+    diffs = []
+    for a, b in zip(values, values[1:], strict=False):
+        num = sum(float(np.sum((np.asarray(b[k]) - np.asarray(a[k])) ** 2)) for k in a)
+        den = sum(float(np.sum(np.asarray(a[k]) ** 2)) for k in a)
+        diffs.append(float(np.sqrt(num / den)) if den > 0 else float("inf"))
+    for j in range(len(diffs) - 1):
+        if diffs[j] <= diffs[j + 1]:
+            return j, diffs
+    return len(diffs) - 1, diffs
+
+
+def _width_scan(module, dataset, options_a, grid_unknowns, first, fit_one, say):
+    """Equation error with automatic widths and no output-error stage: refit at narrower
+    widths (`WIDTH_FACTORS` of the rule's, never below its floor of `ORDER // 2 + 3` steps)
+    while the quasi-optimality differences fall, each with its own automatic smoothness
+    weights (`auto_smooth_weights`); returns `(j*, problems, fields, results, weights,
+    record)`. Each fit starts from the previous width's coefficients."""
+    import dataclasses
+
+    grid = dataset.grid
+    problem0, fields0, result0 = first
+    base = [float(e) for e in np.atleast_1d(problem0.derivatives.eps)]
+    if len(base) == 1:
+        base = base * grid.ndim
+    floors = [(module.ORDER // 2 + 3) * h for h in grid.spacing]
+    problems, fields, results, widths = [problem0], [fields0], [result0], [base]
+    weights = [{k: float(w["smooth"]) for k, w in options_a.regularisers.items()}]
+    values = [{k: np.asarray(v) for k, v in result0.values.items()}]
+    j, diffs = 0, []
+    for factor in WIDTH_FACTORS[1:]:
+        eps = [max(factor * e, f) for e, f in zip(base, floors, strict=True)]
+        if np.allclose(eps, widths[-1]):
+            break  # at the floor on every axis
+        options = dataclasses.replace(
+            options_a, derivatives=dataclasses.replace(options_a.derivatives, eps=eps),
+            regularisers={},
+        )
+        problem, fresh = build(module, dataset, options)
+        w = auto_smooth_weights(problem, fresh, grid_unknowns)
+        options = dataclasses.replace(options, regularisers={k: {"smooth": v}
+                                                             for k, v in w.items()})
+        problem, fresh = build(module, dataset, options)
+        start = _carry(fresh, results[-1].values, list(module.UNKNOWNS))
+        result = fit_one(problem, start)
+        if not result.ok:
+            break
+        problems.append(problem)
+        fields.append(start)
+        results.append(result)
+        widths.append(eps)
+        weights.append(w)
+        values.append({k: np.asarray(v) for k, v in result.values.items()})
+        j, diffs = quasi_optimal(values)
+        if j < len(diffs) - 1:
+            break  # the differences rose again: the first local minimum is found
+    record = {
+        "criterion": "quasi-optimality (first local minimum of |c_j+1 - c_j| / |c_j|)",
+        "widths": widths, "differences": diffs, "chosen": int(j), "eps": widths[j],
+    }
+    say(f"auto: widths by quasi-optimality over {len(widths)} fits (factors of the rule's "
+        f"{[round(e, 4) for e in base]}): differences {[round(d, 4) for d in diffs]}, chose "
+        f"{[round(e, 4) for e in widths[j]]}")
+    return j, problems, fields, results, weights[j], record
+
+
 def auto_run(
     module: types.ModuleType,
     dataset: Dataset,
@@ -631,7 +717,13 @@ def auto_run(
        from large to small, stopping at the first whose fit explains the data to the noise
        level, `tau = 1 - (fitted state nodes) / (data nodes)`), then refined at that weight
        by L-BFGS until `tol` (at most `steps` steps).
-    3. Otherwise step 1's fit is the result.
+    3. Otherwise step 1's fit is the result; with automatic widths (`eps = "auto"`) and
+       weights, refitted first at narrower widths (`WIDTH_FACTORS` of the rule's, down to
+       its floor), each from the previous fit and with its own `auto_smooth_weights`,
+       while consecutive coefficients keep getting closer, and the widths chosen by the
+       quasi-optimality criterion (`quasi_optimal`): there is no output-error stage to
+       correct the bias of too wide a kernel, which the rule's assumption (a field varying
+       on the scale of the domain) makes for fields with finer structure.
 
     **Arguments:**
 
@@ -722,6 +814,23 @@ def auto_run(
     result_a = fit(problem_a, fields_a, lbfgs, steps=opt.steps, chunk=chunk, tol=opt.tol,
                    progress=progress)
     say(f"auto: equation error: {result_a.message}")
+    rule_fit = None
+    if (kind is None and options.derivatives.eps == "auto" and grid_unknowns
+            and result_a.ok and not options.regularisers):
+        # no output-error stage to correct the widths' bias: choose them from the data
+        def fit_one(problem, start):
+            return fit(problem, start, lbfgs, steps=opt.steps, chunk=chunk, tol=opt.tol,
+                       progress=progress)
+
+        j, problems, fields, results, weights_a, widths = _width_scan(
+            module, dataset, options_a, grid_unknowns, (problem_a, fields_a, result_a),
+            fit_one, say)
+        problem_a, fields_a, result_a = problems[j], fields[j], results[j]
+        if j > 0:
+            rule_fit = results[0]  # kept beside the chosen one, for comparison
+        eps_list = [float(e) for e in widths["eps"]]
+        record["width_choice"] = widths
+        say(f"auto: equation error at the chosen widths: {result_a.message}")
     record["eps"] = eps_list
     record["stages"].append({
         "stage": "equation error", "state": "data", "eps": eps_list,
@@ -730,6 +839,8 @@ def auto_run(
         "message": result_a.message, "final_loss": float(result_a.final_loss),
     })
     stages = {"equation error": result_a}
+    if rule_fit is not None:
+        stages["equation error, the rule's widths"] = rule_fit
     record["identifiability"] = _identifiability(problem_a, result_a, grid_unknowns, say)
     if kind is None or not result_a.ok:
         if kind is not None:
