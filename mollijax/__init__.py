@@ -6,6 +6,7 @@ from ._auto import (
     IdentifiabilityWarning as IdentifiabilityWarning,
     cross_validate as cross_validate,
     discrepancy as discrepancy,
+    gcv as gcv,
     identifiability as identifiability,
     noise_sigma as noise_sigma,
     scaled as scaled,
