@@ -72,6 +72,7 @@ _one_core.pin(sys.argv)  # before jax is imported
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
+import json  # noqa: E402
 import pathlib  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
@@ -459,6 +460,30 @@ COLUMNS = ["case", "noise", "draws", "default", "oracle", "oracle fits", "ratio"
            "cpu s mean / max", "estimator", "targets"]
 
 
+def merge(paths, markdown=None) -> None:
+    """The table of the draws in several `--json` files, one row per (case, noise) in the
+    order first seen; a draw seen twice (same case, noise and seed) is an error."""
+    draws, commits, seen = {}, set(), set()
+    for path in paths:
+        with open(path) as f:
+            payload = json.load(f)
+        commits.add(payload["provenance"]["commit"])
+        for r in payload["draws"]:
+            key = (r["case"], r["noise"], r["seed"])
+            if key in seen:
+                raise SystemExit(f"{path}: draw {key} is also in an earlier file")
+            seen.add(key)
+            draws.setdefault((r["case"], r["noise"]), []).append(r)
+    rows = [summarise(case, noise, sorted(ds, key=lambda r: r["seed"]))
+            for (case, noise), ds in draws.items()]
+    header = f"Merged from {len(paths)} files; mollijax commit(s) {', '.join(sorted(commits))}."
+    table = C.format_table(rows, COLUMNS)
+    print(header + "\n\n" + table, flush=True)
+    if markdown:
+        with open(markdown, "w") as f:
+            f.write(header + "\n\n" + table + "\n")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=("small", "full"), default="full")
@@ -467,16 +492,27 @@ def main(argv=None) -> None:
                         help="noise levels, run in this order (all cases per level)")
     parser.add_argument("--draws", type=int, default=5,
                         help=f"evaluation draws: noise seeds {EVAL_SEEDS_START}, ...")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help=f"evaluation seeds (each >= {EVAL_SEEDS_START}) instead of --draws: "
+                             "to finish a run that stopped part-way")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="print the table of the draws in these --json files (runs of the "
+                             "same commit split over processes) and exit")
     parser.add_argument("--core", type=int, default=0, help="the one CPU core to run on")
     parser.add_argument("--json", help="write every draw's numbers here (after each draw)")
     parser.add_argument("--markdown", help="write the final table here")
     args = parser.parse_args(argv)
     if args.draws < 1:
         parser.error("--draws must be >= 1")
+    if args.seeds and min(args.seeds) < EVAL_SEEDS_START:
+        parser.error(f"--seeds: evaluation seeds are >= {EVAL_SEEDS_START} (below are tuning)")
+    if args.merge:
+        merge(args.merge, args.markdown)
+        return
 
     info = C.machine_info()
     prov = provenance()
-    seeds = list(range(EVAL_SEEDS_START, EVAL_SEEDS_START + args.draws))
+    seeds = args.seeds or list(range(EVAL_SEEDS_START, EVAL_SEEDS_START + args.draws))
     header = (
         f"Machine: {C.describe_machine(info)}; pinned to core {args.core}, one XLA thread.\n"
         f"mollijax commit {prov['commit']}"
