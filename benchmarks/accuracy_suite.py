@@ -18,15 +18,18 @@ default estimator were seeds 0-4, never these), three estimates of the coefficie
 - **oracle** (uses the truth): the best of a scan. Where the default chose a weight by a
   criterion (`run.choice` is the weight criterion's `Choice`), the oracle is the smallest
   error among the criterion's trials (`run.choice.curve`, each weight's fit), the default
-  itself, and two more fits: the criterion scans from large to small weights and stops at the
-  first that meets its bound, so its trials hold no smaller weight; the next two weights of
-  its grid (chosen / 10 and chosen / 100) are fitted with `mj.discrepancy` from the
+  itself, and two more fits: the criterion scans from large to small weights and stops soon
+  after its choice (GCV: one weight past its first minimum), so its trials hold few smaller
+  weights; the next two weights of its grid below the choice (chosen / 10 and chosen / 100)
+  are fitted with `mj.discrepancy` (as a fitter: every trial kept) from the
   default's start at the chosen weight (`run.problem`, `run.unknowns`; 100 L-BFGS steps each,
   as in the default's own scan). Where no weight was chosen (`run.choice` is None: heat1d's
   evolved path, equation-error-only problems such as chromatin), `auto_run` is rerun with a
   configuration that fixes the smoothness weight of the unknown (`[regularisers.<u>] smooth =
   w`: no criterion, that weight in every stage) for `w` in the default's equation-error weight
   times 0.01, 0.1, 1, 10, 100, and the oracle is the best of those five fits and the default.
+  Where the default chose its kernel widths by quasi-optimality (`run.record["width_choice"]`),
+  the reruns keep those widths (a fixed weight would otherwise turn the width scan off).
   The ratio is mean default error / mean oracle error over the draws; the column "oracle
   fits" gives the mean number of scanned fits and the oracle's kind ("crit": the criterion's
   trials, "fixed": the fixed-weight reruns). With one "crit" fit the default stopped at its
@@ -401,8 +404,13 @@ def one_draw(case: dict, module, params: dict, noise: float, seed: int,
             oracle_cpu = time.process_time()
             for factor in ORACLE_FACTORS:
                 w = w0 * factor
-                cfg = from_dict({"problem": {"name": case["problem"]},
-                                 "regularisers": {name: {"smooth": w}}})
+                spec = {"problem": {"name": case["problem"]},
+                        "regularisers": {name: {"smooth": w}}}
+                if "width_choice" in run.record:
+                    # a fixed weight turns the width scan off: keep the default's widths,
+                    # so the reruns scan the weight around the default, not the rule
+                    spec["derivatives"] = {"eps": [float(e) for e in run.record["eps"]]}
+                cfg = from_dict(spec)
                 try:
                     rerun = mj.auto_run(module, ds, cfg)
                     err = rel_error(rerun.result.values, ds, name)
