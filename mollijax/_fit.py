@@ -87,8 +87,12 @@ class _Single(_driver.Run):
             state = eqx.tree_at(lambda s: s.weights, state, w)
         first = jnp.asarray(done, jnp.int32)
         before = _driver.TRACES["run_chunk"]
+        # the gradient norm is always recorded (a norm per step): a fit with `tol` and one
+        # without then share one compiled chunk (auto_run's weight trials run without `tol`,
+        # its final fit with it: that was a second compile of the same step, 8-10 s on a
+        # 33 x 33 plate)
         state, hist = _driver.run_chunk(state, self.problem, first, n, self.static, self.opt,
-                                        self.tol is not None)
+                                        True)
         self._check_compiles(before, n)
         hist = {k: np.asarray(v) for k, v in hist.items()}
         norms = hist.pop(_driver.GRAD_NORM, None)
