@@ -405,8 +405,9 @@ WIDTH_FACTORS = tuple(0.7**j for j in range(7))
 rule's widths (`auto_eps`) scanned from wide to narrow, down to the rule's floor, for the
 quasi-optimality criterion (`quasi_optimal`)."""
 AUTO_WEIGHTS = tuple(float(w) for w in np.geomspace(1e1, 1e-5, 7))
-"""Output-error stage of `auto_run`: the units-free regulariser weights the discrepancy
-principle scans (from large to small), multiplied by `length^2 / c^2` of each unknown."""
+"""Output-error stage of `auto_run`: the units-free regulariser weights generalised
+cross-validation scans (from large to small), multiplied by `length^2 / c^2` of each
+unknown."""
 
 
 class AutoRun(NamedTuple):
