@@ -302,7 +302,7 @@ def _global_names(code) -> tuple[str, ...]:
 
 
 _CANONICAL: collections.OrderedDict = collections.OrderedDict()
-_CANONICAL_SIZE = 32
+_CANONICAL_SIZE = 128
 
 
 def _structure_key(tree, loose: bool = False):
@@ -351,7 +351,10 @@ def canonical(*trees):
         treedef = old[0]
         return jax.tree_util.tree_unflatten(treedef, jax.tree_util.tree_leaves(trees)), None
     note = None
-    if loose in _LOOSE_SEEN:
+    # warn only when an earlier fit with the same loose key had a different key: the same key
+    # seen before but evicted from the table (more than `_CANONICAL_SIZE` other fits since)
+    # compiles again for the table's size, not for the caller's objects
+    if loose in _LOOSE_SEEN and _LOOSE_SEEN[loose] != key:
         note = (
             "this fit compiles its training step again although an earlier fit had the same "
             "shapes, functions and settings: they differ only in objects compared by identity "
@@ -362,7 +365,8 @@ def canonical(*trees):
     # the tree structure (its static parts) and, to keep every object keyed by identity
     # alive while its key is stored, the static view; not the arrays
     _CANONICAL[key] = (jax.tree_util.tree_structure(trees), _static_view(trees))
-    _LOOSE_SEEN[loose] = True
+    _LOOSE_SEEN[loose] = key
+    _LOOSE_SEEN.move_to_end(loose)
     for table in (_CANONICAL, _LOOSE_SEEN):
         if len(table) > _CANONICAL_SIZE:
             table.popitem(last=False)
