@@ -19,12 +19,22 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = (ROOT / "configs" / "forcing_small.toml").read_text()
 
 
+# `python -m mollijax` as a terminal starts it. A process whose parent ignores SIGINT starts
+# with SIGINT ignored (an ignored disposition survives exec) and Python then installs no
+# KeyboardInterrupt for it, which the run rightly respects; the suite's worker processes
+# can be in that state after other tests (CI saw the run finish 2,000,000 steps after a
+# SIGINT), so the child sets Python's own handler first.
+_LAUNCH = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "sys.argv = ['mollijax', *sys.argv[1:]]; runpy.run_module('mollijax', "
+           "run_name='__main__')")
+
+
 def _start(tmp_path, *extra):
     cfg = tmp_path / "run.toml"
     cfg.write_text(CONFIG)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     return subprocess.Popen(
-        [sys.executable, "-m", "mollijax", "run", str(cfg), "--out", str(tmp_path / "out"),
+        [sys.executable, "-c", _LAUNCH, "run", str(cfg), "--out", str(tmp_path / "out"),
          "--quiet", *extra],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
