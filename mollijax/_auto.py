@@ -334,18 +334,12 @@ def _optimiser(optimiser):
 
 
 # ----------------------------------------------------------------------------- weight scans
-@dataclasses.dataclass(frozen=True)
-class _Fitted:
-    weight: float
-    result: FitResult
-
-
 def _scan(problem, unknowns, term, sigma, grid, names, optimiser, steps, chunk, continuation,
           need_dof=True):
-    """Fit at each weight of `grid` (large to small); yields `(chi2, p / n, R, fitted)` per
-    weight: the chi-square per observed node, the effective parameters per observed node
-    (`effective_parameters`; NaN without `need_dof`), the unweighted regulariser and the
-    fit. The caller stops the scan by leaving the loop."""
+    """Fit at each weight of `grid` (large to small); yields `(weight, fit, chi2, p / n, R)`
+    per weight: the `FitResult`, the chi-square per observed node, the effective parameters
+    per observed node (`effective_parameters`; NaN without `need_dof`) and the unweighted
+    regulariser. The caller stops the scan by leaving the loop."""
     opt = _optimiser(optimiser)
     chunk = steps if chunk is None else chunk
     count = float(sum(np.asarray(problem.masks[f]).sum() for f in names))
@@ -358,7 +352,7 @@ def _scan(problem, unknowns, term, sigma, grid, names, optimiser, steps, chunk, 
         terms, fields = _evaluate(p.prepare(current), current)
         chi2 = _chi2(p, fields, sigma, names)
         share = effective_parameters(p, current, names) / count if need_dof else float("nan")
-        yield chi2, share, float(terms[term]), _Fitted(float(w), res)
+        yield float(w), res, chi2, share, float(terms[term])
 
 
 def _check_scan(problem, unknowns, term, sigma, weights, who):
@@ -403,9 +397,11 @@ def gcv(
     `sigma` scales `V` and leaves its minimum in place. The discrepancy principle compares
     `chi2` with a bound near 1 and, where `chi2` is flat in the weight (well-posed
     directions already fitted, the rest regularised), moves by a decade or two when
-    `sigma` is off by a few percent; measured on tuning draws of the plate problem (33 x 33,
-    5 % noise), a 3 % low noise estimate moved it from the best weight of its grid (4 %
-    error) to one a hundred times smaller (24 %), where `V`'s minimum stayed at the best.
+    `sigma` is off by a few percent; on tuning draws of the plate problem (33 x 33, 5 %
+    noise; ad hoc runs while choosing the default) a 3 % low noise estimate moved it from
+    the best weight of its grid (4 % error) to one a hundred times smaller (24 %), where
+    `V`'s minimum stayed at the best (`docs/benchmarks.md`, "Accuracy without the truth",
+    has the evaluation draws).
 
     Weights are scanned from large to small as in `discrepancy` (the same arguments); with
     `stop_early` the scan ends at the first weight whose `V` is larger than the smallest so
@@ -418,12 +414,11 @@ def gcv(
     """
     grid, names = _check_scan(problem, unknowns, term, sigma, weights, "gcv")
     curve, results = [], []
-    for chi2, share, reg, res in _scan(problem, unknowns, term, sigma, grid, names, optimiser,
-                                       steps, chunk, continuation):
+    for w, res, chi2, share, reg in _scan(problem, unknowns, term, sigma, grid, names,
+                                          optimiser, steps, chunk, continuation):
         score = chi2 / (1.0 - share) ** 2 if share < 1.0 else float("inf")
-        curve.append(Trial(res.weight, None, chi2, reg, score, res.result.values,
-                           max(1.0 - share, 0.0)))
-        results.append(res.result)
+        curve.append(Trial(w, None, chi2, reg, score, res.values, max(1.0 - share, 0.0)))
+        results.append(res)
         if stop_early and score > min(t.score for t in curve):
             break
     chosen = int(np.argmin([t.score for t in curve]))
@@ -506,11 +501,11 @@ def discrepancy(
     if not (np.isfinite(tau) and tau > 0):
         raise MollijaxError(f"`tau` must be a positive number, got {tau!r}.")
     curve, results, chosen = [], [], None
-    for chi2, p_eff, reg, res in _scan(problem, unknowns, term, sigma, grid, names, optimiser,
-                                       steps, chunk, continuation, need_dof=dof):
-        bound = tau * max(1.0 - p_eff, 0.0) if dof else tau
-        curve.append(Trial(res.weight, None, chi2, reg, chi2, res.result.values, bound))
-        results.append(res.result)
+    for w, res, chi2, share, reg in _scan(problem, unknowns, term, sigma, grid, names,
+                                          optimiser, steps, chunk, continuation, need_dof=dof):
+        bound = tau * max(1.0 - share, 0.0) if dof else tau
+        curve.append(Trial(w, None, chi2, reg, chi2, res.values, bound))
+        results.append(res)
         if chosen is None and chi2 <= bound:
             chosen = len(curve) - 1
             if stop_early:

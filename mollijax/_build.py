@@ -626,6 +626,14 @@ def quasi_optimal(values: Sequence[Mapping[str, np.ndarray]]) -> tuple[int, list
 
     **Returns:** `(j*, [d_0, d_1, ...])`.
     """
+    for j, v in enumerate(values[1:], start=1):
+        if set(v) != set(values[0]):
+            raise MollijaxError(f"quasi_optimal: estimate {j} has the unknowns {sorted(v)}, "
+                                f"estimate 0 {sorted(values[0])}.")
+        bad = [k for k in v if np.shape(v[k]) != np.shape(values[0][k])]
+        if bad:
+            raise MollijaxError(f"quasi_optimal: estimate {j} differs from estimate 0 in the "
+                                f"shape of {bad}.")
     if len(values) < 2:
         return 0, []
     diffs = []

@@ -49,7 +49,7 @@ def difference_noise(u, inside, min_windows: int = 1) -> float | None:
     if not estimates:
         return None
     low = min(ms for ms, _ in estimates)
-    pooled = [(ms, n) for ms, n in estimates if ms <= 1.21 * low]
+    pooled = [(ms, n) for ms, n in estimates if ms <= 1.21 * low]  # s_a within 10 %
     return float(np.sqrt(sum(ms * n for ms, n in pooled) / sum(n for _, n in pooled)))
 
 

@@ -83,6 +83,11 @@ def test_quasi_optimal_takes_the_first_local_minimum_of_the_differences():
     # differences that keep falling: the last pair; one estimate: nothing to compare
     assert mj.quasi_optimal(seq[:4])[0] == 2
     assert mj.quasi_optimal(seq[:1]) == (0, [])
+    # estimates of different unknowns or shapes cannot be compared: named
+    with pytest.raises(mj.MollijaxError, match=r"estimate 1 has the unknowns \['d'\]"):
+        mj.quasi_optimal([{"c": np.ones(3)}, {"d": np.ones(3)}])
+    with pytest.raises(mj.MollijaxError, match=r"shape of \['c'\]"):
+        mj.quasi_optimal([{"c": np.ones(3)}, {"c": np.ones(4)}])
 
 
 def test_equation_error_default_narrows_the_widths_for_finer_structure():

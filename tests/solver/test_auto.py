@@ -196,6 +196,23 @@ def test_noise_sigma_floors_noise_free_data():
         noise_sigma({"u": np.full(64, np.nan)})
 
 
+def test_noise_sigma_names_a_field_with_too_few_observed_windows():
+    mask = np.zeros(64, bool)
+    mask[::2] = True  # no 5 observed neighbours in a row
+    with pytest.raises(mj.MollijaxError, match="too few observed windows of 5 nodes in 'u'"):
+        noise_sigma({"u": np.arange(64.0)}, {"u": mask})
+
+
+@pytest.mark.parametrize("criterion", [gcv, discrepancy])
+def test_weight_scans_name_bad_input(setup, criterion):
+    problem, sigma, _ = setup
+    name = criterion.__name__
+    with pytest.raises(mj.MollijaxError, match=f"{name}: `sigma` has no value .*'u'"):
+        criterion(problem, _unknowns(), term="reg:k:smooth", sigma={}, weights=[1.0])
+    with pytest.raises(mj.MollijaxError, match="reg:k:nope"):
+        criterion(problem, _unknowns(), term="reg:k:nope", sigma=sigma, weights=[1.0])
+
+
 def test_scaled_divides_data_terms_by_the_noise_variance(setup):
     problem, sigma, _ = setup
     out = scaled(problem, sigma)
