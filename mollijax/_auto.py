@@ -323,7 +323,10 @@ def effective_parameters(problem: Problem, unknowns, names: Sequence[str]) -> fl
         h = h + c * j.T @ j
         rows.append((c, j))
     h_inv = np.linalg.pinv(h, hermitian=True)
-    return float(sum(c * np.einsum("ip,pq,iq->", j, h_inv, j) for c, j in rows))
+    # tr(J H^+ J^T) as one matrix product and an elementwise sum (a three-operand einsum
+    # without a contraction order loops in Python-free C but O(n p^2) unblocked: 1.6 s at
+    # 1089 x 1089)
+    return float(sum(c * np.sum((j @ h_inv) * j) for c, j in rows))
 
 
 _LBFGS = optax.lbfgs()  # one object, so that repeated calls reuse the compiled fit

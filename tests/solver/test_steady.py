@@ -124,6 +124,61 @@ def test_2d_divergence_form_matches_scipy(square, solver):
     np.testing.assert_allclose(u["u"], reference, rtol=0, atol=1e-8 * np.abs(reference).max())
 
 
+def test_prepared_direct_solve_is_block_tridiagonal_and_matches_scipy(square):
+    # nested central differences of the divergence form reach two nodes along each axis;
+    # the prepared direct solve assembles that band by colour probing and solves it by
+    # block LU: the same solution as scipy's sparse solve of the independent assembly
+    grid, k, f, conditions, reference = square
+    unknowns, known = {"k": mj.GridField(k, "xy")}, {"f": f}
+    steady = Steady(_divergence_2d, solver="direct").prepare(grid, unknowns, known, conditions)
+    assert steady.band == (2, 2)
+    assert steady.describe(grid)["band"] == [2, 2]
+    u, info = steady.solve_with_stats(grid, unknowns, known, conditions)
+    assert bool(info["converged"])
+    np.testing.assert_allclose(u["u"], reference, rtol=0, atol=1e-8 * np.abs(reference).max())
+
+
+def test_prepared_plate_band_pads_the_last_block(plate):
+    # 17 nodes along x in blocks of two planes: the last block is padded with identity rows
+    grid, d, q, reference = plate
+    unknowns, known, walls = {"D": mj.GridField(d, "xy")}, {"q": q}, _walls("w", grid)
+    steady = Steady(_plate, "w").prepare(grid, unknowns, known, walls)
+    assert steady.band == (2, 2)
+    w = steady.solve(grid, unknowns, known, walls)["w"]
+    np.testing.assert_allclose(w, reference, rtol=0, atol=1e-8 * np.abs(reference).max())
+
+
+def test_band_follows_the_stencil_of_each_axis():
+    # second differences along x (one node), a fourth along y (two), a 3-D grid, and a zero
+    # coefficient at the initial guess that must not hide the term it multiplies
+    grid = mj.Grid.from_bounds((9, 8, 7), (0.0,) * 3, (1.0,) * 3, axes=("x", "y", "z"))
+    x, y, z = grid.mesh()
+    f = np.sin(3 * x) * np.cos(2 * y) + z
+
+    def residual(s):
+        return s.d(s.u, "xx") - s.c * s.d(s.u, "yyyy") + s.d(s.u, "zz") - s.u - s.f
+
+    unknowns = {"c": mj.GridField(np.zeros(grid.shape), "xyz")}
+    walls = _walls("u", grid)
+    steady = Steady(residual, solver="direct").prepare(grid, unknowns, {"f": f}, walls)
+    assert steady.band == (1, 2, 1)
+    c = 0.01 * (1.0 + x)
+    unknowns = {"c": mj.GridField(c, "xyz")}
+    banded = steady.solve(grid, unknowns, {"f": f}, walls)["u"]
+    dense = Steady(residual, solver="direct", band=()).solve(grid, unknowns, {"f": f}, walls)["u"]
+    np.testing.assert_allclose(banded, dense, rtol=0, atol=1e-10 * np.abs(dense).max())
+
+
+def test_periodic_stencil_has_no_band():
+    grid = mj.Grid.from_bounds((16, 12), (0.0, 0.0), (1.0, 1.0))
+    x, y = grid.mesh()
+    periodic = mj.FiniteDifference(grid, boundary="periodic")
+    steady = Steady(_divergence_2d, derivatives=periodic, solver="direct")
+    steady = steady.prepare(grid, {"k": mj.GridField(1.0 + x, "xy")}, {"f": np.sin(6 * y)},
+                            [mj.Condition("u", {"x": 0}, 0.0)])
+    assert steady.band == ()
+
+
 def test_preconditioner_bounds_iterations(square):
     grid, k, f, conditions, _ = square
     counts = {}
@@ -159,17 +214,20 @@ def test_plate_constant_stiffness_matches_navier_series():
     assert float(jnp.max(jnp.abs(w - navier)) / navier.max()) < 5e-3
 
 
-@pytest.mark.parametrize("shape", [(17, 17), (41,)])
-def test_gradient_of_misfit_is_the_adjoint(shape):
+@pytest.mark.parametrize("shape,solver", [((17, 17), "gmres"), ((17, 17), "band"),
+                                          ((41,), "direct")])
+def test_gradient_of_misfit_is_the_adjoint(shape, solver):
     # d/dk of mean((u(k) - d)^2) against central differences along random directions;
-    # 2-D through GMRES (lineax's adjoint solve), 1-D through LU
+    # 2-D through GMRES (lineax's adjoint solve) and through the block-tridiagonal LU
+    # (reverse mode through the elimination), 1-D through LU
     grid = mj.Grid.from_bounds(shape, (0.0,) * len(shape), (1.0,) * len(shape))
     x = grid.mesh()
     k0 = 1.0 + 0.3 * x[0] + 0.2 * np.sin(3 * x[-1])
     f = np.exp(-sum((c - 0.5) ** 2 for c in x) / 0.1)
     data = 0.02 * np.prod([np.sin(np.pi * c) for c in x], axis=0)
     residual = _divergence_2d if len(shape) == 2 else _divergence_1d
-    steady = Steady(residual, solver="gmres" if len(shape) == 2 else "direct")
+    band = (2,) * len(shape) if solver == "band" else None
+    steady = Steady(residual, solver="direct" if solver == "band" else solver, band=band)
     conditions = _walls("u", grid)
     template = mj.GridField(k0, grid.axes)
 
@@ -269,5 +327,7 @@ def test_interface_and_errors(square):
         Steady(_divergence_2d, solver="cg")
     with pytest.raises(MollijaxError, match="one field"):
         Steady(_divergence_2d, ("u", "v"))
+    with pytest.raises(MollijaxError, match="`band`.*half-widths"):
+        Steady(_divergence_2d, band=(2, 0))
     with pytest.raises(MollijaxError, match="at least 5 nodes"):
         steady.check_grid(mj.Grid.from_bounds((4, 9), (0.0, 0.0), (1.0, 1.0)))

@@ -1,0 +1,176 @@
+"""Direct solves of stencil operators on grids: colour probing and block-tridiagonal LU.
+
+A linear operator `A` on the nodes of a grid of shape `(n_0, ..., n_{d-1})` is a *stencil
+operator* of half-widths `r = (r_0, ..., r_{d-1})` when row `i` couples only nodes `j` with
+`|j_a - i_a| <= r_a` on every axis (finite differences, nested or not, with reflecting
+boundary padding). Such an operator is
+
+- **read off in `prod_a (2 r_a + 1)` products** instead of one per node (colour probing,
+  Curtis-Powell-Reid): colour the nodes by `j mod (2 r + 1)`; the product of `A` with the
+  indicator of one colour returns, in row `i`, the single entry `A[i, j]` whose column `j`
+  has that colour and lies in `i`'s stencil box (two nodes of a box differ by at most
+  `2 r_a` along each axis, so no two share a colour);
+- **block tridiagonal** when the nodes are ordered with axis 0 slowest and grouped into
+  slabs of `r_0` consecutive index planes: `N = ceil(n_0 / r_0)` blocks of size
+  `B = r_0 prod_{a>0} n_a` (axis 0 padded with identity rows to a whole slab);
+- **solved by block LU** (block Thomas: `M_k = D_k - L_k C_{k-1}`,
+  `C_k = M_k^{-1} U_k`, `y_k = M_k^{-1} (b_k - L_k y_{k-1}`), then
+  `x_k = y_k - C_k x_{k+1}`), with partial pivoting inside each block and none across
+  blocks, in `O(N B^3)` operations instead of `O((N B)^3)`: at 33^2 nodes and half-widths
+  2 (a nested second-order biharmonic) 17 blocks of 66, about 40x fewer operations than a
+  dense LU. Block elimination without pivoting across blocks is stable for block
+  diagonally dominant and symmetric positive definite operators (elliptic problems such as
+  `-div(k grad u)` and `Laplacian(D Laplacian w)` with Dirichlet rows); an indefinite or
+  strongly non-symmetric operator is better served by the dense or Krylov solvers.
+
+Everything is plain JAX (`lax.scan`, `jnp.linalg.solve`), so reverse and forward mode and
+`vmap` go through the solve without custom rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+__all__ = ["BlockTridiagonal", "block_tridiagonal", "solve", "stencil_halfwidths"]
+
+
+def _probe_positions(n: int) -> list[int]:
+    """Nodes along one axis whose columns are inspected: every node near both ends (where
+    boundary padding reaches furthest) and the middle."""
+    near = set(range(min(n, 4))) | set(range(max(n - 4, 0), n)) | {n // 2}
+    return sorted(near)
+
+
+def stencil_halfwidths(
+    matvec: Callable[[Array], Array], shape: tuple[int, ...], dtype
+) -> tuple[int, ...] | None:
+    """The half-widths `r` of the stencil of the linear map `matvec` on a grid of `shape`,
+    read from its columns at nodes near every wall, corner and the centre (eager, once).
+
+    `None` when some axis couples more than half its nodes (a periodic or spectral
+    operator: no band structure to exploit)."""
+    grids = np.meshgrid(*[np.asarray(_probe_positions(n)) for n in shape], indexing="ij")
+    nodes = np.stack([g.ravel() for g in grids], axis=-1)
+    impulses = np.zeros((len(nodes),) + tuple(shape))
+    impulses[(np.arange(len(nodes)),) + tuple(nodes.T)] = 1.0
+    columns = np.asarray(jax.vmap(matvec)(jnp.asarray(impulses, dtype)))
+    reach = [0] * len(shape)
+    for col, node in zip(columns, nodes, strict=True):
+        rows = np.argwhere(col != 0)  # NaN counts as coupled
+        if rows.size:
+            far = np.abs(rows - node).max(axis=0)
+            reach = [max(a, int(b)) for a, b in zip(reach, far, strict=True)]
+    if any(2 * r + 1 > n for r, n in zip(reach, shape, strict=True)):
+        return None
+    return tuple(max(r, 1) for r in reach)
+
+
+class BlockTridiagonal:
+    """The static index bookkeeping of a stencil operator of half-widths `r` on `shape`,
+    ordered as `N` slabs of `B` nodes (see the module docstring)."""
+
+    def __init__(self, shape: tuple[int, ...], halfwidths: tuple[int, ...]):
+        shape = tuple(int(n) for n in shape)
+        r = tuple(int(h) for h in halfwidths)
+        self.shape, self.halfwidths = shape, r
+        self.period = tuple(2 * h + 1 for h in r)
+        self.colours = int(np.prod(self.period))
+        rest = int(np.prod(shape[1:]))
+        self.blocks = -(-shape[0] // r[0])
+        self.size = r[0] * rest
+        n = int(np.prod(shape))
+        index = np.stack(np.unravel_index(np.arange(n), shape), axis=-1)  # (n, d)
+        offsets = np.stack(
+            np.meshgrid(*[np.arange(-h, h + 1) for h in r], indexing="ij"), axis=-1
+        ).reshape(-1, len(shape))
+        rows = np.repeat(np.arange(n), len(offsets))
+        cols = (index[:, None, :] + offsets[None, :, :]).reshape(-1, len(shape))
+        inside = np.all((cols >= 0) & (cols < np.asarray(shape)), axis=1)
+        rows, cols = rows[inside], cols[inside]
+        colour = np.ravel_multi_index(tuple((cols % np.asarray(self.period)).T), self.period)
+        row_nd = index[rows]
+        # where each coupling lives: (which of lower / diagonal / upper, block, local row, col)
+        row_block, col_block = row_nd[:, 0] // r[0], cols[:, 0] // r[0]
+        local = np.ravel_multi_index((row_nd[:, 0] % r[0],) + tuple(row_nd[:, 1:].T),
+                                     (r[0],) + shape[1:])
+        local_col = np.ravel_multi_index((cols[:, 0] % r[0],) + tuple(cols[:, 1:].T),
+                                         (r[0],) + shape[1:])
+        self._gather = (colour, rows)
+        self._scatter = (col_block - row_block + 1, row_block, local, local_col)
+        # identity rows and columns for the padding planes of the last slab
+        pad = np.arange(shape[0] * rest, self.blocks * self.size) - (self.blocks - 1) * self.size
+        self._pad = pad
+
+    def colour_masks(self, dtype) -> Float[Array, " colours *grid"]:
+        """One indicator per colour: `1` at the nodes `j` with `j mod (2 r + 1) = colour`."""
+        index = np.indices(self.shape)
+        colour = np.ravel_multi_index(
+            tuple(i % p for i, p in zip(index, self.period, strict=True)), self.period
+        )
+        which = np.arange(self.colours).reshape((-1,) + (1,) * len(self.shape))
+        return jnp.asarray(colour[None] == which, dtype)
+
+    def assemble(self, responses: Float[Array, " colours *grid"]) -> Float[Array, "3 N B B"]:
+        """The blocks `(lower, diagonal, upper)` from the products of the operator with the
+        colour masks (`lower[0]` and `upper[N - 1]` are zero)."""
+        values = responses.reshape(self.colours, -1)[self._gather]
+        out = jnp.zeros((3, self.blocks, self.size, self.size), responses.dtype)
+        out = out.at[self._scatter].set(values)
+        if self._pad.size:
+            out = out.at[1, self.blocks - 1, self._pad, self._pad].set(1.0)
+        return out
+
+    def solve(
+        self, blocks: Float[Array, "3 N B B"], b: Float[Array, "*grid"]
+    ) -> Float[Array, "*grid"]:
+        """`A^{-1} b` by block LU."""
+        n = int(np.prod(self.shape))
+        flat = jnp.zeros(self.blocks * self.size, b.dtype).at[:n].set(b.ravel())
+        x = _block_thomas(blocks[0], blocks[1], blocks[2], flat.reshape(self.blocks, self.size))
+        return x.ravel()[:n].reshape(self.shape)
+
+
+def _block_thomas(lower, diag, upper, b):
+    size = diag.shape[-1]
+
+    def forward(carry, xs):
+        c_prev, y_prev = carry
+        low, dia, up, rhs = xs
+        m = dia - low @ c_prev
+        both = jnp.linalg.solve(m, jnp.concatenate([up, (rhs - low @ y_prev)[:, None]], axis=1))
+        c, y = both[:, :size], both[:, size]
+        return (c, y), (c, y)
+
+    init = (jnp.zeros((size, size), diag.dtype), jnp.zeros((size,), diag.dtype))
+    _, (cs, ys) = jax.lax.scan(forward, init, (lower, diag, upper, b))
+
+    def backward(x_next, xs):
+        c, y = xs
+        x = y - c @ x_next
+        return x, x
+
+    _, xs = jax.lax.scan(backward, jnp.zeros((size,), diag.dtype), (cs, ys), reverse=True)
+    return xs
+
+
+def block_tridiagonal(
+    matvec: Callable[[Array], Array], shape: tuple[int, ...], halfwidths: tuple[int, ...], dtype
+) -> tuple[BlockTridiagonal, Float[Array, "3 N B B"]]:
+    """The layout and the blocks of the linear stencil map `matvec` (one product per
+    colour, batched)."""
+    layout = BlockTridiagonal(shape, halfwidths)
+    responses = jax.vmap(matvec)(layout.colour_masks(dtype))
+    return layout, layout.assemble(responses)
+
+
+def solve(
+    matvec: Callable[[Array], Array], b: Float[Array, "*grid"], halfwidths: tuple[int, ...]
+) -> Float[Array, "*grid"]:
+    """`x` with `matvec(x) = b`, for a linear stencil map of the given half-widths."""
+    layout, blocks = block_tridiagonal(matvec, b.shape, halfwidths, b.dtype)
+    return layout.solve(blocks, b)
