@@ -21,7 +21,8 @@ default estimator were seeds 0-4, never these), three estimates of the coefficie
   itself, and two more fits: the criterion scans from large to small weights and stops soon
   after its choice (GCV: one weight past its first minimum), so its trials hold few smaller
   weights; the next two weights of its grid below the choice (chosen / 10 and chosen / 100)
-  are fitted with `mj.discrepancy` (as a fitter: every trial kept) from the
+  are fitted with `mj.discrepancy` (as a fitter: every trial kept; the term the default
+  scanned, as `run.record["weights"]` names it) from the
   default's start at the chosen weight (`run.problem`, `run.unknowns`; 100 L-BFGS steps each,
   as in the default's own scan). Where no weight was chosen (`run.choice` is None: heat1d's
   evolved path, equation-error-only problems such as chromatin), `auto_run` is rerun with a
@@ -386,8 +387,10 @@ def one_draw(case: dict, module, params: dict, noise: float, seed: int,
         # the criterion scans from large to small weights and stops at the first that meets
         # its bound, so its trials hold no smaller weight: add the next two of its grid
         try:
+            # the term the default scanned (its regulariser), as recorded
+            term = next(t for t in run.record["weights"] if t.startswith(f"reg:{name}:"))
             below = mj.discrepancy(
-                run.problem, run.unknowns, term=f"reg:{name}:smooth",
+                run.problem, run.unknowns, term=term,
                 sigma=run.record["noise"]["sigma"], weights=[w / 10, w / 100],
                 steps=EXTRA_STEPS, stop_early=False, continuation=False,
             )

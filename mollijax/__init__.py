@@ -112,6 +112,7 @@ from ._terms import (
     TV as TV,
     AbstractTerm as AbstractTerm,
     Condition as Condition,
+    Curvature as Curvature,
     DataMisfit as DataMisfit,
     Regulariser as Regulariser,
     Residual as Residual,

@@ -6,7 +6,7 @@
     derivatives   mollifier, finite_difference, spectral, autodiff, taylor
     network       mlp, fourier, pirate, pinnsformer (transformer: the same)
     optimiser     adam, lbfgs
-    regulariser   tikhonov, smooth (H1 seminorm), tv
+    regulariser   tikhonov, smooth (H1 seminorm), curvature (second derivatives), tv
 
 `from_name(kind, name, **options)` builds the object; `names(kind)` lists the choices. Every
 place that turns a string into an object goes through here, so that a name means the same
@@ -71,9 +71,9 @@ def _optimisers() -> dict[str, Callable]:
 
 
 def _regularisers() -> dict[str, Callable]:
-    from ._terms import H1, TV, Tikhonov
+    from ._terms import H1, TV, Curvature, Tikhonov
 
-    return {"tikhonov": Tikhonov, "smooth": H1, "tv": TV}
+    return {"tikhonov": Tikhonov, "smooth": H1, "curvature": Curvature, "tv": TV}
 
 
 _TABLES: dict[str, Callable[[], dict[str, Callable]]] = {
@@ -92,7 +92,7 @@ NAMES: dict[str, tuple[str, ...]] = {
     "derivatives": ("mollifier", "finite_difference", "spectral", "autodiff", "taylor"),
     "network": ("mlp", "fourier", "pirate", "pinnsformer", "transformer"),
     "optimiser": ("adam", "lbfgs"),
-    "regulariser": ("tikhonov", "smooth", "tv"),
+    "regulariser": ("tikhonov", "smooth", "curvature", "tv"),
 }
 
 

@@ -11,6 +11,7 @@ compiled fit, and `jax.vmap` can run it as a batch.
     Condition(f, ...)   condition:<label>     mean over the selected nodes of (f - value)^2
     Tikhonov(u)         reg:u:tikhonov        mean(u^2)
     H1(u)               reg:u:smooth          sum_a mean((du/dx_a)^2)  (forward differences)
+    Curvature(u)        reg:u:curvature       sum_a mean((d^2u/dx_a^2)^2)  (mixed: thin plate)
     TV(u, delta)        reg:u:tv              mean(sqrt(|grad u|^2 + delta^2))
 
 With a problem's `domain` (an irregular region of the grid) the observed nodes are those
@@ -285,6 +286,66 @@ class H1(_Penalty):
         return sum(self._pair_mean(g**2, k, ev) for k, g in enumerate(self._gradients(ev)))
 
 
+class Curvature(_Penalty):
+    """A second-derivative (curvature) seminorm: the mean over the sub-grid of the squared
+    second difference quotients along each axis,
+
+        sum_a mean((d^2 u / dx_a^2)^2)                       (mixed=False, default)
+        sum_{a, b} mean((d^2 u / dx_a dx_b)^2)               (mixed=True: thin-plate energy)
+
+    each pure term over every interior node of each line, each mixed term (forward
+    differences along both axes, every cell) counted twice for `a != b`. With `mixed` it is
+    the Frobenius norm of the Hessian (the H2 seminorm, rotation invariant, null space: the
+    affine functions); without, its null space also holds the products of affine functions
+    of single axes (`x y`). Unlike `H1` neither pulls a linear trend towards a constant: for
+    smooth coefficients the bias is of higher order at the same variance. Tuning draws 0-2
+    of darcy2d smooth and the plate at 5 % noise (ad hoc, while choosing `auto_run`'s
+    default): without the mixed term 2.3 % and 2.7 % mean error, with it 2.7 % and 3.1 %."""
+
+    unknown: str = eqx.field(static=True)
+    weight: Float[Array, ""]
+    mixed: bool = eqx.field(static=True)
+    kind_name: ClassVar[str] = "curvature"
+
+    def __init__(self, unknown: str, weight=1.0, mixed: bool = False):
+        if not isinstance(mixed, bool):
+            raise MollijaxError(f"Curvature on {unknown!r}: `mixed` must be True or False, "
+                                f"got {mixed!r}.")
+        self.unknown = unknown
+        self.weight = check_weight(weight, f"weight of 'reg:{unknown}:curvature'")
+        self.mixed = mixed
+
+    def __call__(self, ev: Evaluation) -> Float[Array, ""]:
+        field = ev.unknowns[self.unknown]
+        if not field.axes:
+            raise MollijaxError(
+                f"Regulariser 'curvature' on {self.unknown!r} does nothing: it is a constant."
+            )
+        v = field.on_subgrid(ev.grid)
+        inside = self._inside(ev)
+        spacing = [ev.grid.spacing[ev.grid.axis_index(a)] for a in field.axes]
+        total = jnp.zeros((), v.dtype)
+        for k, h in enumerate(spacing):
+            if v.shape[k] < 3:
+                continue
+            g = jnp.diff(v, n=2, axis=k) / h**2
+            ok = None if inside is None else _pairs(_pairs(inside, k), k)
+            total = total + _masked_mean(g**2, ok)
+        pairs = [(k, j) for k in range(v.ndim) for j in range(k + 1, v.ndim)] if self.mixed else []
+        for k, j in pairs:
+            g = jnp.diff(jnp.diff(v, axis=k), axis=j) / (spacing[k] * spacing[j])
+            ok = None if inside is None else _pairs(_pairs(inside, k), j)
+            total = total + 2.0 * _masked_mean(g**2, ok)
+        return total
+
+
+def _masked_mean(values: Array, ok: Array | None) -> Array:
+    if ok is None:
+        return jnp.mean(values)
+    w = ok.astype(values.dtype)
+    return jnp.sum(w * values) / jnp.maximum(jnp.sum(w), 1.0)
+
+
 class TV(_Penalty):
     """Smoothed total variation `mean(sqrt(|grad u|^2 + delta^2))` (edge-preserving), the
     mean over every node of the sub-grid, with the forward-difference gradient taken as 0
@@ -308,8 +369,8 @@ class TV(_Penalty):
 
 
 def Regulariser(unknown: str, kind: str, weight=1.0, **options) -> AbstractTerm:
-    """The regulariser named `kind` (`"tikhonov"`, `"smooth"`, `"tv"`) on `unknown`:
-    `Tikhonov`, `H1` or `TV` from the table of names."""
+    """The regulariser named `kind` (`"tikhonov"`, `"smooth"`, `"curvature"`, `"tv"`) on
+    `unknown`: `Tikhonov`, `H1`, `Curvature` or `TV` from the table of names."""
     from ._names import from_name
 
     return from_name("regulariser", kind, unknown, weight, **options)

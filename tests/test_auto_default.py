@@ -51,11 +51,12 @@ def test_steady_default_chooses_the_solved_state(tmp_path):
     auto = metrics["auto"]
     assert auto["estimator"] == "solve" and metrics["steady"]["kind"] == "steady"
     assert metrics["steady"]["solver"] == "direct"
-    assert auto["weights"] and set(auto["weights"]) == {"reg:k:smooth"}
+    # the output-error fit's regulariser is the curvature penalty (auto_run's default)
+    assert auto["weights"] and set(auto["weights"]) == {"reg:k:curvature"}
     # the weight chosen by generalised cross-validation, its curve recorded
     choice = auto["weight_choice"]
     assert choice["criterion"] == "gcv" and len(choice["curve"]) >= 2
-    assert auto["weights"]["reg:k:smooth"] > 0 and "cross-validation" in auto["criterion"]
+    assert auto["weights"]["reg:k:curvature"] > 0 and "cross-validation" in auto["criterion"]
     # u(0.5) = 0 (f odd about 0.5, k even): k is not seen there, and the run says so
     ident = auto["identifiability"]["k"]
     assert any(r["x"][0] <= 0.5 <= r["x"][1] for r in ident["regions"]), ident

@@ -90,6 +90,18 @@ def test_data_and_regularisers_count_only_the_domain():
     assert float(terms["reg:v:tikhonov"]) == pytest.approx(np.mean(linear[DISK] ** 2), rel=1e-12)
 
 
+def test_curvature_counts_only_differences_inside_the_domain():
+    # a quadratic inside the disk, noise outside: only stencils wholly inside count
+    a, b, c = 0.7, 0.4, -0.9
+    quadratic = a * X**2 + b * X * Y + c * Y**2
+    values = np.where(DISK, quadratic, 5.0 * np.random.default_rng(3).standard_normal(X.shape))
+    problem = mj.Problem(GRID, None, data={"v": quadratic},
+                         regularisers=[mj.Curvature("v", mixed=True)], domain=DISK)
+    terms = problem.loss_terms({"v": mj.GridField(values, "xy")})
+    assert float(terms["reg:v:curvature"]) == pytest.approx(4 * a**2 + 2 * b**2 + 4 * c**2,
+                                                            rel=1e-10)
+
+
 def test_fit_on_the_domain_recovers_the_coefficient():
     # c(x, y) = 2 on the disk; outside, the data are noise: only the domain makes it work
     problem = mj.Problem(GRID, _helmholtz, data={"u": GARBAGE},

@@ -66,6 +66,39 @@ def test_every_node_is_reached(term):
         assert np.all(np.abs(grad) > 0), np.argwhere(grad.reshape(SHAPE) == 0)
 
 
+def test_curvature_of_a_quadratic_and_of_affine_fields():
+    # u = a x^2 + b x y + c y^2: u_xx = 2a, u_xy = b, u_yy = 2c exactly in every difference,
+    # so the pure terms give 4a^2 + 4c^2 and the thin-plate energy adds 2b^2; an affine field
+    # has neither
+    x, y = GRID.mesh()
+    a, b, c = 0.8, -1.3, 2.1
+    quadratic = a * x**2 + b * x * y + c * y**2
+    pure = _terms(quadratic, mj.Curvature("k"))["reg:k:curvature"]
+    assert float(pure) == pytest.approx(4 * a**2 + 4 * c**2, rel=1e-10)
+    plate = _terms(quadratic, mj.Curvature("k", mixed=True))["reg:k:curvature"]
+    assert float(plate) == pytest.approx(4 * a**2 + 2 * b**2 + 4 * c**2, rel=1e-10)
+    for mixed in (False, True):
+        affine = _terms(_linear() + 3.0, mj.Curvature("k", mixed=mixed))["reg:k:curvature"]
+        assert abs(float(affine)) < 1e-20
+    assert isinstance(mj.Regulariser("k", "curvature", 2.0), mj.Curvature)
+
+
+def test_curvature_converges_to_the_continuous_seminorms():
+    # u = sin(pi x) cos(pi y) on [0, 1]^2: mean(u_xx^2 + u_yy^2) = pi^4 / 2, and with the
+    # mixed term twice (thin plate) pi^4; means over interior nodes and cells are first-order
+    errors = {False: [], True: []}
+    for n in (9, 17, 33):
+        grid = mj.Grid.from_bounds((n, n), (0.0, 0.0), (1.0, 1.0), axes=("x", "y"))
+        x, y = grid.mesh()
+        u = np.sin(np.pi * x) * np.cos(np.pi * y)
+        for mixed in errors:
+            value = _terms(u, mj.Curvature("k", mixed=mixed), grid=grid)["reg:k:curvature"]
+            errors[mixed].append(abs(float(value) - np.pi**4 * (1.0 if mixed else 0.5)))
+    for mixed, e in errors.items():
+        rates = np.log2(np.array(e[:-1]) / np.array(e[1:]))
+        assert e[-1] < 0.1 * np.pi**4 and np.all(rates > 0.8), (mixed, e, rates)
+
+
 def test_h1_and_tv_converge_to_the_continuous_seminorms():
     # u = sin(pi x) cos(pi y) on [0, 1]^2: the mean of |grad u|^2 is pi^2 / 2; forward
     # differences are first-order accurate, so the error falls about 2x per grid doubling
