@@ -304,8 +304,10 @@ def effective_parameters(problem: Problem, unknowns, names: Sequence[str]) -> fl
     weight, `n_f` its observed nodes (residual and condition terms are left out of `H`; the
     regularisers' Hessian enters through its positive semi-definite part, so that
     `0 <= p <= sum_f n_f`). Costs one Jacobian (one linearised solve per parameter) and a
-    dense solve: for small to moderate parameter counts."""
+    dense solve: for small to moderate parameter counts. The problem is prepared at
+    `unknowns` first (as `fit` does), so that a solved state's direct solve is banded."""
     names = tuple(names)
+    problem = problem.prepare(unknowns)
     jac, h_reg = _sensitivities(problem, unknowns, names)
     weights = {t.field: float(t.weight) for t in problem.terms if isinstance(t, DataMisfit)}
     # the regularisers' Hessian in the fitted parameters is indefinite where a constraint
@@ -352,9 +354,11 @@ def _scan(problem, unknowns, term, sigma, grid, names, optimiser, steps, chunk, 
         res = fit(p, current if continuation else unknowns, opt, steps=steps, chunk=chunk,
                   progress=False)
         current = res.unknowns
-        terms, fields = _evaluate(p.prepare(current), current)
+        prepared = p.prepare(current)  # (a solved state's band: its block-tridiagonal solve)
+        terms, fields = _evaluate(prepared, current)
         chi2 = _chi2(p, fields, sigma, names)
-        share = effective_parameters(p, current, names) / count if need_dof else float("nan")
+        share = (effective_parameters(prepared, current, names) / count if need_dof
+                 else float("nan"))
         yield float(w), res, chi2, share, float(terms[term])
 
 
