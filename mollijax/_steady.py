@@ -111,7 +111,8 @@ class Steady(eqx.Module):
     - `derivatives`: the grid differentiator: `None` (`FiniteDifference(grid, accuracy=2)`,
       odd boundary padding), a differentiator on the grid, or a function
       `grid -> differentiator`.
-    - `solver`: `"auto"` (dense LU up to `DIRECT_MAX_NODES` nodes, else BiCGStab), `"direct"`,
+    - `solver`: `"auto"` (direct up to `DIRECT_MAX_NODES` nodes: block-tridiagonal LU once
+      `band` is known, else dense LU; BiCGStab above), `"direct"`,
       `"gmres"` or `"bicgstab"`.
     - `preconditioner`: `"dst"` (the constant-coefficient operator inverted by sine
       transforms; default) or `None` (Krylov solvers only).
@@ -394,9 +395,9 @@ class Steady(eqx.Module):
 
         if linear and solver == "direct" and self._banded(grid):
             rhs = jnp.where(free, -R(lift, c), 0.0)
-            x = _banded.solve(_operator(R, lift, c, free), rhs, self.band)
-            converged = jnp.all(jnp.isfinite(x))
+            x = _banded_solve(_operator(R, lift, c, free), rhs, grid.shape, self.band, dtype)
             u = lift + jnp.where(free, x, 0.0)
+            converged = jnp.all(jnp.isfinite(u))
             sol = None
         elif linear:
             operator_fn = _operator(R, lift, c, free)
@@ -496,6 +497,26 @@ def _operator(R, lift, c, free) -> Callable:
         return jnp.where(free, tangent, v)
 
     return apply
+
+
+def _banded_solve(operator: Callable, rhs, shape, band, dtype):
+    """`x` with `operator(x) = rhs` for the linear stencil map `operator` (the linearised
+    residual, closing over the coefficients), by the block-tridiagonal LU of `_banded`,
+    differentiated implicitly (`lax.custom_linear_solve`: `x' = A^{-1} (rhs' - A' x)`, the
+    transposed solve for reverse mode): one factorisation serves the solution and every
+    tangent (a `jacfwd` over many coefficients, or the adjoint), and no tangent of the
+    assembled blocks is ever formed."""
+    layout = _banded.BlockTridiagonal(shape, band)
+    blocks = layout.assemble(jax.vmap(operator)(layout.colour_masks(dtype)))
+    factors = jax.lax.stop_gradient(layout.factor(blocks))
+
+    def solve(_, b):
+        return layout.solve(factors, b)
+
+    def transpose_solve(_, b):
+        return jax.linear_transpose(lambda v: layout.solve(factors, v), b)(b)[0]
+
+    return jax.lax.custom_linear_solve(operator, rhs, solve, transpose_solve)
 
 
 def _linear_solver(solver: str, rtol: float, atol: float, max_steps: int):
