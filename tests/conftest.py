@@ -23,6 +23,41 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 
+# Files whose tests take longest (seconds of one 2-core run, with --durations), scheduled
+# first: pytest-xdist hands whole files to workers (--dist loadfile) in collection order
+# (--no-loadscope-reorder; its default order, by number of tests, sent these few-test heavy
+# files last, and one worker ran them alone at the end). Longest first is the classic
+# list-scheduling rule; the rest keep their collection order.
+HEAVY_FIRST = (
+    "tests/test_notebooks.py",
+    "tests/test_auto_default.py",
+    "tests/theory/test_theory_cli.py",
+    "tests/test_networks.py",
+    "tests/solver/test_evolution.py",
+    "tests/solver/test_uncertainty.py",
+    "tests/theory/test_transport_neural.py",
+    "tests/solver/test_auto.py",
+    "tests/problems/test_heat.py",
+    "tests/solver/test_batch_steady.py",
+    "tests/test_readme.py",
+    "tests/solver/test_sharding.py",
+    "tests/solver/test_problem.py",
+    "tests/problems/test_plate.py",
+    "tests/solver/test_steady.py",
+    "tests/solver/test_integrators.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: i for i, path in enumerate(HEAVY_FIRST)}
+
+    def key(item):
+        path = item.nodeid.split("::", 1)[0]
+        return rank.get(path, len(rank))
+
+    items.sort(key=key)  # stable: the order within and among the other files is kept
+
+
 @pytest.fixture(autouse=True)
 def _float64_default():
     yield
