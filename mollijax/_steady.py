@@ -226,6 +226,11 @@ class Steady(eqx.Module):
                 f"A Steady state needs at least 5 nodes along every axis; axes {small} of "
                 f"{grid} have fewer."
             )
+        if self.band and len(self.band) != grid.ndim:
+            raise GridMismatchError(
+                f"Steady `band` {self.band} has {len(self.band)} half-widths; the grid {grid} "
+                f"has {grid.ndim} axes."
+            )
         self.differentiator(grid)
 
     def choose_solver(self, grid: Grid) -> str:

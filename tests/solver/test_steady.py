@@ -329,5 +329,7 @@ def test_interface_and_errors(square):
         Steady(_divergence_2d, ("u", "v"))
     with pytest.raises(MollijaxError, match="`band`.*half-widths"):
         Steady(_divergence_2d, band=(2, 0))
+    with pytest.raises(mj.GridMismatchError, match="`band`.*2 axes"):
+        Steady(_divergence_2d, band=(2,)).check_grid(grid)
     with pytest.raises(MollijaxError, match="at least 5 nodes"):
         steady.check_grid(mj.Grid.from_bounds((4, 9), (0.0, 0.0), (1.0, 1.0)))
