@@ -14,7 +14,7 @@ default estimator were seeds 0-4, never these), three estimates of the coefficie
 - **default**: `run = mj.auto_run(module, dataset)`, no options and no truth (what a user gets
   from a configuration with only [problem] and [data]); its CPU time (`time.process_time()`,
   the process pinned to one core and one XLA thread, compilation included: the first draw of
-  a case pays it, later draws reuse compiled code).
+  a case pays it, later draws reuse compiled code; the caches are cleared between cases).
 - **oracle** (uses the truth): the best of a scan. Where the default chose a weight by a
   criterion (`run.choice` is the weight criterion's `Choice`), the oracle is the smallest
   error among the criterion's trials (`run.choice.curve`, each weight's fit), the default
@@ -545,6 +545,11 @@ def main(argv=None) -> None:
             case = CASES[case_name]
             module = modules.setdefault(case["problem"], mj.load_problem(case["problem"]))
             params = case[args.size]
+            # drop the compiled code of earlier cases: a process that ran every case at
+            # three levels died of "LLVM compilation error: Cannot allocate memory" (each
+            # executable holds memory maps, and a process may hold about 65 000); the
+            # first draw of a case compiles its own functions in any case
+            jax.clear_caches()
             draws = []
             for seed in seeds:
                 r = one_draw(case, module, params, noise, seed, lambda s: print(s, flush=True))
