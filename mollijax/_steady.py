@@ -37,7 +37,8 @@ the wall). Hence:
 **Solvers** (`solver`):
 
 - `"direct"`: for a linear residual whose stencil `prepare` has read off (`band`, the
-  half-widths per axis; `fit` prepares), the operator is assembled by colour probing (one
+  half-widths per axis; `fit` prepares), on grids of at least `BANDED_MIN_NODES` nodes,
+  the operator is assembled by colour probing (one
   jvp per colour, `prod (2 r + 1)` of them) as a block-tridiagonal matrix and solved by
   block LU (`mollijax._banded`): at 33^2 nodes and a nested biharmonic, 25 jvps and 17
   blocks of 66 instead of 1089 jvps and a dense 1089^2 LU. Otherwise the Jacobian `dG/du`
@@ -93,6 +94,9 @@ __all__ = ["DIRECT_MAX_NODES", "Steady"]
 
 # "auto" factorises the dense Jacobian up to this many nodes, and iterates above
 DIRECT_MAX_NODES = 1100
+# the direct solve is block-tridiagonal from this many nodes (below, a dense LU is as cheap
+# and its compiled code is smaller: a 9 x 9 batch test compiled 12 s longer banded)
+BANDED_MIN_NODES = 256
 SOLVERS = ("auto", "direct", "gmres", "bicgstab")
 PRECONDITIONERS = ("dst", None)
 _GMRES_RESTART = 20  # lineax tests convergence once per restart cycle
@@ -434,9 +438,11 @@ class Steady(eqx.Module):
         return {self.fields[0]: u}, {"converged": converged, "num_steps": steps}
 
     def _banded(self, grid: Grid) -> bool:
-        """Whether the direct solve goes by block-tridiagonal LU: a band was found and it
-        leaves at least 3 blocks (else the dense LU costs no more)."""
-        return bool(self.band) and -(-grid.shape[0] // self.band[0]) >= 3
+        """Whether the direct solve goes by block-tridiagonal LU: a band was found, the grid
+        has at least `BANDED_MIN_NODES` nodes and the band leaves at least 3 blocks (below
+        either the dense LU costs about as little and compiles faster)."""
+        return (bool(self.band) and grid.size >= BANDED_MIN_NODES
+                and -(-grid.shape[0] // self.band[0]) >= 3)
 
     # ------------------------------------------------------------- reporting
     def describe(self, grid: Grid) -> dict:
