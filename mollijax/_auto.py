@@ -306,8 +306,11 @@ def effective_parameters(problem: Problem, unknowns, names: Sequence[str]) -> fl
     `0 <= p <= sum_f n_f`). Costs one Jacobian (one linearised solve per parameter) and a
     dense solve: for small to moderate parameter counts. The problem is prepared at
     `unknowns` first (as `fit` does), so that a solved state's direct solve is banded."""
-    names = tuple(names)
-    problem = problem.prepare(unknowns)
+    return _effective_parameters(problem.prepare(unknowns), unknowns, tuple(names))
+
+
+def _effective_parameters(problem: Problem, unknowns, names: tuple[str, ...]) -> float:
+    """`effective_parameters` of a problem already prepared at `unknowns`."""
     jac, h_reg = _sensitivities(problem, unknowns, names)
     weights = {t.field: float(t.weight) for t in problem.terms if isinstance(t, DataMisfit)}
     # the regularisers' Hessian in the fitted parameters is indefinite where a constraint
@@ -357,7 +360,7 @@ def _scan(problem, unknowns, term, sigma, grid, names, optimiser, steps, chunk, 
         prepared = p.prepare(current)  # (a solved state's band: its block-tridiagonal solve)
         terms, fields = _evaluate(prepared, current)
         chi2 = _chi2(p, fields, sigma, names)
-        share = (effective_parameters(prepared, current, names) / count if need_dof
+        share = (_effective_parameters(prepared, current, tuple(names)) / count if need_dof
                  else float("nan"))
         yield float(w), res, chi2, share, float(terms[term])
 

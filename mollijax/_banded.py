@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-__all__ = ["BlockTridiagonal", "Factors", "block_tridiagonal", "solve", "stencil_halfwidths"]
+__all__ = ["BlockTridiagonal", "Factors", "block_tridiagonal", "stencil_halfwidths"]
 
 
 def _probe_positions(n: int) -> list[int]:
@@ -81,7 +81,7 @@ class BlockTridiagonal:
     def __init__(self, shape: tuple[int, ...], halfwidths: tuple[int, ...]):
         shape = tuple(int(n) for n in shape)
         r = tuple(int(h) for h in halfwidths)
-        self.shape, self.halfwidths = shape, r
+        self.shape = shape
         self.period = tuple(2 * h + 1 for h in r)
         self.colours = int(np.prod(self.period))
         rest = int(np.prod(shape[1:]))
@@ -196,10 +196,3 @@ def block_tridiagonal(
     responses = jax.vmap(matvec)(layout.colour_masks(dtype))
     return layout, layout.assemble(responses)
 
-
-def solve(
-    matvec: Callable[[Array], Array], b: Float[Array, "*grid"], halfwidths: tuple[int, ...]
-) -> Float[Array, "*grid"]:
-    """`x` with `matvec(x) = b`, for a linear stencil map of the given half-widths."""
-    layout, blocks = block_tridiagonal(matvec, b.shape, halfwidths, b.dtype)
-    return layout.solve(layout.factor(blocks), b)

@@ -320,7 +320,8 @@ class Steady(eqx.Module):
         operator's columns near every wall and at the centre, at the actual coefficients
         and at perturbed ones); `self` when nothing is left to choose."""
         self.check_grid(grid)
-        wants_band = self.band is None and self.choose_solver(grid) == "direct"
+        wants_band = (self.band is None and self.choose_solver(grid) == "direct"
+                      and grid.size >= BANDED_MIN_NODES)
         if self.linear is not None and (not self.linear or not wants_band):
             return self
         R, _, lift, c, pinned, dtype = self._system(grid, unknowns, known, conditions, None)
@@ -402,7 +403,7 @@ class Steady(eqx.Module):
         else:
             pinv = None
 
-        if linear and solver == "direct" and self._banded(grid):
+        if linear and solver == "direct" and self._uses_band(grid):
             rhs = jnp.where(free, -R(lift, c), 0.0)
             x = _banded_solve(_operator(R, lift, c, free), rhs, grid.shape, self.band, dtype)
             u = lift + jnp.where(free, x, 0.0)
@@ -437,7 +438,7 @@ class Steady(eqx.Module):
         steps = jnp.asarray(0) if sol is None else sol.stats.get("num_steps", jnp.asarray(0))
         return {self.fields[0]: u}, {"converged": converged, "num_steps": steps}
 
-    def _banded(self, grid: Grid) -> bool:
+    def _uses_band(self, grid: Grid) -> bool:
         """Whether the direct solve goes by block-tridiagonal LU: a band was found, the grid
         has at least `BANDED_MIN_NODES` nodes and the band leaves at least 3 blocks (below
         either the dense LU costs about as little and compiles faster)."""
@@ -517,8 +518,7 @@ def _banded_solve(operator: Callable, rhs, shape, band, dtype):
     transposed solve for reverse mode): one factorisation serves the solution and every
     tangent (a `jacfwd` over many coefficients, or the adjoint), and no tangent of the
     assembled blocks is ever formed."""
-    layout = _banded.BlockTridiagonal(shape, band)
-    blocks = layout.assemble(jax.vmap(operator)(layout.colour_masks(dtype)))
+    layout, blocks = _banded.block_tridiagonal(operator, shape, band, dtype)
     factors = jax.lax.stop_gradient(layout.factor(blocks))
 
     def solve(_, b):

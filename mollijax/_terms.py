@@ -210,13 +210,7 @@ class _Penalty(AbstractTerm):
         enters some difference. `common=True`: each padded with a zero slab at the end of its
         axis to the unknown's shape (the Neumann condition of the usual discrete gradient),
         for terms that combine the components node by node."""
-        field = ev.unknowns[self.unknown]
-        if not field.axes:
-            raise MollijaxError(
-                f"Regulariser {self.kind_name!r} on {self.unknown!r} does nothing: it is a "
-                "constant."
-            )
-        v = field.on_subgrid(ev.grid)
+        field, v = self._subgrid(ev)
         inside = self._inside(ev)
         grads = []
         for k, axis in enumerate(field.axes):
@@ -231,6 +225,16 @@ class _Penalty(AbstractTerm):
             grads.append(g)
         return grads
 
+    def _subgrid(self, ev: Evaluation) -> tuple[AbstractField, Array]:
+        """The unknown and its values on its sub-grid; a constant has nothing to penalise."""
+        field = ev.unknowns[self.unknown]
+        if not field.axes:
+            raise MollijaxError(
+                f"Regulariser {self.kind_name!r} on {self.unknown!r} does nothing: it is a "
+                "constant."
+            )
+        return field, field.on_subgrid(ev.grid)
+
     def _inside(self, ev: Evaluation) -> Array | None:
         """The problem's domain on the unknown's sub-grid, or None without a domain."""
         if ev.domain is None:
@@ -239,19 +243,12 @@ class _Penalty(AbstractTerm):
 
     def _mean(self, values: Array, ev: Evaluation) -> Array:
         """Mean over the sub-grid's nodes inside the domain (all of them without one)."""
-        inside = self._inside(ev)
-        if inside is None:
-            return jnp.mean(values)
-        w = inside.astype(values.dtype)
-        return jnp.sum(w * values) / jnp.maximum(jnp.sum(w), 1.0)
+        return _masked_mean(values, self._inside(ev))
 
     def _pair_mean(self, g: Array, k: int, ev: Evaluation) -> Array:
         """Mean of `g` (differences along axis `k`) over the pairs inside the domain."""
         inside = self._inside(ev)
-        if inside is None:
-            return jnp.mean(g)
-        w = _pairs(inside, k).astype(g.dtype)
-        return jnp.sum(w * g) / jnp.maximum(jnp.sum(w), 1.0)
+        return _masked_mean(g, None if inside is None else _pairs(inside, k))
 
 
 class Tikhonov(_Penalty):
@@ -316,12 +313,7 @@ class Curvature(_Penalty):
         self.mixed = mixed
 
     def __call__(self, ev: Evaluation) -> Float[Array, ""]:
-        field = ev.unknowns[self.unknown]
-        if not field.axes:
-            raise MollijaxError(
-                f"Regulariser 'curvature' on {self.unknown!r} does nothing: it is a constant."
-            )
-        v = field.on_subgrid(ev.grid)
+        field, v = self._subgrid(ev)
         inside = self._inside(ev)
         spacing = [ev.grid.spacing[ev.grid.axis_index(a)] for a in field.axes]
         total = jnp.zeros((), v.dtype)
@@ -340,6 +332,7 @@ class Curvature(_Penalty):
 
 
 def _masked_mean(values: Array, ok: Array | None) -> Array:
+    """Mean of `values` where `ok` (a boolean mask of their shape; everywhere if None)."""
     if ok is None:
         return jnp.mean(values)
     w = ok.astype(values.dtype)
