@@ -119,3 +119,12 @@ def test_h1_and_tv_converge_to_the_continuous_seminorms():
     for name, e in errors.items():
         rates = np.log2(np.array(e[:-1]) / np.array(e[1:]))
         assert np.all(rates > 0.8), (name, e, rates)
+
+
+@pytest.mark.parametrize("term", [mj.H1("k"), mj.TV("k"), mj.Curvature("k")],
+                         ids=["smooth", "tv", "curvature"])
+def test_a_penalty_on_a_constant_is_refused_by_name(term):
+    problem = mj.Problem(GRID, None, data={"u": np.zeros(GRID.shape)}, regularisers=[term])
+    unknowns = {"u": mj.GridField(np.zeros(GRID.shape), "xy"), "k": mj.Constant(2.0)}
+    with pytest.raises(mj.MollijaxError, match=f"'{term.kind_name}' on 'k' does nothing"):
+        problem.loss_terms(unknowns)
