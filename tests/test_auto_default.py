@@ -38,10 +38,9 @@ def test_heat1d_default_chooses_the_evolved_state(tmp_path):
     assert auto["identifiability"]["D"]["regions"] == []
     err = metrics["errors"]["D"]["rel_l2"]
     first = auto["stages"][0]["errors"]["D"]["rel_l2"]
-    # measured 0.083 -> 0.071 (31 x 31, 5 % noise, seed 1; it was 0.050 before L-BFGS reused
-    # its line search's gradient: the faster optimiser runs all 1000 steps into the noise on
-    # this coarse grid, the evolved fit's one known weakness; 101 x 101 reaches 1.0 %)
-    assert err < 0.08, err
+    # measured 0.160 -> 0.053 (31 x 31, 5 % noise, seed 1; 0.083 -> 0.071 before the
+    # equation-error start of an evolved fit was smoothed more, `EVOLVE_START`)
+    assert err < 0.065, err
     assert err < 0.9 * first  # output error improves on the equation-error start
 
 
