@@ -423,8 +423,8 @@ small networks are first fitted; the output-error fit adds no penalty). Chosen o
 0-4 of heat1d 101 x 101 at 5 % noise (ad hoc runs; the measured claim is the accuracy
 suite's table): mean D error 0.78 % at factor 10, 0.81 % at 100 (five draws); at factor 1
 0.87 % on four (the fifth not run). An H1 penalty in the output-error fit did not help
-(units-free weight 1e-4 x length^2 / c^2: 0.74 -> 0.78 % on four draws; 1e-2: 2.3 %)."""
-
+(units-free weight 1e-4 x length^2 / c^2 at factor 10: 0.74 -> 0.78 % on four draws; at
+factor 1, 0.89 % at 1e-4 on four draws, 2.4 % at 1e-2 on three)."""
 
 
 class AutoRun(NamedTuple):
