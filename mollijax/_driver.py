@@ -163,8 +163,12 @@ def _chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: 
     ks = first + jnp.arange(length, dtype=first.dtype)
     (p, s, gp, gs, gk, gl, ok), hist = jax.lax.scan(step, init, ks)
     # the loss at the final iterate: a last update that left finite parameters with a
-    # non-finite loss is caught here, not one chunk later
-    end = _loss_fn(p, static, w, prob)[0].astype(gl.dtype)
+    # non-finite loss is caught here, not one chunk later (a line search evaluated it at
+    # the accepted iterate already: taken from its state, no further copy of the loss)
+    if reuse:
+        end = optax.tree.get(s, "value").astype(gl.dtype)
+    else:
+        end = _loss_fn(p, static, w, prob)[0].astype(gl.dtype)
     ok = ok & jnp.isfinite(end)
     keep = ~state.alive  # a diverged item stays frozen (its chunk runs, its result is dropped)
     failed = state.alive & ~ok
