@@ -25,13 +25,14 @@ from ._errors import MollijaxError
 from ._evolution import Evolution
 from ._fields import AbstractField, Constant, GridField, NetworkField, as_constraint
 from ._grid import Grid
+from ._integrators import RK4, Propagator
 from ._names import from_name
 from ._networks import PirateNet, SequentialResidual, pirate_init
 from ._problem import Problem
 from ._problem_files import problem_name
 from ._steady import Steady
 from ._terms import Regulariser
-from .config import SEQUENCE_NETWORKS, UnknownConfig, auto_weights
+from .config import EVOLVE_STEPS, PROPAGATOR_NODES, SEQUENCE_NETWORKS, UnknownConfig, auto_weights
 
 GRID_REPRESENTATIONS = ("grid", "constant")  # besides the networks of the table of names
 NETWORK_OPTIONS = ("width", "depth", "features", "scale", "blocks", "d_model", "heads", "seq_len",
@@ -311,11 +312,12 @@ def _build_evolution(module, dataset, options, pointwise, key, default):
         first = np.take(np.asarray(dataset.data[field], dtype=np.float64), 0, axis=t)
         first = np.where(np.take(dataset.mask(field), 0, axis=t), first, 0.0)
         fields[field] = GridField(first, space_axes)
+    if state.integrator == "propagator":
+        how = {"integrator": Propagator(RK4(state.substeps), max_nodes=PROPAGATOR_NODES)}
+    else:
+        how = {"substeps": state.substeps}
     evolution = Evolution(
-        dict(module.EVOLUTION),
-        time="t",
-        substeps=state.substeps,
-        derivatives=_finite_differences(accuracy),
+        dict(module.EVOLUTION), time="t", derivatives=_finite_differences(accuracy), **how
     )
     problem = Problem(
         grid,
@@ -737,11 +739,15 @@ def auto_run(
        `auto_smooth_weights`, times `EVOLVE_START` where an evolved state follows), L-BFGS
        until the relative loss change over a chunk is below `tol`.
     2. **Output error** where the problem allows it (`output_error_kind`): an `EVOLUTION`
-       and a time axis give the evolved state, no time axis and `conditions` the solved
-       steady state. Started from step 1's coefficients, with the data terms divided by the
-       estimated noise variance (`noise_sigma`, `scaled`: chi-square per node), a
-       curvature penalty (`AUTO_REGULARISER`: `Curvature`) on each grid unknown
-       for the solved state, its weight chosen by generalised cross-validation over `AUTO_WEIGHTS`
+       and a time axis give the evolved state (advanced by the exact propagator where the
+       evolution is linear with coefficients constant in time, `[state] integrator =
+       "propagator"`, and then allowed `EVOLVE_STEPS` times the step cap; RK4 elsewhere or
+       when the configuration names an integrator or substeps), no time axis and
+       `conditions` the solved steady state. Started from step 1's coefficients, with the
+       data terms divided by the estimated noise variance (`noise_sigma`, `scaled`:
+       chi-square per node), a curvature penalty (`AUTO_REGULARISER`: `Curvature`) on each
+       grid unknown for the solved state, its weight chosen by generalised
+       cross-validation over `AUTO_WEIGHTS`
        (`gcv`: scanned from large to small, 100 L-BFGS steps per weight, stopping one
        weight past the first minimum of `V = chi2 / (1 - p / n)^2`), then refined at that
        weight by L-BFGS until `tol` (at most `steps` steps).
@@ -892,7 +898,11 @@ def auto_run(
         # smoothness is the regulariser (a grid coefficient under an integrated state is
         # poorly scaled against the initial profile for L-BFGS), so no weight is scanned
         scan_weights = False
-        options_b = dataclasses.replace(options_b, regularisers=options.regularisers)
+        state_b = options_b.state
+        if state_b.integrator is None and state_b.substeps is None:
+            state_b = dataclasses.replace(state_b, integrator="propagator")
+        options_b = dataclasses.replace(options_b, regularisers=options.regularisers,
+                                        state=state_b)
     problem_b, fields_b = build(module, dataset, options_b)
     fields_b = _carry(fields_b, result_a.values, list(module.UNKNOWNS))
     if kind == "evolve":
@@ -967,7 +977,15 @@ def auto_run(
     # at step 70 with D 4.3 % off where running to `tol_b` reached 1.0 %; on 31 x 31 it
     # helped a little, 5.4 -> 4.5 %. A chi-square within its noise of the truth's does not
     # pin D down on a fine grid.)
-    result_b = fit(problem_b, fields_b, lbfgs, steps=opt.steps, chunk=chunk, tol=tol_b,
+    steps_b = opt.steps
+    if kind == "evolve":
+        problem_b = problem_b.prepare(fields_b)
+        record["integrator"] = problem_b.evolution.integrator.describe()
+        if isinstance(problem_b.evolution.integrator, Propagator):
+            steps_b = EVOLVE_STEPS * opt.steps
+        say(f"auto: evolved by {record['integrator']['integrator']}, at most {steps_b} steps")
+    record["steps_output_error"] = steps_b
+    result_b = fit(problem_b, fields_b, lbfgs, steps=steps_b, chunk=chunk, tol=tol_b,
                    progress=progress)
     say(f"auto: output error: {result_b.message}")
     record["stages"].append({

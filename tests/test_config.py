@@ -107,6 +107,10 @@ F = '[problem]\nname = "forcing"\n'
          r"\[state\] key 'solver' must be one of \('auto', 'direct', 'gmres', 'bicgstab'\)"),
         (F + '[state]\nsolver = "direct"\n',
          r"'solver' applies only to representation = \"solve\" or \"auto\""),
+        (F + '[state]\nrepresentation = "evolve"\nintegrator = "euler"\n',
+         r"\[state\] key 'integrator' must be one of \('rk4', 'propagator'\)"),
+        (F + '[state]\nintegrator = "propagator"\n',
+         r"'integrator' applies only to representation = \"evolve\" or \"auto\""),
         (F + '[state]\nmollified_data = true\n',
          r"'mollified_data' applies to a network state; representation 'data'"),
         (F + '[state]\nrepresentation = "mlp"\nmollified_data = "yes"\n',
@@ -161,6 +165,25 @@ def test_evolve_configs_parse_and_bad_state_keys_are_named(tmp_path):
                             'accuracy = 3\n')
     with pytest.raises(ConfigError, match=r"'accuracy' must be an even integer >= 2"):
         load_config(path)
+
+
+def test_evolve_integrator_option_builds_the_propagator_or_rk4():
+    from mollijax import cli
+
+    def prepared(state):
+        cfg = from_dict({"problem": {"name": "heat1d", "nx": 21, "nt": 11},
+                         "state": {"representation": "evolve", **state}})
+        _, _, problem, fields = cli.prepare(cfg)
+        return problem.prepare(fields).evolution.integrator
+
+    # heat1d's evolution is linear with D constant in time: exact propagator
+    prop = prepared({"integrator": "propagator"})
+    assert isinstance(prop, mj.Propagator) and prop.squarings is not None
+    assert prop.max_nodes == mj.config.PROPAGATOR_NODES
+    # the default, and substeps beside the propagator: RK4 (its fallback takes them)
+    assert isinstance(prepared({}), mj.RK4)
+    assert prepared({"integrator": "rk4", "substeps": 3}) == mj.RK4(3)
+    assert prepared({"integrator": "propagator", "substeps": 3}).fallback == mj.RK4(3)
 
 
 def test_problem_file_is_relative_to_the_config(tmp_path):
