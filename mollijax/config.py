@@ -196,7 +196,7 @@ EVOLVE_INTEGRATORS = ("rk4", "propagator")
 PROPAGATOR_NODES = 512
 """`[state] integrator = "propagator"`: the most evolved nodes for which the exact propagator
 (a dense `n x n` matrix exponential per loss evaluation) is used; RK4 beyond."""
-EVOLVE_STEPS = 4
+EVOLVE_STEPS = 5
 """`auto_run`'s evolved output-error fit may take `EVOLVE_STEPS` times the step cap of the
 other fits where the exact propagator advances it (a value and gradient of heat1d 101 x
 101's loss then takes 4.4 ms, against 14.4 ms with RK4; ad hoc timing, one core); it still
