@@ -578,23 +578,24 @@ def _linearity(system: SemiDiscrete, max_nodes: int) -> tuple[str | None, float]
         return f"{n} evolved nodes > max_nodes={max_nodes}", float("nan")
     dtype = flat.dtype
     tol = 1e-9 if dtype == jnp.float64 else 1e-3
-    keys = jax.random.split(jax.random.PRNGKey(7), 4)
-    x = jax.random.normal(keys[0], (n,), dtype)
-    y = jax.random.normal(keys[1], (n,), dtype)
+    # random states and perturbations drawn by NumPy (a check that runs once per fit: jax's
+    # random functions would compile once per shape, about a second on a small problem)
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(rng.standard_normal(n), dtype)
+    y = jnp.asarray(rng.standard_normal(n), dtype)
 
     leaves, treedef = jax.tree_util.tree_flatten(system.args)
-    noise = jax.random.split(keys[2], max(len(leaves), 1))
 
-    def perturb(leaf, key):
+    def perturb(leaf):
         # relative and absolute: a coefficient that starts at zero moves too
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
             return leaf
-        r1, r2 = jax.random.uniform(key, (2, *jnp.shape(leaf)), leaf.dtype, -1.0, 1.0)
-        return leaf * (1 + 0.3 * r1) + 0.01 * r2 * (jnp.mean(jnp.abs(leaf)) + 1)
+        v = np.asarray(leaf)
+        r1, r2 = rng.uniform(-1.0, 1.0, (2, *v.shape))
+        return jnp.asarray(v * (1 + 0.3 * r1) + 0.01 * r2 * (np.mean(np.abs(v)) + 1),
+                           jnp.result_type(leaf))
 
-    perturbed = jax.tree_util.tree_unflatten(
-        treedef, [perturb(leaf, k) for leaf, k in zip(leaves, noise, strict=False)]
-    )
+    perturbed = jax.tree_util.tree_unflatten(treedef, [perturb(leaf) for leaf in leaves])
 
     @jax.jit
     def residuals(args):
