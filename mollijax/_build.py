@@ -32,7 +32,14 @@ from ._problem import Problem
 from ._problem_files import problem_name
 from ._steady import Steady
 from ._terms import Regulariser
-from .config import EVOLVE_STEPS, PROPAGATOR_NODES, SEQUENCE_NETWORKS, UnknownConfig, auto_weights
+from .config import (
+    EVOLVE_STEPS,
+    PROPAGATOR_NODES,
+    SEQUENCE_NETWORKS,
+    UnknownConfig,
+    auto_integrator,
+    auto_weights,
+)
 
 GRID_REPRESENTATIONS = ("grid", "constant")  # besides the networks of the table of names
 NETWORK_OPTIONS = ("width", "depth", "features", "scale", "blocks", "d_model", "heads", "seq_len",
@@ -739,10 +746,11 @@ def auto_run(
        `auto_smooth_weights`, times `EVOLVE_START` where an evolved state follows), L-BFGS
        until the relative loss change over a chunk is below `tol`.
     2. **Output error** where the problem allows it (`output_error_kind`): an `EVOLUTION`
-       and a time axis give the evolved state (advanced by the exact propagator where the
-       evolution is linear with coefficients constant in time, `[state] integrator =
-       "propagator"`, and then allowed `EVOLVE_STEPS` times the step cap; RK4 elsewhere or
-       when the configuration names an integrator or substeps), no time axis and
+       and a time axis give the evolved state (with one spatial axis, advanced by the exact
+       propagator where the evolution is linear with coefficients constant in time,
+       `[state] integrator = "propagator"`, and then allowed `EVOLVE_STEPS` times the step
+       cap; RK4 elsewhere or when the configuration names an integrator or substeps), no
+       time axis and
        `conditions` the solved steady state. Started from step 1's coefficients, with the
        data terms divided by the estimated noise variance (`noise_sigma`, `scaled`:
        chi-square per node), a curvature penalty (`AUTO_REGULARISER`: `Curvature`) on each
@@ -898,9 +906,8 @@ def auto_run(
         # smoothness is the regulariser (a grid coefficient under an integrated state is
         # poorly scaled against the initial profile for L-BFGS), so no weight is scanned
         scan_weights = False
-        state_b = options_b.state
-        if state_b.integrator is None and state_b.substeps is None:
-            state_b = dataclasses.replace(state_b, integrator="propagator")
+        state_b = dataclasses.replace(
+            options_b.state, integrator=auto_integrator(options_b.state, grid.axes))
         options_b = dataclasses.replace(options_b, regularisers=options.regularisers,
                                         state=state_b)
     problem_b, fields_b = build(module, dataset, options_b)

@@ -186,6 +186,19 @@ def test_evolve_integrator_option_builds_the_propagator_or_rk4():
     assert prepared({"integrator": "propagator", "substeps": 3}).fallback == mj.RK4(3)
 
 
+def test_auto_integrator_takes_the_propagator_on_one_spatial_axis_only():
+    from mollijax.config import StateConfig, auto_integrator
+
+    assert auto_integrator(StateConfig(), ("x", "t")) == "propagator"
+    assert auto_integrator(StateConfig(), ("t", "x")) == "propagator"
+    # two spatial axes: RK4 is cheaper there (None: the build's default, RK4)
+    assert auto_integrator(StateConfig(), ("x", "y", "t")) is None
+    # the configuration's choice wins, and substeps mean RK4
+    assert auto_integrator(StateConfig(integrator="rk4"), ("x", "t")) == "rk4"
+    assert auto_integrator(StateConfig(integrator="propagator"), ("x", "y", "t")) == "propagator"
+    assert auto_integrator(StateConfig(substeps=3), ("x", "t")) is None
+
+
 def test_problem_file_is_relative_to_the_config(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "mine.py").write_text(
