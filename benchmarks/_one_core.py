@@ -4,8 +4,8 @@
 same as `taskset -c N`), appends `--xla_cpu_multi_thread_eigen=false
 intra_op_parallelism_threads=1` to `XLA_FLAGS` and sets `OPENBLAS_NUM_THREADS=1` unless
 given (LAPACK calls, e.g. the propagator's solve, then spawn no threads that would wait on
-the one core). It imports nothing heavy, so that the
-benchmark scripts can call it before jax reads its flags.
+the one core). It imports nothing heavy, so that the benchmark scripts can call it before
+jax reads its flags.
 """
 
 from __future__ import annotations

@@ -180,10 +180,10 @@ class RK4(AbstractIntegrator):
 
         def interval(state, k):
             def step(u, _):
-                def stage(carry, ab):
+                def stage(carry, row):
                     prev, acc = carry
-                    ki = system.rates_at(axpy(ab[0] * tau, prev, u), k)
-                    return (ki, axpy(ab[1] * tau, ki, acc)), None
+                    ki = system.rates_at(axpy(row[0] * tau, prev, u), k)
+                    return (ki, axpy(row[1] * tau, ki, acc)), None
 
                 zero = jax.tree_util.tree_map(jnp.zeros_like, u)
                 (_, new), _ = jax.lax.scan(stage, (zero, u), ab)

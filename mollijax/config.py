@@ -287,10 +287,9 @@ class StateConfig:
     `"propagator"` (exact in time where the evolution is linear with coefficients constant in
     time and has at most `PROPAGATOR_NODES` evolved nodes, RK4 elsewhere; the automatic
     run's evolved stage uses it on one spatial axis unless told otherwise); a network state
-    may set
-    `mollified_data = true`: its mollified output is fitted to the data, as in the
-    mollifier-layers paper; a PINNsFormer state may set
-    `sequential = true`: its residuals also at the later pseudo-times, `SequentialResidual`),
+    may set `mollified_data = true`: its mollified output is fitted to the data, as in the
+    mollifier-layers paper; a PINNsFormer state may set `sequential = true`: its residuals
+    also at the later pseudo-times, `SequentialResidual`),
     `"solve"` (the solution of the problem's residual with its `conditions`, a solved
     steady state; `accuracy`, `solver`), or `"auto"` (the estimator picked from
     the problem: a mollified equation-error fit, refined by output error, evolved or solved,
@@ -326,7 +325,6 @@ def auto_integrator(state: StateConfig, axes) -> str | None:
     if state.integrator is not None or state.substeps is not None:
         return state.integrator
     return "propagator" if sum(a != "t" for a in axes) == 1 else None
-
 
 
 @dataclasses.dataclass(frozen=True)
