@@ -5,6 +5,7 @@ and records what it chose. The truth is used only to assert."""
 import json
 import warnings
 
+import jax
 import numpy as np
 import pytest
 
@@ -103,7 +104,13 @@ def test_equation_error_default_narrows_the_widths_for_finer_structure():
     truth only scores both fits (measured, seed 1: 6.1 % at the rule's widths, 4.2 %)."""
     module = mj.load_problem("chromatin")
     data = module.simulate(n=32, noise=0.05, seed=1)
-    run = mj.auto_run(module, data)
+    # called with float64 off, as a fresh Python session has it: auto_run computes in float64
+    # all the same (for this call only), and says so
+    with jax.enable_x64(False):
+        run = mj.auto_run(module, data)
+        assert not jax.config.jax_enable_x64
+    assert run.record["dtype"] == "float64"
+    assert run.result.values["lam"].dtype == np.float64
     choice = run.record["width_choice"]
     assert choice["chosen"] >= 1 and max(choice["eps"]) < max(choice["widths"][0])
     assert run.record["eps"] == choice["eps"]
