@@ -83,6 +83,7 @@ from ._kernels import (
     Polynomial as Polynomial,
     TruncatedGaussian as TruncatedGaussian,
 )
+from ._lbfgs import lbfgs as lbfgs
 from ._names import UnknownNameError as UnknownNameError, from_name as from_name, names as names
 from ._networks import (
     MLP as MLP,

@@ -416,8 +416,10 @@ def _batch_result(problem, run, state, done, steps, history, skipped, names, sta
         x = np.asarray(x)
         return _expand(x, active, size, _nan_fill(x))
 
-    params = jax.tree_util.tree_map(lambda x: jnp.asarray(expand(x)), host.params)
-    values, fields = _batch_outputs(state.params, run.data, run.known, run.prob, run.static)
+    params = jax.tree_util.tree_map(lambda x: jnp.asarray(expand(x)),
+                                    _driver.result_params(host))
+    values, fields = _batch_outputs(_driver.result_params(state), run.data, run.known,
+                                    run.prob, run.static)
     values = {k: expand(gather(v)[: len(active)]) for k, v in values.items()}
     fields = {k: expand(gather(v)[: len(active)]) for k, v in fields.items()}
     names_ = list(history[0][1]) if history else []

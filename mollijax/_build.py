@@ -26,6 +26,7 @@ from ._evolution import Evolution
 from ._fields import AbstractField, Constant, GridField, NetworkField, as_constraint
 from ._grid import Grid
 from ._integrators import RK4, Propagator
+from ._lbfgs import lbfgs as trial_lbfgs
 from ._names import from_name
 from ._networks import PirateNet, SequentialResidual, pirate_init
 from ._problem import Problem
@@ -36,6 +37,7 @@ from .config import (
     EVOLVE_STEPS,
     PROPAGATOR_NODES,
     SEQUENCE_NETWORKS,
+    TRIAL_STEPS,
     UnknownConfig,
     auto_integrator,
     auto_weights,
@@ -577,11 +579,12 @@ def _carry(fields: Mapping[str, AbstractField], values: Mapping[str, np.ndarray]
     return out
 
 
+_TRIAL_LBFGS = trial_lbfgs()  # one object, so that repeated runs reuse the compiled fits
+
+
 def _networks_like(fields, values, names, grid: Grid, opt, seed: int):
     """`fields` with each grid coefficient in `names` replaced by an MLP (width 16, depth 2)
     fitted by L-BFGS to its values (offset: their mean, output scale: their spread)."""
-    import optax
-
     from ._fit import fit
 
     out, fits = dict(fields), {}
@@ -602,8 +605,8 @@ def _networks_like(fields, values, names, grid: Grid, opt, seed: int):
             axes=f.axes,
         )
         problem = Problem(sub, None, data={name: v})
-        res = fit(problem, {name: field}, optax.lbfgs(), steps=opt.steps, chunk=50,
-                  tol=opt.tol, progress=False)
+        res = fit(problem, {name: field}, _TRIAL_LBFGS, steps=TRIAL_STEPS * opt.steps,
+                  chunk=TRIAL_STEPS * 50, tol=opt.tol, progress=False)
         out[name] = res.unknowns[name]
         fits[name] = {"network": "mlp", "width": 16, "depth": 2, "init": mean, "scale": spread,
                       "fit_to_equation_error": res.message,
@@ -1000,15 +1003,20 @@ def auto_run(
     # at step 70 with D 4.3 % off where running to `tol_b` reached 1.0 %; on 31 x 31 it
     # helped a little, 5.4 -> 4.5 %. A chi-square within its noise of the truth's does not
     # pin D down on a fine grid.)
-    steps_b = opt.steps
+    steps_b, optimiser_b = opt.steps, lbfgs
     if kind == "evolve":
         problem_b = problem_b.prepare(fields_b)
         record["integrator"] = problem_b.evolution.integrator.describe()
         if isinstance(problem_b.evolution.integrator, Propagator):
             steps_b = EVOLVE_STEPS * opt.steps
-        say(f"auto: evolved by {record['integrator']['integrator']}, at most {steps_b} steps")
+        # the one-evaluation L-BFGS (`mollijax.lbfgs`): less CPU, mostly the compilation of
+        # optax's line search; its steps and chunks count evaluations, so `TRIAL_STEPS` times
+        # as many (`docs/design.md` section 10)
+        optimiser_b, steps_b, chunk = _TRIAL_LBFGS, TRIAL_STEPS * steps_b, TRIAL_STEPS * chunk
+        say(f"auto: evolved by {record['integrator']['integrator']}, at most {steps_b} steps "
+            "of the one-evaluation L-BFGS")
     record["steps_output_error"] = steps_b
-    result_b = fit(problem_b, fields_b, lbfgs, steps=steps_b, chunk=chunk, tol=tol_b,
+    result_b = fit(problem_b, fields_b, optimiser_b, steps=steps_b, chunk=chunk, tol=tol_b,
                    progress=progress)
     say(f"auto: output error: {result_b.message}")
     record["stages"].append({

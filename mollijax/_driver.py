@@ -35,11 +35,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from . import _checkpoint
 from ._checkpoint import CheckpointMismatchError, CorruptFileError, HistoryLog
 from ._errors import MollijaxError
+from ._lbfgs import trial_state
 
 
 class TrainState(eqx.Module):
@@ -122,9 +124,76 @@ def _stores_value_and_grad(opt_state) -> bool:
         return False
 
 
+def result_params(state: TrainState):
+    """The parameters a fit reports: `state.params`, or for a trial-point optimiser
+    (`mollijax.lbfgs`, whose parameters are the next trial) the accepted point in its state.
+    `state` may carry an item axis (a batch)."""
+    ts = trial_state(state.opt_state)
+    if ts is None:
+        return state.params
+    if state.step.ndim == 0:
+        return ravel_pytree(state.params)[1](ts.accepted)
+    unravel = ravel_pytree(jax.tree_util.tree_map(lambda x: x[0], state.params))[1]
+    return jax.vmap(unravel)(ts.accepted)
+
+
+def _trial_chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: bool):
+    """`_chunk` for a trial-point optimiser (`mollijax.lbfgs`): one loss-and-gradient
+    evaluation per step, at the trial; the history, the loss and the last good step are the
+    accepted point's (a rejected trial, even a non-finite one, is the optimiser's business)."""
+    w = state.weights
+
+    def value_fn(q):
+        return _loss_fn(q, static, w, prob)[0]
+
+    shapes = jax.eval_shape(lambda q: _loss_fn(q, static, w, prob)[1], state.params)
+    terms0 = jax.tree_util.tree_map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype), shapes)
+
+    def step(carry, k):
+        p, s, gk, gl, ok, kept = carry
+        (loss, terms), grads = jax.value_and_grad(_loss_fn, has_aux=True)(p, static, w, prob)
+        # the history holds the accepted point at the start of each step (as `_chunk`'s
+        # holds the iterate the step starts from); the very first trial is the start itself
+        before = trial_state(s)
+        start = ~jnp.isfinite(before.accepted_value)
+        kept = _tree_where(start, terms, kept)
+        record = dict(kept, total=jnp.where(start, loss, before.accepted_value))
+        if grad_norm:
+            record[GRAD_NORM] = jnp.where(start, optax.tree.norm(grads),
+                                          jnp.linalg.norm(before.accepted_grad))
+        with jax.numpy_dtype_promotion("standard"):
+            updates, s_new = opt.update(grads, s, p, value=loss, grad=grads, value_fn=value_fn)
+        p_new = optax.apply_updates(p, updates)
+        ts = trial_state(s_new)
+        value = ts.accepted_value
+        step_ok = ok & jnp.isfinite(value) & _all_finite(p_new)
+        p, s = _tree_where(step_ok, p_new, p), _tree_where(step_ok, s_new, s)
+        kept = _tree_where(ts.last_accepted, terms, kept)
+        gk = jnp.where(step_ok, k + 1, gk)
+        gl = jnp.where(step_ok, value.astype(gl.dtype), gl)
+        return (p, s, gk, gl, step_ok, kept), record
+
+    init = (state.params, state.opt_state, first, state.loss, jnp.array(True), terms0)
+    ks = first + jnp.arange(length, dtype=first.dtype)
+    (p, s, gk, gl, ok, _), hist = jax.lax.scan(step, init, ks)
+    keep = ~state.alive
+    failed = state.alive & ~ok
+    new = TrainState(
+        params=_tree_where(keep, state.params, p),
+        opt_state=_tree_where(keep, state.opt_state, s),
+        weights=w,
+        step=jnp.where(keep, state.step, jnp.where(failed, gk, first + length)),
+        loss=jnp.where(keep, state.loss, gl),
+        alive=state.alive & ok,
+    )
+    return new, hist
+
+
 def _chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: bool = False):
     """`length` steps of one item from global step `first` (a `lax.scan`); with `grad_norm`
     the history also holds each step's gradient norm under `GRAD_NORM`."""
+    if trial_state(state.opt_state) is not None:
+        return _trial_chunk(state, prob, first, length, static, opt, grad_norm)
     w = state.weights
     # (not with adaptive weights: the stored loss was weighted by the previous chunk's)
     reuse = _stores_value_and_grad(state.opt_state) and not w

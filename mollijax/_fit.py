@@ -256,8 +256,9 @@ def _result(problem, static, state: TrainState, done, steps, history, run, inter
         message = f"converged at step {taken} ({run.convergence})"
     else:
         message = f"completed {taken} steps"
-    trained = eqx.combine(state.params, static)
-    values, fields = _final_values(problem, state.params, static)
+    params = _driver.result_params(state)
+    trained = eqx.combine(params, static)
+    values, fields = _final_values(problem, params, static)
     values = {k: np.asarray(v) for k, v in values.items()}
     fields = {k: np.asarray(v) for k, v in fields.items()}
     names = list(history[0][1]) if history else []

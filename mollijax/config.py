@@ -206,6 +206,11 @@ stops on its statistical tolerance. Noisy fits stop long before either cap; at 1
 the RK4 fit of heat1d ended at its 1000-step cap on four of five tuning draws, the
 propagator's converged at 1300-2100 steps (ad hoc runs, tuning draws 0-4: mean D error
 0.29 -> 0.18 %; the measured claim is the accuracy suite's table)."""
+TRIAL_STEPS = 2
+"""`auto_run`'s evolved stage (its network pre-fit and its output-error fit) runs
+`mollijax.lbfgs`, one loss evaluation per step, where optax's L-BFGS takes about 2.2 per
+step (its zoom line search): those fits' step caps and convergence chunks are `TRIAL_STEPS`
+times the others', so that both count about as many evaluations."""
 
 # a configuration with no table but these gets `[state] representation = "auto"`
 _AUTO_TABLES = {"problem", "data", "output", "uncertainty"}
