@@ -549,9 +549,7 @@ def _pade_expm(m, squarings: int):
     even = sum(c * p for k, (c, p) in enumerate(zip(_PADE6, powers, strict=True)) if k % 2 == 0)
     odd = sum(c * p for k, (c, p) in enumerate(zip(_PADE6, powers, strict=True)) if k % 2 == 1)
     e = jnp.linalg.solve(even - odd, even + odd)
-    for _ in range(squarings):
-        e = e @ e
-    return e
+    return jax.lax.fori_loop(0, squarings, lambda _, x: x @ x, e)
 
 
 def _squarings(scaled_norm: float) -> int:
