@@ -5,7 +5,7 @@
     boundary      odd, even, periodic, linear, zero, valid
     derivatives   mollifier, finite_difference, spectral, autodiff, taylor
     network       mlp, fourier, pirate, pinnsformer (transformer: the same)
-    optimiser     adam, lbfgs
+    optimiser     adam, lbfgs, lbfgs_armijo
     regulariser   tikhonov, smooth (H1 seminorm), curvature (second derivatives), tv
 
 `from_name(kind, name, **options)` builds the object; `names(kind)` lists the choices. Every
@@ -67,7 +67,13 @@ def _optimisers() -> dict[str, Callable]:
         del steps, learning_rate  # L-BFGS takes its step from the line search
         return optax.lbfgs()
 
-    return {"adam": adam, "lbfgs": lbfgs}
+    def lbfgs_armijo(steps: int = 1000, learning_rate: float | None = None):
+        from ._lbfgs import lbfgs as one_evaluation
+
+        del steps, learning_rate  # its steps come from the backtracking over trials
+        return one_evaluation()
+
+    return {"adam": adam, "lbfgs": lbfgs, "lbfgs_armijo": lbfgs_armijo}
 
 
 def _regularisers() -> dict[str, Callable]:
@@ -91,7 +97,7 @@ NAMES: dict[str, tuple[str, ...]] = {
     "boundary": ("odd", "even", "periodic", "linear", "zero", "valid"),
     "derivatives": ("mollifier", "finite_difference", "spectral", "autodiff", "taylor"),
     "network": ("mlp", "fourier", "pirate", "pinnsformer", "transformer"),
-    "optimiser": ("adam", "lbfgs"),
+    "optimiser": ("adam", "lbfgs", "lbfgs_armijo"),
     "regulariser": ("tikhonov", "smooth", "curvature", "tv"),
 }
 

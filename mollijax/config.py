@@ -335,9 +335,11 @@ def auto_integrator(state: StateConfig, axes) -> str | None:
 @dataclasses.dataclass(frozen=True)
 class OptimiserConfig:
     """`adam` uses a cosine decay from `learning_rate` to 1 % over `steps`; `lbfgs` is optax's
-    L-BFGS with its line search (`learning_rate` unused). `seed` initialises networks. `tol`
-    (a number > 0) stops the fit once the relative change of the total loss over a chunk is
-    below it (`fit(..., tol=...)`); `steps` stays the cap."""
+    L-BFGS with its line search (`learning_rate` unused); `lbfgs_armijo` is `mollijax.lbfgs`,
+    one loss evaluation per step (trial points, Armijo backtracking spread over the steps:
+    a step is about half of optax's in evaluations, and it compiles faster). `seed`
+    initialises networks. `tol` (a number > 0) stops the fit once the relative change of the
+    total loss over a chunk is below it (`fit(..., tol=...)`); `steps` stays the cap."""
 
     name: str = _f("adam", (str,), _named("optimiser"))
     learning_rate: float = _f(1e-3, _NUMBER, _positive)

@@ -120,6 +120,14 @@ def test_resume_and_batch_equal_one_uninterrupted_fit(tmp_path, smoothing_optimu
     np.testing.assert_allclose(batch.values["u"][1], half.values["u"], atol=1e-10)
 
 
+def test_the_configuration_name_is_this_optimiser(smoothing_optimum):
+    problem, unknowns = _smoothing()
+    named = mj.from_name("optimiser", "lbfgs_armijo", steps=400)
+    result = mj.fit(problem, unknowns, named, steps=400, chunk=50, tol=1e-12, progress=False)
+    np.testing.assert_allclose(result.values["u"], smoothing_optimum, atol=1e-6)
+    assert "lbfgs_armijo" in mj.names("optimiser")
+
+
 def test_bad_memory_size_is_refused():
     for bad in (0, -1, True):
         with pytest.raises(mj.MollijaxError, match="memory_size"):
