@@ -124,6 +124,22 @@ def _stores_value_and_grad(opt_state) -> bool:
         return False
 
 
+def _after_chunk(state: TrainState, first, length: int, p, s, gp, gs, gk, gl, end, ok):
+    """The state after a chunk that ended at `(p, s)` with loss `end`: an item that had
+    diverged before stays frozen (its chunk runs, its result is dropped), one that failed in
+    this chunk (`ok` false) returns to its last good step `(gp, gs, gk, gl)`."""
+    keep = ~state.alive
+    failed = state.alive & ~ok
+    return TrainState(
+        params=_tree_where(keep, state.params, _tree_where(failed, gp, p)),
+        opt_state=_tree_where(keep, state.opt_state, _tree_where(failed, gs, s)),
+        weights=state.weights,
+        step=jnp.where(keep, state.step, jnp.where(failed, gk, first + length)),
+        loss=jnp.where(keep, state.loss, jnp.where(failed, gl, end)),
+        alive=state.alive & ok,
+    )
+
+
 def result_params(state: TrainState):
     """The parameters a fit reports: `state.params`, or for a trial-point optimiser
     (`mollijax.lbfgs`, whose parameters are the next trial) the accepted point in its state.
@@ -176,17 +192,8 @@ def _trial_chunk(state: TrainState, prob, first, length: int, static, opt, grad_
     init = (state.params, state.opt_state, first, state.loss, jnp.array(True), terms0)
     ks = first + jnp.arange(length, dtype=first.dtype)
     (p, s, gk, gl, ok, _), hist = jax.lax.scan(step, init, ks)
-    keep = ~state.alive
-    failed = state.alive & ~ok
-    new = TrainState(
-        params=_tree_where(keep, state.params, p),
-        opt_state=_tree_where(keep, state.opt_state, s),
-        weights=w,
-        step=jnp.where(keep, state.step, jnp.where(failed, gk, first + length)),
-        loss=jnp.where(keep, state.loss, gl),
-        alive=state.alive & ok,
-    )
-    return new, hist
+    # a step is kept only when it is good, so the final iterate is the last good one
+    return _after_chunk(state, first, length, p, s, p, s, gk, gl, gl, ok), hist
 
 
 def _chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: bool = False):
@@ -239,17 +246,7 @@ def _chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: 
     else:
         end = _loss_fn(p, static, w, prob)[0].astype(gl.dtype)
     ok = ok & jnp.isfinite(end)
-    keep = ~state.alive  # a diverged item stays frozen (its chunk runs, its result is dropped)
-    failed = state.alive & ~ok
-    new = TrainState(
-        params=_tree_where(keep, p0, _tree_where(failed, gp, p)),
-        opt_state=_tree_where(keep, s0, _tree_where(failed, gs, s)),
-        weights=w,
-        step=jnp.where(keep, state.step, jnp.where(failed, gk, first + length)),
-        loss=jnp.where(keep, state.loss, jnp.where(failed, gl, end)),
-        alive=state.alive & ok,
-    )
-    return new, hist
+    return _after_chunk(state, first, length, p, s, gp, gs, gk, gl, end, ok), hist
 
 
 # How many times each compiled function was traced (each trace is followed by a compile):

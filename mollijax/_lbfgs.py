@@ -147,16 +147,15 @@ def lbfgs(memory_size: int = 10) -> optax.GradientTransformationExtraArgs:
                            0.1 * alpha)
         stalled = ~accept & (shrunk * jnp.linalg.norm(state.direction)
                              <= 1e-12 * (1.0 + jnp.linalg.norm(state.accepted)))
-        reset = stalled | (accept & first)
-        s_mem = jnp.where(stalled, 0.0, s_mem)
-        y_mem = jnp.where(stalled, 0.0, y_mem)
+        # a stall empties the memory (the two-loop reads only the newest `filled` pairs)
         filled = jnp.where(stalled, 0, filled)
 
-        # the next direction: quasi-Newton from an accepted point, steepest descent after a
-        # reset, or one that is not a descent direction
+        # the next direction: quasi-Newton from an accepted point; steepest descent with an
+        # empty memory (the first step, after a stall) or where the quasi-Newton one does
+        # not descend
         d_qn = _two_loop(g_a, s_mem, y_mem, filled)
         descent = jnp.dot(d_qn, g_a) < 0
-        use_sd = reset | (filled == 0) | ~descent
+        use_sd = (filled == 0) | ~descent
         gnorm = jnp.linalg.norm(g_a)
         d_new = jnp.where(use_sd, -g_a, d_qn)
         step_new = jnp.where(use_sd, 1.0 / jnp.maximum(gnorm, tiny), 1.0)
