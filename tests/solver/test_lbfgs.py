@@ -132,3 +132,7 @@ def test_bad_memory_size_is_refused():
     for bad in (0, -1, True):
         with pytest.raises(mj.MollijaxError, match="memory_size"):
             mj.lbfgs(bad)
+    # an update without the loss at the trial cannot decide: named
+    x = jnp.zeros(2)
+    with pytest.raises(mj.MollijaxError, match="value="):
+        LBFGS.update(jnp.ones(2), LBFGS.init(x), x)
