@@ -95,6 +95,7 @@ def init_state(params, opt_state, weights: dict, items: tuple[int, ...] = ()) ->
 # ----------------------------------------------------------------------------- the chunk
 
 GRAD_NORM = "grad_norm"  # history key of the per-step gradient norm (convergence tests only)
+OUTPUTS = "outputs"  # chunk history key of the result's outputs at the accepted point
 
 
 def _all_finite(tree) -> jax.Array:
@@ -112,6 +113,20 @@ def _tree_where(cond, a, b):
 
 def _loss_fn(p, static, w, prob):
     return prob.loss(eqx.combine(p, static), w or None)
+
+
+def outputs(prob, trained, fields=None):
+    """`(values, fields)` of a fit's result: each unknown on its sub-grid, and every field on
+    the full grid (`prob.grid_values`, unless already computed and given as `fields`)."""
+    values = {k: f.on_subgrid(prob.grid) for k, f in trained.items()}
+    return values, prob.grid_values(trained) if fields is None else fields
+
+
+def _loss_outputs_fn(p, static, w, prob):
+    """`_loss_fn` with the result's `outputs` at `p` in its auxiliary output."""
+    trained = eqx.combine(p, static)
+    terms, fields = prob._terms_and_fields(trained)
+    return prob.total(terms, w or None), (terms, outputs(prob, trained, fields))
 
 
 def _stores_value_and_grad(opt_state) -> bool:
@@ -153,21 +168,33 @@ def result_params(state: TrainState):
     return jax.vmap(unravel)(ts.accepted)
 
 
-def _trial_chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: bool):
+def _trial_chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: bool,
+                 with_outputs: bool = False):
     """`_chunk` for a trial-point optimiser (`mollijax.lbfgs`): one loss-and-gradient
     evaluation per step, at the trial; the history, the loss and the last good step are the
-    accepted point's (a rejected trial, even a non-finite one, is the optimiser's business)."""
+    accepted point's (a rejected trial, even a non-finite one, is the optimiser's business).
+    With `with_outputs` the history also holds, under `OUTPUTS`, `(found, (params,
+    outputs))`: the last point accepted in this chunk and the result's `outputs` there
+    (`found` False when none was), kept from the evaluation that accepted it (no further
+    integration or solve, no eager unravelling of the optimiser's flat point)."""
     w = state.weights
 
     def value_fn(q):
         return _loss_fn(q, static, w, prob)[0]
 
-    shapes = jax.eval_shape(lambda q: _loss_fn(q, static, w, prob)[1], state.params)
-    terms0 = jax.tree_util.tree_map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype), shapes)
+    def evaluate(q):
+        if with_outputs:
+            loss, (terms, out) = _loss_outputs_fn(q, static, w, prob)
+            return loss, (terms, (q, out))
+        loss, terms = _loss_fn(q, static, w, prob)
+        return loss, (terms, None)
+
+    shapes = jax.eval_shape(lambda q: evaluate(q)[1], state.params)
+    terms0, out0 = jax.tree_util.tree_map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype), shapes)
 
     def step(carry, k):
-        p, s, gk, gl, ok, kept = carry
-        (loss, terms), grads = jax.value_and_grad(_loss_fn, has_aux=True)(p, static, w, prob)
+        p, s, gk, gl, ok, kept, found, out = carry
+        (loss, (terms, new_out)), grads = jax.value_and_grad(evaluate, has_aux=True)(p)
         # the history holds the accepted point at the start of each step (as `_chunk`'s
         # holds the iterate the step starts from); the very first trial is the start itself
         before = trial_state(s)
@@ -185,22 +212,29 @@ def _trial_chunk(state: TrainState, prob, first, length: int, static, opt, grad_
         step_ok = ok & jnp.isfinite(value) & _all_finite(p_new)
         p, s = _tree_where(step_ok, p_new, p), _tree_where(step_ok, s_new, s)
         kept = _tree_where(ts.last_accepted, terms, kept)
+        accepted = step_ok & ts.last_accepted
+        out = _tree_where(accepted, new_out, out)
         gk = jnp.where(step_ok, k + 1, gk)
         gl = jnp.where(step_ok, value.astype(gl.dtype), gl)
-        return (p, s, gk, gl, step_ok, kept), record
+        return (p, s, gk, gl, step_ok, kept, found | accepted, out), record
 
-    init = (state.params, state.opt_state, first, state.loss, jnp.array(True), terms0)
+    init = (state.params, state.opt_state, first, state.loss, jnp.array(True), terms0,
+            jnp.array(False), out0)
     ks = first + jnp.arange(length, dtype=first.dtype)
-    (p, s, gk, gl, ok, _), hist = jax.lax.scan(step, init, ks)
+    (p, s, gk, gl, ok, _, found, out), hist = jax.lax.scan(step, init, ks)
+    if with_outputs:
+        hist = dict(hist, **{OUTPUTS: (found, out)})
     # a step is kept only when it is good, so the final iterate is the last good one
     return _after_chunk(state, first, length, p, s, p, s, gk, gl, gl, ok), hist
 
 
-def _chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: bool = False):
+def _chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: bool = False,
+           with_outputs: bool = False):
     """`length` steps of one item from global step `first` (a `lax.scan`); with `grad_norm`
-    the history also holds each step's gradient norm under `GRAD_NORM`."""
+    the history also holds each step's gradient norm under `GRAD_NORM`. `with_outputs`: see
+    `_trial_chunk` (other optimisers ignore it: their final iterate is never evaluated)."""
     if trial_state(state.opt_state) is not None:
-        return _trial_chunk(state, prob, first, length, static, opt, grad_norm)
+        return _trial_chunk(state, prob, first, length, static, opt, grad_norm, with_outputs)
     w = state.weights
     # (not with adaptive weights: the stored loss was weighted by the previous chunk's)
     reuse = _stores_value_and_grad(state.opt_state) and not w
@@ -255,10 +289,11 @@ TRACES: collections.Counter = collections.Counter()
 
 
 @eqx.filter_jit
-def run_chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: bool = False):
+def run_chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: bool = False,
+              with_outputs: bool = False):
     """One fit: `length` steps of `state` (module level, so compiled chunks are reused)."""
     TRACES["run_chunk"] += 1
-    return _chunk(state, prob, first, length, static, opt, grad_norm)
+    return _chunk(state, prob, first, length, static, opt, grad_norm, with_outputs)
 
 
 # ----------------------------------------------------------------------------- cache keys

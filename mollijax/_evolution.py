@@ -165,6 +165,7 @@ class Evolution(eqx.Module):
         known: Mapping,
         conditions=(),
         used: set | None = None,
+        arrays: tuple | None = None,
     ) -> SemiDiscrete:
         """The semi-discrete system `du/dt = F_k(u)` of this evolution on `grid`.
 
@@ -178,36 +179,17 @@ class Evolution(eqx.Module):
         - `conditions`: the problem's conditions; those on an evolved field whose position
           does not involve the time axis are pinned exactly.
         - `used`: if given, collects the names of the fields `F` reads (when traced).
+        - `arrays`: the system's `(initial, args)` if already computed (`_arrays`).
         """
         t_axis = grid.axis_index(self.time)
         space = self.spatial_grid(grid)
         diff = self.differentiator(grid)
         names = self.names
-        for name in names:
-            if name not in unknowns:
-                raise UnknownFieldError(
-                    f"Evolved field {name!r} needs an unknown with its initial values; unknowns "
-                    f"are {sorted(unknowns)}."
-                )
-            if self.time in unknowns[name].axes:
-                raise MollijaxError(
-                    f"Evolved field {name!r} must be given by its initial values, a field on the "
-                    f"spatial axes {space.axes}; it has axes {unknowns[name].axes}."
-                )
-        initial = {n: unknowns[n].on_grid(space) for n in names}
-        args = {"static": {}, "timed": {}, "known": dict(known), "pins": {}}
-        for name, field in unknowns.items():
-            if name in names:
-                continue
-            if self.time in field.axes:
-                args["timed"][name] = field.on_grid(grid)
-            else:
-                args["static"][name] = field.on_grid(space)
-        free = {}
-        for n in names:
-            mask, values = _pinned(conditions, n, grid, self.time)
-            args["pins"][n] = values
-            free[n] = ~np.take(mask, 0, axis=t_axis)
+        self._check_initial(space, unknowns)
+        initial, args = (self._arrays(grid, unknowns, known, conditions) if arrays is None
+                         else arrays)
+        free = {n: ~np.take(_pinned(conditions, n, grid, self.time, False)[0], 0,
+                            axis=t_axis) for n in names}
         rhs = self.rhs
 
         def rates(state, k, a):
@@ -240,11 +222,45 @@ class Evolution(eqx.Module):
 
         return SemiDiscrete(initial, args, rates, pin, grid.shape[t_axis], grid.spacing[t_axis])
 
+    def _check_initial(self, space: Grid, unknowns: Mapping):
+        for name in self.names:
+            if name not in unknowns:
+                raise UnknownFieldError(
+                    f"Evolved field {name!r} needs an unknown with its initial values; unknowns "
+                    f"are {sorted(unknowns)}."
+                )
+            if self.time in unknowns[name].axes:
+                raise MollijaxError(
+                    f"Evolved field {name!r} must be given by its initial values, a field on the "
+                    f"spatial axes {space.axes}; it has axes {unknowns[name].axes}."
+                )
+
+    def _arrays(self, grid: Grid, unknowns: Mapping, known: Mapping, conditions=()):
+        """`(initial, args)` of `semi_discrete`'s system: the evolved fields' initial values
+        and the coefficients, known fields and pinned values `F` reads (traceable)."""
+        space = self.spatial_grid(grid)
+        initial = {n: unknowns[n].on_grid(space) for n in self.names}
+        args = {"static": {}, "timed": {}, "known": dict(known), "pins": {}}
+        for name, field in unknowns.items():
+            if name in self.names:
+                continue
+            if self.time in field.axes:
+                args["timed"][name] = field.on_grid(grid)
+            else:
+                args["static"][name] = field.on_grid(space)
+        for n in self.names:
+            args["pins"][n] = _pinned(conditions, n, grid, self.time)[1]
+        return initial, args
+
     def prepare(self, grid: Grid, unknowns: Mapping, known: Mapping, conditions=()) -> Evolution:
         """This evolution with every choice that depends on the initial unknowns made (the
         RK4 substeps from the stiffness of `F`); `self` when nothing is left to choose.
-        Runs eagerly, once per fit."""
-        system = self.semi_discrete(grid, unknowns, known, conditions)
+        Runs once per fit, outside any trace; the system's arrays come from one compiled
+        function (evaluated eagerly, a network coefficient compiled each primitive on its
+        own: about half a second of a 1-D heat fit)."""
+        self._check_initial(self.spatial_grid(grid), unknowns)  # before anything is traced
+        arrays = _compiled_arrays(self, grid, unknowns, known, tuple(conditions))
+        system = self.semi_discrete(grid, unknowns, known, conditions, arrays=arrays)
         integrator = self.integrator.prepare(system)
         return self if integrator is self.integrator else self.with_integrator(integrator)
 
@@ -285,19 +301,26 @@ class Evolution(eqx.Module):
         return self.integrator.divergence_hint()
 
 
-def _pinned(conditions, name: str, grid: Grid, time: str):
-    """`(mask, values)` on the full grid of the conditions that fix nodes of `name` exactly."""
+@eqx.filter_jit
+def _compiled_arrays(evolution: Evolution, grid: Grid, unknowns, known, conditions):
+    return evolution._arrays(grid, unknowns, known, conditions)
+
+
+def _pinned(conditions, name: str, grid: Grid, time: str, with_values: bool = True):
+    """`(mask, values)` on the full grid of the conditions that fix nodes of `name` exactly
+    (`values` None unless `with_values`: the mask alone needs no array operation)."""
     mask = np.zeros(grid.shape, bool)
-    values = jnp.zeros(grid.shape)
+    values = jnp.zeros(grid.shape) if with_values else None
     for c in conditions:
         if c.field != name or c.mask is not None or any(a == time for a, _ in c.index):
             continue
-        c.select(values, grid)  # names an index out of range
+        c.select(mask, grid)  # names an index out of range
         idx: list = [slice(None)] * grid.ndim
         for axis, i in c.index:
             idx[grid.axis_index(axis)] = i
         mask[tuple(idx)] = True
-        values = values.at[tuple(idx)].set(jnp.broadcast_to(c.value, values[tuple(idx)].shape))
+        if with_values:
+            values = values.at[tuple(idx)].set(jnp.broadcast_to(c.value, values[tuple(idx)].shape))
     return mask, values
 
 

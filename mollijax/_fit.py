@@ -64,6 +64,9 @@ class _Single(_driver.Run):
         self.grad_norms: tuple[float, float] | None = None  # (first step's, latest step's)
         self.note = note  # why a compilation of this fit would be a recompilation
         self.compiled: set[int] = set()  # chunk lengths this fit has run
+        # the accepted point and the result's (values, fields) there, where a chunk kept
+        # them (`mollijax.lbfgs`): the result then needs no integration or solve of its own
+        self.outputs = None
 
     def _check_compiles(self, before: int, n: int):
         if _driver.TRACES["run_chunk"] == before:
@@ -92,8 +95,11 @@ class _Single(_driver.Run):
         # its final fit with it: that was a second compile of the same step, 8-10 s on a
         # 33 x 33 plate)
         state, hist = _driver.run_chunk(state, self.problem, first, n, self.static, self.opt,
-                                        True)
+                                        True, True)
         self._check_compiles(before, n)
+        found, outputs = hist.pop(_driver.OUTPUTS, (False, None))
+        if bool(found):
+            self.outputs = outputs
         hist = {k: np.asarray(v) for k, v in hist.items()}
         norms = hist.pop(_driver.GRAD_NORM, None)
         if norms is not None and norms.size:
@@ -231,9 +237,7 @@ def _final_values(problem: Problem, params, static):
     run eagerly, an evolved state's propagator or a solved state's factorisation compiled each
     primitive on its own (about 2.6 s of a 1-D heat fit's 10 s, ad hoc profile). `problem` and
     `static` are the fit's canonical ones, so an equal problem reuses the compiled code."""
-    trained = eqx.combine(params, static)
-    values = {k: f.on_subgrid(problem.grid) for k, f in trained.items()}
-    return values, problem.grid_values(trained)
+    return _driver.outputs(problem, eqx.combine(params, static))
 
 
 def _result(problem, static, state: TrainState, done, steps, history, run, interrupted, start,
@@ -256,9 +260,12 @@ def _result(problem, static, state: TrainState, done, steps, history, run, inter
         message = f"converged at step {taken} ({run.convergence})"
     else:
         message = f"completed {taken} steps"
-    params = _driver.result_params(state)
+    if run.outputs is not None:
+        params, (values, fields) = run.outputs
+    else:
+        params = _driver.result_params(state)
+        values, fields = _final_values(problem, params, static)
     trained = eqx.combine(params, static)
-    values, fields = _final_values(problem, params, static)
     values = {k: np.asarray(v) for k, v in values.items()}
     fields = {k: np.asarray(v) for k, v in fields.items()}
     names = list(history[0][1]) if history else []

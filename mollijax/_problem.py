@@ -566,8 +566,13 @@ class Problem(eqx.Module):
 
     def loss_terms(self, unknowns) -> dict[str, Float[Array, ""]]:
         """Unweighted loss terms, keyed `data:<f>`, `residual:<r>`, `condition:<c>`, `reg:...`."""
-        ev = self._evaluation(unknowns, self.grid_values(unknowns))
-        return {t.name: t(ev) for t in self.active_terms(unknowns)}
+        return self._terms_and_fields(unknowns)[0]
+
+    def _terms_and_fields(self, unknowns):
+        """`(loss_terms, grid_values)`: the terms and the fields they were computed from."""
+        fields = self.grid_values(unknowns)
+        ev = self._evaluation(unknowns, fields)
+        return {t.name: t(ev) for t in self.active_terms(unknowns)}, fields
 
     def total(self, terms: Mapping[str, Array], adaptive: Mapping[str, Array] | None = None):
         """`sum_k w_k L_k` over the given terms (times adaptive weights where given)."""

@@ -424,8 +424,10 @@ class Condition(AbstractTerm):
     def name(self) -> str:
         return f"condition:{self.label}"
 
-    def select(self, values: Array, grid: Grid) -> tuple[Array, Array | None]:
-        """The constrained nodes of `values` (or all of them and the mask)."""
+    def select(self, values: Array | np.ndarray,
+               grid: Grid) -> tuple[Array | np.ndarray, Array | None]:
+        """The constrained nodes of `values` (or all of them and the mask; NumPy in, NumPy
+        out)."""
         if self.mask is not None:
             if self.mask.shape != grid.shape:
                 raise GridMismatchError(

@@ -70,6 +70,42 @@ def test_fit_rejects_non_finite_trials_and_reports_the_accepted_point():
     assert float(problem.loss(result.unknowns)[0]) == pytest.approx(result.final_loss, rel=1e-12)
 
 
+def test_result_fields_are_those_of_the_accepted_point():
+    # the result's values and fields are kept from the evaluation that accepted the point
+    # (no integration of their own): they must equal a fresh evaluation at the reported
+    # unknowns, also where the last chunks accepted nothing (one-step chunks, a rejection
+    # right after the start) and for an evolved state
+    problem, unknowns = _barrier_problem()
+    result = mj.fit(problem, unknowns, LBFGS, steps=2, chunk=1, progress=False)
+    assert float(result.values["u"]) == 1.0  # the start; the second trial (u = 2) is NaN
+    np.testing.assert_array_equal(result.fields["u"], problem.grid_values(result.unknowns)["u"])
+    assert float(result.values["u"]) == float(result.unknowns["u"].value)
+    # ... and the point is the accepted one (its loss is the reported one), not a trial
+    assert float(problem.loss(result.unknowns)[0]) == pytest.approx(result.final_loss, rel=1e-12)
+
+    grid = mj.Grid.from_bounds((21, 11), (0.0, 0.0), (1.0, 0.5), axes=("x", "t"))
+    x = grid.coords("x")
+    data = np.exp(-0.1 * np.pi**2 * grid.coords("t"))[None, :] * np.sin(np.pi * x)[:, None]
+    evo = mj.Evolution(lambda s: s.D * s.d(s.u, "xx"), integrator=mj.Propagator())
+    problem = mj.Problem(grid, None, data={"u": data}, evolution=evo,
+                         conditions=[mj.Condition("u", {"x": 0}, 0.0),
+                                     mj.Condition("u", {"x": -1}, 0.0)])
+    unknowns = {"u": mj.GridField(data[:, 0], "x"), "D": mj.Constant(0.05)}
+    result = mj.fit(problem, unknowns, LBFGS, steps=30, chunk=10, progress=False)
+    # the data decay at rate 0.1 pi^2; the 3-point Laplacian's eigenvalue of sin(pi x) is
+    # 4 / h^2 sin^2(pi h / 2), so the fitted D is 0.1 pi^2 over it
+    h = grid.spacing[0]
+    want = 0.1 * np.pi**2 / (4 / h**2 * np.sin(np.pi * h / 2) ** 2)
+    assert float(result.values["D"]) == pytest.approx(want, rel=1e-6)
+    prepared = problem.prepare(unknowns)
+    assert float(prepared.loss(result.unknowns)[0]) == pytest.approx(result.final_loss,
+                                                                     rel=1e-10)
+    fresh = prepared.grid_values(result.unknowns)
+    np.testing.assert_allclose(result.fields["u"], fresh["u"], rtol=0, atol=1e-13)
+    np.testing.assert_allclose(result.values["u"], result.unknowns["u"].on_subgrid(grid),
+                               rtol=0, atol=0)
+
+
 def _smoothing():
     grid = mj.Grid.from_bounds((33,), (0.0,), (1.0,), axes=("x",))
     d = np.sin(3 * grid.coords("x")) + 0.1 * np.cos(17 * grid.coords("x"))
