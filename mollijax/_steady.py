@@ -409,19 +409,20 @@ class Steady(eqx.Module):
             u = lift + jnp.where(free, x, 0.0)
             converged = jnp.all(jnp.isfinite(u))
             sol = None
-        elif linear:
-            operator_fn = _operator(R, lift, c, free)
-            operator = lx.FunctionLinearOperator(operator_fn, struct)
+        elif linear and solver != "direct":
             rhs = jnp.where(free, -R(lift, c), 0.0)
-            options = {}
-            if precondition:
-                options["preconditioner"] = lx.FunctionLinearOperator(pinv, struct)
-            sol = lx.linear_solve(
-                operator, rhs, _linear_solver(solver, rtol, atol, self.max_steps),
-                options=options, throw=False,
-            )
-            u = lift + jnp.where(free, sol.value, 0.0)
-            converged = sol.result == lx.RESULTS.successful
+            x, steps = _krylov_solve(_operator(R, lift, c, free), rhs, struct,
+                                     _linear_solver(solver, rtol, atol, self.max_steps),
+                                     pinv if precondition else None)
+            u = lift + jnp.where(free, x, 0.0)
+            converged = jnp.all(jnp.isfinite(u))
+            sol = None
+        elif linear:
+            rhs = jnp.where(free, -R(lift, c), 0.0)
+            x = _dense_solve(_operator(R, lift, c, free), rhs, struct)
+            u = lift + jnp.where(free, x, 0.0)
+            converged = jnp.all(jnp.isfinite(u))
+            sol = None
         else:
             def fn(y, args):
                 return pinv(G(y, args))
@@ -435,7 +436,10 @@ class Steady(eqx.Module):
             u = sol.value
             converged = sol.result == optx.RESULTS.successful
         u = jnp.where(converged, u, jnp.nan)
-        steps = jnp.asarray(0) if sol is None else sol.stats.get("num_steps", jnp.asarray(0))
+        if sol is not None:
+            steps = sol.stats.get("num_steps", jnp.asarray(0))
+        elif not (linear and solver != "direct"):
+            steps = jnp.asarray(0)  # a direct solve
         return {self.fields[0]: u}, {"converged": converged, "num_steps": steps}
 
     def _uses_band(self, grid: Grid) -> bool:
@@ -528,6 +532,46 @@ def _banded_solve(operator: Callable, rhs, shape, band, dtype):
         return jax.linear_transpose(lambda v: layout.solve(factors, v), b)(b)[0]
 
     return jax.lax.custom_linear_solve(operator, rhs, solve, transpose_solve)
+
+
+def _dense_solve(operator: Callable, rhs, struct):
+    """`x` with `operator(x) = rhs` by a dense LU of the assembled operator (small grids),
+    differentiated implicitly as `_banded_solve`: one factorisation for the solution, the
+    tangents and the adjoint, and a singular operator gives a non-finite `x` (a rejected
+    trial, an item of a batch that fails alone) instead of raising."""
+    import lineax as lx
+
+    matrix = lx.FunctionLinearOperator(operator, struct).as_matrix()
+    factors = jax.lax.stop_gradient(jax.scipy.linalg.lu_factor(matrix))
+
+    def solve(_, b):
+        return jax.scipy.linalg.lu_solve(factors, b.ravel()).reshape(b.shape)
+
+    def transpose_solve(_, b):
+        return jax.scipy.linalg.lu_solve(factors, b.ravel(), trans=1).reshape(b.shape)
+
+    return jax.lax.custom_linear_solve(operator, rhs, solve, transpose_solve)
+
+
+def _krylov_solve(operator: Callable, rhs, struct, solver, pinv):
+    """`(x, steps)`: `operator(x) = rhs` by the lineax Krylov `solver` (preconditioned by
+    `pinv` where given), differentiated implicitly by `lax.custom_linear_solve`
+    (`x' = A^{-1} (rhs' - A' x)`, the transposed solve for reverse mode). Every solve, the
+    primal one, tangents and the adjoint, reports a failure as NaN (`throw=False`), where
+    lineax's own derivative rules raise from their tangent solves: in a batch (`vmap`) one
+    item whose operator turned singular then fails alone instead of stopping the batch.
+    `pinv` also preconditions the transposed solves (the DST preconditioner is symmetric)."""
+    import lineax as lx
+
+    options = {} if pinv is None else {"preconditioner": lx.FunctionLinearOperator(pinv, struct)}
+
+    def run(matvec, b):
+        sol = lx.linear_solve(lx.FunctionLinearOperator(matvec, struct), b, solver,
+                              options=options, throw=False)
+        ok = sol.result == lx.RESULTS.successful
+        return jnp.where(ok, sol.value, jnp.nan), sol.stats.get("num_steps", jnp.asarray(0))
+
+    return jax.lax.custom_linear_solve(operator, rhs, run, run, has_aux=True)
 
 
 def _linear_solver(solver: str, rtol: float, atol: float, max_steps: int):

@@ -5,16 +5,20 @@ docstring; this very problem with `solver="direct"` batched hung in its first ch
 batch solves the steady state by BiCGStab. The tolerance here is
 loose (1e-6) so that the two solvers' fits differ far above round-off and the test can tell
 which one a batch used.
+
+The optimiser is `mj.lbfgs`, whose first trial is a steepest-descent step of unit length:
+for the second item it lands on `k = 0`, where the operator is singular. That solve must
+fail alone (NaN, a rejected trial) and not stop the batch: every solve of the Krylov path,
+its tangents and adjoint included, reports failure as NaN instead of raising.
 """
 
 import numpy as np
-import optax
 import pytest
 
 import mollijax as mj
 
-LBFGS = optax.lbfgs()  # one object: compiled chunks are reused across calls
-STEPS, CHUNK = 6, 3
+LBFGS = mj.lbfgs()  # one object: compiled chunks are reused across calls
+STEPS, CHUNK = 10, 5
 
 
 def _poisson(s):
@@ -58,7 +62,7 @@ def test_steady_batch_is_bicgstab(case):
     krylov = _fits(grid, known, stack, "bicgstab")
     dense = _fits(grid, known, stack, "direct")
     # the two solvers' fits differ (else the comparison below could not fail)
-    assert np.max(np.abs(np.subtract(krylov, dense))) > 1e-9
+    assert np.max(np.abs(np.subtract(krylov, dense))) > 1e-10
     auto = mj.fit_batch(_problem(grid, stack[0], known, "auto"), {"u": stack}, unknowns, LBFGS,
                         steps=STEPS, chunk=CHUNK)
     assert auto.status.tolist() == ["completed", "completed"]
