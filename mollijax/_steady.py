@@ -387,8 +387,7 @@ class Steady(eqx.Module):
         """`solve`, and `{"converged": bool array, "num_steps": int array}`: the steps
         of the linear solve as lineax counts them (BiCGStab iterations, GMRES restart cycles
         of up to 20 iterations, 0 for LU), or Newton steps."""
-        import lineax as lx  # on first use: ~0.1 s of `import mollijax` otherwise
-        import optimistix as optx
+        import optimistix as optx  # on first use: ~0.1 s of `import mollijax` otherwise
 
         self.check_grid(grid)
         R, G, lift, c, pinned, dtype = self._system(grid, unknowns, known, conditions, used)
