@@ -42,7 +42,11 @@ the wall). Hence:
   jvp per colour, `prod (2 r + 1)` of them) as a block-tridiagonal matrix and solved by
   block LU (`mollijax._banded`): at 33^2 nodes and a nested biharmonic, 25 jvps and 17
   blocks of 66 instead of 1089 jvps and a dense 1089^2 LU. Otherwise the Jacobian `dG/du`
-  is materialised (one jvp per node, batched) and factorised densely (`lineax.LU`).
+  is materialised (one jvp per node, batched) and factorised densely (LU; a nonlinear
+  residual's Newton steps use `lineax.LU`). Linear solves are differentiated implicitly
+  (`lax.custom_linear_solve`, one factorisation for every tangent and the adjoint), and
+  none of them raises: a singular or unconverged solve gives NaN (a rejected trial of
+  `mollijax.lbfgs`; in a batch, a failure of that item alone).
   `"auto"` picks the direct solver up to `DIRECT_MAX_NODES` nodes (all small 1-D problems
   and 2-D grids up to about 32^2);
 - `"gmres"` / `"bicgstab"` (`lineax`): Krylov iterations on the operator `v -> dR/du v`, never
