@@ -762,7 +762,9 @@ def auto_run(
        cross-validation over `AUTO_WEIGHTS`
        (`gcv`: scanned from large to small, 100 L-BFGS steps per weight, stopping one
        weight past the first minimum of `V = chi2 / (1 - p / n)^2`), then refined at that
-       weight by L-BFGS until `tol` (at most `steps` steps).
+       weight by L-BFGS until `tol` (at most `steps` steps). Both output-error states run
+       the one-evaluation L-BFGS (`mollijax.lbfgs`) for `TRIAL_STEPS` times those steps
+       (a step of optax's L-BFGS, which step 1 uses, is about two evaluations).
     3. Otherwise step 1's fit is the result; with automatic widths (`eps = "auto"`) and
        weights, refitted first at narrower widths (`WIDTH_FACTORS` of the rule's, down to
        its floor), each from the previous fit and with its own `auto_smooth_weights`,
@@ -973,9 +975,10 @@ def auto_run(
             # a noise estimate a few percent off (tuning draws of plate and
             # diffusion_reaction; `gcv`'s docstring)
             say(f"auto: generalised cross-validation over {len(scan)} weights of {term!r}")
+            # the one-evaluation L-BFGS, its steps counting evaluations (`TRIAL_STEPS`)
             choice = api[3](problem_b, fields_b, term=term, sigma=data_sigma, weights=scan,
-                            optimiser=lbfgs, steps=min(opt.steps, 100), chunk=chunk,
-                            stop_early=True, continuation=False)
+                            optimiser=_TRIAL_LBFGS, steps=TRIAL_STEPS * min(opt.steps, 100),
+                            chunk=TRIAL_STEPS * chunk, stop_early=True, continuation=False)
             chosen = float(choice.weight)
             record["weight_choice"] = choice.as_dict()
             record["criterion"] = choice.message
@@ -1004,6 +1007,8 @@ def auto_run(
     # helped a little, 5.4 -> 4.5 %. A chi-square within its noise of the truth's does not
     # pin D down on a fine grid.)
     steps_b, optimiser_b = opt.steps, lbfgs
+    if kind == "solve":
+        optimiser_b, steps_b, chunk = _TRIAL_LBFGS, TRIAL_STEPS * steps_b, TRIAL_STEPS * chunk
     if kind == "evolve":
         problem_b = problem_b.prepare(fields_b)
         record["integrator"] = problem_b.evolution.integrator.describe()

@@ -64,6 +64,10 @@ def test_steady_default_chooses_the_solved_state(tmp_path):
     choice = auto["weight_choice"]
     assert choice["criterion"] == "gcv" and len(choice["curve"]) >= 2
     assert auto["weights"]["reg:k:curvature"] > 0 and "cross-validation" in auto["criterion"]
+    # the solved state's trials and fit run the one-evaluation L-BFGS (steps count
+    # evaluations: `TRIAL_STEPS` per optax step)
+    assert auto["steps_output_error"] == (mj.config.TRIAL_STEPS
+                                          * metrics["config"]["optimiser"]["steps"])
     # u(0.5) = 0 (f odd about 0.5, k even): k is not seen there, and the run says so
     ident = auto["identifiability"]["k"]
     assert any(r["x"][0] <= 0.5 <= r["x"][1] for r in ident["regions"]), ident
