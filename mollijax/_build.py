@@ -760,7 +760,8 @@ def auto_run(
        chi-square per node), a curvature penalty (`AUTO_REGULARISER`: `Curvature`) on each
        grid unknown for the solved state, its weight chosen by generalised
        cross-validation over `AUTO_WEIGHTS`
-       (`gcv`: scanned from large to small, 100 L-BFGS steps per weight, stopping one
+       (`gcv`: scanned from large to small, 100 L-BFGS steps per weight, each from the
+       previous weight's fit, stopping one
        weight past the first minimum of `V = chi2 / (1 - p / n)^2`), then refined at that
        weight by L-BFGS until `tol` (at most `steps` steps). Both output-error states run
        the one-evaluation L-BFGS (`mollijax.lbfgs`) for `TRIAL_STEPS` times those steps
