@@ -760,8 +760,7 @@ def auto_run(
        chi-square per node), a curvature penalty (`AUTO_REGULARISER`: `Curvature`) on each
        grid unknown for the solved state, its weight chosen by generalised
        cross-validation over `AUTO_WEIGHTS`
-       (`gcv`: scanned from large to small, 100 L-BFGS steps per weight, each from the
-       previous weight's fit, stopping one
+       (`gcv`: scanned from large to small, 100 L-BFGS steps per weight, stopping one
        weight past the first minimum of `V = chi2 / (1 - p / n)^2`), then refined at that
        weight by L-BFGS until `tol` (at most `steps` steps). Both output-error states run
        the one-evaluation L-BFGS (`mollijax.lbfgs`) for `TRIAL_STEPS` times those steps
@@ -977,13 +976,13 @@ def auto_run(
             # diffusion_reaction; `gcv`'s docstring)
             say(f"auto: generalised cross-validation over {len(scan)} weights of {term!r}")
             # the one-evaluation L-BFGS, its steps counting evaluations (`TRIAL_STEPS`);
-            # each weight's fit starts from the previous (larger) weight's: from the
-            # equation-error start, trials at small weights did not converge in their
-            # evaluations and inflated `V` (noise-free diffusion_reaction, tuning draws:
-            # 0.18 % -> 0.07 %; plate 0.23 % -> 0.13 %; at 5 % about equal, design.md)
+            # each weight's fit from the equation-error start (continuing from the previous
+            # weight's fit helped noise-free data but let GCV pick far smaller weights on
+            # noisy diffusion_reaction: tuning draws 0-4 at 5 % 12.4 -> 14.6 %, at 10 % 17.0
+            # -> 18.5 %; design.md section 12)
             choice = api[3](problem_b, fields_b, term=term, sigma=data_sigma, weights=scan,
                             optimiser=_TRIAL_LBFGS, steps=TRIAL_STEPS * min(opt.steps, 100),
-                            chunk=TRIAL_STEPS * chunk, stop_early=True, continuation=True)
+                            chunk=TRIAL_STEPS * chunk, stop_early=True, continuation=False)
             chosen = float(choice.weight)
             record["weight_choice"] = choice.as_dict()
             record["criterion"] = choice.message
