@@ -406,26 +406,20 @@ class Steady(eqx.Module):
         else:
             pinv = None
 
-        if linear and solver == "direct" and self._uses_band(grid):
-            rhs = jnp.where(free, -R(lift, c), 0.0)
-            x = _banded_solve(_operator(R, lift, c, free), rhs, grid.shape, self.band, dtype)
+        if linear:
+            # every linear solve is differentiated implicitly and gives NaN where it fails
+            operator, rhs = _operator(R, lift, c, free), jnp.where(free, -R(lift, c), 0.0)
+            steps = jnp.asarray(0)  # a direct solve takes none
+            if solver != "direct":
+                x, steps = _krylov_solve(operator, rhs, struct,
+                                         _linear_solver(solver, rtol, atol, self.max_steps),
+                                         pinv)
+            elif self._uses_band(grid):
+                x = _banded_solve(operator, rhs, grid.shape, self.band, dtype)
+            else:
+                x = _dense_solve(operator, rhs, struct)
             u = lift + jnp.where(free, x, 0.0)
             converged = jnp.all(jnp.isfinite(u))
-            sol = None
-        elif linear and solver != "direct":
-            rhs = jnp.where(free, -R(lift, c), 0.0)
-            x, steps = _krylov_solve(_operator(R, lift, c, free), rhs, struct,
-                                     _linear_solver(solver, rtol, atol, self.max_steps),
-                                     pinv if precondition else None)
-            u = lift + jnp.where(free, x, 0.0)
-            converged = jnp.all(jnp.isfinite(u))
-            sol = None
-        elif linear:
-            rhs = jnp.where(free, -R(lift, c), 0.0)
-            x = _dense_solve(_operator(R, lift, c, free), rhs, struct)
-            u = lift + jnp.where(free, x, 0.0)
-            converged = jnp.all(jnp.isfinite(u))
-            sol = None
         else:
             def fn(y, args):
                 return pinv(G(y, args))
@@ -438,11 +432,8 @@ class Steady(eqx.Module):
             )
             u = sol.value
             converged = sol.result == optx.RESULTS.successful
-        u = jnp.where(converged, u, jnp.nan)
-        if sol is not None:
             steps = sol.stats.get("num_steps", jnp.asarray(0))
-        elif not (linear and solver != "direct"):
-            steps = jnp.asarray(0)  # a direct solve
+        u = jnp.where(converged, u, jnp.nan)
         return {self.fields[0]: u}, {"converged": converged, "num_steps": steps}
 
     def _uses_band(self, grid: Grid) -> bool:
