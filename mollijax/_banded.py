@@ -40,7 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-__all__ = ["BlockTridiagonal", "Factors", "block_tridiagonal", "stencil_halfwidths"]
+__all__ = ["BlockTridiagonal", "Factors", "block_tridiagonal", "halfwidths_from_columns",
+           "stencil_halfwidths", "stencil_probes"]
 
 
 def _probe_positions(n: int) -> list[int]:
@@ -48,6 +49,31 @@ def _probe_positions(n: int) -> list[int]:
     boundary padding reaches furthest) and the middle."""
     near = set(range(min(n, 4))) | set(range(max(n - 4, 0), n)) | {n // 2}
     return sorted(near)
+
+
+def stencil_probes(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """`(nodes, impulses)`: the nodes near every wall, corner and the centre whose columns
+    `stencil_halfwidths` reads, and the unit impulses at them (one grid per node)."""
+    grids = np.meshgrid(*[np.asarray(_probe_positions(n)) for n in shape], indexing="ij")
+    nodes = np.stack([g.ravel() for g in grids], axis=-1)
+    impulses = np.zeros((len(nodes),) + tuple(shape))
+    impulses[(np.arange(len(nodes)),) + tuple(nodes.T)] = 1.0
+    return nodes, impulses
+
+
+def halfwidths_from_columns(columns: np.ndarray, nodes: np.ndarray,
+                            shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The half-widths read from the columns of a linear map at `nodes` (`stencil_probes`);
+    `None` when some axis couples more than half its nodes."""
+    reach = [0] * len(shape)
+    for col, node in zip(np.asarray(columns), nodes, strict=True):
+        rows = np.argwhere(col != 0)  # NaN counts as coupled
+        if rows.size:
+            far = np.abs(rows - node).max(axis=0)
+            reach = [max(a, int(b)) for a, b in zip(reach, far, strict=True)]
+    if any(2 * r + 1 > n for r, n in zip(reach, shape, strict=True)):
+        return None
+    return tuple(max(r, 1) for r in reach)
 
 
 def stencil_halfwidths(
@@ -58,20 +84,9 @@ def stencil_halfwidths(
 
     `None` when some axis couples more than half its nodes (a periodic or spectral
     operator: no band structure to exploit)."""
-    grids = np.meshgrid(*[np.asarray(_probe_positions(n)) for n in shape], indexing="ij")
-    nodes = np.stack([g.ravel() for g in grids], axis=-1)
-    impulses = np.zeros((len(nodes),) + tuple(shape))
-    impulses[(np.arange(len(nodes)),) + tuple(nodes.T)] = 1.0
-    columns = np.asarray(jax.vmap(matvec)(jnp.asarray(impulses, dtype)))
-    reach = [0] * len(shape)
-    for col, node in zip(columns, nodes, strict=True):
-        rows = np.argwhere(col != 0)  # NaN counts as coupled
-        if rows.size:
-            far = np.abs(rows - node).max(axis=0)
-            reach = [max(a, int(b)) for a, b in zip(reach, far, strict=True)]
-    if any(2 * r + 1 > n for r, n in zip(reach, shape, strict=True)):
-        return None
-    return tuple(max(r, 1) for r in reach)
+    nodes, impulses = stencil_probes(shape)
+    columns = jax.vmap(matvec)(jnp.asarray(impulses, dtype))
+    return halfwidths_from_columns(np.asarray(columns), nodes, shape)
 
 
 class BlockTridiagonal:

@@ -328,32 +328,53 @@ class Steady(eqx.Module):
                       and grid.size >= BANDED_MIN_NODES)
         if self.linear is not None and (not self.linear or not wants_band):
             return self
-        R, _, lift, c, pinned, dtype = self._system(grid, unknowns, known, conditions, None)
+        # every array the choice needs comes from one compiled function, cached across
+        # calls (eagerly, each operation would compile on its own: hundreds of compiles
+        # for a small 3-D grid)
+        tree = (unknowns, known, tuple(conditions))
         rng = np.random.default_rng(0)
+        v, w = rng.standard_normal((2, *grid.shape))
+        coefficients = jax.eval_shape(
+            lambda: self._system(grid, unknowns, known, conditions, None)[3])
+        # structural zeros of the actual coefficients (a coefficient that is 0 at the
+        # initial guess) must not narrow the band: take the union with perturbed ones
+        factors = {n: rng.uniform(0.5, 1.5, x.shape) for n, x in coefficients.items()}
+        nodes, impulses = _banded.stencil_probes(grid.shape)
+        find_linear, find_band = self.linear is None, wants_band
+        out = _call_compiled(Steady._probe, (self, grid, find_linear, find_band), tree,
+                             v, w, factors, impulses)
         linear = self.linear
-        if linear is None:
-            v = jnp.asarray(rng.standard_normal(grid.shape), dtype)
-            w = jnp.asarray(rng.standard_normal(grid.shape), dtype)
-            scale = 1.0 + float(jnp.max(jnp.abs(lift)))
-            a = jax.jvp(lambda u: R(u, c), (lift,), (v,))[1]
-            b = jax.jvp(lambda u: R(u, c), (lift + scale * w,), (v,))[1]
-            size = float(jnp.max(jnp.abs(a))) + float(jnp.max(jnp.abs(b)))
-            linear = bool(float(jnp.max(jnp.abs(a - b))) <= 1e-8 * max(size, 1e-300))
+        if find_linear:
+            difference, size = (float(x) for x in out["linear"])
+            linear = bool(difference <= 1e-8 * max(size, 1e-300))
         band = self.band
-        if linear and wants_band:
-            # structural zeros of the actual coefficients (a coefficient that is 0 at the
-            # initial guess) must not narrow the band: take the union with perturbed ones
-            shifted = {
-                n: v + (1.0 + jnp.abs(v)) * jnp.asarray(rng.uniform(0.5, 1.5, v.shape), v.dtype)
-                if jnp.issubdtype(v.dtype, jnp.floating) else v
-                for n, v in c.items()
-            }
-            widths = [
-                _banded.stencil_halfwidths(_operator(R, lift, cc, ~pinned), grid.shape, dtype)
-                for cc in (c, shifted)
-            ]
+        if linear and find_band:
+            widths = [_banded.halfwidths_from_columns(np.asarray(col), nodes, grid.shape)
+                      for col in out["columns"]]
             band = () if None in widths else tuple(max(a, b) for a, b in zip(*widths, strict=True))
         return self._replace(linear=linear, band=band)
+
+    def _probe(self, grid, find_linear, find_band, tree, v, w, factors, impulses) -> dict:
+        """The arrays `prepare` decides on: two jvps of `R` at different states (whether it
+        is linear) and the operator's columns at `impulses`, at the actual coefficients and
+        at ones scaled by `factors` (its band)."""
+        R, _, lift, c, pinned, dtype = self._system(grid, *tree, None)
+        out = {}
+        if find_linear:
+            v, w = v.astype(dtype), w.astype(dtype)
+            scale = 1.0 + jnp.max(jnp.abs(lift))
+            a = jax.jvp(lambda u: R(u, c), (lift,), (v,))[1]
+            b = jax.jvp(lambda u: R(u, c), (lift + scale * w,), (v,))[1]
+            out["linear"] = (jnp.max(jnp.abs(a - b)), jnp.max(jnp.abs(a)) + jnp.max(jnp.abs(b)))
+        if find_band:
+            shifted = {
+                n: x + (1.0 + jnp.abs(x)) * factors[n].astype(x.dtype)
+                if jnp.issubdtype(x.dtype, jnp.floating) else x
+                for n, x in c.items()
+            }
+            out["columns"] = [jax.vmap(_operator(R, lift, cc, ~pinned))(impulses.astype(dtype))
+                              for cc in (c, shifted)]
+        return out
 
     # ------------------------------------------------------------- the solve
     def solve(
@@ -391,9 +412,20 @@ class Steady(eqx.Module):
         """`solve`, and `{"converged": bool array, "num_steps": int array}`: the steps
         of the linear solve as lineax counts them (BiCGStab iterations, GMRES restart cycles
         of up to 20 iterations, 0 for LU), or Newton steps."""
+        self.check_grid(grid)
+        if used is None and not _traced((unknowns, known, conditions)):
+            # called eagerly: one compiled program instead of one per operation; only
+            # floating arrays are traced, so masks and indices stay concrete
+            return _call_compiled(Steady._solve_tree, (self, grid),
+                                  (unknowns, known, tuple(conditions)))
+        return self._solve(grid, unknowns, known, conditions, used)
+
+    def _solve_tree(self, grid, tree):
+        return self._solve(grid, *tree, None)
+
+    def _solve(self, grid, unknowns, known, conditions, used):
         import optimistix as optx  # on first use: ~0.1 s of `import mollijax` otherwise
 
-        self.check_grid(grid)
         R, G, lift, c, pinned, dtype = self._system(grid, unknowns, known, conditions, used)
         rtol, atol = self.tolerances(dtype)
         solver = self.choose_solver(grid)
@@ -497,6 +529,48 @@ def _pinned(conditions, name: str, grid: Grid, dtype):
         values = values.at[idx].set(jnp.broadcast_to(jnp.asarray(c.value, dtype),
                                                      values[idx].shape))
     return mask, values
+
+
+class _Key:
+    """A hashable stand-in for static parts of a call (a pytree's structure and its
+    non-floating leaves, NumPy arrays by content), so `jit` reuses a compiled program."""
+
+    def __init__(self, value):
+        leaves, treedef = jax.tree_util.tree_flatten(value)
+        self.value = value
+        self.key = (treedef, tuple(
+            (x.shape, x.dtype.str, x.tobytes()) if isinstance(x, np.ndarray) else x
+            for x in leaves))
+        self.hash = hash(self.key)  # raises TypeError for an unhashable part
+
+    def __hash__(self):
+        return self.hash
+
+    def __eq__(self, other):
+        return isinstance(other, _Key) and self.key == other.key
+
+
+@eqx.filter_jit
+def _compiled(key, dynamic, arrays):
+    method, head, static = key.value
+    return method(*head, eqx.combine(dynamic, static), *arrays)
+
+
+def _call_compiled(method, head: tuple, tree, *arrays):
+    """`method(*head, tree, *arrays)` as one compiled program, its floating arrays traced
+    (masks and indices stay concrete), reused across calls with equal static parts; compiled
+    afresh where a static part cannot be hashed."""
+    dynamic, static = eqx.partition(tree, eqx.is_inexact_array)
+    try:
+        key = _Key((method, head, static))
+    except TypeError:
+        return jax.jit(lambda d, a: method(*head, eqx.combine(d, static), *a))(dynamic, arrays)
+    return _compiled(key, dynamic, arrays)
+
+
+def _traced(tree) -> bool:
+    """Whether any leaf of `tree` is being traced (inside `jit`, `grad`, `vmap`)."""
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
 
 
 def _operator(R, lift, c, free) -> Callable:

@@ -169,6 +169,49 @@ def test_band_follows_the_stencil_of_each_axis():
     np.testing.assert_allclose(banded, dense, rtol=0, atol=1e-10 * np.abs(dense).max())
 
 
+def test_eager_prepare_and_solve_compile_once_and_are_reused():
+    # called outside `jit`, `prepare` and `solve` are each one compiled program, reused for
+    # new coefficient values of the same shapes (op by op, a small 3-D grid compiled
+    # hundreds of programs)
+    grid = mj.Grid.from_bounds((9, 8, 7), (0.0,) * 3, (1.0,) * 3, axes=("x", "y", "z"))
+    x, y, z = grid.mesh()
+    f = np.sin(3 * x) * np.cos(2 * y) + z
+
+    def residual(s):
+        return s.k * (s.d(s.u, "xx") + s.d(s.u, "yy") + s.d(s.u, "zz")) - s.f
+
+    walls = _walls("u", grid)
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    def count(call):
+        compiles.clear()
+        jax.monitoring.register_event_duration_secs_listener(listener)
+        try:
+            out = call()
+        finally:
+            jax.monitoring.unregister_event_duration_listener(listener)
+        return out, len(compiles)
+
+    def unknowns(scale):
+        return {"k": mj.GridField(scale * (1.0 + x), "xyz")}
+
+    steady, first = count(lambda: Steady(residual, solver="direct").prepare(
+        grid, unknowns(1.0), {"f": f}, walls))
+    again, second = count(lambda: Steady(residual, solver="direct").prepare(
+        grid, unknowns(2.0), {"f": f}, walls))
+    assert steady.band == again.band == (1, 1, 1) and steady.linear
+    assert first <= 3 and second == 0, (first, second)
+    u1, first = count(lambda: steady.solve(grid, unknowns(1.0), {"f": f}, walls)["u"])
+    u2, second = count(lambda: steady.solve(grid, unknowns(2.0), {"f": f}, walls)["u"])
+    assert first <= 3 and second == 0, (first, second)
+    # the compiled solve is the same solve: k scaled by 2 halves the solution
+    np.testing.assert_allclose(u2, u1 / 2, rtol=1e-10, atol=1e-12)
+
+
 def test_periodic_stencil_has_no_band():
     # (a grid above BANDED_MIN_NODES, where prepare looks for a band)
     grid = mj.Grid.from_bounds((20, 16), (0.0, 0.0), (1.0, 1.0))
