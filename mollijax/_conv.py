@@ -7,6 +7,7 @@ field's dtype at trace time.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -107,6 +108,31 @@ def correlate_axis(u: jax.Array, taps: np.ndarray, axis: int) -> jax.Array:
     return out
 
 
+# Up to this many nodes along a padded axis, padding and correlation along it are applied as
+# one dense matrix.
+_MATRIX_MAX_NODES = 128
+
+
+@functools.lru_cache(maxsize=256)
+def _axis_matrix(n: int, taps: bytes, mode: str) -> np.ndarray:
+    """The `(n, n)` matrix of padding `n` nodes by `mode` and correlating with `taps` (float64
+    bytes): row `i` holds the weights of `out_i = sum_j taps[j] padded_{i+j}`."""
+    t = np.frombuffer(taps, np.float64)
+    w = (t.size - 1) // 2
+    eye = np.eye(n)
+    if mode == "linear":
+        j = np.arange(w, 0, -1)[:, None]
+        below = eye[0] + j * (eye[0] - eye[1])
+        above = eye[n - 1] + np.arange(1, w + 1)[:, None] * (eye[n - 1] - eye[n - 2])
+        padded = np.concatenate([below, eye, above])
+    else:
+        kind = {"periodic": {"mode": "wrap"}, "even": {"mode": "reflect"},
+                "odd": {"mode": "reflect", "reflect_type": "odd"},
+                "zero": {"mode": "constant"}}[mode]
+        padded = np.pad(eye, ((w, w), (0, 0)), **kind)
+    return sum(c * padded[j:j + n] for j, c in enumerate(t))
+
+
 def _fft_size(n: int) -> int:
     """Smallest 2^a 3^b 5^c >= n (fast FFT lengths)."""
     m = n
@@ -155,10 +181,14 @@ def separable_apply(
     widths = [max((t[a].size - 1) // 2 for t in taps) for a in range(d)]
     if method == "fft":
         return _separable_fft(u, taps, modes, halo, widths)
-    # direct: pad each axis once by the widest half-width, then pass axis by axis
+    # direct: along a short padded axis, padding and correlation are one small matrix (one
+    # product to compile instead of a slice per tap); along the others pad each axis once by
+    # the widest half-width, then pass axis by axis
+    matrix = [modes[a] != "valid" and u.shape[a] <= _MATRIX_MAX_NODES
+              and 2 * widths[a] < u.shape[a] for a in range(d)]
     padded = u
     for a in range(d):
-        if modes[a] != "valid":
+        if modes[a] != "valid" and not matrix[a]:
             padded = pad_axis(padded, a, widths[a], widths[a], modes[a])
     cache: dict[tuple, jax.Array] = {}
     outs = []
@@ -168,9 +198,17 @@ def separable_apply(
         for a in range(d):
             key = key + (t[a].tobytes(), t[a].size)
             if key not in cache:
-                extra = 0 if modes[a] == "valid" else widths[a] - (t[a].size - 1) // 2
-                trimmed = jax.lax.slice_in_dim(v, extra, v.shape[a] - extra, axis=a)
-                cache[key] = correlate_axis(trimmed, t[a], a)
+                if matrix[a] and t[a].size > 1:
+                    m = jnp.asarray(_axis_matrix(u.shape[a], np.asarray(t[a], np.float64).tobytes(),
+                                                  modes[a]),
+                                    v.dtype)
+                    cache[key] = jnp.moveaxis(jnp.tensordot(m, v, axes=(1, a)), 0, a)
+                elif matrix[a]:
+                    cache[key] = correlate_axis(v, t[a], a)
+                else:
+                    extra = 0 if modes[a] == "valid" else widths[a] - (t[a].size - 1) // 2
+                    trimmed = jax.lax.slice_in_dim(v, extra, v.shape[a] - extra, axis=a)
+                    cache[key] = correlate_axis(trimmed, t[a], a)
             v = cache[key]
         outs.append(_crop_valid(v, t, modes, halo))
     return outs
