@@ -16,6 +16,13 @@ import pathlib
 import sys
 
 ENV = "MOLLIJAX_COMPILATION_CACHE"
+
+# Compiler options of programs whose time is mostly their compilation (run once per fit, or
+# a training chunk on a small grid): XLA's CPU backend without LLVM's optimisations. It
+# halves the compile of the evolved 1-D heat loss's value and gradient (2.2 s -> 0.9 s) at a
+# call 1.4x slower (4.4 ms -> 6 ms): only elementwise loops run slower (products and solves
+# go to the same library routines either way). `benchmarks/evolve_cost.py` measures fits.
+QUICK_COMPILE = {"xla_backend_optimization_level": 0}
 _OFF = ("0", "off", "false", "no", "")
 
 

@@ -38,7 +38,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
-from . import _checkpoint
+from . import _cache, _checkpoint
 from ._checkpoint import CheckpointMismatchError, CorruptFileError, HistoryLog
 from ._errors import MollijaxError
 from ._lbfgs import trial_state
@@ -288,12 +288,27 @@ def _chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: 
 TRACES: collections.Counter = collections.Counter()
 
 
-@eqx.filter_jit
-def run_chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: bool = False,
-              with_outputs: bool = False):
+def _run_chunk(state: TrainState, prob, first, length: int, static, opt, grad_norm: bool = False,
+               with_outputs: bool = False):
     """One fit: `length` steps of `state` (module level, so compiled chunks are reused)."""
     TRACES["run_chunk"] += 1
     return _chunk(state, prob, first, length, static, opt, grad_norm, with_outputs)
+
+
+# On small problems a fit's time is mostly compiling its chunk: compiled quickly
+# (`_cache.QUICK_COMPILE`).
+QUICK_COMPILE = _cache.QUICK_COMPILE
+# Grids of at most this many nodes compile their training chunks quickly.
+QUICK_COMPILE_MAX_NODES = 20_000
+
+run_chunk = eqx.filter_jit(_run_chunk)
+run_chunk_quick = eqx.filter_jit(_run_chunk, compiler_options=QUICK_COMPILE)
+
+
+def chunk_runner(prob):
+    """`run_chunk`, or `run_chunk_quick` for a problem on a grid of at most
+    `QUICK_COMPILE_MAX_NODES` nodes."""
+    return run_chunk_quick if prob.grid.size <= QUICK_COMPILE_MAX_NODES else run_chunk
 
 
 # ----------------------------------------------------------------------------- cache keys

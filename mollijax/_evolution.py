@@ -27,6 +27,7 @@ likelihood, for Gaussian noise) estimator, whose derivatives are never taken of 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 import equinox as eqx
@@ -35,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from . import _cache
 from ._differentiators import AbstractDifferentiator, FiniteDifference, differentiator_on
 from ._errors import MollijaxError
 from ._grid import Grid
@@ -301,7 +303,7 @@ class Evolution(eqx.Module):
         return self.integrator.divergence_hint()
 
 
-@eqx.filter_jit
+@functools.partial(eqx.filter_jit, compiler_options=_cache.QUICK_COMPILE)  # runs once
 def _compiled_arrays(evolution: Evolution, grid: Grid, unknowns, known, conditions):
     return evolution._arrays(grid, unknowns, known, conditions)
 

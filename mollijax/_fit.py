@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import _driver
+from . import _cache, _driver
 from ._driver import Checkpointer, RecompileWarning as RecompileWarning, TrainState
 from ._errors import MollijaxError
 from ._problem import Problem
@@ -94,8 +94,8 @@ class _Single(_driver.Run):
         # without then share one compiled chunk (auto_run's weight trials run without `tol`,
         # its final fit with it: that was a second compile of the same step, 8-10 s on a
         # 33 x 33 plate)
-        state, hist = _driver.run_chunk(state, self.problem, first, n, self.static, self.opt,
-                                        True, True)
+        state, hist = _driver.chunk_runner(self.problem)(state, self.problem, first, n,
+                                                         self.static, self.opt, True, True)
         self._check_compiles(before, n)
         found, outputs = hist.pop(_driver.OUTPUTS, (False, None))
         if bool(found):
@@ -230,7 +230,7 @@ def fit(
     return _result(problem, static, state, done, steps, history, run, interrupted, start, ckpt)
 
 
-@eqx.filter_jit
+@functools.partial(eqx.filter_jit, compiler_options=_cache.QUICK_COMPILE)  # runs once
 def _final_values(problem: Problem, params, static):
     """`(values, fields)` of a fit's result: each unknown on its sub-grid, and every field on
     the full grid (an evolved or solved state integrated or solved). One compiled function:

@@ -25,6 +25,7 @@ Write an integrator of your own by subclassing `AbstractIntegrator` (its four me
 from __future__ import annotations
 
 import abc
+import functools
 import math
 from collections.abc import Callable
 
@@ -35,6 +36,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int
 
+from . import _cache
 from ._errors import MollijaxError
 
 RK4_STABILITY = 2.78  # |tau lambda| limit of classical RK4 on the negative real axis
@@ -604,7 +606,7 @@ def _linearity(system: SemiDiscrete, max_nodes: int) -> tuple[str | None, float]
                              np.broadcast_to(x, (nt, n)), np.eye(n)]).astype(dtype)
     ks = np.concatenate([np.zeros(5), np.arange(nt), np.zeros(n)]).astype(np.int32)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=_cache.QUICK_COMPILE)  # runs twice
     def residuals(args, initial, states, ks):
         unravel = ravel_pytree(initial)[1]
         out = jax.vmap(lambda v, k: ravel_pytree(system.rates(unravel(v), k, args))[0])(

@@ -79,6 +79,7 @@ steps) returns NaN everywhere, so a fit's finiteness guard stops the run as dive
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 import equinox as eqx
@@ -88,7 +89,7 @@ import numpy as np
 from jax.extend import core as jex_core
 from jaxtyping import Array, Float
 
-from . import _banded
+from . import _banded, _cache
 from ._differentiators import AbstractDifferentiator, FiniteDifference, differentiator_on
 from ._errors import GridMismatchError, MollijaxError
 from ._grid import Grid
@@ -550,7 +551,7 @@ class _Key:
         return isinstance(other, _Key) and self.key == other.key
 
 
-@eqx.filter_jit
+@functools.partial(eqx.filter_jit, compiler_options=_cache.QUICK_COMPILE)  # once per fit
 def _compiled(key, dynamic, arrays):
     method, head, static = key.value
     return method(*head, eqx.combine(dynamic, static), *arrays)
