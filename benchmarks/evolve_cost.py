@@ -15,7 +15,8 @@
   propagator, `mj.lbfgs` (one loss evaluation per step).
 
 Each fit runs in this process from a cold start (`jax.clear_caches()` first, so its compile
-is included; the evolved fits at several step caps, each from scratch); its CPU time is
+is included; two tiny untimed fits first take the process's one-time costs; the evolved
+fits at several step caps, each from scratch); its CPU time is
 `time.process_time()` over the `fit` call (all threads), its error the relative L2 error of
 `D` on the interior nodes (10 from each end) against the truth. The evolved fits are compared
 at the same accuracy target: they must end at or below the mollified fit's error.
@@ -40,6 +41,9 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import mollijax as mj  # noqa: E402
+from mollijax import _driver  # noqa: E402  (the quick-compile switch, for the baseline)
+
+_QUICK_DEFAULT = _driver.QUICK_COMPILE_MAX_NODES
 
 MiB = 2.0**20
 
@@ -54,6 +58,24 @@ def _timed_fit(*args, **kwargs):
     return result, time.process_time() - cpu, time.perf_counter() - wall
 
 
+def _warm_up(heat1d):
+    """A tiny mollified and a tiny evolved fit (other shapes), untimed: the process's one-time
+    costs (lazy imports, the first compilation's set-up) are then not charged to the first
+    timed fit, the mollified baseline."""
+    data = heat1d.simulate(nx=17, nt=17, noise=0.05, seed=0)
+    grid, u = data.grid, data.data["u"]
+    moll = mj.Mollifier(grid, (3 * grid.spacing[0], 3 * grid.spacing[1]))
+    problem = mj.Problem(grid, heat1d.residual, data={"u": u}, derivatives=moll,
+                         regularisers=[(mj.Regulariser("D", "smooth"), 3e-3)])
+    mj.fit(problem, {"D": mj.GridField(np.full(17, 0.03), "x")}, mj.default_optimiser(5, 1e-3),
+           steps=5, progress=False)
+    evolution = mj.Evolution(heat1d.flux_divergence, integrator=mj.Propagator())
+    problem = mj.Problem(grid, None, data={"u": u}, evolution=evolution,
+                         conditions=heat1d.conditions(data))
+    mj.fit(problem, {"u": mj.GridField(u[:, 0], "x"), "D": mj.GridField(np.full(17, 0.03), "x")},
+           mj.lbfgs(), steps=5, progress=False)
+
+
 def one_d(quick: bool, ladder):
     heat1d = mj.load_problem("heat1d")
     nx = nt = 51 if quick else 101
@@ -61,17 +83,27 @@ def one_d(quick: bool, ladder):
     grid, u, truth = data.grid, data.data["u"], data.truth["D"]
     inner = slice(10, -10) if not quick else slice(5, -5)
     rows = []
+    _warm_up(heat1d)
 
     steps = 400 if quick else 1500
     moll = mj.Mollifier(grid, (7 * grid.spacing[0], 8 * grid.spacing[1]))
     problem = mj.Problem(grid, heat1d.residual, data={"u": u}, derivatives=moll,
                          regularisers=[(mj.Regulariser("D", "smooth"), 3e-3)])
     unknowns = {"D": mj.GridField(np.full(nx, 0.03), "x")}
-    jax.clear_caches()
-    result, cpu, wall = _timed_fit(problem, unknowns, mj.default_optimiser(steps, 1e-3),
-                                   steps=steps, chunk=steps // 3)
-    target = _rel(result.values["D"][inner], truth[inner])
-    rows.append(("mollified, Adam", result.steps, cpu, wall, target))
+    # the baseline at its best: its 1500 steps run about 7 % slower with the quick compile
+    # small grids get by default, so it is timed both ways and the faster one is the baseline
+    timed = []
+    for label, limit in ((", full optimisation", 0), ("", _driver.QUICK_COMPILE_MAX_NODES)):
+        _driver.QUICK_COMPILE_MAX_NODES = limit
+        jax.clear_caches()
+        result, cpu, wall = _timed_fit(problem, unknowns, mj.default_optimiser(steps, 1e-3),
+                                       steps=steps, chunk=steps // 3)
+        timed.append((f"mollified, Adam{label}", result.steps, cpu, wall,
+                      _rel(result.values["D"][inner], truth[inner])))
+    _driver.QUICK_COMPILE_MAX_NODES = _QUICK_DEFAULT
+    rows.append(min(timed, key=lambda r: r[2]))
+    rows.append(max(timed, key=lambda r: r[2]))
+    target = rows[0][4]
 
     for name, integrator, optimiser in (
         ("evolved, RK4, L-BFGS", mj.RK4(), optax.lbfgs),
