@@ -298,17 +298,37 @@ def _run_chunk(state: TrainState, prob, first, length: int, static, opt, grad_no
 # On small problems a fit's time is mostly compiling its chunk: compiled quickly
 # (`_cache.QUICK_COMPILE`).
 QUICK_COMPILE = _cache.QUICK_COMPILE
-# Grids of at most this many nodes compile their training chunks quickly.
+# Grids of at most this many nodes compile their training chunks quickly; the environment
+# variable overrides it (0: never).
 QUICK_COMPILE_MAX_NODES = 20_000
+QUICK_COMPILE_ENV = "MOLLIJAX_QUICK_COMPILE_MAX_NODES"
 
 run_chunk = eqx.filter_jit(_run_chunk)
 run_chunk_quick = eqx.filter_jit(_run_chunk, compiler_options=QUICK_COMPILE)
 
 
+def quick_compile_max_nodes() -> int:
+    """`QUICK_COMPILE_MAX_NODES`, or the environment variable `MOLLIJAX_QUICK_COMPILE_MAX_NODES`
+    (a non-negative integer) when it is set."""
+    value = os.environ.get(QUICK_COMPILE_ENV)
+    if value is None:
+        return QUICK_COMPILE_MAX_NODES
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise MollijaxError(
+            f"Environment variable {QUICK_COMPILE_ENV}={value!r}: expected a non-negative "
+            "integer (the most grid nodes whose training chunks compile quickly; 0: never)."
+        )
+    return limit
+
+
 def chunk_runner(prob):
     """`run_chunk`, or `run_chunk_quick` for a problem on a grid of at most
-    `QUICK_COMPILE_MAX_NODES` nodes."""
-    return run_chunk_quick if prob.grid.size <= QUICK_COMPILE_MAX_NODES else run_chunk
+    `quick_compile_max_nodes()` nodes."""
+    return run_chunk_quick if prob.grid.size <= quick_compile_max_nodes() else run_chunk
 
 
 # ----------------------------------------------------------------------------- cache keys

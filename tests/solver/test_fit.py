@@ -105,6 +105,20 @@ def test_resume_equals_uninterrupted(tmp_path):
     np.testing.assert_allclose(resumed.history["total"], full.history["total"], rtol=1e-12)
 
 
+def test_quick_compile_switch_computes_the_same_fit(monkeypatch):
+    # small grids compile their training chunk with XLA's optimisation level 0; the
+    # environment variable sets the largest such grid (0: never), and a bad value is named
+    problem, unknowns = _small_problem()
+    quick = mj.fit(problem, unknowns, ADAM, steps=20, chunk=20, progress=False)
+    monkeypatch.setenv("MOLLIJAX_QUICK_COMPILE_MAX_NODES", "0")
+    full = mj.fit(problem, unknowns, ADAM, steps=20, chunk=20, progress=False)
+    np.testing.assert_allclose(full.values["k"], quick.values["k"], rtol=1e-10)
+    np.testing.assert_allclose(full.history["total"], quick.history["total"], rtol=1e-10)
+    monkeypatch.setenv("MOLLIJAX_QUICK_COMPILE_MAX_NODES", "many")
+    with pytest.raises(mj.MollijaxError, match="MOLLIJAX_QUICK_COMPILE_MAX_NODES='many'"):
+        mj.fit(problem, unknowns, ADAM, steps=20, chunk=20, progress=False)
+
+
 def test_interrupt_keeps_state_and_resumes(tmp_path):
     problem, unknowns = _small_problem()
     opt = ADAM
