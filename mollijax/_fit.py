@@ -207,7 +207,7 @@ def fit(
     opt = _with_extra_args(optimiser)
     balanced = tuple(t for t in _term_names(problem, unknowns) if not t.startswith("reg:"))
     weights = {t: jnp.asarray(1.0) for t in balanced} if adaptive else {}
-    state = _driver.init_state(params, opt.init(params), weights)
+    state = _driver.init_state(params, _driver.initial_opt_state(opt, params), weights)
     run = _Single(problem, static, opt, balanced if adaptive else (), tol, note)
 
     ckpt = None

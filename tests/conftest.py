@@ -23,28 +23,37 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 
-# Files whose tests take longest (seconds of one 2-core run, with --durations), scheduled
+# Files whose tests take longest (summed over a file, one 2-core run), scheduled
 # first: pytest-xdist hands whole files to workers (--dist loadfile) in collection order
 # (--no-loadscope-reorder; its default order, by number of tests, sent these few-test heavy
 # files last, and one worker ran them alone at the end). Longest first is the classic
 # list-scheduling rule; the rest keep their collection order.
-HEAVY_FIRST = (
+HEAVY_FIRST = (  # by the summed test time of one full run (junit report, 2 workers)
     "tests/test_notebooks.py",
-    "tests/test_auto_default.py",
-    "tests/theory/test_theory_cli.py",
-    "tests/test_networks.py",
-    "tests/solver/test_evolution.py",
-    "tests/solver/test_uncertainty.py",
     "tests/theory/test_transport_neural.py",
-    "tests/solver/test_auto.py",
-    "tests/problems/test_heat.py",
-    "tests/solver/test_batch_steady.py",
-    "tests/test_readme.py",
-    "tests/solver/test_sharding.py",
-    "tests/solver/test_problem.py",
-    "tests/problems/test_plate.py",
+    "tests/test_networks.py",
     "tests/solver/test_steady.py",
+    "tests/theory/test_theory_cli.py",
+    "tests/solver/test_fit.py",
+    "tests/test_auto_default.py",
+    "tests/solver/test_evolution.py",
+    "tests/theory/test_electro.py",
+    "tests/problems/test_heat.py",
+    "tests/solver/test_uncertainty.py",
+    "tests/theory/test_transport.py",
     "tests/solver/test_integrators.py",
+    "tests/test_differentiators.py",
+    "tests/theory/test_electro_sphere.py",
+    "tests/solver/test_problem.py",
+    "tests/solver/test_sharding.py",
+    "tests/problems/test_chromatin.py",
+    "tests/solver/test_lbfgs.py",
+    "tests/problems/test_plate.py",
+    "tests/test_readme.py",
+    "tests/solver/test_domain.py",
+    "tests/solver/test_auto.py",
+    "tests/test_multiprocess.py",
+    "tests/solver/test_batch_steady.py",
 )
 
 
