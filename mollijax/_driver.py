@@ -297,14 +297,13 @@ def _run_chunk(state: TrainState, prob, first, length: int, static, opt, grad_no
 
 # On small problems a fit's time is mostly compiling its chunk: compiled quickly
 # (`_cache.QUICK_COMPILE`).
-QUICK_COMPILE = _cache.QUICK_COMPILE
 # Grids of at most this many nodes compile their training chunks quickly; the environment
 # variable overrides it (0: never).
 QUICK_COMPILE_MAX_NODES = 20_000
 QUICK_COMPILE_ENV = "MOLLIJAX_QUICK_COMPILE_MAX_NODES"
 
 run_chunk = eqx.filter_jit(_run_chunk)
-run_chunk_quick = eqx.filter_jit(_run_chunk, compiler_options=QUICK_COMPILE)
+run_chunk_quick = eqx.filter_jit(_run_chunk, compiler_options=_cache.QUICK_COMPILE)
 
 
 def quick_compile_max_nodes() -> int:
@@ -325,7 +324,7 @@ def quick_compile_max_nodes() -> int:
     return limit
 
 
-@functools.partial(eqx.filter_jit, compiler_options=QUICK_COMPILE)  # runs once per fit
+@functools.partial(eqx.filter_jit, compiler_options=_cache.QUICK_COMPILE)  # runs once per fit
 def initial_opt_state(opt, params):
     """`opt.init(params)` as one compiled program (eagerly, each array it creates compiled an
     operation of its own: about 0.2 s of a small fit)."""
@@ -430,6 +429,11 @@ class _Keyer:
                      if n in f.__globals__)
         return ("function", f.__code__, closure, glob, self(f.__defaults__),
                 self(f.__kwdefaults__))
+
+
+def static_key(x):
+    """A hashable key of `x`, equal for objects that compute the same thing (`_Keyer`)."""
+    return _Keyer()(x)
 
 
 def _cell_filled(cell) -> bool:

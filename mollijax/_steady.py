@@ -90,7 +90,13 @@ from jax.extend import core as jex_core
 from jaxtyping import Array, Float
 
 from . import _banded, _cache
-from ._differentiators import AbstractDifferentiator, FiniteDifference, differentiator_on
+from ._differentiators import (
+    AbstractDifferentiator,
+    FiniteDifference,
+    _is_tracer,
+    differentiator_on,
+)
+from ._driver import static_key
 from ._errors import GridMismatchError, MollijaxError
 from ._grid import Grid
 from ._scope import Scope, UnknownFieldError
@@ -533,16 +539,14 @@ def _pinned(conditions, name: str, grid: Grid, dtype):
 
 
 class _Key:
-    """A hashable stand-in for static parts of a call (a pytree's structure and its
-    non-floating leaves, NumPy arrays by content), so `jit` reuses a compiled program."""
+    """A hashable stand-in for static parts of a call, compared by `_driver.static_key`
+    (arrays by content, functions by their code and closed-over values), so `jit` reuses a
+    compiled program."""
 
     def __init__(self, value):
-        leaves, treedef = jax.tree_util.tree_flatten(value)
         self.value = value
-        self.key = (treedef, tuple(
-            (x.shape, x.dtype.str, x.tobytes()) if isinstance(x, np.ndarray) else x
-            for x in leaves))
-        self.hash = hash(self.key)  # raises TypeError for an unhashable part
+        self.key = static_key(value)
+        self.hash = hash(self.key)
 
     def __hash__(self):
         return self.hash
@@ -560,18 +564,18 @@ def _compiled(key, dynamic, arrays):
 def _call_compiled(method, head: tuple, tree, *arrays):
     """`method(*head, tree, *arrays)` as one compiled program, its floating arrays traced
     (masks and indices stay concrete), reused across calls with equal static parts; compiled
-    afresh where a static part cannot be hashed."""
+    afresh where a static part cannot be keyed."""
     dynamic, static = eqx.partition(tree, eqx.is_inexact_array)
     try:
         key = _Key((method, head, static))
-    except TypeError:
+    except Exception:  # an unkeyable part (as `_driver.canonical`)
         return jax.jit(lambda d, a: method(*head, eqx.combine(d, static), *a))(dynamic, arrays)
     return _compiled(key, dynamic, arrays)
 
 
 def _traced(tree) -> bool:
     """Whether any leaf of `tree` is being traced (inside `jit`, `grad`, `vmap`)."""
-    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
+    return any(_is_tracer(x) for x in jax.tree_util.tree_leaves(tree))
 
 
 def _operator(R, lift, c, free) -> Callable:
