@@ -18,9 +18,10 @@ import sys
 ENV = "MOLLIJAX_COMPILATION_CACHE"
 
 # Compiler options of programs whose time is mostly their compilation (run once per fit, or
-# a training chunk on a small grid): XLA's CPU backend without LLVM's optimisations. It
-# halves the compile of the evolved 1-D heat loss's value and gradient (2.2 s -> 0.9 s) at a
-# call 1.4x slower (4.4 ms -> 6 ms): only elementwise loops run slower (products and solves
+# a training chunk on a small grid): XLA's CPU backend without LLVM's optimisations. The
+# evolved 1-D heat loss's value and gradient compiles (and runs once) in 0.8-0.9 s instead of
+# 2.0-2.2 s, a call then takes 5.2-6.0 ms instead of 3.0-3.1 ms
+# (`benchmarks/compile_levels.py`): only elementwise loops run slower (products and solves
 # go to the same library routines either way). `benchmarks/evolve_cost.py` measures fits.
 QUICK_COMPILE = {"xla_backend_optimization_level": 0}
 _OFF = ("0", "off", "false", "no", "")
