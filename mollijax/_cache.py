@@ -11,6 +11,7 @@ empty value turn it off. The default folder is `<user cache dir>/mollijax/jax`:
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import sys
@@ -18,12 +19,14 @@ import sys
 ENV = "MOLLIJAX_COMPILATION_CACHE"
 
 # Compiler options of programs whose time is mostly their compilation (run once per fit, or
-# a training chunk on a small grid): XLA's CPU backend without LLVM's optimisations. The
-# evolved 1-D heat loss's value and gradient compiles (and runs once) in 0.8-0.9 s instead of
-# 2.0-2.2 s, a call then takes 5.2-6.0 ms instead of 3.0-3.1 ms
-# (`benchmarks/compile_levels.py`): only elementwise loops run slower (products and solves
-# go to the same library routines either way). `benchmarks/evolve_cost.py` measures fits.
-QUICK_COMPILE = {"xla_backend_optimization_level": 0}
+# a training chunk on a small grid): XLA's CPU backend without LLVM's optimisations, and its
+# fusions emitted by the older direct LLVM emitters rather than the MLIR fusion emitters
+# (whose compile dominates small programs). The evolved 1-D heat loss's value and gradient
+# compiles (and runs once) in about 0.4 s instead of 2.1-2.3 s at XLA's defaults (1.0 s at
+# level 0 alone); a call then takes about 2x as long (elementwise loops run slower; products
+# and solves go to the same library routines either way): `benchmarks/compile_levels.py`.
+# `benchmarks/evolve_cost.py` measures whole fits.
+QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 _OFF = ("0", "off", "false", "no", "")
 
 
@@ -66,3 +69,40 @@ def enable_compilation_cache() -> pathlib.Path | None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return folder
+
+
+@functools.cache
+def quick_compile_options() -> dict:
+    """`QUICK_COMPILE`, less what this XLA does not know: an option name XLA lacks fails the
+    compile, so the options are tried once on a one-operation program (the emitter switch
+    may go in a later XLA; the optimisation level alone is the fallback)."""
+    import jax
+
+    for options in (QUICK_COMPILE, {"xla_backend_optimization_level": 0}, {}):
+        try:
+            jax.jit(lambda x: x + 1, compiler_options=options).lower(1.0).compile()
+        except Exception:  # noqa: BLE001 (XLA's error type varies between versions)
+            continue
+        return dict(options)
+    return {}
+
+
+class quick_jit:
+    """`equinox.filter_jit(fun)` (or `jax.jit(fun)` with `filtered=False`) compiled with
+    `quick_compile_options()`, which are settled at the first call (so importing mollijax
+    compiles nothing). For functions that run once per fit, where compiling is most of the
+    cost."""
+
+    def __init__(self, fun=None, *, filtered: bool = True):
+        self.fun, self.filtered, self._jitted = fun, filtered, None
+        if fun is not None:
+            functools.update_wrapper(self, fun)
+
+    def __call__(self, *args, **kwargs):
+        if self._jitted is None:
+            import equinox as eqx
+            import jax
+
+            jit = eqx.filter_jit if self.filtered else jax.jit
+            self._jitted = jit(self.fun, compiler_options=quick_compile_options())
+        return self._jitted(*args, **kwargs)

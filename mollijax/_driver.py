@@ -303,7 +303,7 @@ QUICK_COMPILE_MAX_NODES = 20_000
 QUICK_COMPILE_ENV = "MOLLIJAX_QUICK_COMPILE_MAX_NODES"
 
 run_chunk = eqx.filter_jit(_run_chunk)
-run_chunk_quick = eqx.filter_jit(_run_chunk, compiler_options=_cache.QUICK_COMPILE)
+run_chunk_quick = _cache.quick_jit(_run_chunk)
 
 
 def quick_compile_max_nodes() -> int:
@@ -324,7 +324,7 @@ def quick_compile_max_nodes() -> int:
     return limit
 
 
-@functools.partial(eqx.filter_jit, compiler_options=_cache.QUICK_COMPILE)  # runs once per fit
+@_cache.quick_jit  # runs once per fit
 def initial_opt_state(opt, params):
     """`opt.init(params)` as one compiled program (eagerly, each array it creates compiled an
     operation of its own: about 0.2 s of a small fit)."""

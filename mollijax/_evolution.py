@@ -27,7 +27,6 @@ likelihood, for Gaussian noise) estimator, whose derivatives are never taken of 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 
 import equinox as eqx
@@ -303,7 +302,7 @@ class Evolution(eqx.Module):
         return self.integrator.divergence_hint()
 
 
-@functools.partial(eqx.filter_jit, compiler_options=_cache.QUICK_COMPILE)  # runs once
+@_cache.quick_jit  # runs once
 def _compiled_arrays(evolution: Evolution, grid: Grid, unknowns, known, conditions):
     return evolution._arrays(grid, unknowns, known, conditions)
 

@@ -230,7 +230,7 @@ def fit(
     return _result(problem, static, state, done, steps, history, run, interrupted, start, ckpt)
 
 
-@functools.partial(eqx.filter_jit, compiler_options=_cache.QUICK_COMPILE)  # runs once
+@_cache.quick_jit  # runs once
 def _final_values(problem: Problem, params, static):
     """`(values, fields)` of a fit's result: each unknown on its sub-grid, and every field on
     the full grid (an evolved or solved state integrated or solved). One compiled function:

@@ -606,7 +606,7 @@ def _linearity(system: SemiDiscrete, max_nodes: int) -> tuple[str | None, float]
                              np.broadcast_to(x, (nt, n)), np.eye(n)]).astype(dtype)
     ks = np.concatenate([np.zeros(5), np.arange(nt), np.zeros(n)]).astype(np.int32)
 
-    @functools.partial(jax.jit, compiler_options=_cache.QUICK_COMPILE)  # runs twice
+    @functools.partial(_cache.quick_jit, filtered=False)  # runs twice
     def residuals(args, initial, states, ks):
         unravel = ravel_pytree(initial)[1]
         out = jax.vmap(lambda v, k: ravel_pytree(system.rates(unravel(v), k, args))[0])(

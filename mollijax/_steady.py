@@ -79,7 +79,6 @@ steps) returns NaN everywhere, so a fit's finiteness guard stops the run as dive
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 
 import equinox as eqx
@@ -555,7 +554,7 @@ class _Key:
         return isinstance(other, _Key) and self.key == other.key
 
 
-@functools.partial(eqx.filter_jit, compiler_options=_cache.QUICK_COMPILE)  # once per fit
+@_cache.quick_jit  # once per fit
 def _compiled(key, dynamic, arrays):
     method, head, static = key.value
     return method(*head, eqx.combine(dynamic, static), *arrays)

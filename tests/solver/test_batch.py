@@ -39,8 +39,11 @@ def test_items_equal_individual_fits_and_divergence_is_isolated(line):
                         progress=False)
         assert res.steps[b] == single.steps
         np.testing.assert_allclose(res.values["k"][b], single.values["k"], rtol=1e-13)
+        # the single fit's chunk compiles with the quick options, the batch's at full
+        # optimisation: equal up to round-off of the loss's scale (the loss falls to ~1e-17)
         np.testing.assert_allclose(res.history["total"][b, : single.steps],
-                                   single.history["total"], rtol=1e-12)
+                                   single.history["total"], rtol=1e-12,
+                                   atol=1e-13 * single.history["total"][0])
     assert 0 < res.steps[2] < 120
     assert np.isnan(res.history["total"][2, res.steps[2]:]).all()
     assert np.isfinite(res.final_loss).all()  # the diverged item keeps a finite iterate

@@ -135,9 +135,13 @@ def test_nan_item_is_skipped_and_the_others_equal_their_single_fits(line, full_b
                         chunk=CHUNK, progress=False)
         assert res.steps[b] == single.steps
         np.testing.assert_allclose(res.values["k"][b], single.values["k"], rtol=1e-13)
+        # the single fit's chunk compiles with the quick options, the batch's at full
+        # optimisation: equal up to round-off of the loss's scale (it falls to ~1e-27)
+        scale = 1e-13 * single.history["total"][0]
         np.testing.assert_allclose(res.history["total"][b, : single.steps],
-                                   single.history["total"], rtol=1e-12)
-        np.testing.assert_allclose(res.final_loss[b], single.final_loss, rtol=1e-12)
+                                   single.history["total"], rtol=1e-12, atol=scale)
+        np.testing.assert_allclose(res.final_loss[b], single.final_loss, rtol=1e-12,
+                                   atol=scale)
         # leaving an item out changes nothing for the others
         np.testing.assert_allclose(res.values["k"][b], full_batch.values["k"][b], rtol=1e-13)
 
