@@ -301,6 +301,11 @@ def _run_chunk(state: TrainState, prob, first, length: int, static, opt, grad_no
 # variable overrides it (0: never).
 QUICK_COMPILE_MAX_NODES = 20_000
 QUICK_COMPILE_ENV = "MOLLIJAX_QUICK_COMPILE_MAX_NODES"
+# ... but only the chunks that start before this step: a quick chunk's steps run up to about
+# 2x slower, so a long fit (a noise-free fit to its cap) pays one full compile at this step
+# and runs the rest at full speed. On the step count, not on timings, so that a fit stays
+# deterministic and a resumed run equals an uninterrupted one.
+QUICK_COMPILE_STEPS = 2000
 
 run_chunk = eqx.filter_jit(_run_chunk)
 run_chunk_quick = _cache.quick_jit(_run_chunk)
@@ -331,10 +336,12 @@ def initial_opt_state(opt, params):
     return opt.init(params)
 
 
-def chunk_runner(prob):
+def chunk_runner(prob, first: int = 0):
     """`run_chunk`, or `run_chunk_quick` for a problem on a grid of at most
-    `quick_compile_max_nodes()` nodes."""
-    return run_chunk_quick if prob.grid.size <= quick_compile_max_nodes() else run_chunk
+    `quick_compile_max_nodes()` nodes and a chunk that starts before step
+    `QUICK_COMPILE_STEPS`."""
+    quick = prob.grid.size <= quick_compile_max_nodes() and first < QUICK_COMPILE_STEPS
+    return run_chunk_quick if quick else run_chunk
 
 
 # ----------------------------------------------------------------------------- cache keys

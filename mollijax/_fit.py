@@ -63,25 +63,24 @@ class _Single(_driver.Run):
         self.tol = tol
         self.grad_norms: tuple[float, float] | None = None  # (first step's, latest step's)
         self.note = note  # why a compilation of this fit would be a recompilation
-        self.compiled: set[int] = set()  # chunk lengths this fit has run
+        self.compiled: set[tuple] = set()  # (compiled version, chunk length) run so far
         # the accepted point and the result's (values, fields) there, where a chunk kept
         # them (`mollijax.lbfgs`): the result then needs no integration or solve of its own
         self.outputs = None
 
-    def _check_compiles(self, before: int, n: int):
-        if _driver.TRACES["run_chunk"] == before:
-            self.compiled.add(n)
-            return
-        if n in self.compiled:
-            warnings.warn(
-                f"fit: the training step for chunks of {n} steps compiled again within one "
-                "fit (the training state changed type between chunks).",
-                _driver.RecompileWarning, stacklevel=5,
-            )
-        elif self.note is not None:
-            warnings.warn(f"fit: {self.note}", _driver.RecompileWarning, stacklevel=5)
-            self.note = None
-        self.compiled.add(n)
+    def _check_compiles(self, before: int, key: tuple):
+        """`key`: (the chunk's compiled version, its length)."""
+        if _driver.TRACES["run_chunk"] != before:
+            if key in self.compiled:
+                warnings.warn(
+                    f"fit: the training step for chunks of {key[1]} steps compiled again "
+                    "within one fit (the training state changed type between chunks).",
+                    _driver.RecompileWarning, stacklevel=5,
+                )
+            elif self.note is not None:
+                warnings.warn(f"fit: {self.note}", _driver.RecompileWarning, stacklevel=5)
+                self.note = None
+        self.compiled.add(key)
 
     def advance(self, state, done, n):
         if self.balanced:
@@ -94,9 +93,9 @@ class _Single(_driver.Run):
         # without then share one compiled chunk (auto_run's weight trials run without `tol`,
         # its final fit with it: that was a second compile of the same step, 8-10 s on a
         # 33 x 33 plate)
-        state, hist = _driver.chunk_runner(self.problem)(state, self.problem, first, n,
-                                                         self.static, self.opt, True, True)
-        self._check_compiles(before, n)
+        runner = _driver.chunk_runner(self.problem, done)
+        state, hist = runner(state, self.problem, first, n, self.static, self.opt, True, True)
+        self._check_compiles(before, (runner is _driver.run_chunk, n))
         found, outputs = hist.pop(_driver.OUTPUTS, (False, None))
         if bool(found):
             self.outputs = outputs

@@ -124,3 +124,29 @@ def test_lbfgs_reuses_the_line_search_gradient():
     # each step's gradient comes from the line search that accepted it (one evaluation when
     # the first trial step is accepted); recomputing it would double the count (25 here)
     assert backward["n"] <= 1.3 * steps, backward["n"]
+
+
+def test_a_long_fit_switches_to_the_fully_optimised_step_once(monkeypatch):
+    # a small grid's chunks compile quickly (slower steps) only while the fit is short: the
+    # chunk that starts at step 2000 compiles the fully optimised step, once, with no
+    # RecompileWarning; the result equals a fit at full optimisation throughout up to
+    # round-off
+    problem = _problem(_data())
+    sgd = optax.sgd(1e-2)
+
+    def fit(steps, **kwargs):
+        return mj.fit(problem, _unknowns(), sgd, steps=steps, chunk=500, progress=False,
+                      **kwargs)
+
+    fit(2000)  # compiles the quick chunk
+    with count_compiles() as short:
+        fit(2000)
+    with count_compiles() as long:
+        switched = fit(2500)
+    with count_compiles() as again:
+        fit(2500)
+    assert short["n"] == 0 and long["n"] >= 1 and again["n"] == 0
+    monkeypatch.setenv("MOLLIJAX_QUICK_COMPILE_MAX_NODES", "0")
+    full = fit(2500)
+    np.testing.assert_allclose(switched.values["D"], full.values["D"], rtol=1e-12)
+    np.testing.assert_allclose(switched.values["D"], D_TRUE, rtol=2e-2)
