@@ -25,7 +25,9 @@ at the same accuracy target: they must end at or below the mollified fit's error
 XLA's memory analysis reports for the compiled value-and-gradient (temporaries + arguments +
 outputs), for `RK4` (stores every stage of every step for reverse mode) and `Diffrax` (Tsit5,
 recursive checkpointing: mollijax's default of 16 checkpoints per solve, and diffrax's own
-default, up to `max_steps`); and, with `--run-2d`, one timed call of each.
+default, up to `max_steps`), the last also compiled with the quick-compile options a fit's
+chunk on a grid of at most 20000 nodes gets (129^2 is one); and, with `--run-2d`, one timed
+call of each.
 """
 
 from __future__ import annotations
@@ -156,11 +158,16 @@ def two_d(n: int, nt: int, run: bool):
     import diffrax
 
     many = diffrax.RecursiveCheckpointAdjoint()  # diffrax's default: max_steps checkpoints
-    for name, integrator in (("RK4 (stiffness substeps)", mj.RK4()),
-                             ("Diffrax Tsit5, max_steps ckpts", mj.Diffrax(rtol=1e-5, atol=1e-7,
-                                                                           adjoint=many)),
-                             ("Diffrax Tsit5 (16 checkpoints)", mj.Diffrax(rtol=1e-5,
-                                                                           atol=1e-7))):
+    # a fit on a grid of at most 20000 nodes compiles its first 2000 steps with these
+    # (mollijax's quick compile, docs/design.md section 12)
+    quick = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+    for name, integrator, options in (
+        ("RK4 (stiffness substeps)", mj.RK4(), None),
+        ("Diffrax Tsit5, max_steps ckpts", mj.Diffrax(rtol=1e-5, atol=1e-7, adjoint=many),
+         None),
+        ("Diffrax Tsit5 (16 checkpoints)", mj.Diffrax(rtol=1e-5, atol=1e-7), None),
+        ("Diffrax Tsit5 (16), quick", mj.Diffrax(rtol=1e-5, atol=1e-7), quick),
+    ):
         evolution = mj.Evolution(heat2d.flux_divergence, integrator=integrator)
         problem = mj.Problem(grid, None, data={"u": u}, evolution=evolution,
                              conditions=heat2d.conditions(data))
@@ -173,7 +180,8 @@ def two_d(n: int, nt: int, run: bool):
             return problem.loss(eqx.combine(p, static))[0]
 
         start = time.perf_counter()
-        compiled = jax.jit(jax.value_and_grad(loss)).lower(params).compile()
+        compiled = jax.jit(jax.value_and_grad(loss),
+                           compiler_options=options).lower(params).compile()
         compile_s = time.perf_counter() - start
         mem = compiled.memory_analysis()
         temp = mem.temp_size_in_bytes / MiB
