@@ -26,8 +26,8 @@ XLA's memory analysis reports for the compiled value-and-gradient (temporaries +
 outputs), for `RK4` (stores every stage of every step for reverse mode) and `Diffrax` (Tsit5,
 recursive checkpointing: mollijax's default of 16 checkpoints per solve, and diffrax's own
 default, up to `max_steps`), the last also compiled with the quick-compile options a fit's
-chunk on a grid of at most 20000 nodes gets (129^2 is one); and, with `--run-2d`, one timed
-call of each.
+first chunks get on a grid of at most 20000 nodes (time frames counted: smaller 2-D grids
+than the default); and, with `--run-2d`, one timed call of each.
 """
 
 from __future__ import annotations
@@ -158,8 +158,8 @@ def two_d(n: int, nt: int, run: bool):
     import diffrax
 
     many = diffrax.RecursiveCheckpointAdjoint()  # diffrax's default: max_steps checkpoints
-    # a fit on a grid of at most 20000 nodes compiles its first 2000 steps with these
-    # (mollijax's quick compile, docs/design.md section 12)
+    # a fit on a grid of at most 20000 nodes (time frames counted) compiles its first 2000
+    # steps with these (mollijax's quick compile, docs/design.md section 12)
     quick = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
     for name, integrator, options in (
         ("RK4 (stiffness substeps)", mj.RK4(), None),
