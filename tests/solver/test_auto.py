@@ -102,6 +102,18 @@ def test_gcv_picks_a_weight_near_the_best_whatever_the_noise_level_said(setup):
         np.testing.assert_allclose(t.score, t.misfit / t.threshold**2, rtol=1e-12)
     assert min(t.score for t in choice.curve) == next(
         t.score for t in choice.curve if t.weight == choice.weight)
+    # modified GCV (gamma > 1) charges each effective parameter more: the same fits, a
+    # larger V where p is larger, so never a smaller weight
+    wide = gcv(fitted, _unknowns(), term="reg:k:smooth", sigma=sigma, weights=WEIGHTS,
+               steps=100, gamma=1.4)
+    assert wide.weight >= choice.weight
+    for t, u in zip(wide.curve, choice.curve, strict=True):
+        np.testing.assert_allclose(t.misfit, u.misfit, rtol=1e-12)
+        share = 1.0 - t.threshold
+        np.testing.assert_allclose(t.score, t.misfit / (1.0 - 1.4 * share) ** 2, rtol=1e-12)
+    assert "1 - 1.4 p / n" in wide.message
+    with pytest.raises(mj.MollijaxError, match="gcv `gamma` must be a finite number >= 1"):
+        gcv(fitted, _unknowns(), term="reg:k:smooth", sigma=sigma, weights=WEIGHTS, gamma=0.5)
     # told a sigma 20 % low, and stopping one weight past the first local minimum of V:
     # the same weight
     early = gcv(fitted, _unknowns(), term="reg:k:smooth", sigma={"u": 0.8 * sigma["u"]},
