@@ -360,7 +360,8 @@ def fit_batch(
     params = jax.tree_util.tree_map(lambda x: x[active], _cast(params, dtype))
     data = {k: jnp.asarray(v[active], dtype) for k, v in data.items()}
     known = {k: jnp.asarray(v[active], dtype) for k, v in known.items()}
-    state = _driver.init_state(params, jax.vmap(opt.init)(params), {}, (len(active),))
+    state = _driver.init_state(params, _driver.initial_opt_state(opt, params, True), {},
+                               (len(active),))
     run = _Batched(prob, None, None, static, opt, active, size, mesh)
     run.data, run.known = run.place((data, known))
 

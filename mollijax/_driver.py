@@ -330,10 +330,11 @@ def quick_compile_max_nodes() -> int:
 
 
 @_cache.quick_jit  # runs once per fit
-def initial_opt_state(opt, params):
+def initial_opt_state(opt, params, batched: bool = False):
     """`opt.init(params)` as one compiled program (eagerly, each array it creates compiled an
-    operation of its own: about 0.2 s of a small fit)."""
-    return opt.init(params)
+    operation of its own: about 0.2 s of a small fit); `batched`: `params` has an item axis
+    (`fit_batch`), each item initialised on its own."""
+    return jax.vmap(opt.init)(params) if batched else opt.init(params)
 
 
 def chunk_runner(prob, first: int = 0):
