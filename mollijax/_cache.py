@@ -93,10 +93,9 @@ class quick_jit:
     compiles nothing). For functions that run once per fit, where compiling is most of the
     cost."""
 
-    def __init__(self, fun=None, *, filtered: bool = True):
+    def __init__(self, fun, *, filtered: bool = True):
         self.fun, self.filtered, self._jitted = fun, filtered, None
-        if fun is not None:
-            functools.update_wrapper(self, fun)
+        functools.update_wrapper(self, fun)
 
     def __call__(self, *args, **kwargs):
         if self._jitted is None:
