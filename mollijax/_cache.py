@@ -71,14 +71,24 @@ def enable_compilation_cache() -> pathlib.Path | None:
     return folder
 
 
+# Only the optimisation level: for training chunks of plain residual fits (mollified or
+# finite-difference derivatives of the data), whose steps the older emitters slow more than
+# they speed the compile (a 1500-step mollified fit of 101^2 nodes: 1.52 s at level 0 alone,
+# 1.6 s with the older emitters too, 1.8 s at full optimisation; 141^2 nodes, 2000 steps:
+# 2.6 / 3.1-3.2 / 2.0 s; ad hoc, one core each)
+LEVEL_0 = {"xla_backend_optimization_level": 0}
+
+
 @functools.cache
-def quick_compile_options() -> dict:
-    """`QUICK_COMPILE`, less what this XLA does not know: an option name XLA lacks fails the
-    compile, so the options are tried once on a one-operation program (the emitter switch
-    may go in a later XLA; the optimisation level alone is the fallback)."""
+def quick_compile_options(level_only: bool = False) -> dict:
+    """`QUICK_COMPILE` (or `LEVEL_0` with `level_only`), less what this XLA does not know: an
+    option name XLA lacks fails the compile, so the options are tried once on a
+    one-operation program (the emitter switch may go in a later XLA; the optimisation level
+    alone is the fallback)."""
     import jax
 
-    for options in (QUICK_COMPILE, {"xla_backend_optimization_level": 0}, {}):
+    first = LEVEL_0 if level_only else QUICK_COMPILE
+    for options in (first, LEVEL_0, {}):
         try:
             jax.jit(lambda x: x + 1, compiler_options=options).lower(1.0).compile()
         except Exception:  # noqa: BLE001 (XLA's error type varies between versions)
@@ -89,12 +99,12 @@ def quick_compile_options() -> dict:
 
 class quick_jit:
     """`equinox.filter_jit(fun)` (or `jax.jit(fun)` with `filtered=False`) compiled with
-    `quick_compile_options()`, which are settled at the first call (so importing mollijax
-    compiles nothing). For functions that run once per fit, where compiling is most of the
-    cost."""
+    `quick_compile_options(level_only)`, which are settled at the first call (so importing
+    mollijax compiles nothing). For functions that run once per fit, where compiling is most
+    of the cost."""
 
-    def __init__(self, fun, *, filtered: bool = True):
-        self.fun, self.filtered, self._jitted = fun, filtered, None
+    def __init__(self, fun, *, filtered: bool = True, level_only: bool = False):
+        self.fun, self.filtered, self.level_only, self._jitted = fun, filtered, level_only, None
         functools.update_wrapper(self, fun)
 
     def __call__(self, *args, **kwargs):
@@ -103,5 +113,6 @@ class quick_jit:
             import jax
 
             jit = eqx.filter_jit if self.filtered else jax.jit
-            self._jitted = jit(self.fun, compiler_options=quick_compile_options())
+            self._jitted = jit(self.fun,
+                               compiler_options=quick_compile_options(self.level_only))
         return self._jitted(*args, **kwargs)

@@ -308,7 +308,8 @@ QUICK_COMPILE_ENV = "MOLLIJAX_QUICK_COMPILE_MAX_NODES"
 QUICK_COMPILE_STEPS = 2000
 
 run_chunk = eqx.filter_jit(_run_chunk)
-run_chunk_quick = _cache.quick_jit(_run_chunk)
+run_chunk_quick = _cache.quick_jit(_run_chunk)  # evolved or solved states
+run_chunk_level0 = _cache.quick_jit(_run_chunk, level_only=True)  # plain residual fits
 
 
 def quick_compile_max_nodes() -> int:
@@ -338,11 +339,17 @@ def initial_opt_state(opt, params, batched: bool = False):
 
 
 def chunk_runner(prob, first: int = 0):
-    """`run_chunk`, or `run_chunk_quick` for a problem on a grid of at most
-    `quick_compile_max_nodes()` nodes and a chunk that starts before step
-    `QUICK_COMPILE_STEPS`."""
-    quick = prob.grid.size <= quick_compile_max_nodes() and first < QUICK_COMPILE_STEPS
-    return run_chunk_quick if quick else run_chunk
+    """`run_chunk`, or for a problem on a grid of at most `quick_compile_max_nodes()` nodes
+    and a chunk that starts before step `QUICK_COMPILE_STEPS` a quickly compiled one:
+    `run_chunk_quick` (level 0, the older fusion emitters) where an evolved or solved state
+    makes the loss a long program of small operations, `run_chunk_level0` (level 0 only)
+    for a plain residual fit, whose steps the older emitters slow more than they speed its
+    compile (`_cache.LEVEL_0`)."""
+    if prob.grid.size > quick_compile_max_nodes() or first >= QUICK_COMPILE_STEPS:
+        return run_chunk
+    if prob.evolution is not None or prob.steady is not None:
+        return run_chunk_quick
+    return run_chunk_level0
 
 
 # ----------------------------------------------------------------------------- cache keys
