@@ -1,13 +1,14 @@
-"""Compile and call time of the evolved 1-D heat loss's value and gradient at XLA's CPU
-backend optimisation levels (the quick compile of small fits uses level 0).
+"""Compile and call time of the evolved 1-D heat loss's value and gradient under XLA CPU
+compiler options: the backend optimisation levels and the fusion-emitter switch (the quick
+compile of small evolved or solved fits uses level 0 with the older emitters).
 
     python benchmarks/compile_levels.py [--repeats 2]
 
 heat1d (101 x 101, 5 % noise, seed 0), the README's evolved recipe: `D` a small MLP, 4th-order
-finite differences, the exact `Propagator`. Each level compiles a fresh `jax.jit` of
-`value_and_grad(loss)` with `compiler_options={"xla_backend_optimization_level": L}` (`None`:
-XLA's default); "first call" is compile plus one call, "call" the mean of 20 more. Levels are
-interleaved `--repeats` times (the machine's scatter shows between repeats).
+finite differences, the exact `Propagator`. Each row of `OPTIONS` compiles a fresh `jax.jit`
+of `value_and_grad(loss)` with those `compiler_options` (`None`: XLA's default); "first call"
+is compile plus one call, "call" the mean of 20 more. The rows are interleaved `--repeats`
+times (the machine's scatter shows between repeats).
 """
 from __future__ import annotations
 

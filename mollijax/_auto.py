@@ -437,7 +437,7 @@ def gcv(
     its `threshold` the discrepancy principle's bound `1 - p / n` (tau = 1) for comparison.
 
     `gamma`: the factor above (1, the classical criterion, by default; `auto_run` uses
-    `GCV_GAMMA`, 1.4).
+    `GCV_GAMMA`, 1.4, on noisy data and 1 on noise-free data).
 
     **Returns:** a `Choice` with `criterion="gcv"`; its message also names the weight the
     discrepancy principle (tau = 1, with degrees of freedom) would take from the same

@@ -296,7 +296,7 @@ def _run_chunk(state: TrainState, prob, first, length: int, static, opt, grad_no
 
 
 # On small problems a fit's time is mostly compiling its chunk: compiled quickly
-# (`_cache.QUICK_COMPILE`).
+# (`_cache.QUICK_COMPILE`, or `_cache.LEVEL_0` for plain residual fits; `chunk_runner`).
 # Grids of at most this many nodes compile their training chunks quickly; the environment
 # variable overrides it (0: never).
 QUICK_COMPILE_MAX_NODES = 20_000
