@@ -22,7 +22,6 @@ import equinox as eqx  # noqa: E402
 
 import mollijax as mj  # noqa: E402
 
-
 LEVEL = "xla_backend_optimization_level"
 EMITTERS = "xla_cpu_use_fusion_emitters"
 OPTIONS = {
