@@ -10,6 +10,7 @@ it as correct.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping
 
 import numpy as np
@@ -65,6 +66,13 @@ def check_domain(value, grid: Grid) -> np.ndarray:
     if not mask.any():
         raise MollijaxError("`domain` is empty: no node of the grid is inside it.")
     return mask
+
+
+def _sub_grid_shapes(grid: Grid) -> set[tuple[int, ...]]:
+    """The shapes of `grid` restricted to each subset of its axes, in order."""
+    axes = range(grid.ndim)
+    return {tuple(grid.shape[a] for a in keep) for r in range(grid.ndim + 1)
+            for keep in itertools.combinations(axes, r)}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -149,6 +157,12 @@ class Dataset:
             arr = _real(value, f"truth[{name!r}]")
             if not np.all(np.isfinite(arr)):
                 raise NonFiniteError(f"`truth[{name!r}]` contains NaN or inf.")
+            if arr.shape not in _sub_grid_shapes(grid):
+                raise GridMismatchError(
+                    f"`truth[{name!r}]` has shape {arr.shape}; a truth lives on the grid "
+                    f"{grid.shape} (axes {grid.axes}) or on the sub-grid of some of its axes, "
+                    f"in order (e.g. {grid.shape[:1]} for {grid.axes[:1]}; () for a constant)."
+                )
             truth[name] = arr
         clean = {}
         for name, value in self.clean.items():

@@ -199,6 +199,11 @@ def score(
             f"score: `margin` must be None or an integer >= 0 (nodes dropped from each end "
             f"of every axis), got {margin!r}."
         )
+    if not isinstance(dataset, Dataset):
+        raise MollijaxError(
+            f"score: `dataset` must be the `mj.Dataset` holding the truth, got "
+            f"{type(dataset).__name__}."
+        )
     if not isinstance(values, Mapping):
         values = values.values
     out: dict[str, dict[str, float | int | list[int]]] = {}

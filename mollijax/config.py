@@ -229,7 +229,10 @@ class DataConfig:
     same for given fields, observation masks and true unknowns. `domain` names a boolean
     (or 0/1) array, True inside the region where the equations hold and the data count (a
     nucleus in a field of view; the fit is then an equation-error one). The grid has the
-    data's shape, `spacing` and `origin` per axis, and axis names `axes`.
+    data's shape, `spacing` (required: the node distance per axis, unless a TIFF stack's
+    resolution metadata gives it) and `origin` (default 0) per axis, and the axis names
+    `axes` (required: one per array dimension, in order, e.g. `["x", "t"]`). The `[problem]`
+    table then takes no simulator parameters.
     """
 
     source: str = _f("simulate", (str,), _choice("simulate", "file"))
@@ -709,6 +712,16 @@ def from_dict(
         )
     base = pathlib.Path(base) if base is not None else pathlib.Path()
     module, params = _problem_table(raw["problem"], source, base)
+    data = _data_section(raw.get("data", {}), source)
+    if data.source == "file":
+        given = sorted(k for k in raw["problem"] if k not in ("name", "file"))
+        if given:
+            raise ConfigError(
+                f"{source}: [problem] key(s) {given} are parameters of the problem's simulator, "
+                f'used only with [data] source = "simulate"; this run reads its data from a '
+                "file (they would be ignored)."
+            )
+        params = {}  # the simulator's parameters say nothing about data read from a file
     unknowns = {}
     for uname, table in _per_unknown(raw.get("unknowns", {}), "unknowns", module, source).items():
         where = f"unknowns.{uname}"
@@ -729,7 +742,7 @@ def from_dict(
         problem=problem_name(module),
         problem_file=str(pathlib.Path(module.__file__).resolve()),
         params=params,
-        data=_data_section(raw.get("data", {}), source),
+        data=data,
         derivatives=_section(DerivativesConfig, raw.get("derivatives", {}), "derivatives", source),
         unknowns=unknowns,
         state=state,

@@ -428,6 +428,17 @@ def check_fields(
     return out
 
 
+def _problem_axes(module: types.ModuleType) -> list[str]:
+    """The axis names a problem file's hints mention: its unknowns' axes, and `t` for an
+    evolution."""
+    axes: list[str] = []
+    for hint in module.UNKNOWNS.values():
+        axes += [a for a in hint.get("axes", ()) if a not in axes]
+    if getattr(module, "EVOLUTION", None) is not None and "t" not in axes:
+        axes.append("t")
+    return axes
+
+
 def load_dataset(data, module: types.ModuleType, base: str | os.PathLike = ".") -> Dataset:
     """Read user data as described by a `DataConfig` (`source = "file"`).
 
@@ -462,6 +473,20 @@ def load_dataset(data, module: types.ModuleType, base: str | os.PathLike = ".") 
         else:
             observed[f] = load_array(file, name)
     first = next(iter(observed.values()))
+    if data.axes is None:
+        raise DataFileError(
+            "[data] `axes` is required for data read from a file: one name per dimension of "
+            f"the arrays, in order (the data have shape {first.shape}); "
+            f"{problem_name(module)!r} uses the axes {_problem_axes(module)}."
+        )
+    if spacing is None:
+        raise DataFileError(
+            "[data] `spacing` is required for data read from a file: the distance between "
+            f"neighbouring nodes along each axis {list(data.axes)}, in the units of the "
+            "problem's coefficients (a spacing of 1 where the true one is h would put every "
+            "derivative, and so every coefficient, off by a power of h). A TIFF stack with "
+            "resolution metadata gives it itself; write spacing = 1 to work in nodes."
+        )
     grid = make_grid(first.shape, spacing, data.origin, data.axes)
     masks = {}
     for f, e in data.masks.items():

@@ -1,13 +1,16 @@
 """Loading user data: file kinds, validation errors, and a run on data read from a file."""
 
 import json
+import pathlib
+import re
+import tomllib
 
 import numpy as np
 import pytest
 import tifffile
 
 from mollijax import GridMismatchError, NonFiniteError, cli
-from mollijax.config import DataConfig, load_problem
+from mollijax.config import ConfigError, DataConfig, from_dict, load_problem
 from mollijax.io import DataFileError, load_array, load_dataset
 
 HEAT = load_problem("heat1d")
@@ -75,6 +78,41 @@ def test_rank_and_shape_errors(tmp_path):
                         tmp_path)
     with pytest.raises(DataFileError, match=r"missing \['u'\]"):
         load_dataset(_data(path="d.npz", fields={}), HEAT, tmp_path)
+
+
+def test_a_file_without_spacing_or_axes_is_refused_by_name(tmp_path):
+    # a spacing of 1 or the axes ("x", "y") taken silently gave a heat D off by ~400x
+    np.savez(tmp_path / "d.npz", u=np.ones((11, 6)))
+    with pytest.raises(DataFileError, match=r"`spacing` is required.*\['x', 't'\]"):
+        load_dataset(_data(path="d.npz", fields={"u": "u"}, spacing=None), HEAT, tmp_path)
+    with pytest.raises(DataFileError, match=r"`axes` is required.*\(11, 6\).*'heat1d' uses "
+                                            r"the axes \['x', 't'\]"):
+        load_dataset(_data(path="d.npz", fields={"u": "u"}, axes=None), HEAT, tmp_path)
+    sim = load_dataset(_data(path="d.npz", fields={"u": "u"}, spacing=1.0), HEAT, tmp_path)
+    assert sim.grid.spacing == (1.0, 1.0)  # said explicitly: nodes as the unit
+
+
+def test_simulator_parameters_with_file_data_are_refused():
+    raw = {"problem": {"name": "heat1d", "nx": 41},
+           "data": {"source": "file", "path": "d.npz", "fields": {"u": "u"},
+                    "axes": ["x", "t"], "spacing": [0.1, 0.2]}}
+    with pytest.raises(ConfigError, match=r"\[problem\] key\(s\) \['nx'\] are parameters of "
+                                          r"the problem's simulator"):
+        from_dict(raw)
+    raw["problem"] = {"name": "heat1d"}
+    assert from_dict(raw).params == {}  # not the simulator's defaults (metrics.json)
+
+
+def test_the_readme_file_data_example_reads_a_file(tmp_path):
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```toml\n(.*?)```", readme, re.S)
+                 if 'source = "file"' in b)
+    raw = tomllib.loads(block)
+    nx, nt = 11, 6
+    np.savez(tmp_path / raw["data"]["path"], u=np.ones((nx, nt)))
+    cfg = from_dict(raw, base=tmp_path)
+    ds = load_dataset(cfg.data, HEAT, tmp_path)
+    assert ds.grid.axes == ("x", "t") and ds.grid.spacing == tuple(raw["data"]["spacing"])
 
 
 def test_run_on_user_file_recovers_forcing(tmp_path):

@@ -30,7 +30,20 @@ def test_masked_nan_is_zeroed_and_the_dataset_is_complete_only_without_masks():
     ({"data": {"grad": U}}, "field name 'grad' is reserved"),
     ({"data": {"u": U}, "truth": {"D": np.array([1.0, np.nan])}}, r"`truth\['D'\]` contains NaN"),
     ({"data": {"u": U.astype(complex)}}, "must be a real array"),
+    ({"data": {"u": U}, "truth": {"D": np.ones(8)}},
+     r"`truth\['D'\]` has shape \(8,\); a truth lives on the grid \(9, 5\)"),
+    ({"data": {"u": U}, "truth": {"D": np.ones((5, 9))}}, r"has shape \(5, 9\)"),
 ])
 def test_bad_input_is_named(kwargs, message):
     with pytest.raises(mj.MollijaxError, match=message):
         mj.Dataset(GRID, **kwargs)
+
+
+def test_a_truth_on_any_sub_grid_is_accepted_and_score_wants_the_dataset():
+    ds = mj.Dataset(GRID, {"u": U}, truth={"D": np.ones(9), "c": np.ones(5), "k": 2.0,
+                                           "m": np.ones((9, 5))})
+    assert ds.truth["c"].shape == (5,) and ds.truth["k"].shape == ()
+    assert mj.score({"D": np.ones(9)}, ds)["D"]["rel_l2"] == 0.0
+    # (under the test suite's runtime type checks the annotation refuses it first)
+    with pytest.raises((mj.MollijaxError, TypeError), match="dataset"):
+        mj.score({"D": np.ones(9)}, {"D": np.ones(9)})
