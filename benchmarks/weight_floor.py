@@ -17,8 +17,8 @@ draws, noise seeds 100, 101, ...), per draw:
    of the default's weight, each fit run much longer (`--steps` evaluations of the
    one-evaluation L-BFGS, `mollijax.lbfgs`, the default's optimiser) so that the curve is
    that of the weight and not of where a short fit stopped. Each fit's error against the
-   truth, chi-square per node and `V` (modified GCV, `gamma = GCV_GAMMA` as the default) are
-   recorded.
+   truth, chi-square per node and `V` (GCV with the default's gamma,
+   `run.record["gcv_gamma"]`) are recorded.
 
 Printed per case (mean over the draws): the default's error, the **fine oracle** (the
 smallest error on the fine curve or the default's: the best any weight of this estimator
@@ -57,8 +57,6 @@ SOLVED = ("diffusion_reaction", "darcy_smooth", "darcy_inclusion", "plate")
 
 def one_draw(case: dict, module, noise: float, seed: int, weights_per_decade: int,
              decades: int, steps: int) -> dict:
-    from mollijax._build import GCV_GAMMA
-
     name = case["unknown"]
     ds = module.simulate(noise=noise, seed=seed, **case["full"])
     start = time.process_time()
@@ -74,7 +72,7 @@ def one_draw(case: dict, module, noise: float, seed: int, weights_per_decade: in
     start = time.process_time()
     curve = mj.gcv(run.problem, run.unknowns, term=term, sigma=run.record["noise"]["sigma"],
                    weights=weights, optimiser=mj.lbfgs(), steps=steps, continuation=False,
-                   gamma=GCV_GAMMA)
+                   gamma=run.record["gcv_gamma"])
     fine_cpu = time.process_time() - start
     trials = [{"factor": t.weight / w0, "V": t.score, "chi2": t.misfit,
                "error": suite.rel_error(t.values, ds, name)} for t in curve.curve]

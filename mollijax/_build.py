@@ -896,7 +896,8 @@ def auto_run(
         problem_a, fields_a = build(module, dataset, options_a)
     eps_list = [float(e) for e in np.atleast_1d(eps)]
     say(f"auto: noise estimate {', '.join(f'{k} {v:.3g}' for k, v in sigma.items())}; "
-        f"equation-error fit with mollified data, eps {eps_list}, L-BFGS to tol {opt.tol:g}")
+        f"equation-error fit with mollified data, eps [{', '.join(f'{e:.4g}' for e in eps_list)}], "
+        f"L-BFGS to tol {opt.tol:g}")
     if problem_a.domain is not None:  # how much of the domain the residuals see
         band = int(np.asarray(problem_a.prepare(fields_a).band).sum())
         nodes = int(np.asarray(problem_a.domain).sum())
@@ -926,7 +927,10 @@ def auto_run(
     record["eps"] = eps_list
     record["stages"].append({
         "stage": "equation error", "state": "data", "eps": eps_list,
-        "weights": {f"reg:{k}:smooth": w for k, w in weights_a.items()} or "configured",
+        # what ran, whatever [optimiser] says (metrics.json's "config" holds the configuration)
+        "optimiser": "L-BFGS (optax, zoom line search)",
+        "weights": {f"reg:{k}:smooth": w for k, w in weights_a.items()} or (
+            "configured" if options.regularisers else "none"),
         "status": result_a.status.value, "steps": int(result_a.steps),
         "message": result_a.message, "final_loss": float(result_a.final_loss),
     })
@@ -1008,6 +1012,7 @@ def auto_run(
             continuation = bool(data_sigma) and all(
                 relative[k] < CONTINUATION_BELOW for k in data_sigma)
             record["gcv_continuation"] = continuation
+            record["gcv_gamma"] = 1.0 if continuation else GCV_GAMMA
             start = ("each from the previous weight's fit, classical GCV (noise-free data: "
                      f"estimated relative noise below {CONTINUATION_BELOW:g})" if continuation
                      else f"each from the equation-error estimate, modified GCV (gamma "
@@ -1018,7 +1023,7 @@ def auto_run(
                             optimiser=_TRIAL_LBFGS, steps=TRIAL_STEPS * min(opt.steps, 100),
                             chunk=TRIAL_STEPS * chunk, stop_early=True,
                             continuation=continuation,
-                            gamma=1.0 if continuation else GCV_GAMMA)
+                            gamma=record["gcv_gamma"])
             chosen = float(choice.weight)
             record["weight_choice"] = choice.as_dict()
             record["criterion"] = choice.message
@@ -1065,7 +1070,9 @@ def auto_run(
                    progress=progress)
     say(f"auto: output error: {result_b.message}")
     record["stages"].append({
-        "stage": "output error", "state": kind, "weights": record["weights"] or "configured",
+        "stage": "output error", "state": kind,
+        "optimiser": "L-BFGS, one evaluation per step (mollijax.lbfgs)",
+        "weights": record["weights"] or ("configured" if options.regularisers else "none"),
         "status": result_b.status.value, "steps": int(result_b.steps),
         "message": result_b.message, "final_loss": float(result_b.final_loss),
     })

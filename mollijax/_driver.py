@@ -96,6 +96,7 @@ def init_state(params, opt_state, weights: dict, items: tuple[int, ...] = ()) ->
 
 GRAD_NORM = "grad_norm"  # history key of the per-step gradient norm (convergence tests only)
 OUTPUTS = "outputs"  # chunk history key of the result's outputs at the accepted point
+KEPT = "kept"  # chunk history key of the accepted point's terms after the chunk's last step
 
 
 def _all_finite(tree) -> jax.Array:
@@ -221,9 +222,12 @@ def _trial_chunk(state: TrainState, prob, first, length: int, static, opt, grad_
     init = (state.params, state.opt_state, first, state.loss, jnp.array(True), terms0,
             jnp.array(False), out0)
     ks = first + jnp.arange(length, dtype=first.dtype)
-    (p, s, gk, gl, ok, _, found, out), hist = jax.lax.scan(step, init, ks)
+    (p, s, gk, gl, ok, kept, found, out), hist = jax.lax.scan(step, init, ks)
     if with_outputs:
-        hist = dict(hist, **{OUTPUTS: (found, out)})
+        # `kept`: the terms of the point accepted last in this chunk (NaN where none was);
+        # a step before the chunk's first acceptance records NaN terms (the accepted point
+        # came from an earlier chunk), which the caller fills from the previous `kept`
+        hist = dict(hist, **{OUTPUTS: (found, out), KEPT: kept})
     # a step is kept only when it is good, so the final iterate is the last good one
     return _after_chunk(state, first, length, p, s, p, s, gk, gl, gl, ok), hist
 

@@ -67,6 +67,7 @@ class _Single(_driver.Run):
         # the accepted point and the result's (values, fields) there, where a chunk kept
         # them (`mollijax.lbfgs`): the result then needs no integration or solve of its own
         self.outputs = None
+        self._kept = None  # a trial-point chunk's accepted terms, for the next chunk
 
     def _check_compiles(self, before: int, key: tuple):
         """`key`: (the chunk's compiled version, its length)."""
@@ -99,12 +100,35 @@ class _Single(_driver.Run):
         found, outputs = hist.pop(_driver.OUTPUTS, (False, None))
         if bool(found):
             self.outputs = outputs
+        kept = hist.pop(_driver.KEPT, None)
         hist = {k: np.asarray(v) for k, v in hist.items()}
+        if kept is not None:
+            hist = self._fill_kept(hist, {k: float(v) for k, v in kept.items()})
         norms = hist.pop(_driver.GRAD_NORM, None)
         if norms is not None and norms.size:
             start = self.grad_norms[0] if self.grad_norms else float(norms[0])
             self.grad_norms = (start, float(norms[-1]))
         return state, hist
+
+    def _fill_kept(self, hist: dict, kept: dict) -> dict:
+        """The terms of a trial-point optimiser's chunk, with the steps before its first
+        acceptance (NaN: their accepted point is the previous chunk's last) given the
+        previous chunk's accepted terms; without them (a resumed run) they stay NaN."""
+        previous, self._kept = self._kept, (
+            kept if all(np.isfinite(v) for v in kept.values()) else self._kept)
+        if previous is None:
+            return hist
+        out = dict(hist)
+        for k, value in previous.items():
+            h = out.get(k)
+            if h is None or not h.size:
+                continue
+            finite = np.isfinite(h)
+            lead = int(np.argmax(finite)) if finite.any() else h.size
+            if lead:
+                out[k] = h.copy()
+                out[k][:lead] = value
+        return out
 
     def converged(self, state, hist, tol):
         total = np.asarray(hist["total"], dtype=np.float64)

@@ -31,7 +31,8 @@ def unknown_figure(
 ):
     """The figure of one unknown (None for a 0-d one).
 
-    1-D: the recovery and the truth against the axis, their difference below. 2-D: images
+    1-D: the recovery and the truth against the axis, their difference below (the recovery
+    alone without a truth). 2-D: images
     in one orientation everywhere (and as the notebooks draw them): the unknown's first axis
     to the right, its second axis up, origin at the lower left (`imshow(values.T,
     origin="lower")`), truth and recovery on one colour scale, the error on a symmetric one,
@@ -42,12 +43,15 @@ def unknown_figure(
         return None
     coords = [np.asarray(grid.coords(a)) for a in axes]
     if estimate.ndim == 1:
-        fig = _figure(figsize=(6, 5))
-        top, bottom = fig.subplots(2, 1, sharex=True)
+        # without a truth one panel (no empty difference panel below)
+        fig = _figure(figsize=(6, 5) if truth is not None else (6, 3))
         if truth is not None:
+            top, bottom = fig.subplots(2, 1, sharex=True)
             top.plot(coords[0], truth, "k-", label="truth")
             bottom.plot(coords[0], estimate - truth, "r-")
             bottom.set_ylabel("recovered - truth")
+        else:
+            top = bottom = fig.subplots(1, 1)
         top.plot(coords[0], estimate, "C0--", label="recovered")
         top.set_ylabel(name)
         top.legend()

@@ -19,8 +19,8 @@ The output folder (`--out`) holds one run: `run.json` (the run's signature), the
 `checkpoint.mjx` (with its history `checkpoint.mjx.history`) while it trains, then the output
 set `result.mjx` (`FitResult.save`; `batch_result.mjx` for a batch), `fields.npz` (recovered
 unknowns and their truth), PNG plots and `metrics.json` (errors against the truth, final
-losses, wall time, status, versions, hashes of the configuration and the data, checksums of
-the other files; strict JSON, non-finite numbers as null with the reason under
+losses (each term unweighted) with every term's weight (`term_weights`), wall time, status,
+versions, hashes of the configuration and the data, checksums of the other files; strict JSON, non-finite numbers as null with the reason under
 `"non_finite"`). The output set is written to a temporary folder beside the target and moved
 into place at the end, `metrics.json` last, so an interrupted or killed run never leaves a
 new file beside an old `metrics.json`. A folder that holds an earlier run is refused unless
@@ -220,6 +220,8 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
             "errors": score(result.values, dataset),
             "initial_errors": score(initial, dataset),
             "final_losses": {k: float(v[-1]) for k, v in result.history.items() if len(v)},
+            # the terms above are unweighted; "total" is the sum of weight x term
+            "term_weights": {t.name: float(t.weight) for t in problem.terms},
             "eps": list(eps) if isinstance(eps, tuple) else eps,
             "derivatives": type(problem.derivatives).__name__,
             "evolution": _evolution_metrics(problem.evolution, dataset.grid),
@@ -438,7 +440,8 @@ def summary(metrics: dict) -> str:
             lines.append(f"  {name}: {_fmt(e['value'], '.6g')} (truth {_fmt(e['truth'], '.6g')}"
                          f", relative error {_fmt(e['rel_error'])})")
     losses = ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.get("final_losses", {}).items())
-    lines.append(f"  final losses: {losses}")
+    lines.append(f"  final losses (terms unweighted; total = sum of weight x term, the weights "
+                 f"in metrics.json's term_weights): {losses}")
     auto = metrics.get("auto")
     if auto:
         lines.append(f"  estimator (auto): {auto['estimator']}: {auto['why']}")

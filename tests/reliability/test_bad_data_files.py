@@ -172,7 +172,7 @@ def test_spacing_from_tiff_metadata_reaches_the_grid(tmp_path):
 
 
 def _dataset(tmp_path, **kw):
-    base = {"source": "file", "axes": ["x", "t"]}
+    base = {"source": "file", "axes": ["x", "t"], "spacing": [0.1, 0.2]}
     return load_dataset(DataConfig(**{**base, **kw}), HEAT, tmp_path)
 
 

@@ -50,6 +50,15 @@ def test_two_d_maps_have_x_right_y_up_and_colour_bars():
     np.testing.assert_array_equal(np.asarray(images[1].images[0].get_array()), values.T)
 
 
+def test_a_one_d_unknown_without_truth_has_no_empty_panel():
+    grid = mj.Grid.from_bounds((7,), (0.0,), (1.0,), axes=("x",))
+    values = np.linspace(0.0, 1.0, 7)
+    alone = cli.unknown_figure("u", ("x",), grid, values, None)
+    assert len(alone.axes) == 1 and len(alone.axes[0].get_lines()) == 1
+    both = cli.unknown_figure("u", ("x",), grid, values, values + 0.1)
+    assert len(both.axes) == 2 and all(ax.get_lines() for ax in both.axes)
+
+
 @pytest.fixture(scope="module")
 def config():
     return load_config(ROOT / "configs" / "forcing_small.toml")

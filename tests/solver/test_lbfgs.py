@@ -137,6 +137,20 @@ def test_fit_matches_an_independent_optimiser(smoothing_optimum):
     np.testing.assert_allclose(result.values["u"], smoothing_optimum, atol=1e-6)
 
 
+def test_the_term_history_is_the_accepted_point_s_at_every_step():
+    # a chunk's steps before its first acceptance record the accepted point of an earlier
+    # chunk, whose terms that chunk did not evaluate: they were NaN ("non-finite steps" in
+    # losses.png of a completed run); filled, the weighted terms add up to the recorded
+    # total (the accepted loss) at every step, chunk starts included
+    problem, unknowns = _smoothing()
+    result = mj.fit(problem, unknowns, LBFGS, steps=60, chunk=7, progress=False)
+    terms = {k: v for k, v in result.history.items() if k != "total"}
+    assert terms and all(np.all(np.isfinite(v)) for v in terms.values())
+    np.testing.assert_allclose(terms["data:u"] + 1e-4 * terms["reg:u:curvature"],
+                               result.history["total"],
+                               rtol=1e-12)
+
+
 def test_resume_and_batch_equal_one_uninterrupted_fit(tmp_path, smoothing_optimum):
     problem, unknowns = _smoothing()
     full = mj.fit(problem, unknowns, LBFGS, steps=40, chunk=20, progress=False)
