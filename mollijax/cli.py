@@ -16,20 +16,21 @@ With no CONFIG it runs the shipped `configs/default.toml`; `--problem NAME` runs
 `configs/NAME.toml`.
 
 The output folder (`--out`) holds one run: `run.json` (the run's signature), the checkpoint
-`checkpoint.mjx` (with its history `checkpoint.mjx.history`) while it trains, then the output
-set `result.mjx` (`FitResult.save`; `batch_result.mjx` for a batch), `fields.npz` (recovered
-unknowns and their truth), PNG plots and `metrics.json` (errors against the truth, final
-losses (each term unweighted) with every term's weight (`term_weights`), wall time, status,
-versions, hashes of the configuration and the data, checksums of the other files; strict
-JSON, non-finite numbers as null with the reason under `"non_finite"`). The output set is
-written to a temporary folder beside the target and moved into place at the end, `metrics.json` last, so an interrupted or killed run never leaves a
-new file beside an old `metrics.json`. A folder that holds an earlier run is refused unless
-`--resume` (continue it: the configuration except the step count, the problem file, the data,
-the grid, the unknowns and the optimiser must match, and what differs is named) or `--force`
-(replace it; the earlier files are removed once the new run's data are loaded). `show`
-reports a finished, partial, stale or batch folder and checks the files against
-`metrics.json`. `examples` copies the shipped problems/, configs/ and theory/ folders out of
-the installed package, to read and edit.
+`checkpoint.mjx` (with its history `checkpoint.mjx.history`) while it trains, then the
+output set `result.mjx` (`FitResult.save`; `batch_result.mjx` for a batch), `fields.npz`
+(recovered unknowns and their truth), PNG plots and `metrics.json` (errors against the
+truth, final losses (each term unweighted) with every term's weight (`term_weights`), wall
+time, status, versions, hashes of the configuration and the data, checksums of the other
+files; strict JSON, non-finite numbers as null with the reason under `"non_finite"`). The
+output set is written to a temporary folder beside the target and moved into place at the
+end, `metrics.json` last, so an interrupted or killed run never leaves a new file beside an
+old `metrics.json`. A folder that holds an earlier run is refused unless `--resume`
+(continue it: the configuration except the step count, the problem file, the data, the grid,
+the unknowns and the optimiser must match, and what differs is named) or `--force` (replace
+it; the earlier files are removed once the new run's data are loaded). `show` reports a
+finished, partial, stale or batch folder and checks the files against `metrics.json`.
+`examples` copies the shipped problems/, configs/ and theory/ folders out of the installed
+package, to read and edit.
 """
 
 from __future__ import annotations
