@@ -453,12 +453,12 @@ decade too high (diffusion_reaction noise-free 0.18 % where a converged fit reac
 With noise, continuation let GCV pick far smaller weights on diffusion_reaction (tuning
 draws 0-4 at 5 % 12.4 -> 14.6 %, at 10 % 17.0 -> 18.5 %), so it is kept to noise-free data.
 The threshold sits between the estimates of noise-free data (relative 1e-7 to 1e-4 on the
-shipped simulators) and of 1 % noise (about 1e-2); design.md section 12."""
+shipped simulators) and of 1 % noise (about 1e-2); design.md section 10."""
 HELD_OUT = 0.1
 """Output-error stage of `auto_run` with an evolved state, on noisy data: the share of each
 observed field's nodes (after its first time slice, which fixes the initial profile) held
 out of the fit and watched as a prediction test (`HeldOut`, weight 0): a deterministic
-draw (`HELD_OUT_SEED`) per field."""
+draw (`HELD_OUT_SEED`) per field (design.md section 10, "When the evolved fit stops")."""
 HELD_OUT_SEED = 20260101
 HELD_OUT_Z = 1.0
 """Where the evolved fit ends with a larger held-out chi-square (summed over the held-out
@@ -855,7 +855,9 @@ def auto_run(
        cross-validation over `AUTO_WEIGHTS`
        (`gcv`: scanned from large to small, 100 L-BFGS steps per weight, stopping one
        weight past the first minimum of `V = chi2 / (1 - p / n)^2`), then refined at that
-       weight by L-BFGS until `tol` (at most `steps` steps). Both output-error states run
+       weight by L-BFGS until `tol` (at most `steps` steps). The evolved state on noisy data
+       holds `HELD_OUT` of the observed nodes out of its fit and keeps an earlier point of
+       the fit where that point predicts them better beyond their noise (`HELD_OUT_Z`). Both output-error states run
        the one-evaluation L-BFGS (`mollijax.lbfgs`) for `TRIAL_STEPS` times those steps
        (a step of optax's L-BFGS, which step 1 uses, is about two evaluations).
     3. Otherwise step 1's fit is the result; with automatic widths (`eps = "auto"`) and
