@@ -463,8 +463,11 @@ def gcv(
            f"V = chi2 / (1 - {factor}p / n)^2 = {c.score:.4g} of {len(curve)} weights "
            "scanned")
     passing = [t for t in curve if t.misfit <= t.threshold]
-    msg += (f" (the discrepancy principle would take {passing[0].weight:.3g})" if passing
-            else " (no weight scanned meets the discrepancy bound)")
+    msg += (f" (for comparison only: the discrepancy principle would take "
+            f"{passing[0].weight:.3g})" if passing
+            else " (for comparison only: no weight scanned meets the discrepancy principle's "
+                 "bound chi2 <= 1 - p / n, which GCV does not use; a noise estimate a few "
+                 "percent low is enough for that)")
     return Choice(c.weight, None, results[chosen], tuple(curve), "gcv", lcurve_corner(curve),
                   msg)
 
