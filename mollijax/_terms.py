@@ -6,7 +6,7 @@ compiled fit, and `jax.vmap` can run it as a batch.
 
     term                name in the history   L_k
     DataMisfit(f)       data:f                mean over observed nodes of (f - f_obs)^2
-    HeldOut(f, m, v)    heldout:f             mean over held-out nodes m of (f - v)^2
+    HeldOut(f, m, v, p) heldout:f:p           mean over held-out nodes m of (f - v)^2
                                               (weight 0: recorded, not fitted)
     Residual(r)         residual:r            mean over the interior of r(s)^2 (with a
                                               domain: over its band)
@@ -162,11 +162,12 @@ class HeldOut(AbstractTerm):
     `auto_run`)."""
 
     field: str = eqx.field(static=True)
+    part: str = eqx.field(static=True)
     mask: Array
     values: Array
     weight: Float[Array, ""]
 
-    def __init__(self, field: str, mask: ArrayLike, values: ArrayLike):
+    def __init__(self, field: str, mask: ArrayLike, values: ArrayLike, part: str = ""):
         mask, values = np.asarray(mask), np.asarray(values, dtype=np.float64)
         if mask.dtype != bool or mask.shape != values.shape or not mask.any():
             raise MollijaxError(
@@ -176,13 +177,14 @@ class HeldOut(AbstractTerm):
         if not np.all(np.isfinite(values[mask])):
             raise NonFiniteError(f"HeldOut {field!r}: the held-out values contain NaN or inf.")
         self.field = field
+        self.part = str(part)
         self.mask = jnp.asarray(mask)
         self.values = jnp.asarray(np.where(mask, values, 0.0))
         self.weight = jnp.asarray(0.0)
 
     @property
     def name(self) -> str:
-        return f"heldout:{self.field}"
+        return f"heldout:{self.field}" + (f":{self.part}" if self.part else "")
 
     def with_weight(self, weight) -> AbstractTerm:
         if float(check_weight(weight, f"weight of {self.name!r}")) != 0.0:

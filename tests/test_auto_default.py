@@ -67,22 +67,27 @@ def heat_held_out():
 def test_an_evolved_fit_holds_nodes_out_and_tests_its_predictions_on_them(heat_held_out):
     ds, run = heat_held_out
     ho = run.record["held_out"]
-    term = next(t for t in run.problem.terms if t.name == "heldout:u")
-    mask = np.asarray(term.mask)
+    terms = {t.name: t for t in run.problem.terms if t.name.startswith("heldout:u:")}
+    select, test = (np.asarray(terms[f"heldout:u:{p}"].mask) for p in ("select", "test"))
+    assert not (select & test).any()  # two halves: one chooses the step, one tests it
+    held = select | test
     eligible = 41 * 40  # every node after the first frame, which fixes the initial profile
-    assert not mask[:, 0].any() and ho["nodes"] == {"u": int(mask.sum())}
-    assert abs(mask.sum() - 0.1 * eligible) < 4 * np.sqrt(0.09 * eligible)
-    assert not np.asarray(run.problem.masks["u"])[mask].any()  # the fit never sees them
-    # the term: the evolved field's mean squared misfit there (recorded with weight 0)
+    assert not held[:, 0].any()
+    assert ho["nodes"] == {"select": {"u": int(select.sum())}, "test": {"u": int(test.sum())}}
+    assert abs(held.sum() - 0.1 * eligible) < 4 * np.sqrt(0.09 * eligible)
+    assert not np.asarray(run.problem.masks["u"])[held].any()  # the fit never sees them
+    # each term: the evolved field's mean squared misfit there (recorded with weight 0)
     got = run.problem.loss_terms(run.result.unknowns)
     evolved = np.asarray(run.result.fields["u"])
-    assert float(got["heldout:u"]) == pytest.approx(
-        np.mean((evolved - ds.data["u"])[mask] ** 2), rel=1e-10)
+    for name, mask in (("select", select), ("test", test)):
+        assert float(got[f"heldout:u:{name}"]) == pytest.approx(
+            np.mean((evolved - ds.data["u"])[mask] ** 2), rel=1e-10)
+    fitted = {k: v for k, v in got.items() if not k.startswith("heldout:")}
     assert float(run.problem.loss(run.result.unknowns)[0]) == pytest.approx(
-        float(run.problem.total({k: v for k, v in got.items() if k != "heldout:u"})), rel=1e-12)
+        float(run.problem.total(fitted)), rel=1e-12)
     sigma = run.record["noise"]["sigma"]["u"]
-    chi2 = float(got["heldout:u"]) * mask.sum() / sigma**2
-    if ho["replayed"]:  # the result is the replay to the best step: its chi-square exactly
+    chi2 = float(got["heldout:u:select"]) * select.sum() / sigma**2
+    if ho["replayed"]:  # the result is the replay to the chosen step: its chi-square exactly
         assert ho["gain"] > ho["z"] * ho["gain_noise"] and ho["best_step"] < ho["steps_run"]
         assert chi2 == pytest.approx(ho["chi2_min"], rel=1e-8)
         ended = run.stages["output error, run to its end"]
