@@ -32,7 +32,7 @@ from ._networks import PirateNet, SequentialResidual, pirate_init
 from ._problem import Problem
 from ._problem_files import problem_name
 from ._steady import Steady
-from ._terms import HeldOut, Regulariser
+from ._terms import Regulariser
 from .config import (
     EVOLVE_STEPS,
     PROPAGATOR_NODES,
@@ -454,31 +454,6 @@ With noise, continuation let GCV pick far smaller weights on diffusion_reaction 
 draws 0-4 at 5 % 12.4 -> 14.6 %, at 10 % 17.0 -> 18.5 %), so it is kept to noise-free data.
 The threshold sits between the estimates of noise-free data (relative 1e-7 to 1e-4 on the
 shipped simulators) and of 1 % noise (about 1e-2); design.md section 10."""
-HELD_OUT = 0.1
-"""Output-error stage of `auto_run` with an evolved state, on noisy data: the share of each
-observed field's nodes (after its first time slice, which fixes the initial profile) held
-out of the fit and watched as a prediction test (`HeldOut`, weight 0): a deterministic
-draw (`HELD_OUT_SEED`) per field (design.md section 10, "When the evolved fit stops")."""
-HELD_OUT_SEED = 20260101
-HELD_OUT_Z = 1.0
-"""The held-out nodes come in two halves. Where the evolved fit ends with a larger chi-square
-on the first half (summed over its nodes, in units of the estimated noise variance) than it
-had at some earlier step, the fit is replayed to the step of the smallest (it is
-deterministic), and that earlier point is the result when it predicts the *second* half
-better by more than `HELD_OUT_Z` standard deviations of the difference's noise
-(`_held_out_gain`: a paired test on nodes that chose nothing).
-
-Why: a small network coefficient that goes on fitting 5 % noise can develop wiggles while
-the training chi-square keeps falling (a new user's own heat simulator, D narrower than the
-shipped one: 8.9 % after 2900 steps against 2.7-3.5 % near steps 300-500). Chosen on tuning
-draws only (ad hoc runs, the truth only to score them; heat1d 101 x 101): mean D error
-before this test / with it, 5 % noise: shipped heat1d draws 0-4 0.78 / 0.79 % (no draw
-replayed), the user's simulator (their seeds 1000-1002) 5.15 / 2.83 %; 1 % noise, shipped
-draws 1-2: 0.17, 0.23 / 0.18, 0.22 %. Rejected on the same draws: a plain threshold on the
-rise of the held-out chi-square (2 units: three of the five shipped 5 % draws sent back to
-steps 64-212, 0.93 %), and choosing the step and testing it on the same nodes (z 1: the
-minimum over thousands of steps is biased low, and a 1 % draw went back to 0.68 % from
-0.17 %; z 2 then took no earlier point on the user's draws either)."""
 EVOLVE_START = 10.0
 """Equation-error stage of `auto_run` when an evolved state follows: its smoothness weights
 are `EVOLVE_START` times `auto_smooth_weights`' (a smoother start, to which the evolved fit's
@@ -782,51 +757,6 @@ def _width_scan(module, dataset, options_a, grid_unknowns, first, fit_one, say):
     return j, problems, fields, results, weights[j], record
 
 
-def _held_out(dataset: Dataset, names) -> dict[str, dict[str, np.ndarray]]:
-    """`{part: {field: mask}}` for the parts `"select"` and `"test"`: `HELD_OUT` of each
-    field's observed nodes after its first time slice (a deterministic draw), split in two
-    halves; `{}` where too few nodes remain."""
-    rng = np.random.default_rng(HELD_OUT_SEED)
-    out: dict[str, dict[str, np.ndarray]] = {"select": {}, "test": {}}
-    for k in names:
-        eligible = np.asarray(dataset.mask(k), bool).copy()
-        if "t" in dataset.grid.axes:
-            first = [slice(None)] * dataset.grid.ndim
-            first[dataset.grid.axis_index("t")] = 0
-            eligible[tuple(first)] = False
-        u = rng.random(eligible.shape)
-        draw = eligible & (u < HELD_OUT)
-        if draw.sum() >= 100:  # a test too small to tell a gain from its noise: none
-            out["select"][k] = draw & (u < HELD_OUT / 2)
-            out["test"][k] = draw & (u >= HELD_OUT / 2)
-    return out if out["select"] else {}
-
-
-def _held_out_gain(final: Mapping, earlier: Mapping, held: Mapping[str, np.ndarray],
-                   sigma: Mapping[str, float], data: Mapping) -> tuple[float, float]:
-    """`(gain, noise)`: how much lower the held-out chi-square of the `earlier` fields is
-    than that of the `final` ones, `sum (p1 - d)^2 - (p2 - d)^2` over the held-out nodes in
-    noise variances, and the standard deviation of that difference under data noise alone,
-    `2 |p1 - p2| / sigma` (for `d = f + e`, the difference is `sum (p1 - p2)(p1 + p2 - 2 f)
-    - 2 sum (p1 - p2) e`: its noise part is the second sum)."""
-    gain = noise2 = 0.0
-    for k, m in held.items():
-        p1, p2, d = (np.asarray(final[k])[m], np.asarray(earlier[k])[m],
-                     np.asarray(data[k])[m])
-        s2 = float(sigma[k]) ** 2
-        gain += float(np.sum((p1 - d) ** 2 - (p2 - d) ** 2)) / s2
-        noise2 += 4.0 * float(np.sum((p1 - p2) ** 2)) / s2
-    return gain, float(np.sqrt(noise2))
-
-
-def _held_out_chi2(terms: Mapping, held: Mapping[str, np.ndarray],
-                   sigma: Mapping[str, float], part: str) -> np.ndarray | float:
-    """The chi-square of one part of the held-out nodes (a sum in noise variances) from loss
-    terms: one value, or one per step from a history."""
-    return sum(np.asarray(terms[f"heldout:{k}:{part}"], np.float64) * float(m.sum())
-               / float(sigma[k]) ** 2 for k, m in held.items())
-
-
 def auto_run(
     module: types.ModuleType,
     dataset: Dataset,
@@ -859,12 +789,9 @@ def auto_run(
        cross-validation over `AUTO_WEIGHTS`
        (`gcv`: scanned from large to small, 100 L-BFGS steps per weight, stopping one
        weight past the first minimum of `V = chi2 / (1 - p / n)^2`), then refined at that
-       weight by L-BFGS until `tol` (at most `steps` steps). The evolved state on noisy data
-       holds `HELD_OUT` of the observed nodes out of its fit and keeps an earlier point of
-       the fit where that point predicts them better beyond their noise (`HELD_OUT_Z`).
-       Both output-error states run the one-evaluation L-BFGS (`mollijax.lbfgs`) for
-       `TRIAL_STEPS` times those steps (a step of optax's L-BFGS, which step 1 uses, is
-       about two evaluations).
+       weight by L-BFGS until `tol` (at most `steps` steps). Both output-error states run
+       the one-evaluation L-BFGS (`mollijax.lbfgs`) for `TRIAL_STEPS` times those steps
+       (a step of optax's L-BFGS, which step 1 uses, is about two evaluations).
     3. Otherwise step 1's fit is the result; with automatic widths (`eps = "auto"`) and
        weights, refitted first at narrower widths (`WIDTH_FACTORS` of the rule's, down to
        its floor), each from the previous fit and with its own `auto_smooth_weights`,
@@ -1035,20 +962,7 @@ def auto_run(
             options_b.state, integrator=auto_integrator(options_b.state, grid.axes))
         options_b = dataclasses.replace(options_b, regularisers=options.regularisers,
                                         state=state_b)
-    relative = record["noise"]["relative"]
-    solved_data = [k for k in module.STATE if k in sigma]
-    noise_free = bool(solved_data) and all(relative[k] < CONTINUATION_BELOW
-                                           for k in solved_data)
-    held = _held_out(dataset, solved_data) if kind == "evolve" and not noise_free else {}
-    dataset_b = dataset
-    if held:  # the fit sees the other nodes; the held-out ones test its predictions
-        dataset_b = dataset.replace(masks={**dataset.masks, **{
-            k: dataset.mask(k) & ~m & ~held["test"][k] for k, m in held["select"].items()}})
-    problem_b, fields_b = build(module, dataset_b, options_b)
-    if held:
-        problem_b = eqx.tree_at(lambda p: p.terms, problem_b, problem_b.terms + tuple(
-            HeldOut(k, m, dataset.data[k], part) for part, masks in held.items()
-            for k, m in masks.items()))
+    problem_b, fields_b = build(module, dataset, options_b)
     fields_b = _carry(fields_b, result_a.values, list(module.UNKNOWNS))
     if kind == "evolve":
         fields_b, fits = _networks_like(fields_b, result_a.values, grid_unknowns, grid, opt,
@@ -1152,47 +1066,8 @@ def auto_run(
         say(f"auto: evolved by {record['integrator']['integrator']}, at most {steps_b} steps "
             "of the one-evaluation L-BFGS")
     record["steps_output_error"] = steps_b
-    if held:
-        record["held_out"] = {
-            "fraction": HELD_OUT,
-            "nodes": {part: {k: int(m.sum()) for k, m in masks.items()}
-                      for part, masks in held.items()},
-            "z": HELD_OUT_Z,
-            "rule": ("held-out nodes in two halves, both recorded at every step; where the "
-                     "fit ends above the smallest chi-square of the first half, the fit is "
-                     "replayed to that step, and kept there when it predicts the second "
-                     f"half better by more than {HELD_OUT_Z:g} standard deviations of the "
-                     "difference's noise"),
-        }
-        n_held = sum(int(m.sum()) for masks in held.values() for m in masks.values())
-        say(f"auto: {n_held} observed nodes ({HELD_OUT:.0%}) held out of the fit, to test "
-            "its predictions")
     result_b = fit(problem_b, fields_b, optimiser_b, steps=steps_b, chunk=chunk, tol=tol_b,
                    progress=progress)
-    if held:
-        select = held["select"]
-        chi2 = _held_out_chi2(result_b.history, select, data_sigma, "select")
-        final = float(_held_out_chi2(problem_b.loss_terms(result_b.unknowns), select,
-                                     data_sigma, "select"))
-        best = int(np.nanargmin(chi2)) if np.isfinite(chi2).any() else int(result_b.steps)
-        record["held_out"].update(chi2_final=float(final), chi2_min=float(chi2[best]),
-                                  best_step=best, steps_run=int(result_b.steps),
-                                  replayed=False)
-        if final > float(chi2[best]) and best < result_b.steps:
-            # the point that predicts the first half best (the fit is deterministic), kept
-            # where it predicts the second half, which chose nothing, better beyond noise
-            earlier = fit(problem_b, fields_b, optimiser_b, steps=max(best, 1), chunk=chunk,
-                          progress=progress)
-            gain, noise = _held_out_gain(result_b.fields, earlier.fields, held["test"],
-                                         data_sigma, dataset.data)
-            record["held_out"].update(gain=gain, gain_noise=noise,
-                                      replayed=bool(gain > HELD_OUT_Z * noise))
-            if record["held_out"]["replayed"]:
-                say(f"auto: output error: {result_b.message}; the fit at step {best} predicts "
-                    f"the held-out test nodes better by {gain:.2f} chi-square units (noise "
-                    f"{noise:.2f}): that is the result")
-                stages["output error, run to its end"] = result_b  # kept for comparison
-                result_b = earlier
     say(f"auto: output error: {result_b.message}")
     record["stages"].append({
         "stage": "output error", "state": kind,

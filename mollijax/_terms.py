@@ -6,8 +6,6 @@ compiled fit, and `jax.vmap` can run it as a batch.
 
     term                name in the history   L_k
     DataMisfit(f)       data:f                mean over observed nodes of (f - f_obs)^2
-    HeldOut(f, m, v, p) heldout:f:p           mean over held-out nodes m of (f - v)^2
-                                              (weight 0: recorded, not fitted)
     Residual(r)         residual:r            mean over the interior of r(s)^2 (with a
                                               domain: over its band)
     Condition(f, ...)   condition:<label>     mean over the selected nodes of (f - value)^2
@@ -152,48 +150,6 @@ class DataMisfit(AbstractTerm):
     def __call__(self, ev: Evaluation) -> Float[Array, ""]:
         r, count = self.misfit(ev)
         return jnp.sum(r**2) / count
-
-
-class HeldOut(AbstractTerm):
-    """`mean over the held-out nodes of (f - f_obs)^2`: the misfit of a fitted, evolved or
-    solved field `f` at observations that the fit does not see (`values` holds them; the
-    problem's own mask of `f` leaves them out). Its weight is 0: it enters the history, not
-    the loss, and measures how well the fit predicts unseen data (early stopping in
-    `auto_run`)."""
-
-    field: str = eqx.field(static=True)
-    part: str = eqx.field(static=True)
-    mask: Array
-    values: Array
-    weight: Float[Array, ""]
-
-    def __init__(self, field: str, mask: ArrayLike, values: ArrayLike, part: str = ""):
-        mask, values = np.asarray(mask), np.asarray(values, dtype=np.float64)
-        if mask.dtype != bool or mask.shape != values.shape or not mask.any():
-            raise MollijaxError(
-                f"HeldOut {field!r}: `mask` must be a boolean array of the values' shape "
-                f"{values.shape} with a node held out, got {describe(mask)}."
-            )
-        if not np.all(np.isfinite(values[mask])):
-            raise NonFiniteError(f"HeldOut {field!r}: the held-out values contain NaN or inf.")
-        self.field = field
-        self.part = str(part)
-        self.mask = jnp.asarray(mask)
-        self.values = jnp.asarray(np.where(mask, values, 0.0))
-        self.weight = jnp.asarray(0.0)
-
-    @property
-    def name(self) -> str:
-        return f"heldout:{self.field}" + (f":{self.part}" if self.part else "")
-
-    def with_weight(self, weight) -> AbstractTerm:
-        if float(check_weight(weight, f"weight of {self.name!r}")) != 0.0:
-            raise MollijaxError(f"{self.name!r} holds data out of the fit: its weight stays 0.")
-        return self
-
-    def __call__(self, ev: Evaluation) -> Float[Array, ""]:
-        r = jnp.where(self.mask, ev.values[self.field] - self.values, 0.0)
-        return jnp.sum(r**2) / jnp.sum(self.mask.astype(r.dtype))
 
 
 class Residual(AbstractTerm):

@@ -87,15 +87,7 @@ from ._errors import MollijaxError
 from ._fields import GridField
 from ._fit import FitResult
 from ._problem import Problem
-from ._terms import (
-    Condition,
-    DataMisfit,
-    Evaluation,
-    HeldOut,
-    Residual,
-    _Penalty,
-    domain_on_axes,
-)
+from ._terms import Condition, DataMisfit, Evaluation, Residual, _Penalty, domain_on_axes
 
 
 class UncertaintyError(MollijaxError):
@@ -274,7 +266,7 @@ def _gn_terms(problem: Problem, unknowns) -> tuple:
     """The active terms that are means of squares (everything but the regularisers)."""
     out = []
     for t in problem.active_terms(unknowns):
-        if isinstance(t, _Penalty | HeldOut):  # (held-out data: recorded, never fitted)
+        if isinstance(t, _Penalty):
             continue
         if not isinstance(t, DataMisfit | Residual | Condition):
             raise UncertaintyError(
