@@ -388,16 +388,17 @@ def _per_axis(value, ndim: int, key: str, default: float) -> tuple[float, ...]:
     return tuple(float(v) for v in vals)
 
 
-def make_grid(shape: tuple[int, ...], spacing=None, origin=None, axes=None) -> Grid:
-    """The grid of data of `shape`: spacing (default 1) and origin (default 0) per axis."""
+def make_grid(shape: tuple[int, ...], spacing, origin, axes) -> Grid:
+    """The grid of data of `shape`: `spacing` (one number or one per axis), `origin` (default
+    0) and the axis names `axes` (one per dimension; `load_dataset` requires both)."""
     ndim = len(shape)
-    if axes is not None and len(axes) != ndim:
+    if len(axes) != ndim:
         raise GridMismatchError(
             f"The data has {ndim} dimension(s) {shape} but [data] `axes` names {len(axes)}: "
             f"{list(axes)}."
         )
     return Grid(shape, _per_axis(spacing, ndim, "spacing", 1.0),
-                _per_axis(origin, ndim, "origin", 0.0), tuple(axes or ()))
+                _per_axis(origin, ndim, "origin", 0.0), tuple(axes))
 
 
 def check_fields(

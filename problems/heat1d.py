@@ -43,7 +43,8 @@ def default_initial(x):
 
 def bump_diffusivity(x):
     """A narrow bump, `0.01 + 0.008 exp(-((x - 0.3) / 0.1)^2)`: finer structure than the
-    sine, on which a long output-error fit overfits 5 % noise (`auto_run`'s held-out test)."""
+    sine, on which the evolved fit's network coefficient goes on fitting 5 % noise (the
+    accuracy suite's `heat1d_bump` case)."""
     return 0.01 + 0.008 * np.exp(-(((np.asarray(x) - 0.3) / 0.1) ** 2))
 
 
