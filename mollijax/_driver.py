@@ -669,9 +669,13 @@ class Checkpointer:
 
 
 class Interrupts:
-    """While active, SIGTERM (and SIGINT, if Python's default handler has it) raise
-    `KeyboardInterrupt`; inside `critical()` the raise waits until the section ends, so the
-    state, the step count and the history are always updated together.
+    """While active, SIGTERM (and SIGINT, if Python's default handler has it) are recorded and
+    raised as `KeyboardInterrupt` at the end of the next (outermost) `critical()` section, so
+    the state, the step count and the history are always updated together, and the raise
+    never lands inside other code: a `KeyboardInterrupt` raised by the handler wherever the
+    interpreter was (e.g. in a `__eq__` that numpy calls from C while JAX checks a dtype)
+    surfaced as a `SystemError` and lost the interrupted run's outputs. A signal waits at
+    most for the chunk in progress (compiled code does not run Python handlers anyway).
 
     The previous handlers come back on exit. Outside the main thread nothing is installed.
     """
@@ -694,10 +698,12 @@ class Interrupts:
         return False
 
     def _handle(self, signum, frame):
-        if self._depth:
-            self._pending = True
-        else:
-            raise KeyboardInterrupt
+        self._pending = True
+
+    def take_pending(self) -> bool:
+        """Whether a signal came since the last raise (and forget it)."""
+        pending, self._pending = self._pending, False
+        return pending
 
     @contextlib.contextmanager
     def critical(self, raise_pending: bool = True):
@@ -847,6 +853,8 @@ def drive(
         finally:
             if bar is not None:
                 bar.close()
+        if irq.take_pending():  # a signal after the last chunk's critical section
+            interrupted = True
         if checkpointer is not None:
             with irq.critical(raise_pending=not interrupted):
                 save(final=True)
