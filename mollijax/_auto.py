@@ -16,6 +16,7 @@ optimiser object is created once, and each fit starts from the previous one's un
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import equinox as eqx
@@ -362,6 +363,13 @@ def _scan(problem, unknowns, term, sigma, grid, names, optimiser, steps, chunk, 
         chi2 = _chi2(p, fields, sigma, names)
         share = (_effective_parameters(prepared, current, tuple(names)) / count if need_dof
                  else float("nan"))
+        if need_dof and np.isfinite(chi2) and not np.isfinite(share):
+            # its score becomes inf: say so rather than let a whole scan choose its first
+            # weight in silence
+            warnings.warn(
+                f"weight {w:.3g} of {term!r}: the fit is finite but its effective number of "
+                "parameters is not (a non-finite sensitivity of the solved or evolved "
+                "state); this weight is scored as the worst.", RuntimeWarning, stacklevel=3)
         yield float(w), res, chi2, share, float(terms[term])
 
 

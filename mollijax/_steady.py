@@ -638,10 +638,18 @@ def _krylov_solve(operator: Callable, rhs, struct, solver, pinv):
     options = {} if pinv is None else {"preconditioner": lx.FunctionLinearOperator(pinv, struct)}
 
     def run(matvec, b):
-        sol = lx.linear_solve(lx.FunctionLinearOperator(matvec, struct), b, solver,
+        # a zero right-hand side has the solution zero; handed to the Krylov iteration it
+        # breaks down (0 / 0) and comes back NaN after `max_steps` iterations: the tangent
+        # of a coefficient the residual never reads (a corner node's, when every wall is
+        # pinned), so a `jacfwd` over all coefficients was NaN and slow. It is solved with
+        # a harmless stand-in and zeroed instead.
+        zero = jnp.all(b == 0)
+        sol = lx.linear_solve(lx.FunctionLinearOperator(matvec, struct),
+                              jnp.where(zero, jnp.ones_like(b), b), solver,
                               options=options, throw=False)
         ok = sol.result == lx.RESULTS.successful
-        return jnp.where(ok, sol.value, jnp.nan), sol.stats.get("num_steps", jnp.asarray(0))
+        x = jnp.where(zero, 0.0, jnp.where(ok, sol.value, jnp.nan))
+        return x, sol.stats.get("num_steps", jnp.asarray(0))
 
     return jax.lax.custom_linear_solve(operator, rhs, run, run, has_aux=True)
 
