@@ -328,6 +328,26 @@ def _effective_parameters(problem: Problem, unknowns, names: tuple[str, ...]) ->
         c = 2.0 * weights[f] / max(mask.sum(), 1)
         h = h + c * j.T @ j
         rows.append((c, j))
+    return _trace_influence(h, rows)
+
+
+def _trace_influence(h: np.ndarray, rows) -> float:
+    """`sum_f c_f tr(J_f H^+ J_f^T)` for `rows = [(c_f, J_f)]`: by the Cholesky factor `L`
+    of `H` as `sum_f c_f |L^{-1} J_f^T|_F^2` (a factorisation and one triangular solve, about
+    a third of the pseudo-inverse's cost: at 65 x 65 coefficient nodes, seconds instead of
+    tens of them), or by the pseudo-inverse where `H` is singular to working precision."""
+    import scipy.linalg
+
+    try:
+        chol = scipy.linalg.cholesky(h, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        chol = None
+    if chol is not None and np.all(np.isfinite(chol)):
+        total = 0.0
+        for c, j in rows:
+            z = scipy.linalg.solve_triangular(chol, j.T, lower=True, check_finite=False)
+            total += c * float(np.sum(z * z))
+        return float(total)
     h_inv = np.linalg.pinv(h, hermitian=True)
     # tr(J H^+ J^T) as one matrix product and an elementwise sum (a three-operand einsum
     # without a contraction order loops in Python-free C but O(n p^2) unblocked: 1.6 s at
