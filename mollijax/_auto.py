@@ -310,9 +310,34 @@ def effective_parameters(problem: Problem, unknowns, names: Sequence[str]) -> fl
     return _effective_parameters(problem.prepare(unknowns), unknowns, tuple(names))
 
 
+BANDED_JACOBIAN_MAX_BLOCK = 512
+"""`effective_parameters` of a solved state that iterates (BiCGStab or GMRES, above
+`DIRECT_MAX_NODES` nodes) takes its Jacobian through the block-tridiagonal LU instead when
+the operator has a band whose blocks are at most this large: one factorisation serves every
+parameter's tangent, where each tangent iterates on its own. At 65 x 65 (darcy2d, blocks of
+130) 1.5 s against 7.4 s per Jacobian (ad hoc); the values agree to the Krylov tolerance."""
+
+
+def _banded_jacobian(problem: Problem, unknowns) -> Problem:
+    """`problem` with its steady state's linear solve direct and block-tridiagonal, where it
+    iterates now and such a band exists with blocks of at most `BANDED_JACOBIAN_MAX_BLOCK`
+    unknowns (else `problem`): for the Jacobian of the effective parameters only."""
+    steady = problem.steady
+    grid = problem.grid
+    if steady is None or steady.choose_solver(grid) == "direct" or steady.linear is False:
+        return problem
+    direct = steady._replace(solver="direct", band=None).prepare(
+        grid, unknowns, problem.known, problem._conditions())
+    if not direct.linear or not direct._uses_band(grid):
+        return problem
+    if direct.band[0] * int(np.prod(grid.shape[1:])) > BANDED_JACOBIAN_MAX_BLOCK:
+        return problem
+    return eqx.tree_at(lambda p: p.steady, problem, direct)
+
+
 def _effective_parameters(problem: Problem, unknowns, names: tuple[str, ...]) -> float:
     """`effective_parameters` of a problem already prepared at `unknowns`."""
-    jac, h_reg = _sensitivities(problem, unknowns, names)
+    jac, h_reg = _sensitivities(_banded_jacobian(problem, unknowns), unknowns, names)
     weights = {t.field: float(t.weight) for t in problem.terms if isinstance(t, DataMisfit)}
     # the regularisers' Hessian in the fitted parameters is indefinite where a constraint
     # reparametrises them (H1 of exp(theta) has negative curvature away from its minimum):

@@ -258,3 +258,36 @@ def test_cross_validation_refuses_fewer_than_two_folds(setup):
     with pytest.raises(mj.MollijaxError, match="folds"):
         cross_validate(lambda e: None, {}, field="u", term="t", forward=setup[0], eps=[1.0],
                        folds=1)
+
+
+def test_gcv_effective_parameters_do_not_depend_on_the_linear_solver():
+    # 2-D, every wall pinned: the residual never reads k at the four corners. The
+    # effective parameters (each trial's `threshold = 1 - p / n`) through BiCGStab (whose
+    # Jacobian goes by the block-tridiagonal LU where the operator has a band) equal the
+    # direct solve's; before, the corner tangents were NaN and every V inf
+    grid = mj.Grid.from_bounds((17, 17), (0.0, 0.0), (1.0, 1.0))
+    x, y = grid.mesh()
+    f = 10.0 * np.exp(-((x - 0.4) ** 2 + (y - 0.6) ** 2) / 0.05)
+    walls = [mj.Condition("u", {a: i}, 0.0) for a in grid.axes for i in (0, -1)]
+
+    def residual(s):
+        return s.d(s.k * s.d(s.u, "x"), "x") + s.d(s.k * s.d(s.u, "y"), "y") + s.f
+
+    k_true = 1.0 + 0.3 * x + 0.2 * np.sin(3 * y)
+    clean = mj.Problem(grid, None, data={"u": np.zeros(grid.shape)}, known={"f": f},
+                       steady=mj.Steady(residual, solver="direct"), conditions=walls)
+    u = np.asarray(clean.grid_values({"k": mj.GridField(k_true, grid.axes)})["u"])
+    sigma = {"u": 0.05 * float(u.std())}
+    data = u + sigma["u"] * np.random.default_rng(0).standard_normal(grid.shape)
+    unknowns = {"k": mj.GridField(np.ones(grid.shape), grid.axes, constraint="positive")}
+    trials = {}
+    for solver in ("direct", "bicgstab"):
+        problem = mj.Problem(grid, None, data={"u": data}, known={"f": f},
+                             steady=mj.Steady(residual, solver=solver, max_steps=500),
+                             conditions=walls, regularisers=[mj.Curvature("k", 1.0)])
+        choice = gcv(scaled(problem, sigma), unknowns, term="reg:k:curvature", sigma=sigma,
+                     weights=[1e-2, 1e-4], steps=20)
+        trials[solver] = [t.threshold for t in choice.curve]
+        assert all(np.isfinite(t.score) for t in choice.curve), solver
+    np.testing.assert_allclose(trials["bicgstab"], trials["direct"], rtol=1e-6)
+    assert all(0.0 < t < 1.0 for t in trials["direct"])
