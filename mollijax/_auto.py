@@ -344,8 +344,7 @@ def _effective_parameters(problem: Problem, unknowns, names: tuple[str, ...]) ->
     # only its positive part is a prior precision, else `H` loses definiteness and `p` can
     # come out negative or above the number of data (seen: p < 0 at small weights, which
     # raised the discrepancy bound above 1)
-    lam, vec = np.linalg.eigh(np.asarray(h_reg, dtype=np.float64))
-    h = (vec * np.clip(lam, 0.0, None)) @ vec.T
+    h = _positive_part(np.asarray(h_reg, dtype=np.float64))
     rows = []
     for f in names:
         mask = np.asarray(problem.masks[f]).ravel()
@@ -354,6 +353,18 @@ def _effective_parameters(problem: Problem, unknowns, names: tuple[str, ...]) ->
         h = h + c * j.T @ j
         rows.append((c, j))
     return _trace_influence(h, rows)
+
+
+def _positive_part(h: np.ndarray) -> np.ndarray:
+    """The symmetric `h` with its negative eigenvalues set to zero, `h - V_- L_- V_-^T`:
+    only the (few) negative eigenpairs are computed (LAPACK's MRRR on a subset), about 1.5x
+    quicker than the full decomposition and its reconstruction at 2401 x 2401, equal to
+    round-off."""
+    import scipy.linalg
+
+    lam, vec = scipy.linalg.eigh(h, subset_by_value=(-np.inf, 0.0), driver="evr",
+                                 check_finite=False)
+    return h - (vec * lam) @ vec.T if lam.size else h
 
 
 def _trace_influence(h: np.ndarray, rows) -> float:
