@@ -40,6 +40,8 @@ import numpy as np  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
+import accuracy_suite as suite  # noqa: E402
+
 import mollijax as mj  # noqa: E402
 
 CASES = {
@@ -58,7 +60,7 @@ def one(case: str, noise: float, seed: int) -> dict:
         warnings.simplefilter("always")
         run = mj.auto_run(module, ds)
     cpu = time.process_time() - start
-    error = float(mj.score(run.result.values, ds)[unknown]["rel_l2"])
+    error = suite.rel_error(run.result.values, ds, unknown)
     trials = run.record.get("weight_choice", {}).get("curve", [])
     scores = [t.get("score") for t in trials]
     finite = all(s is not None and np.isfinite(s) for s in scores)
@@ -79,6 +81,9 @@ def main(argv=None) -> None:
     ap.add_argument("--core", type=int, default=0)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    provenance = suite.provenance()
+    print(f"commit {provenance['commit'][:10]}"
+          + (" (mollijax/ modified)" if provenance["mollijax_dirty"] else ""))
     rows = []
     for case in args.cases:
         for seed in args.seeds:
@@ -90,7 +95,7 @@ def main(argv=None) -> None:
                   f"{r['all_scores_finite']}", flush=True)
             if args.json:
                 with open(args.json, "w") as f:
-                    json.dump({"mollijax": mj.__version__, "rows": rows}, f, indent=1)
+                    json.dump({"provenance": provenance, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
