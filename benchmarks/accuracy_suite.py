@@ -376,11 +376,11 @@ def equation_weight(run, unknown: str) -> float | None:
 
 
 def one_draw(case: dict, module, params: dict, noise: float, seed: int,
-             say: Callable[[str], None]) -> dict:
+             say: Callable[[str], None], evolved: str = "network") -> dict:
     name = case["unknown"]
     ds = module.simulate(noise=noise, seed=seed, **params)
     start = time.process_time()
-    run = mj.auto_run(module, ds)
+    run = mj.auto_run(module, ds, evolved=evolved)
     cpu = time.process_time() - start
     default = rel_error(run.result.values, ds, name)
     out = {"seed": seed, "default": default, "cpu_s": cpu,
@@ -398,10 +398,14 @@ def one_draw(case: dict, module, params: dict, noise: float, seed: int,
         try:
             # the term the default scanned (its regulariser), as recorded
             term = next(t for t in run.record["weights"] if t.startswith(f"reg:{name}:"))
+            # fitted as the default's trials were: Levenberg-Marquardt to convergence where
+            # it used it (an evolved state with few parameters), else L-BFGS
+            gauss = run.record.get("gcv_optimiser") == "gauss_newton"
             below = mj.discrepancy(
                 run.problem, run.unknowns, term=term,
                 sigma=run.record["noise"]["sigma"], weights=[w / 10, w / 100],
-                steps=EXTRA_STEPS, stop_early=False, continuation=False,
+                optimiser="gauss_newton" if gauss else None,
+                steps=50 if gauss else EXTRA_STEPS, stop_early=False, continuation=gauss,
             )
             for trial in below.curve:
                 scan.append({"weight": float(trial.weight), "below": True,
@@ -519,6 +523,9 @@ def main(argv=None) -> None:
                         help="print the table of the draws in these --json files (runs of the "
                              "same commit split over processes) and exit")
     parser.add_argument("--core", type=int, default=0, help="the one CPU core to run on")
+    parser.add_argument("--evolved", choices=("network", "grid"), default="network",
+                        help="auto_run's `evolved` option (an evolved state's coefficients: "
+                             "the default's networks, or grid fields by the evidence)")
     parser.add_argument("--json", help="write every draw's numbers here (after each draw)")
     parser.add_argument("--markdown", help="write the final table here")
     args = parser.parse_args(argv)
@@ -541,7 +548,7 @@ def main(argv=None) -> None:
         f"seeds {TUNING_SEEDS}, never on these. Size: {args.size}."
     )
     print(header, flush=True)
-    payload = {"machine": info, "provenance": prov, "size": args.size,
+    payload = {"machine": info, "provenance": prov, "size": args.size, "evolved": args.evolved,
                "eval_seeds": seeds, "tuning_seeds": TUNING_SEEDS,
                "cases": {k: {"problem": CASES[k]["problem"], "params": CASES[k][args.size],
                              "target_5pct": CASES[k]["target"]} for k in args.cases},
@@ -561,7 +568,8 @@ def main(argv=None) -> None:
             jax.clear_caches()
             draws = []
             for seed in seeds:
-                r = one_draw(case, module, params, noise, seed, lambda s: print(s, flush=True))
+                r = one_draw(case, module, params, noise, seed, lambda s: print(s, flush=True),
+                             evolved=args.evolved)
                 r.update(case=case_name, noise=noise)
                 draws.append(r)
                 payload["draws"].append(r)

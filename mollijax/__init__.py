@@ -6,6 +6,7 @@ from ._auto import (
     IdentifiabilityWarning as IdentifiabilityWarning,
     cross_validate as cross_validate,
     discrepancy as discrepancy,
+    evidence as evidence,
     gcv as gcv,
     identifiability as identifiability,
     noise_sigma as noise_sigma,
@@ -70,6 +71,7 @@ from ._fit import (
     default_optimiser as default_optimiser,
     fit as fit,
 )
+from ._gauss_newton import gauss_newton as gauss_newton
 from ._grid import Grid as Grid
 from ._integrators import (
     RK4 as RK4,

@@ -1,0 +1,140 @@
+"""Levenberg-Marquardt fits: the exact minimiser of a quadratic loss in one or two steps, the
+same minimum as a long L-BFGS fit on a nonlinear (solved-state) loss, and named errors."""
+
+import numpy as np
+import pytest
+
+import mollijax as mj
+from mollijax import evidence, gauss_newton
+
+N = 41
+
+
+def _smoothing(lam):
+    """`w mean((u - d)^2) + lam mean((du/dx)^2)`: quadratic in the grid values of `u`."""
+    grid = mj.Grid.from_bounds((N,), (0.0,), (1.0,), axes=("x",))
+    x = grid.coords("x")
+    d = np.sin(3 * x) + 0.1 * np.random.default_rng(0).standard_normal(N)
+    problem = mj.Problem(grid, None, data={"u": d}, regularisers=[mj.H1("u", lam)])
+    return problem, d, grid.spacing[0]
+
+
+def test_quadratic_loss_is_solved_exactly():
+    lam = 3e-3
+    problem, d, h = _smoothing(lam)
+    res = gauss_newton(problem, {"u": mj.GridField(np.zeros(N), "x")})
+    # normal equations of  (1/N) |u - d|^2 + lam / (N - 1) |G u|^2,  G = first differences / h
+    g = (np.eye(N, k=1) - np.eye(N))[:-1] / h
+    a = np.eye(N) / N + lam / (N - 1) * g.T @ g
+    exact = np.linalg.solve(a, d / N)
+    assert res.ok, res.message
+    # each damped step leaves about mu (1e-3, then a third of it per step) of the error
+    assert res.steps <= 5
+    np.testing.assert_allclose(res.values["u"], exact, rtol=0, atol=1e-9)
+
+
+def _divergence(s):
+    return s.d(s.k * s.d(s.u, "x"), "x") + s.f
+
+
+@pytest.fixture(scope="module")
+def solved():
+    """-(k u')' = f, u = 0 on the walls, k > 0 (exp of the parameters): nonlinear in them."""
+    n = 33
+    grid = mj.Grid.from_bounds((n,), (0.0,), (1.0,), axes=("x",))
+    x = grid.coords("x")
+    f = 10.0 + 5.0 * x
+    walls = [mj.Condition("u", {"x": 0}, 0.0), mj.Condition("u", {"x": -1}, 0.0)]
+    steady = mj.Steady(_divergence)
+    clean = mj.Problem(grid, None, data={"u": np.zeros(n)}, known={"f": f}, steady=steady,
+                       conditions=walls)
+    k_true = 1.0 + 0.5 * np.sin(2 * np.pi * x)
+    u = np.asarray(clean.grid_values({"k": mj.GridField(k_true, "x")})["u"])
+    u_obs = u + 0.02 * u.std() * np.random.default_rng(1).standard_normal(n)
+    problem = mj.Problem(grid, None, data={"u": u_obs}, known={"f": f}, steady=steady,
+                         conditions=walls, regularisers=[mj.Curvature("k", 1e-6)])
+    start = {"k": mj.GridField(np.ones(n), "x", constraint="positive")}
+    return problem, start
+
+
+def test_nonlinear_fit_reaches_the_minimum_of_a_long_lbfgs_fit(solved):
+    problem, start = solved
+    gn = gauss_newton(problem, start, steps=100, tol=1e-13)
+    ref = mj.fit(problem, start, mj.lbfgs(), steps=20000, chunk=500, tol=1e-14, progress=False)
+    assert gn.ok and gn.steps < 60, gn.message
+    # L-BFGS is the independent reference; Gauss-Newton must be at least as low, and at
+    # the same coefficients
+    assert gn.final_loss <= ref.final_loss * (1 + 1e-6)
+    np.testing.assert_allclose(gn.values["k"], ref.values["k"], rtol=2e-3)
+
+
+def test_bad_arguments_are_named(solved):
+    problem, start = solved
+    with pytest.raises(mj.MollijaxError, match="steps"):
+        gauss_newton(problem, start, steps=0)
+    with pytest.raises(mj.MollijaxError, match="GN_MAX_PARAMETERS"):
+        gauss_newton(problem, start, max_parameters=10)
+
+
+# ----------------------------------------------------------------------------- the evidence
+def _curvature_smoothing(seed=2, sigma=0.05):
+    """Data `sin(2 pi x) + noise` on 41 nodes, a grid field `u` under the curvature prior,
+    the data term in chi-square per node: linear and Gaussian, so the Laplace evidence is
+    exact and has a closed form."""
+    grid = mj.Grid.from_bounds((N,), (0.0,), (1.0,), axes=("x",))
+    x = grid.coords("x")
+    clean = np.sin(2 * np.pi * x)
+    d = clean + sigma * np.random.default_rng(seed).standard_normal(N)
+    problem = mj.Problem(grid, None, data={"u": d}, regularisers=[mj.Curvature("u", 1.0)])
+    problem = mj.scaled(problem, {"u": sigma})
+    return problem, d, clean, grid.spacing[0], sigma
+
+
+def _exact_log_evidence(w, d, h, sigma):
+    """`max_s log p(d | w, s)` of the Gaussian model `d = u + e`, `e ~ N(0, s sigma^2 I)`,
+    prior `exp(-N w R(u) / (2 s))` with `R = u^T Q u` (the mean squared second difference)
+    and the linear functions (its null space) under a flat prior, by Gaussian integrals,
+    up to a constant that depends on neither `w` nor `s`."""
+    import scipy.optimize
+
+    d2 = (np.eye(N) - 2 * np.eye(N, k=1) + np.eye(N, k=2))[: N - 2] / h**2
+    q = d2.T @ d2 / (N - 2)
+    lam = N * w * q  # the prior precision at s = 1
+    h1 = np.eye(N) / sigma**2 + lam
+    u = np.linalg.solve(h1, d / sigma**2)
+    phi1 = 0.5 * np.sum((u - d) ** 2) / sigma**2 + 0.5 * u @ lam @ u
+    eig = np.linalg.eigvalsh(lam)
+    r = int(np.sum(eig > 1e-10 * eig.max()))
+    logpdet = np.sum(np.log(eig[eig > 1e-10 * eig.max()]))
+    logdet = np.linalg.slogdet(h1)[1]
+
+    def neg(logs):
+        s = np.exp(logs)
+        return -(-phi1 / s - N / 2 * np.log(s) - r / 2 * np.log(s) + N / 2 * np.log(s)
+                 + 0.5 * logpdet - 0.5 * logdet)
+
+    return -scipy.optimize.minimize_scalar(neg, bounds=(-30, 10), method="bounded",
+                                            options={"xatol": 1e-10}).fun
+
+
+def test_evidence_equals_the_exact_marginal_likelihood_of_a_linear_gaussian_model():
+    problem, d, _, h, sigma = _curvature_smoothing()
+    weights = np.geomspace(1e-2, 1e-7, 6)
+    choice = evidence(problem, {"u": mj.GridField(np.zeros(N), "x")}, term="reg:u:curvature",
+                      sigma={"u": sigma}, weights=weights)
+    got = -np.array([t.score for t in choice.curve])
+    exact = np.array([_exact_log_evidence(w, d, h, sigma) for w in weights])
+    # equal up to one constant: compare differences from the first weight
+    np.testing.assert_allclose(got - got[0], exact - exact[0], rtol=1e-6, atol=1e-6)
+    assert choice.weight == weights[int(np.argmax(exact))]
+
+
+def test_evidence_picks_a_weight_near_the_best():
+    problem, d, clean, h, sigma = _curvature_smoothing(seed=3)
+    weights = np.geomspace(1e-2, 1e-8, 25)  # quarter decades
+    choice = evidence(problem, {"u": mj.GridField(np.zeros(N), "x")}, term="reg:u:curvature",
+                      sigma={"u": sigma}, weights=weights)
+    errors = [np.linalg.norm(t.values["u"] - clean) for t in choice.curve]
+    best = weights[int(np.argmin(errors))]
+    assert best / 10 <= choice.weight <= best * 10, (choice.weight, best)
+    assert min(errors) <= np.linalg.norm(choice.result.values["u"] - clean) <= 1.5 * min(errors)
