@@ -376,7 +376,7 @@ def equation_weight(run, unknown: str) -> float | None:
 
 
 def one_draw(case: dict, module, params: dict, noise: float, seed: int,
-             say: Callable[[str], None], evolved: str = "network") -> dict:
+             say: Callable[[str], None], evolved: str = "auto") -> dict:
     name = case["unknown"]
     ds = module.simulate(noise=noise, seed=seed, **params)
     start = time.process_time()
@@ -523,9 +523,10 @@ def main(argv=None) -> None:
                         help="print the table of the draws in these --json files (runs of the "
                              "same commit split over processes) and exit")
     parser.add_argument("--core", type=int, default=0, help="the one CPU core to run on")
-    parser.add_argument("--evolved", choices=("network", "grid"), default="network",
+    parser.add_argument("--evolved", choices=("auto", "network", "grid"), default="auto",
                         help="auto_run's `evolved` option (an evolved state's coefficients: "
-                             "the default's networks, or grid fields by the evidence)")
+                             "the default's choice, networks, or grid fields by the "
+                             "evidence)")
     parser.add_argument("--json", help="write every draw's numbers here (after each draw)")
     parser.add_argument("--markdown", help="write the final table here")
     args = parser.parse_args(argv)

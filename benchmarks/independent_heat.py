@@ -100,6 +100,8 @@ def main(argv=None) -> None:
     ap.add_argument("--noise", type=float, default=0.05)
     ap.add_argument("--core", type=int, default=0)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--evolved", choices=("auto", "network", "grid"), default="auto",
+                    help="auto_run's `evolved` option (default: the default's choice)")
     args = ap.parse_args(argv)
 
     clean, x, t = simulate(8)
@@ -116,7 +118,7 @@ def main(argv=None) -> None:
         start = time.process_time()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", mj.IdentifiabilityWarning)
-            run = mj.auto_run(heat, ds)
+            run = mj.auto_run(heat, ds, evolved=args.evolved)
         cpu = time.process_time() - start
         row = {"seed": seed, "error": mj.score(run.result.values, ds)["D"]["rel_l2"],
                "cpu_s": cpu, "steps": int(run.result.steps),
@@ -127,9 +129,11 @@ def main(argv=None) -> None:
               flush=True)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"noise": args.noise, "rows": rows}, f, indent=1)
+                json.dump({"noise": args.noise, "evolved": args.evolved, "rows": rows}, f,
+                          indent=1)
     errors = [r["error"] for r in rows]
-    print(f"\nnoise {args.noise:.0%}, {len(rows)} draws: default D error {np.mean(errors):.2%} "
+    print(f"\nnoise {args.noise:.0%}, {len(rows)} draws, evolved={args.evolved!r}: D error "
+          f"{np.mean(errors):.2%} "
           f"+- {np.std(errors):.2%}; CPU mean "
           f"{np.mean([r['cpu_s'] for r in rows]):.1f} s, max "
           f"{np.max([r['cpu_s'] for r in rows]):.1f} s")
