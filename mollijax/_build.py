@@ -813,12 +813,13 @@ def auto_run(
        `conditions` the solved steady state. Started from step 1's coefficients, with the
        data terms divided by the estimated noise variance (`noise_sigma`, `scaled`:
        chi-square per node), a curvature penalty (`AUTO_REGULARISER`: `Curvature`) on each
-       grid unknown for the solved state (and for the evolved state where its fitted
-       parameters number at most `EVOLVE_GAUSS_NEWTON_MAX`: every trial then fitted to
-       convergence by Levenberg-Marquardt, `gauss_newton`, from the previous weight's
-       fit, classical GCV, and the chosen trial is the result; above that bound each
-       coefficient of an evolved state is a small network and no weight is scanned), its
-       weight chosen by generalised cross-validation over `AUTO_WEIGHTS`
+       grid unknown for the solved state (and for the evolved state with `evolved="grid"`,
+       or `"auto"` on noise-free data, where its fitted parameters number at most
+       `EVOLVE_GAUSS_NEWTON_MAX`: the weight then of largest marginal likelihood,
+       `evidence`, every trial fitted to convergence by Levenberg-Marquardt,
+       `gauss_newton`, from the previous weight's fit; otherwise each coefficient of an
+       evolved state is a small network and no weight is scanned), its weight chosen by
+       generalised cross-validation over `AUTO_WEIGHTS`
        (`gcv`: scanned from large to small, 100 L-BFGS steps per weight, stopping one
        weight past the first minimum of `V = chi2 / (1 - p / n)^2`), then refined at that
        weight by L-BFGS until `tol` (at most `steps` steps). Both output-error states run
