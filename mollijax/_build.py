@@ -852,8 +852,9 @@ def auto_run(
       (`gauss_newton`), where the fitted parameters number at most
       `EVOLVE_GAUSS_NEWTON_MAX` (else `"network"`, and the record says so). `"auto"` (the
       default): `"grid"` on noise-free data (every field's estimated relative noise below
-      `CONTINUATION_BELOW`: nothing to stop early against, and a converged fit is exact),
-      `"network"` on noisy data. See `EVOLVE_GAUSS_NEWTON_MAX` for what each gives and
+      `CONTINUATION_BELOW`: nothing to stop early against, and a converged fit is exact)
+      where the evolution is advanced by the exact propagator (cheap Jacobian columns),
+      `"network"` otherwise. See `EVOLVE_GAUSS_NEWTON_MAX` for what each gives and
       costs.
     - `x64`: run in float64 whatever JAX's global setting (`jax.enable_x64(True)` as a
       context, for this call only; `mollijax run` enables it globally). In float32 the
@@ -1008,6 +1009,15 @@ def auto_run(
     problem_b, fields_b = build(module, dataset, options_b)
     fields_b = _carry(fields_b, result_a.values, list(module.UNKNOWNS))
     noise_free = all(v < CONTINUATION_BELOW for v in record["noise"]["relative"].values())
+    if kind == "evolve" and scan_weights and evolved == "auto" and noise_free:
+        # the grid path on noise-free data only where each Jacobian column is cheap (the
+        # exact propagator: one matrix-vector product per interval and tangent)
+        integrator = problem_b.prepare(fields_b).evolution.integrator
+        if not isinstance(integrator, Propagator):
+            say("auto: noise-free data, but the evolved state is not advanced by the exact "
+                "propagator: networks (the grid path's Jacobians would cost a whole "
+                "integration per parameter)")
+            evolved = "network"
     if kind == "evolve" and scan_weights and (
             evolved == "grid" or (evolved == "auto" and noise_free)):
         count = sum(int(np.size(a)) for a in
