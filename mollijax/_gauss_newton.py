@@ -15,7 +15,7 @@ minimum the steps are Gauss-Newton's (quadratic convergence for small residuals,
 with a rate set by the residual's curvature otherwise), so a fit ends on its convergence
 test in tens of steps where a first-order method needs thousands of evaluations; that
 makes the fit a function of the data and weights alone (not of where an iteration count
-ran out), which is what a weight criterion (`gcv`) assumes.
+ran out), which is what a weight criterion (`gcv`, `evidence`) assumes.
 """
 
 from __future__ import annotations
@@ -204,6 +204,11 @@ def _lm(problem, unknowns, *, steps, tol, damping=1e-3, max_parameters=GN_MAX_PA
         for k in r:
             h = h + 2.0 * jac[k].T @ jac[k]
             g = g + 2.0 * jac[k].T @ r[k]
+        if not (np.all(np.isfinite(h)) and np.all(np.isfinite(g))):
+            status = Status.diverged
+            message = (f"the Jacobian or the regularisers' Hessian is not finite at step "
+                       f"{taken}; returning the last point with a finite loss")
+            break
         scale = np.maximum(np.diag(h), 1e-12 * max(float(np.max(np.diag(h))), 1e-300))
         accepted = False
         while mu < 1e12:
