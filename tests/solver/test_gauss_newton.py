@@ -138,3 +138,14 @@ def test_evidence_picks_a_weight_near_the_best():
     best = weights[int(np.argmin(errors))]
     assert best / 10 <= choice.weight <= best * 10, (choice.weight, best)
     assert min(errors) <= np.linalg.norm(choice.result.values["u"] - clean) <= 1.5 * min(errors)
+
+
+def test_evidence_names_bad_arguments():
+    problem, _, _, _, sigma = _curvature_smoothing()
+    start = {"u": mj.GridField(np.zeros(N), "x")}
+    with pytest.raises(mj.MollijaxError, match="refine"):
+        evidence(problem, start, term="reg:u:curvature", sigma={"u": sigma}, refine=-1)
+    with pytest.raises(mj.MollijaxError, match="reg:u:smooth"):
+        evidence(problem, start, term="reg:u:smooth", sigma={"u": sigma})
+    with pytest.raises(mj.MollijaxError, match="sigma"):
+        evidence(problem, start, term="reg:u:curvature", sigma={})
