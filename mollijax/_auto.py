@@ -30,8 +30,9 @@ from ._batch import fit_batch
 from ._eps import difference_noise
 from ._errors import MollijaxError
 from ._fit import FitResult, fit
+from ._gauss_newton import _lm, _penalty, gn_hessian, influence_trace
 from ._problem import Problem
-from ._terms import DataMisfit, Evaluation, Residual, _Penalty, domain_on_axes
+from ._terms import DataMisfit, Residual, domain_on_axes
 
 NOISE_FLOOR = 1e-8
 """Relative floor of `noise_sigma`: `sigma_f >= NOISE_FLOOR * scale(f)`."""
@@ -278,20 +279,9 @@ def _sensitivities(problem: Problem, unknowns, names: tuple[str, ...]):
         return {f: values[f] for f in names}
 
     def penalty(theta):
-        u = eqx.combine(unravel(theta), static)
-        ev = Evaluation(problem.grid, u, {}, problem.data, problem.masks, _no_residual,
-                        problem.domain, problem.band)
-        total = jnp.zeros((), flat.dtype)
-        for t in problem.terms:
-            if isinstance(t, _Penalty):
-                total = total + t.weight.astype(flat.dtype) * t(ev)
-        return total
+        return _penalty(problem, eqx.combine(unravel(theta), static), flat.dtype)
 
     return jax.jacfwd(fields)(flat), jax.hessian(penalty)(flat)
-
-
-def _no_residual(fn):
-    raise MollijaxError("internal: the degrees of freedom use only the regularisers.")
 
 
 def effective_parameters(problem: Problem, unknowns, names: Sequence[str]) -> float:
@@ -422,8 +412,6 @@ def _scan(problem, unknowns, term, sigma, grid, names, optimiser, steps, chunk, 
     count = float(sum(np.asarray(problem.masks[f]).sum() for f in names))
     current = dict(unknowns)
     if optimiser == "gauss_newton":
-        from ._gauss_newton import _lm
-
         problem = problem.prepare(unknowns)  # once: each fit and its evaluation reuse it
     for w in grid:
         p = problem.with_weights({term: float(w)})
@@ -443,7 +431,6 @@ def _scan(problem, unknowns, term, sigma, grid, names, optimiser, steps, chunk, 
         if not need_dof:
             share = float("nan")
         elif lin is not None:
-            from ._gauss_newton import influence_trace
             share = influence_trace(lin, [f"data:{f}" for f in names]) / count
         else:
             share = _effective_parameters(prepared, current, tuple(names)) / count
@@ -455,6 +442,23 @@ def _scan(problem, unknowns, term, sigma, grid, names, optimiser, steps, chunk, 
                 "parameters is not (a non-finite sensitivity of the solved or evolved "
                 "state); this weight is scored as the worst.", RuntimeWarning, stacklevel=3)
         yield float(w), res, chi2, share, float(terms[term]), lin
+
+
+def _collect(scan, score, stop_early: bool, curve=None, results=None):
+    """The `Trial`s and fits of a weight scan (`_scan`), each scored by `score(weight, fit,
+    chi2, p / n, lin)` (smaller is better), appended to `curve` and `results`; with
+    `stop_early` the scan ends at the first trial scored above the best so far, provided
+    that best one's chi-square per node is at most `GCV_STOP_CHI2`."""
+    curve = [] if curve is None else curve
+    results = [] if results is None else results
+    for w, res, chi2, share, reg, lin in scan:
+        value = score(w, res, chi2, share, lin)
+        curve.append(Trial(w, None, chi2, reg, value, res.values, max(1.0 - share, 0.0)))
+        results.append(res)
+        best = min(curve, key=lambda t: t.score)
+        if stop_early and value > best.score and best.misfit <= GCV_STOP_CHI2:
+            break
+    return curve, results
 
 
 def _check_scan(problem, unknowns, term, sigma, weights, who):
@@ -541,15 +545,11 @@ def gcv(
     if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not gamma >= 1.0 \
             or not np.isfinite(gamma):
         raise MollijaxError(f"gcv `gamma` must be a finite number >= 1, got {gamma!r}.")
-    curve, results = [], []
-    for w, res, chi2, share, reg, _ in _scan(problem, unknowns, term, sigma, grid, names,
-                                          optimiser, steps, chunk, continuation):
-        score = chi2 / (1.0 - gamma * share) ** 2 if gamma * share < 1.0 else float("inf")
-        curve.append(Trial(w, None, chi2, reg, score, res.values, max(1.0 - share, 0.0)))
-        results.append(res)
-        best = min(curve, key=lambda t: t.score)
-        if stop_early and score > best.score and best.misfit <= GCV_STOP_CHI2:
-            break
+    def score(w, res, chi2, share, lin):
+        return chi2 / (1.0 - gamma * share) ** 2 if gamma * share < 1.0 else float("inf")
+
+    curve, results = _collect(_scan(problem, unknowns, term, sigma, grid, names, optimiser,
+                                    steps, chunk, continuation), score, stop_early)
     chosen = int(np.argmin([t.score for t in curve]))
     c = curve[chosen]
     factor = "" if gamma == 1.0 else f"{gamma:g} "
@@ -580,22 +580,21 @@ def log_evidence(lin, weight: float, count: float) -> float:
 
     `H = 2 J^T J + w R''_+` over the `P` parameters that the data or the prior reach (the
     others drop out of every trial alike), maximised over `s` at `s = N L / (N + r - P)`."""
-    r_vec, jac, _, _, h_pen = lin
-    h = _positive_part(h_pen)
-    for k in jac:
-        h = h + 2.0 * jac[k].T @ jac[k]
+    r_vec, _, penalty, _, h_pen = lin
+    positive = _positive_part(h_pen)
+    h = gn_hessian(lin, positive=positive)
     diag = np.diag(h)
     keep = diag > 1e-14 * float(np.max(diag))
     sign, logdet = np.linalg.slogdet(h[np.ix_(keep, keep)])
     if sign <= 0:
         return float("-inf")
-    prior = np.linalg.eigvalsh(_positive_part(h_pen)[np.ix_(keep, keep)])
+    prior = np.linalg.eigvalsh(positive[np.ix_(keep, keep)])
     # the prior's null space comes out at round-off, about n eps of the largest eigenvalue;
     # its smallest true eigenvalues are (pi h)^(2k) of it for a k-th difference penalty
     # (1e-11 for third differences on 101 nodes), so the cut sits just above round-off
     cut = 100.0 * prior.size * np.finfo(np.float64).eps
     rank = int(np.sum(prior > cut * max(float(np.max(prior)), 1e-300)))
-    loss = float(sum(v @ v for v in r_vec.values())) + float(lin[2])
+    loss = float(sum(v @ v for v in r_vec.values())) + float(penalty)
     dof = count + rank - int(keep.sum())
     if dof <= 0 or not loss > 0:
         return float("-inf")
@@ -642,15 +641,11 @@ def evidence(
         raise MollijaxError(f"evidence `refine` must be a non-negative integer, got {refine!r}.")
     grid, names = _check_scan(problem, unknowns, term, sigma, weights, "evidence")
     count = float(sum(np.asarray(problem.masks[f]).sum() for f in names))
-    curve, results = [], []
-    for w, res, chi2, share, reg, lin in _scan(problem, unknowns, term, sigma, grid, names,
-                                               "gauss_newton", steps, None, True):
-        score = -log_evidence(lin, w, count) if res.ok else float("inf")
-        curve.append(Trial(w, None, chi2, reg, score, res.values, max(1.0 - share, 0.0)))
-        results.append(res)
-        best = min(curve, key=lambda t: t.score)
-        if stop_early and score > best.score and best.misfit <= GCV_STOP_CHI2:
-            break
+    def score(w, res, chi2, share, lin):
+        return -log_evidence(lin, w, count) if res.ok else float("inf")
+
+    curve, results = _collect(_scan(problem, unknowns, term, sigma, grid, names,
+                                    "gauss_newton", steps, None, True), score, stop_early)
     chosen = int(np.argmin([t.score for t in curve]))
     if refine and len(grid) > 1:
         at = int(np.flatnonzero(grid == curve[chosen].weight)[0])
@@ -660,12 +655,8 @@ def evidence(
                 steps_between = np.geomspace(curve[chosen].weight, grid[other], refine + 2)
                 extra.extend(steps_between[1:-1])
         extra = np.sort(np.asarray(extra))[::-1]
-        for w, res, chi2, share, reg, lin in _scan(problem, results[chosen].unknowns, term,
-                                                   sigma, extra, names, "gauss_newton", steps,
-                                                   None, False):
-            score = -log_evidence(lin, w, count) if res.ok else float("inf")
-            curve.append(Trial(w, None, chi2, reg, score, res.values, max(1.0 - share, 0.0)))
-            results.append(res)
+        _collect(_scan(problem, results[chosen].unknowns, term, sigma, extra, names,
+                       "gauss_newton", steps, None, False), score, False, curve, results)
         order = np.argsort([-t.weight for t in curve])  # the curve from large to small
         curve = [curve[i] for i in order]
         results = [results[i] for i in order]

@@ -1154,14 +1154,14 @@ def auto_run(
     if gauss:
         # the chosen weight's trial is converged (Levenberg-Marquardt to a relative loss
         # change below 1e-10): it is the result
-        from ._gauss_newton import gauss_newton
+        from ._gauss_newton import _lm
 
-        record["integrator"] = problem_b.prepare(fields_b).evolution.integrator.describe()
+        problem_b = problem_b.prepare(fields_b)
+        record["integrator"] = problem_b.evolution.integrator.describe()
         say(f"auto: evolved by {record['integrator']['integrator']}; Levenberg-Marquardt at "
             "the chosen weight, from its trial")
         record["steps_output_error"] = opt.steps
-        result_b = gauss_newton(problem_b, fields_b, steps=opt.steps, tol=opt.tol)
-        problem_b = problem_b.prepare(fields_b)
+        result_b = _lm(problem_b, fields_b, steps=opt.steps, tol=opt.tol, prepared=True)[0]
     else:
         record["steps_output_error"] = steps_b
         result_b = fit(problem_b, fields_b, optimiser_b, steps=steps_b, chunk=chunk, tol=tol_b,

@@ -60,19 +60,6 @@ def _no_residual(fn):
     raise MollijaxError("internal: a regulariser asked for a PDE residual.")
 
 
-def _whitened(problem: Problem, u) -> dict[str, jax.Array]:
-    """Each mean-of-squares term's whitened residual `sqrt(w / count) r` (flat), by name:
-    `|rho|^2` summed over them is that part of the loss."""
-    from ._uncertainty import _gn_terms, _term_residual
-
-    ev = problem._evaluation(u, problem.grid_values(u))
-    out = {}
-    for t in _gn_terms(problem, u):
-        r, count = _term_residual(t, ev, problem.grid)
-        out[t.name] = (jnp.sqrt(t.weight.astype(r.dtype) / count) * r).ravel()
-    return out
-
-
 @eqx.filter_jit
 def _linearise(problem: Problem, unknowns):
     """`(rho, J, P, P', P'')` at the unknowns' own parameters, `rho` and `J` by term name.
@@ -81,6 +68,8 @@ def _linearise(problem: Problem, unknowns):
     then carries no tangent into the parts of the model a leaf does not reach (an evolved
     state's initial values do not enter its propagator's exponential), which halves the
     cost of an evolved fit's Jacobian (ad hoc, heat1d 101 x 101)."""
+    from ._uncertainty import _whitened
+
     flat, params, static, _ = _split(unknowns)
     leaves, treedef = jax.tree_util.tree_flatten(params)
 
@@ -116,21 +105,27 @@ def _as_numpy(lin):
             float(pen), np.asarray(g_pen, np.float64), np.asarray(h_pen, np.float64))
 
 
+def gn_hessian(lin, terms=None, positive=None) -> np.ndarray:
+    """`H = 2 sum_t J_t^T J_t + P''_+` of a linearisation (`_linearise`), over the terms
+    named in `terms` (default: all); `positive`: `P''_+` where the caller has it."""
+    from ._auto import _positive_part
+
+    _, jac, _, _, h_pen = lin
+    h = _positive_part(h_pen) if positive is None else positive
+    for name in jac if terms is None else terms:
+        h = h + 2.0 * jac[name].T @ jac[name]
+    return h
+
+
 def influence_trace(lin, data_terms) -> float:
     """The effective number of parameters `p = 2 sum_f tr(J_f H^+ J_f^T)` of a
     linearisation (`_linearise`) over the data terms named in `data_terms`, with
     `H = 2 sum_f J_f^T J_f + P''_+` (residual and condition terms left out, as in
     `effective_parameters`, which this equals with whitened Jacobians)."""
-    from ._auto import _positive_part, _trace_influence
+    from ._auto import _trace_influence
 
-    _, jac, _, _, h_pen = lin
-    h = _positive_part(h_pen)
-    rows = []
-    for name in data_terms:
-        j = jac[name]
-        h = h + 2.0 * j.T @ j
-        rows.append((2.0, j))
-    return _trace_influence(h, rows)
+    return _trace_influence(gn_hessian(lin, data_terms),
+                            [(2.0, lin[1][name]) for name in data_terms])
 
 
 def gauss_newton(
@@ -182,15 +177,13 @@ def _lm(problem, unknowns, *, steps, tol, damping=1e-3, max_parameters=GN_MAX_PA
             f"gauss_newton: {n} parameters, more than `max_parameters` ({max_parameters}; "
             f"default GN_MAX_PARAMETERS = {GN_MAX_PARAMETERS}): the dense Jacobian does not "
             "pay; use `fit` with L-BFGS.")
-    from ._auto import _positive_part
-
     def rebuild(theta):
         return eqx.combine(unravel(jnp.asarray(theta, flat.dtype)), static)
 
     theta = np.asarray(flat, dtype=np.float64)
     u = rebuild(theta)
     lin = _as_numpy(_linearise(problem, u))
-    r, jac, pen, g_pen, h_pen = lin
+    r, jac, pen, g_pen, _ = lin
     loss = float(sum(v @ v for v in r.values()) + pen)
     history = [loss]
     mu, nu = damping, 2.0
@@ -199,11 +192,8 @@ def _lm(problem, unknowns, *, steps, tol, damping=1e-3, max_parameters=GN_MAX_PA
         status = Status.diverged
         message = "the loss at the start is not finite; the start is returned"
     while status == Status.completed and taken < steps:
-        h = _positive_part(h_pen)
-        g = g_pen.copy()
-        for k in r:
-            h = h + 2.0 * jac[k].T @ jac[k]
-            g = g + 2.0 * jac[k].T @ r[k]
+        h = gn_hessian(lin)
+        g = g_pen + sum(2.0 * jac[k].T @ r[k] for k in r)
         if not (np.all(np.isfinite(h)) and np.all(np.isfinite(g))):
             status = Status.diverged
             message = (f"the Jacobian or the regularisers' Hessian is not finite at step "
@@ -240,7 +230,7 @@ def _lm(problem, unknowns, *, steps, tol, damping=1e-3, max_parameters=GN_MAX_PA
                        f"tol {tol:g})")
             break
         lin = _as_numpy(_linearise(problem, u))
-        r, jac, pen, g_pen, h_pen = lin
+        r, jac, pen, g_pen, _ = lin
     if status == Status.completed and not message:
         message = f"completed {taken} steps without meeting tol {tol:g}"
     p2, s2 = eqx.partition(u, eqx.is_inexact_array)

@@ -298,15 +298,20 @@ def _split(unknowns):
     return flat, (lambda theta: eqx.combine(unravel(theta), static))
 
 
-def _rho(problem: Problem, u) -> jax.Array:
-    """The whitened residual vector: `L_gn = |rho|^2`."""
+def _whitened(problem: Problem, u) -> dict[str, jax.Array]:
+    """Each mean-of-squares term's whitened residual `sqrt(w / count) r` (flat), by name:
+    `|rho|^2` summed over them is that part of the loss."""
     ev = problem._evaluation(u, problem.grid_values(u))
-    parts = []
+    out = {}
     for t in _gn_terms(problem, u):
         r, count = _term_residual(t, ev, problem.grid)
-        scale = jnp.sqrt(t.weight.astype(r.dtype) / count)
-        parts.append((scale * r).ravel())
-    return jnp.concatenate(parts)
+        out[t.name] = (jnp.sqrt(t.weight.astype(r.dtype) / count) * r).ravel()
+    return out
+
+
+def _rho(problem: Problem, u) -> jax.Array:
+    """The whitened residual vector: `L_gn = |rho|^2`."""
+    return jnp.concatenate(list(_whitened(problem, u).values()))
 
 
 @eqx.filter_jit
