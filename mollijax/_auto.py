@@ -461,7 +461,10 @@ def _collect(scan, score, stop_early: bool, curve=None, results=None):
     return curve, results
 
 
-def _check_scan(problem, unknowns, term, sigma, weights, who):
+def _check_scan(problem, unknowns, term, sigma, weights, who, optimiser=None):
+    if isinstance(optimiser, str) and optimiser != "gauss_newton":
+        raise MollijaxError(f"{who} `optimiser`: an optax transformation, None or "
+                            f"'gauss_newton', got {optimiser!r}.")
     _check_term(problem, term)
     grid = _weight_grid(weights)
     names = _observed(problem, unknowns)
@@ -541,7 +544,7 @@ def gcv(
     discrepancy principle (tau = 1, with degrees of freedom) would take from the same
     trials, where one of them meets its bound.
     """
-    grid, names = _check_scan(problem, unknowns, term, sigma, weights, "gcv")
+    grid, names = _check_scan(problem, unknowns, term, sigma, weights, "gcv", optimiser)
     if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not gamma >= 1.0 \
             or not np.isfinite(gamma):
         raise MollijaxError(f"gcv `gamma` must be a finite number >= 1, got {gamma!r}.")
@@ -738,7 +741,8 @@ def discrepancy(
 
     **Returns:** a `Choice` with `criterion="discrepancy"`.
     """
-    grid, names = _check_scan(problem, unknowns, term, sigma, weights, "discrepancy")
+    grid, names = _check_scan(problem, unknowns, term, sigma, weights, "discrepancy",
+                              optimiser)
     if not (np.isfinite(tau) and tau > 0):
         raise MollijaxError(f"`tau` must be a positive number, got {tau!r}.")
     curve, results, chosen = [], [], None

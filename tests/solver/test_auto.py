@@ -223,6 +223,9 @@ def test_weight_scans_name_bad_input(setup, criterion):
         criterion(problem, _unknowns(), term="reg:k:smooth", sigma={}, weights=[1.0])
     with pytest.raises(mj.MollijaxError, match="reg:k:nope"):
         criterion(problem, _unknowns(), term="reg:k:nope", sigma=sigma, weights=[1.0])
+    with pytest.raises(mj.MollijaxError, match=f"{name} `optimiser`.*'gauss-newton'"):
+        criterion(problem, _unknowns(), term="reg:k:smooth", sigma=sigma, weights=[1.0],
+                  optimiser="gauss-newton")
 
 
 def test_scaled_divides_data_terms_by_the_noise_variance(setup):
