@@ -4,11 +4,13 @@ from ._auto import (
     Choice as Choice,
     Identifiability as Identifiability,
     IdentifiabilityWarning as IdentifiabilityWarning,
+    MixChoice as MixChoice,
     cross_validate as cross_validate,
     discrepancy as discrepancy,
     evidence as evidence,
     gcv as gcv,
     identifiability as identifiability,
+    mix_evidence as mix_evidence,
     noise_sigma as noise_sigma,
     scaled as scaled,
 )
@@ -119,6 +121,7 @@ from ._terms import (
     DataMisfit as DataMisfit,
     Regulariser as Regulariser,
     Residual as Residual,
+    ThirdDerivative as ThirdDerivative,
     Tikhonov as Tikhonov,
 )
 from ._uncertainty import (

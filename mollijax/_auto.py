@@ -569,41 +569,71 @@ def gcv(
                   msg)
 
 
-def log_evidence(lin, weight: float, count: float) -> float:
-    """The Laplace approximation of the log marginal likelihood of a regulariser weight, up
-    to a constant, with the noise scale profiled out, from a converged fit's linearisation
+def log_evidence(lin, count: float, rank: int | None = None) -> float:
+    """The Laplace approximation of the log marginal likelihood of the regularisers' weights,
+    up to a constant, with the noise scale profiled out, from a converged fit's linearisation
     (`lin` of `gauss_newton`'s last step: whitened residuals `rho`, their Jacobian `J`, the
-    weighted regularisers' Hessian `w R''`). With the loss `L(theta) = |rho|^2 + w R` in
-    chi-square per observed node (`scaled`), `N = count` observed nodes, the noise variance
-    `s` times the estimated one and the prior `exp(-N w R / (2 s))` (a Gaussian of rank `r`,
-    the rank of `R''`; the parameters it does not reach, e.g. an evolved state's initial
-    values, under a flat prior),
+    weighted regularisers `P` and their Hessian `P''`). With the loss `L(theta) = |rho|^2 +
+    P` in chi-square per observed node (`scaled`), `N = count` observed nodes, the noise
+    variance `s` times the estimated one and the prior `exp(-N P / (2 s))` (a Gaussian of
+    rank `r`, the rank of `P''`; the parameters it does not reach, e.g. an evolved state's
+    initial values, under a flat prior),
 
-        log Z(w, s) = -N L / (2 s) - (N + r - P) / 2 log s + r / 2 log w - 1/2 log det H,
+        log Z(P, s) = -N L / (2 s) - (N + r - n) / 2 log s + 1/2 log det+ P''_+
+                      - 1/2 log det H,
 
-    `H = 2 J^T J + w R''_+` over the `P` parameters that the data or the prior reach (the
-    others drop out of every trial alike), maximised over `s` at `s = N L / (N + r - P)`."""
+    `H = 2 J^T J + P''_+` over the `n` parameters that the data or the prior reach (the
+    others drop out of every trial alike), `det+` the product of the `r` largest eigenvalues,
+    maximised over `s` at `s = N L / (N + r - n)`. For one regulariser of weight `w`,
+    `log det+ P''_+ = r log w + const`. `rank`: `r` where the caller knows it (a sum of
+    regularisers of very different scales, `prior_rank`), else counted above round-off."""
     r_vec, _, penalty, _, h_pen = lin
     positive = _positive_part(h_pen)
     h = gn_hessian(lin, positive=positive)
+    keep = _reached(h)
+    prior = np.linalg.eigvalsh(positive[np.ix_(keep, keep)])
+    if rank is None:
+        # the prior's null space comes out at round-off, about n eps of the largest
+        # eigenvalue; its smallest true eigenvalues are (pi h)^(2k) of it for a k-th
+        # difference penalty (1e-11 for third differences on 101 nodes), so the cut sits
+        # just above round-off
+        cut = 100.0 * prior.size * np.finfo(np.float64).eps
+        rank = int(np.sum(prior > cut * max(float(np.max(prior)), 1e-300)))
+    loss = float(sum(v @ v for v in r_vec.values())) + float(penalty)
+    return _log_z(loss, h[np.ix_(keep, keep)], prior, rank, count)
+
+
+def _reached(h: np.ndarray) -> np.ndarray:
+    """The parameters a Gauss-Newton Hessian reaches (diagonal above round-off)."""
     diag = np.diag(h)
-    keep = diag > 1e-14 * float(np.max(diag))
-    sign, logdet = np.linalg.slogdet(h[np.ix_(keep, keep)])
+    return diag > 1e-14 * float(np.max(diag))
+
+
+def _log_z(loss: float, h: np.ndarray, prior: np.ndarray, rank: int, count: float) -> float:
+    """`log_evidence` from its parts: the loss at the fit, the posterior Hessian `h` over
+    the reached parameters, the prior Hessian's eigenvalues and rank."""
+    sign, logdet = np.linalg.slogdet(h)
     if sign <= 0:
         return float("-inf")
-    prior = np.linalg.eigvalsh(positive[np.ix_(keep, keep)])
-    # the prior's null space comes out at round-off, about n eps of the largest eigenvalue;
-    # its smallest true eigenvalues are (pi h)^(2k) of it for a k-th difference penalty
-    # (1e-11 for third differences on 101 nodes), so the cut sits just above round-off
-    cut = 100.0 * prior.size * np.finfo(np.float64).eps
-    rank = int(np.sum(prior > cut * max(float(np.max(prior)), 1e-300)))
-    loss = float(sum(v @ v for v in r_vec.values())) + float(penalty)
-    dof = count + rank - int(keep.sum())
+    top = np.sort(prior)[prior.size - rank:] if rank > 0 else np.zeros(0)
+    if np.any(top <= 0):
+        return float("-inf")
+    dof = count + rank - h.shape[0]
     if dof <= 0 or not loss > 0:
         return float("-inf")
     scale = count * loss / dof
     return float(-count * loss / (2 * scale) - dof / 2 * np.log(scale)
-                 + rank / 2 * np.log(weight) - logdet / 2)
+                 + float(np.sum(np.log(top))) / 2 - logdet / 2)
+
+
+def prior_rank(hessians: Sequence[np.ndarray]) -> int:
+    """The rank of a sum of positive semi-definite regulariser Hessians, each scaled to a
+    largest eigenvalue of one first (so that a term many decades smaller than another still
+    counts: `Curvature` beside `ThirdDerivative` on 101 nodes differ by up to 1e12)."""
+    total = sum(h / max(float(np.max(np.abs(np.diag(h)))), 1e-300) for h in hessians)
+    eig = np.linalg.eigvalsh(total)
+    cut = 100.0 * eig.size * np.finfo(np.float64).eps
+    return int(np.sum(eig > cut * max(float(np.max(eig)), 1e-300)))
 
 
 def evidence(
@@ -645,7 +675,7 @@ def evidence(
     grid, names = _check_scan(problem, unknowns, term, sigma, weights, "evidence")
     count = float(sum(np.asarray(problem.masks[f]).sum() for f in names))
     def score(w, res, chi2, share, lin):
-        return -log_evidence(lin, w, count) if res.ok else float("inf")
+        return -log_evidence(lin, count) if res.ok else float("inf")
 
     curve, results = _collect(_scan(problem, unknowns, term, sigma, grid, names,
                                     "gauss_newton", steps, None, True), score, stop_early)
@@ -670,6 +700,156 @@ def evidence(
            "convergence by Levenberg-Marquardt")
     return Choice(c.weight, None, results[chosen], tuple(curve), "evidence",
                   lcurve_corner(curve), msg)
+
+
+@dataclasses.dataclass(frozen=True)
+class MixChoice:
+    """What `mix_evidence` chose: the `weights` of the regularisers, the mixing `ratio`
+    (`extra` weight over `lead` weight, in the caller's units), the converged `result` at
+    them, its `log_z`, every refit's `(weights, log Z)` in `refits`, the last round's
+    linearised candidates `(ratio, weights, log Z)` and a `message`."""
+
+    weights: dict
+    ratio: float
+    result: FitResult
+    log_z: float
+    refits: tuple
+    candidates: tuple
+    message: str
+
+    def as_dict(self) -> dict:
+        """JSON-ready (metrics.json)."""
+        return {"weights": self.weights, "ratio": self.ratio, "log_evidence": self.log_z,
+                "refits": [{"weights": w, "log_evidence": z} for w, z in self.refits],
+                "candidates": [{"ratio": a, "weights": w, "log_evidence": z}
+                               for a, w, z in self.candidates],
+                "message": self.message}
+
+
+def mix_evidence(
+    problem: Problem,
+    fit_result: FitResult,
+    *,
+    lead: str,
+    extra: str,
+    sigma: Mapping[str, float],
+    ratios: Sequence[float],
+    offsets: Sequence[float],
+    steps: int = 50,
+    rounds: int = 3,
+) -> MixChoice:
+    """The prior `w (R_lead + a R_extra)` of largest marginal likelihood over a grid of
+    mixing ratios `a` (`ratios`, which should hold 0) and weights `w = w0 10^o` (`offsets`
+    `o`, in decades around the current lead weight `w0`), starting from a converged fit
+    (`fit_result`, e.g. `evidence`'s choice) of `problem` at its current weights.
+
+    Each round linearises the model at the current fit (the MacKay / evidence-framework
+    step): with the residuals' Jacobian `J` and each regulariser's value, gradient and
+    Hessian at unit weight, every candidate's minimiser of the quadratic model and its
+    `log Z` (`log_evidence`'s formula) cost one dense solve, no fit; the best candidate is
+    then fitted to convergence by Levenberg-Marquardt and scored exactly. The round repeats
+    from that fit while the best candidate moves and the exact `log Z` grows; a refit whose
+    exact `log Z` is below the current one's is not taken. Where every `R` is quadratic (a
+    free grid coefficient) the model is exact but for the residuals' curvature.
+
+    Both regularisers should share their null space (`Curvature` and `ThirdDerivative`
+    do, for `a >= 0`): the evidence of priors with different null spaces depends on the
+    flat prior's arbitrary scale there, and is not compared.
+
+    **Returns:** a `MixChoice`.
+    """
+    from ._gauss_newton import _as_numpy, _linearise, _penalty_quadratic_jit
+
+    _check_term(problem, lead)
+    _check_term(problem, extra)
+    names = list(sigma)
+    count = float(sum(np.asarray(problem.masks[f]).sum() for f in names))
+    penalties = [t.name for t in problem.active_terms(fit_result.unknowns)
+                 if t.name.startswith("reg:")]
+    base = _weights_of(problem, penalties)
+    w0 = base[lead]
+    a0 = base[extra] / w0 if w0 > 0 else 0.0
+    problem = problem.prepare(fit_result.unknowns)
+
+    def unit(term, unknowns):
+        p = problem.with_weights({t: (1.0 if t == term else 0.0) for t in penalties})
+        pen, g, h = _penalty_quadratic_jit(p, unknowns)
+        return float(pen), np.asarray(g, np.float64), _positive_part(np.asarray(h, np.float64))
+
+    def weights_of(w, a):
+        return {lead: float(w), extra: float(w * a)}
+
+    lin = _as_numpy(_linearise(problem.with_weights(weights_of(w0, a0)),
+                               fit_result.unknowns))
+    best_z = log_evidence(lin, count, _mix_rank(unit, fit_result.unknowns, lead, extra, a0))
+    fit_now, weights_now, a_now = fit_result, weights_of(w0, a0), a0
+    refits, candidates = [], ()
+    for _ in range(rounds):
+        u = fit_now.unknowns
+        r_vec, jac, _, _, _ = _as_numpy(_linearise(problem.with_weights(weights_now), u))
+        rho = np.concatenate([r_vec[k] for k in r_vec])
+        j = np.concatenate([jac[k] for k in jac])
+        jtj, jtr = 2.0 * j.T @ j, 2.0 * j.T @ rho
+        parts = {t: unit(t, u) for t in (lead, extra)}
+        keep = _reached(jtj + parts[lead][2] + parts[extra][2])
+        rows = []
+        for a in ratios:
+            shape = parts[lead][2] + a * parts[extra][2]
+            eig = np.linalg.eigvalsh(shape[np.ix_(keep, keep)])
+            rank = prior_rank([parts[lead][2][np.ix_(keep, keep)]]
+                              + ([parts[extra][2][np.ix_(keep, keep)]] if a > 0 else []))
+            for o in offsets:
+                w = weights_now[lead] * 10.0 ** o
+                hp = w * shape
+                gp = w * (parts[lead][1] + a * parts[extra][1])
+                pen = w * (parts[lead][0] + a * parts[extra][0])
+                h = (jtj + hp)[np.ix_(keep, keep)]
+                g = (jtr + gp)[keep]
+                try:
+                    step = -np.linalg.solve(h, g)
+                except np.linalg.LinAlgError:
+                    continue
+                delta = np.zeros(j.shape[1])
+                delta[keep] = step
+                res = rho + j @ delta
+                loss = float(res @ res + pen + gp @ delta + 0.5 * delta @ hp @ delta)
+                rows.append((float(a), weights_of(w, a), _log_z(loss, h, w * eig, rank, count)))
+        candidates = tuple(rows)
+        a_best, w_best, _ = max(rows, key=lambda r: r[2])
+        if _same(w_best, weights_now):
+            break
+        res, lin = _lm(problem.with_weights(w_best), u, steps=steps, tol=1e-10, prepared=True)
+        if not res.ok:
+            break
+        z = log_evidence(lin, count, _mix_rank(unit, res.unknowns, lead, extra, a_best))
+        refits.append((w_best, z))
+        if not z > best_z:
+            break
+        fit_now, weights_now, a_now, best_z = res, w_best, a_best, z
+    msg = (f"marginal likelihood over the prior mix {lead!r} + a x {extra!r}: a = "
+           f"{a_now:.3g}, weights {', '.join(f'{k} {v:.3g}' for k, v in weights_now.items())}"
+           f" (log Z = {best_z:.6g}; {len(refits)} refit(s) by Levenberg-Marquardt from "
+           f"{len(candidates)} linearised candidates)")
+    return MixChoice(weights_now, a_now, fit_now, best_z, tuple(refits), candidates, msg)
+
+
+def _weights_of(problem: Problem, terms) -> dict[str, float]:
+    """The current weights of the named terms."""
+    out = {}
+    for t in problem.terms:
+        if t.name in terms:
+            out[t.name] = float(t.weight)
+    return out
+
+
+def _mix_rank(unit, unknowns, lead, extra, a) -> int:
+    parts = [unit(lead, unknowns)[2]] + ([unit(extra, unknowns)[2]] if a > 0 else [])
+    keep = _reached(sum(parts))
+    return prior_rank([p[np.ix_(keep, keep)] for p in parts])
+
+
+def _same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    return all(abs(a[k] - b[k]) <= 1e-9 * max(abs(a[k]), abs(b[k]), 1e-300) for k in a)
 
 
 # ----------------------------------------------------------------------------- discrepancy

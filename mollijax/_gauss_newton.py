@@ -83,13 +83,21 @@ def _linearise(problem: Problem, unknowns):
         jac = jax.jacfwd(lambda x, i=i: _whitened(problem, with_leaf(i, x)))(leaf)
         blocks.append({k: v.reshape(v.shape[0], -1) for k, v in jac.items()})
     jac = {k: jnp.concatenate([b[k] for b in blocks], axis=1) for k in blocks[0]}
-    _, _, _, unravel = _split(unknowns)
+    return (_whitened(problem, unknowns), jac, *_penalty_quadratic(problem, unknowns))
+
+
+def _penalty_quadratic(problem: Problem, unknowns):
+    """`(P, P', P'')`: the weighted regularisers, their gradient and Hessian in the flat
+    parameters of `unknowns`."""
+    flat, _, static, unravel = _split(unknowns)
 
     def pen(theta):
         return _penalty(problem, eqx.combine(unravel(theta), static), flat.dtype)
 
-    return (_whitened(problem, unknowns), jac, pen(flat), jax.grad(pen)(flat),
-            jax.hessian(pen)(flat))
+    return pen(flat), jax.grad(pen)(flat), jax.hessian(pen)(flat)
+
+
+_penalty_quadratic_jit = eqx.filter_jit(_penalty_quadratic)
 
 
 @eqx.filter_jit

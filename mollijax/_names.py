@@ -6,7 +6,8 @@
     derivatives   mollifier, finite_difference, spectral, autodiff, taylor
     network       mlp, fourier, pirate, pinnsformer (transformer: the same)
     optimiser     adam, lbfgs, lbfgs_armijo
-    regulariser   tikhonov, smooth (H1 seminorm), curvature (second derivatives), tv
+    regulariser   tikhonov, smooth (H1 seminorm), curvature (second derivatives), third
+                (third derivatives), tv
 
 `from_name(kind, name, **options)` builds the object; `names(kind)` lists the choices. Every
 place that turns a string into an object goes through here, so that a name means the same
@@ -77,9 +78,10 @@ def _optimisers() -> dict[str, Callable]:
 
 
 def _regularisers() -> dict[str, Callable]:
-    from ._terms import H1, TV, Curvature, Tikhonov
+    from ._terms import H1, TV, Curvature, ThirdDerivative, Tikhonov
 
-    return {"tikhonov": Tikhonov, "smooth": H1, "curvature": Curvature, "tv": TV}
+    return {"tikhonov": Tikhonov, "smooth": H1, "curvature": Curvature,
+            "third": ThirdDerivative, "tv": TV}
 
 
 _TABLES: dict[str, Callable[[], dict[str, Callable]]] = {
@@ -98,7 +100,7 @@ NAMES: dict[str, tuple[str, ...]] = {
     "derivatives": ("mollifier", "finite_difference", "spectral", "autodiff", "taylor"),
     "network": ("mlp", "fourier", "pirate", "pinnsformer", "transformer"),
     "optimiser": ("adam", "lbfgs", "lbfgs_armijo"),
-    "regulariser": ("tikhonov", "smooth", "curvature", "tv"),
+    "regulariser": ("tikhonov", "smooth", "curvature", "third", "tv"),
 }
 
 

@@ -245,6 +245,25 @@ class _Penalty(AbstractTerm):
         """Mean over the sub-grid's nodes inside the domain (all of them without one)."""
         return _masked_mean(values, self._inside(ev))
 
+    def _pure(self, ev: Evaluation, order: int) -> Array:
+        """`sum_a mean((d^order u / dx_a^order)^2)`: the squared difference quotients of
+        `order` along each axis, over the nodes whose stencil lies inside the domain (axes
+        shorter than `order + 1` nodes contribute nothing)."""
+        field, v = self._subgrid(ev)
+        inside = self._inside(ev)
+        total = jnp.zeros((), v.dtype)
+        for k, axis in enumerate(field.axes):
+            if v.shape[k] < order + 1:
+                continue
+            h = ev.grid.spacing[ev.grid.axis_index(axis)]
+            g = jnp.diff(v, n=order, axis=k) / h**order
+            ok = inside
+            if ok is not None:
+                for _ in range(order):
+                    ok = _pairs(ok, k)
+            total = total + _masked_mean(g**2, ok)
+        return total
+
     def _pair_mean(self, g: Array, k: int, ev: Evaluation) -> Array:
         """Mean of `g` (differences along axis `k`) over the pairs inside the domain."""
         inside = self._inside(ev)
@@ -316,19 +335,34 @@ class Curvature(_Penalty):
         field, v = self._subgrid(ev)
         inside = self._inside(ev)
         spacing = [ev.grid.spacing[ev.grid.axis_index(a)] for a in field.axes]
-        total = jnp.zeros((), v.dtype)
-        for k, h in enumerate(spacing):
-            if v.shape[k] < 3:
-                continue
-            g = jnp.diff(v, n=2, axis=k) / h**2
-            ok = None if inside is None else _pairs(_pairs(inside, k), k)
-            total = total + _masked_mean(g**2, ok)
+        total = self._pure(ev, 2)
         pairs = [(k, j) for k in range(v.ndim) for j in range(k + 1, v.ndim)] if self.mixed else []
         for k, j in pairs:
             g = jnp.diff(jnp.diff(v, axis=k), axis=j) / (spacing[k] * spacing[j])
             ok = None if inside is None else _pairs(_pairs(inside, k), j)
             total = total + 2.0 * _masked_mean(g**2, ok)
         return total
+
+
+class ThirdDerivative(_Penalty):
+    """A third-derivative seminorm: `sum_a mean((d^3 u / dx_a^3)^2)`, the mean over each
+    line's interior nodes of the squared third difference quotients along each axis. Its null
+    space holds the quadratics of each axis (in 1-D: the quadratic functions), so beside
+    `Curvature` it describes smoother coefficients: the prior `w (Curvature + a length^2
+    ThirdDerivative)` has the curvature prior's null space for every `a >= 0` and becomes
+    smoother as `a` grows, which is what `auto_run` lets the marginal likelihood choose
+    (`PRIOR_MIX` in `mollijax._build`)."""
+
+    unknown: str = eqx.field(static=True)
+    weight: Float[Array, ""]
+    kind_name: ClassVar[str] = "third"
+
+    def __init__(self, unknown: str, weight=1.0):
+        self.unknown = unknown
+        self.weight = check_weight(weight, f"weight of 'reg:{unknown}:third'")
+
+    def __call__(self, ev: Evaluation) -> Float[Array, ""]:
+        return self._pure(ev, 3)
 
 
 def _masked_mean(values: Array, ok: Array | None) -> Array:
@@ -362,8 +396,9 @@ class TV(_Penalty):
 
 
 def Regulariser(unknown: str, kind: str, weight=1.0, **options) -> AbstractTerm:
-    """The regulariser named `kind` (`"tikhonov"`, `"smooth"`, `"curvature"`, `"tv"`) on
-    `unknown`: `Tikhonov`, `H1`, `Curvature` or `TV` from the table of names."""
+    """The regulariser named `kind` (`"tikhonov"`, `"smooth"`, `"curvature"`, `"third"`,
+    `"tv"`) on `unknown`: `Tikhonov`, `H1`, `Curvature`, `ThirdDerivative` or `TV` from the
+    table of names."""
     from ._names import from_name
 
     return from_name("regulariser", kind, unknown, weight, **options)

@@ -85,21 +85,30 @@ def _curvature_smoothing(seed=2, sigma=0.05, n=N):
     x = grid.coords("x")
     clean = np.sin(2 * np.pi * x)
     d = clean + sigma * np.random.default_rng(seed).standard_normal(n)
-    problem = mj.Problem(grid, None, data={"u": d}, regularisers=[mj.Curvature("u", 1.0)])
+    problem = mj.Problem(grid, None, data={"u": d},
+                         regularisers=[mj.Curvature("u", 1.0), mj.ThirdDerivative("u", 0.0)])
     problem = mj.scaled(problem, {"u": sigma})
     return problem, d, clean, grid.spacing[0], sigma
 
 
-def _exact_log_evidence(w, d, h, sigma, n=N):
+def _differences(n, h, order):
+    """`mean((D_order u)^2) = u^T Q u`: the `Q` of the squared difference quotients."""
+    dk = np.eye(n)
+    for _ in range(order):
+        dk = np.diff(dk, axis=0)
+    dk = dk / h**order
+    return dk.T @ dk / (n - order)
+
+
+def _exact_log_evidence(w, d, h, sigma, n=N, third=0.0):
     """`max_s log p(d | w, s)` of the Gaussian model `d = u + e`, `e ~ N(0, s sigma^2 I)`,
-    prior `exp(-N w R(u) / (2 s))` with `R = u^T Q u` (the mean squared second difference)
-    and the linear functions (its null space) under a flat prior, by Gaussian integrals,
-    up to a constant that depends on neither `w` nor `s`."""
+    prior `exp(-N R(u) / (2 s))` with `R = w u^T Q2 u + third u^T Q3 u` (the mean squared
+    second and third differences) and the linear functions (its null space) under a flat
+    prior, by Gaussian integrals, up to a constant that depends on neither the weights nor
+    `s`."""
     import scipy.optimize
 
-    d2 = (np.eye(n) - 2 * np.eye(n, k=1) + np.eye(n, k=2))[: n - 2] / h**2
-    q = d2.T @ d2 / (n - 2)
-    lam = n * w * q  # the prior precision at s = 1
+    lam = n * (w * _differences(n, h, 2) + third * _differences(n, h, 3))  # precision, s = 1
     h1 = np.eye(n) / sigma**2 + lam
     u = np.linalg.solve(h1, d / sigma**2)
     phi1 = 0.5 * np.sum((u - d) ** 2) / sigma**2 + 0.5 * u @ lam @ u
@@ -113,8 +122,9 @@ def _exact_log_evidence(w, d, h, sigma, n=N):
         return -(-phi1 / s - n / 2 * np.log(s) - r / 2 * np.log(s) + n / 2 * np.log(s)
                  + 0.5 * logpdet - 0.5 * logdet)
 
-    return -scipy.optimize.minimize_scalar(neg, bounds=(-30, 10), method="bounded",
-                                            options={"xatol": 1e-10}).fun
+    best = scipy.optimize.minimize_scalar(neg, bounds=(-30, 10), method="bounded",
+                                          options={"xatol": 1e-10})
+    return -best.fun, u
 
 
 @pytest.mark.parametrize("n", [N, 801])
@@ -126,7 +136,7 @@ def test_evidence_equals_the_exact_marginal_likelihood_of_a_linear_gaussian_mode
     choice = evidence(problem, {"u": mj.GridField(np.zeros(n), "x")}, term="reg:u:curvature",
                       sigma={"u": sigma}, weights=weights)
     got = -np.array([t.score for t in choice.curve])
-    exact = np.array([_exact_log_evidence(w, d, h, sigma, n) for w in weights])
+    exact = np.array([_exact_log_evidence(w, d, h, sigma, n)[0] for w in weights])
     # equal up to one constant: compare differences from the first weight
     np.testing.assert_allclose(got - got[0], exact - exact[0], rtol=1e-6, atol=1e-6)
     assert choice.weight == weights[int(np.argmax(exact))]
@@ -152,3 +162,29 @@ def test_evidence_names_bad_arguments():
         evidence(problem, start, term="reg:u:smooth", sigma={"u": sigma})
     with pytest.raises(mj.MollijaxError, match="sigma"):
         evidence(problem, start, term="reg:u:curvature", sigma={})
+
+
+def test_mixed_prior_evidence_is_the_exact_marginal_likelihood_and_its_maximum():
+    # linear and Gaussian: the linearised candidates' log Z is exact, so it must equal the
+    # closed form at every candidate (up to one constant), the choice must be the best of
+    # them, and its fit the posterior mean at the chosen weights
+    problem, d, _, h, sigma = _curvature_smoothing(seed=4)
+    start = {"u": mj.GridField(np.zeros(N), "x")}
+    first = evidence(problem, start, term="reg:u:curvature", sigma={"u": sigma},
+                     weights=np.geomspace(1e-2, 1e-8, 7), stop_early=True)
+    ratios = [0.0, 1e-3, 1e-2, 1e-1]
+    mix = mj.mix_evidence(problem.with_weights({"reg:u:curvature": first.weight}),
+                          first.result, lead="reg:u:curvature", extra="reg:u:third",
+                          sigma={"u": sigma}, ratios=ratios, offsets=[-1.0, -0.5, 0.0, 0.5])
+    assert len(mix.candidates) == 4 * len(ratios)
+    got = np.array([z for _, _, z in mix.candidates])
+    exact = np.array([_exact_log_evidence(w["reg:u:curvature"], d, h, sigma,
+                                          third=w["reg:u:third"])[0]
+                      for _, w, _ in mix.candidates])
+    np.testing.assert_allclose(got - got[0], exact - exact[0], rtol=0, atol=1e-6)
+    best = mix.candidates[int(np.argmax(exact))][1]
+    assert all(np.isclose(mix.weights[k], best[k], rtol=1e-12) for k in best), (mix, best)
+    _, mean = _exact_log_evidence(mix.weights["reg:u:curvature"], d, h, sigma,
+                                  third=mix.weights["reg:u:third"])
+    np.testing.assert_allclose(mix.result.values["u"], mean, rtol=0, atol=1e-8)
+    assert mix.log_z >= -first.curve[[t.weight for t in first.curve].index(first.weight)].score

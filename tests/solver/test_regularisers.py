@@ -99,6 +99,36 @@ def test_curvature_converges_to_the_continuous_seminorms():
         assert e[-1] < 0.1 * np.pi**4 and np.all(rates > 0.8), (mixed, e, rates)
 
 
+def test_third_derivative_of_cubic_and_quadratic_fields():
+    # u = a x^3 + c y^3 + (a quadratic in x and y): u_xxx = 6a, u_yyy = 6c exactly in every
+    # third difference, so the penalty is 36 (a^2 + c^2); a quadratic has none (null space),
+    # and the x^2 y cross term none either (pure differences only)
+    x, y = GRID.mesh()
+    a, c = 0.8, -1.3
+    quadratic = 0.5 * x**2 - 2.0 * x * y + 1.5 * y**2 + x - 3.0 + 4.0 * x**2 * y
+    cubic = _terms(a * x**3 + c * y**3 + quadratic, mj.ThirdDerivative("k"))["reg:k:third"]
+    assert float(cubic) == pytest.approx(36 * (a**2 + c**2), rel=1e-9)
+    flat = _terms(quadratic, mj.ThirdDerivative("k"))["reg:k:third"]
+    assert abs(float(flat)) < 1e-16
+    assert isinstance(mj.Regulariser("k", "third", 2.0), mj.ThirdDerivative)
+
+
+def test_third_derivative_converges_to_the_continuous_seminorm():
+    # u = sin(pi x) on [0, 1] (1-D): mean(u_xxx^2) = pi^6 / 2; the mean over the interior
+    # third differences is first-order accurate (their centres are offset by half a step)
+    errors = []
+    for n in (17, 33, 65, 129):
+        grid = mj.Grid.from_bounds((n,), (0.0,), (1.0,), axes=("x",))
+        u = np.sin(np.pi * grid.coords("x"))
+        problem = mj.Problem(grid, None, data={"u": np.zeros(n)},
+                             regularisers=[mj.ThirdDerivative("k")])
+        value = problem.loss_terms({"u": mj.GridField(np.zeros(n), "x"),
+                                    "k": mj.GridField(u, "x")})["reg:k:third"]
+        errors.append(abs(float(value) - np.pi**6 / 2))
+    rates = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert errors[-1] < 0.05 * np.pi**6 and np.all(rates > 0.8), (errors, rates)
+
+
 def test_h1_and_tv_converge_to_the_continuous_seminorms():
     # u = sin(pi x) cos(pi y) on [0, 1]^2: the mean of |grad u|^2 is pi^2 / 2; forward
     # differences are first-order accurate, so the error falls about 2x per grid doubling
@@ -121,8 +151,9 @@ def test_h1_and_tv_converge_to_the_continuous_seminorms():
         assert np.all(rates > 0.8), (name, e, rates)
 
 
-@pytest.mark.parametrize("term", [mj.H1("k"), mj.TV("k"), mj.Curvature("k")],
-                         ids=["smooth", "tv", "curvature"])
+@pytest.mark.parametrize("term", [mj.H1("k"), mj.TV("k"), mj.Curvature("k"),
+                                  mj.ThirdDerivative("k")],
+                         ids=["smooth", "tv", "curvature", "third"])
 def test_a_penalty_on_a_constant_is_refused_by_name(term):
     problem = mj.Problem(GRID, None, data={"u": np.zeros(GRID.shape)}, regularisers=[term])
     unknowns = {"u": mj.GridField(np.zeros(GRID.shape), "xy"), "k": mj.Constant(2.0)}
