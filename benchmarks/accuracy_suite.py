@@ -24,7 +24,11 @@ default estimator were seeds 0-4, never these), three estimates of the coefficie
   are fitted with `mj.discrepancy` (as a fitter: every trial kept; the term the default
   scanned, as `run.record["weights"]` names it) from the
   default's start at the chosen weight (`run.problem`, `run.unknowns`; 100 L-BFGS steps each,
-  as in the default's own scan). Where no weight was chosen (`run.choice` is None: heat1d's
+  as in the default's own scan). Where the default mixed its prior (an evolved state on the
+  grid path: `run.record["prior_mix"]`, `w (Curvature + a length^2 ThirdDerivative)`), those
+  two fits are replaced by converged Levenberg-Marquardt fits (`mj.gauss_newton`, from the
+  default's fit) over `ORACLE_MIXES` x `ORACLE_MIX_OFFSETS`: five ratios `a` times the
+  default's lead weight at five half decades around it. Where no weight was chosen (`run.choice` is None: heat1d's
   evolved path, equation-error-only problems such as chromatin), `auto_run` is rerun with a
   configuration that fixes the smoothness weight of the unknown (`[regularisers.<u>] smooth =
   w`: no criterion, that weight in every stage) for `w` in the default's equation-error weight
