@@ -733,8 +733,8 @@ def mix_evidence(
     lead: str,
     extra: str,
     sigma: Mapping[str, float],
-    ratios: Sequence[float],
-    offsets: Sequence[float],
+    ratios: Sequence[float] | np.ndarray,
+    offsets: Sequence[float] | np.ndarray,
     steps: int = 50,
     rounds: int = 3,
 ) -> MixChoice:
@@ -762,6 +762,19 @@ def mix_evidence(
 
     _check_term(problem, lead)
     _check_term(problem, extra)
+    if lead == extra:
+        raise MollijaxError(f"mix_evidence: `lead` and `extra` are both {lead!r}; give two "
+                            "regularisers.")
+    ratios = [float(a) for a in np.atleast_1d(np.asarray(ratios, dtype=np.float64))]
+    offsets = [float(o) for o in np.atleast_1d(np.asarray(offsets, dtype=np.float64))]
+    if not ratios or not all(np.isfinite(a) and a >= 0 for a in ratios):
+        raise MollijaxError(f"mix_evidence `ratios`: finite numbers >= 0, at least one, got "
+                            f"{ratios!r}.")
+    if not offsets or not all(np.isfinite(o) for o in offsets):
+        raise MollijaxError(f"mix_evidence `offsets`: finite numbers (decades), at least one, "
+                            f"got {offsets!r}.")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise MollijaxError(f"mix_evidence `rounds` must be a positive integer, got {rounds!r}.")
     names = list(sigma)
     count = float(sum(np.asarray(problem.masks[f]).sum() for f in names))
     penalties = [t.name for t in problem.active_terms(fit_result.unknowns)

@@ -188,3 +188,46 @@ def test_mixed_prior_evidence_is_the_exact_marginal_likelihood_and_its_maximum()
                                   third=mix.weights["reg:u:third"])
     np.testing.assert_allclose(mix.result.values["u"], mean, rtol=0, atol=1e-8)
     assert mix.log_z >= -first.curve[[t.weight for t in first.curve].index(first.weight)].score
+
+
+def test_mixed_prior_evidence_takes_the_smoother_prior_only_where_the_data_are_smooth():
+    # 101 nodes, 5 % noise: a sine (analytic) is far smoother than a curvature (cubic-spline)
+    # prior's draws, a bump of width 0.05 is not; the evidence should mix in the third
+    # derivative for the first (and gain accuracy) and not for the second
+    n, sigma = 101, 0.05
+    grid = mj.Grid.from_bounds((n,), (0.0,), (1.0,), axes=("x",))
+    x = grid.coords("x")
+    for name, clean in (("sine", np.sin(2 * np.pi * x)),
+                        ("bump", np.exp(-(((x - 0.3) / 0.05) ** 2)))):
+        for seed in (0, 1):
+            d = clean + sigma * np.random.default_rng(seed).standard_normal(n)
+            problem = mj.scaled(mj.Problem(
+                grid, None, data={"u": d},
+                regularisers=[mj.Curvature("u", 1.0), mj.ThirdDerivative("u", 0.0)]),
+                {"u": sigma})
+            first = evidence(problem, {"u": mj.GridField(np.zeros(n), "x")},
+                             term="reg:u:curvature", sigma={"u": sigma},
+                             weights=np.geomspace(1e-1, 1e-10, 10), stop_early=True)
+            mix = mj.mix_evidence(
+                problem.with_weights({"reg:u:curvature": first.weight}), first.result,
+                lead="reg:u:curvature", extra="reg:u:third", sigma={"u": sigma},
+                ratios=[0.0, 1e-3, 1e-2, 1e-1, 1.0], offsets=np.arange(-3.0, 1.01, 0.25))
+            err = np.linalg.norm(mix.result.values["u"] - clean)
+            err_first = np.linalg.norm(first.result.values["u"] - clean)
+            if name == "sine":  # measured: a = 0.1, error 0.20 -> 0.14 and 0.13 -> 0.08
+                assert mix.ratio >= 1e-2 and err < 0.9 * err_first, (seed, mix.ratio, err)
+            else:  # measured: a = 0
+                assert mix.ratio <= 1e-3, (seed, mix.ratio)
+
+
+def test_mixed_prior_evidence_names_bad_arguments():
+    problem, _, _, _, sigma = _curvature_smoothing()
+    fit = gauss_newton(problem, {"u": mj.GridField(np.zeros(N), "x")})
+    good = {"lead": "reg:u:curvature", "extra": "reg:u:third", "sigma": {"u": sigma},
+            "ratios": [0.0, 0.1], "offsets": [0.0]}
+    for change, match in (({"extra": "reg:u:curvature"}, "both"),
+                          ({"ratios": [-1.0]}, "ratios"), ({"ratios": []}, "ratios"),
+                          ({"offsets": [np.nan]}, "offsets"), ({"rounds": 0}, "rounds"),
+                          ({"extra": "reg:u:smooth"}, "reg:u:smooth")):
+        with pytest.raises(mj.MollijaxError, match=match):
+            mj.mix_evidence(problem, fit, **{**good, **change})
