@@ -13,7 +13,10 @@ are run at each noise level (seed 0):
   (`mollijax.config.shipped_config(name)`: the observed field used as mollified data, a grid
   unknown, its regularisers, eps and optimiser, at its grid size and number of steps), built
   as `mollijax run` builds it (`mollijax.cli.prepare`). Mollifier derivatives only: nested
-  autodiff cannot differentiate data, only a network.
+  autodiff cannot differentiate data, only a network. A configuration with only [problem]
+  and [data] (`[state] representation = "auto"`) is a sequence of fits: it runs
+  `mj.auto_run` as `mollijax run` does (derivatives "auto_run"; no single step to time, so
+  "step" and "XLA memory" are "-", "total" is the call's wall time).
 - `equal footing`: the state `u` is an `MLP` (width 32, depth 3) fitted to the data, the
   coefficient an `MLP` (width 16, depth 2, output scaled by its initial value), no
   regulariser, the problem's boundary conditions where it has them; the same networks,
@@ -46,7 +49,7 @@ import numpy as np  # noqa: E402
 from paper_comparison import Runner, build_run  # noqa: E402  (enables float64)
 
 import mollijax as mj  # noqa: E402
-from mollijax.cli import prepare  # noqa: E402
+from mollijax.cli import load_data, prepare  # noqa: E402
 from mollijax.config import shipped_config, shipped_configs, shipped_problems  # noqa: E402
 
 NOISES = (0.0, 0.01, 0.05, 0.10)
@@ -74,6 +77,8 @@ def default_rows(name, noises, steps_cap, rounds, budget):
     steps = min(cfg0.optimiser.steps, steps_cap)
     opt = mj.default_optimiser(steps, cfg0.optimiser.learning_rate)
     out = []
+    if cfg0.state.representation == "auto":
+        return auto_rows(name, cfg0, noises)
     for noise in noises:
         cfg = cfg0.replace(data=dataclasses.replace(cfg0.data, noise=noise, seed=0))
         module, sim, problem, fields = prepare(cfg)
@@ -89,6 +94,35 @@ def default_rows(name, noises, steps_cap, rounds, budget):
         print(f"  {name:20s} default   mollifier noise {noise:4.2f}: L2 "
               f"{out[-1].get('rel_l2', out[-1].get('rel_error', np.nan)):.4f} "
               f"({t['status']}), step {C.fmt_seconds(step_s)}", flush=True)
+    return out
+
+
+def auto_rows(name, cfg0, noises):
+    """The default of a configuration with `[state] representation = "auto"` (only [problem]
+    and [data]): `mj.auto_run`, as `mollijax run` runs it. A sequence of fits, so no single
+    step to time: `step_s` is NaN, `total_s` the whole call's wall time, memory not
+    measured (XLA's analysis is of one compiled step)."""
+    out = []
+    for noise in noises:
+        cfg = cfg0.replace(data=dataclasses.replace(cfg0.data, noise=noise, seed=0))
+        module, sim = load_data(cfg)
+        with C.RssPeak() as rss:
+            start = time.perf_counter()
+            run = mj.auto_run(module, sim, cfg)
+            wall = time.perf_counter() - start
+        error = C.first_error(run.result.values, sim)
+        rel = error.get("rel_l2", error.get("rel_error", np.nan))
+        out.append({"problem": name, "config": "default", "method": "auto_run",
+                    "noise": noise, "grid": list(sim.grid.shape),
+                    "steps": int(sum(st["steps"] for st in run.record["stages"])),
+                    "estimator": run.record.get("estimator"),
+                    "evolved": run.record.get("evolved"),
+                    "step_s": float("nan"), "compile_s": float("nan"),
+                    "memory": {"peak": None}, "total_s": wall,
+                    "rss_delta": rss.peak_delta,
+                    "status": "completed" if run.result.ok else "diverged", **error})
+        print(f"  {name:20s} default   auto_run  noise {noise:4.2f}: L2 {rel:.4f} "
+              f"({run.record.get('estimator')}), {wall:.1f} s", flush=True)
     return out
 
 
@@ -135,7 +169,7 @@ def report(rows) -> str:
         module = mj.load_problem(p)
         table = []
         for cfg in ("default", "equal footing"):
-            for method in ("mollifier", "autodiff"):
+            for method in ("auto_run", "mollifier", "autodiff"):
                 rs = [r for r in sub if r["config"] == cfg and r["method"] == method]
                 if not rs:
                     continue
@@ -148,7 +182,8 @@ def report(rows) -> str:
                                                                else "!")
                 row["step"] = C.fmt_seconds(np.median([r["step_s"] for r in rs]))
                 row["total"] = C.fmt_seconds(np.median([r["total_s"] for r in rs]))
-                row["XLA memory"] = C.fmt_bytes(max(r["memory"]["peak"] for r in rs))
+                peaks = [r["memory"]["peak"] for r in rs if r["memory"]["peak"] is not None]
+                row["XLA memory"] = C.fmt_bytes(max(peaks) if peaks else None)
                 row["RSS growth"] = C.fmt_bytes(max(r["rss_delta"] for r in rs))
                 table.append(row)
         eq = {m: [r for r in sub if r["config"] == "equal footing" and r["method"] == m]
