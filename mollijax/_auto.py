@@ -797,9 +797,11 @@ def mix_evidence(
     best_z = log_evidence(lin, count, _mix_rank(unit, fit_result.unknowns, lead, extra, a0))
     fit_now, weights_now, a_now = fit_result, weights_of(w0, a0), a0
     refits, candidates = [], ()
-    for _ in range(rounds):
+    for round_ in range(rounds):
         u = fit_now.unknowns
-        r_vec, jac, _, _, _ = _as_numpy(_linearise(problem.with_weights(weights_now), u))
+        if round_ > 0:  # the candidates' model at the refit itself
+            lin = _as_numpy(_linearise(problem.with_weights(weights_now), u))
+        r_vec, jac, _, _, _ = lin
         rho = np.concatenate([r_vec[k] for k in r_vec])
         j = np.concatenate([jac[k] for k in jac])
         jtj, jtr = 2.0 * j.T @ j, 2.0 * j.T @ rho
