@@ -1123,8 +1123,9 @@ def auto_run(
             else:
                 start = (f"each from the equation-error estimate, modified GCV (gamma "
                          f"{GCV_GAMMA:g})")
-            say(f"auto: {'evidence' if gauss else 'generalised cross-validation'} over "
-                f"{len(scan)} weights of {term!r}, {start}")
+            say(f"auto: {'evidence' if gauss else 'generalised cross-validation'} over up "
+                f"to {len(scan)} weights of {term!r} (from large to small, stopping one past "
+                f"the first optimum), {start}")
             if gauss:
                 from ._auto import evidence, mix_evidence
 

@@ -30,7 +30,8 @@ weight is free of the units of the data and of k. The chosen weight is printed a
 in `metrics.json` under `"weights"`. Only `smooth` takes `"auto"` (the rule is for a
 penalty on gradients), and only with an equation-error state (`[state] representation` of
 `"data"` or a network; the automatic run, a configuration of `[problem]` and `[data]`
-only, chooses the output-error weight by generalised cross-validation). Simulation parameters
+only, chooses the output-error weight itself: by generalised cross-validation for a solved
+state, by the marginal likelihood for an evolved one on the grid path). Simulation parameters
 are checked against the problem file's `DEFAULTS` (name and type). Names of kernels,
 boundaries, derivative methods, networks, optimisers and regularisers are those of the one
 table of names (`mollijax.names(kind)`).
