@@ -418,10 +418,16 @@ def summary(metrics: dict) -> str:
             line = f"  item {name}: {s} after {step} steps, final loss {_fmt(loss)}"
             lines.append(line + (f" ({why})" if why else ""))
         return "\n".join(lines)
-    lines = [
-        f"problem {metrics['problem']}: {metrics['status']} after {metrics['steps']} steps "
-        f"in {_fmt(metrics.get('wall_time'), '.1f')} s",
-    ]
+    stages = (metrics.get("auto") or {}).get("stages") or []
+    if stages:  # the automatic estimator: a sequence of fits, each with its own steps
+        ran = ", ".join(f"{st['stage']} {st['steps']} steps" for st in stages)
+        lines = [f"problem {metrics['problem']}: {metrics['status']} in "
+                 f"{_fmt(metrics.get('wall_time'), '.1f')} s ({ran})"]
+    else:
+        lines = [
+            f"problem {metrics['problem']}: {metrics['status']} after {metrics['steps']} steps "
+            f"in {_fmt(metrics.get('wall_time'), '.1f')} s",
+        ]
     for name, e in metrics.get("errors", {}).items():
         start = (metrics.get("initial_errors") or {}).get(name, {})
         if "rel_l2" in e:

@@ -43,6 +43,10 @@ def test_heat1d_default_chooses_the_evolved_state(tmp_path):
     assert auto["evolved"] == "grid" and auto["gcv_optimiser"] == "gauss_newton"
     assert auto["stages"][1]["optimiser"].startswith("Levenberg-Marquardt")
     assert "prior mix" in auto["criterion"] and "third" in auto["prior_mix"]["message"]
+    # the summary names each stage's steps (the last stage's alone read "after 1 steps")
+    steps = [s["steps"] for s in auto["stages"]]
+    assert (f"(equation error {steps[0]} steps, output error {steps[1]} steps)"
+            in cli.summary(metrics).splitlines()[0])
     err = metrics["errors"]["D"]["rel_l2"]
     first = auto["stages"][0]["errors"]["D"]["rel_l2"]
     # measured 0.160 -> 0.041 (31 x 31, 5 % noise, seed 1; the networks 0.045)
