@@ -28,8 +28,9 @@ default estimator were seeds 0-4, never these), three estimates of the coefficie
   grid path: `run.record["prior_mix"]`, `w (Curvature + a length^2 ThirdDerivative)`), those
   two fits are replaced by converged Levenberg-Marquardt fits (`mj.gauss_newton`, from the
   default's fit) over `ORACLE_MIXES` x `ORACLE_MIX_OFFSETS`: five ratios `a` times the
-  default's lead weight at five half decades around it. Where no weight was chosen (`run.choice` is None: heat1d's
-  evolved path, equation-error-only problems such as chromatin), `auto_run` is rerun with a
+  default's lead weight at five half decades around it. Where no weight was chosen
+  (`run.choice` is None: heat1d's evolved path with networks, equation-error-only problems
+  such as chromatin), `auto_run` is rerun with a
   configuration that fixes the smoothness weight of the unknown (`[regularisers.<u>] smooth =
   w`: no criterion, that weight in every stage) for `w` in the default's equation-error weight
   times 0.01, 0.1, 1, 10, 100, and the oracle is the best of those five fits and the default.
@@ -401,48 +402,46 @@ def one_draw(case: dict, module, params: dict, noise: float, seed: int,
             scan.append({"weight": float(trial.weight), "error": rel_error(trial.values, ds, name)})
         out["oracle_kind"] = "criterion's trials"
         out["chosen_weight"] = w = float(run.choice.weight)
-        # the criterion scans from large to small weights and stops at the first that meets
-        # its bound, so its trials hold no smaller weight: add the next two of its grid
         mix = run.record.get("prior_mix")
         if mix is not None:
             # the prior mix (`w (Curvature + a ThirdDerivative)`): converged fits over a grid
             # of ratios and lead weights around the default's choice, from the default's fit
+            # (in place of the fits below the chosen weight)
             oracle_cpu = time.process_time()
             lead, extra = list(mix["weights"])
             w_lead = float(mix["weights"][lead])
-            ratio_of = {m: m * float(mix["length_squared"]) for m in ORACLE_MIXES}
             for m in ORACLE_MIXES:
                 for o in ORACLE_MIX_OFFSETS:
-                    w = w_lead * 10.0**o
-                    weights = {lead: w, extra: w * ratio_of[m]}
+                    w_grid = w_lead * 10.0**o
+                    weights = {lead: w_grid, extra: w_grid * m * float(mix["length_squared"])}
                     res = mj.gauss_newton(run.problem.with_weights(weights),
                                           run.result.unknowns, steps=50)
                     if res.ok:
-                        scan.append({"weight": w, "mix": m, "offset": o,
+                        scan.append({"weight": w_grid, "mix": m, "offset": o,
                                      "error": rel_error(res.values, ds, name)})
             out["oracle_kind"] = "criterion's trials and the prior mix grid"
             out["oracle_cpu_s"] = time.process_time() - oracle_cpu
-        try:
-            if mix is not None:
-                raise LookupError("the prior mix's grid replaces the fits below the weight")
-            # the term the default scanned (its regulariser), as recorded
-            term = next(t for t in run.record["weights"] if t.startswith(f"reg:{name}:"))
-            # fitted as the default's trials were: Levenberg-Marquardt to convergence where
-            # it used it (an evolved state with few parameters), else L-BFGS
-            gauss = run.record.get("gcv_optimiser") == "gauss_newton"
-            below = mj.discrepancy(
-                run.problem, run.unknowns, term=term,
-                sigma=run.record["noise"]["sigma"], weights=[w / 10, w / 100],
-                optimiser="gauss_newton" if gauss else None,
-                steps=50 if gauss else EXTRA_STEPS, stop_early=False, continuation=gauss,
-            )
-            for trial in below.curve:
-                scan.append({"weight": float(trial.weight), "below": True,
-                             "error": rel_error(trial.values, ds, name)})
-        except LookupError:
-            pass
-        except Exception as e:  # recorded, not fatal
-            say(f"    oracle fits below the chosen weight failed: {type(e).__name__}: {e}")
+        else:
+            # the criterion scans from large to small weights and stops at the first that
+            # meets its bound, so its trials hold no smaller weight: add the next two of its
+            # grid
+            try:
+                # the term the default scanned (its regulariser), as recorded
+                term = next(t for t in run.record["weights"] if t.startswith(f"reg:{name}:"))
+                # fitted as the default's trials were: Levenberg-Marquardt to convergence
+                # where it used it (an evolved state with few parameters), else L-BFGS
+                gauss = run.record.get("gcv_optimiser") == "gauss_newton"
+                below = mj.discrepancy(
+                    run.problem, run.unknowns, term=term,
+                    sigma=run.record["noise"]["sigma"], weights=[w / 10, w / 100],
+                    optimiser="gauss_newton" if gauss else None,
+                    steps=50 if gauss else EXTRA_STEPS, stop_early=False, continuation=gauss,
+                )
+                for trial in below.curve:
+                    scan.append({"weight": float(trial.weight), "below": True,
+                                 "error": rel_error(trial.values, ds, name)})
+            except Exception as e:  # recorded, not fatal
+                say(f"    oracle fits below the chosen weight failed: {type(e).__name__}: {e}")
     else:
         w0 = equation_weight(run, name)
         out["oracle_kind"] = "fixed-weight reruns"
