@@ -593,12 +593,7 @@ def log_evidence(lin, count: float, rank: int | None = None) -> float:
     keep = _reached(h)
     prior = np.linalg.eigvalsh(positive[np.ix_(keep, keep)])
     if rank is None:
-        # the prior's null space comes out at round-off, about n eps of the largest
-        # eigenvalue; its smallest true eigenvalues are (pi h)^(2k) of it for a k-th
-        # difference penalty (1e-11 for third differences on 101 nodes), so the cut sits
-        # just above round-off
-        cut = 100.0 * prior.size * np.finfo(np.float64).eps
-        rank = int(np.sum(prior > cut * max(float(np.max(prior)), 1e-300)))
+        rank = _rank_above_roundoff(prior)
     loss = float(sum(v @ v for v in r_vec.values())) + float(penalty)
     return _log_z(loss, h[np.ix_(keep, keep)], prior, rank, count)
 
@@ -631,9 +626,16 @@ def prior_rank(hessians: Sequence[np.ndarray]) -> int:
     largest eigenvalue of one first (so that a term many decades smaller than another still
     counts: `Curvature` beside `ThirdDerivative` on 101 nodes differ by up to 1e12)."""
     total = sum(h / max(float(np.max(np.abs(np.diag(h)))), 1e-300) for h in hessians)
-    eig = np.linalg.eigvalsh(total)
+    return _rank_above_roundoff(np.linalg.eigvalsh(total))
+
+
+def _rank_above_roundoff(eig: np.ndarray) -> int:
+    """The eigenvalues above round-off: a null space comes out at about n eps of the largest
+    eigenvalue, while the smallest true eigenvalues of a k-th difference penalty are (pi
+    h)^(2k) of it (1e-11 for third differences on 101 nodes), so the cut sits just above
+    round-off, at 100 n eps."""
     cut = 100.0 * eig.size * np.finfo(np.float64).eps
-    return int(np.sum(eig > cut * max(float(np.max(eig)), 1e-300)))
+    return int(np.sum(eig > cut * max(float(np.max(eig)), 1e-300))) if eig.size else 0
 
 
 def evidence(
@@ -789,12 +791,17 @@ def mix_evidence(
         pen, g, h = _penalty_quadratic_jit(p, unknowns)
         return float(pen), np.asarray(g, np.float64), _positive_part(np.asarray(h, np.float64))
 
+    def parts_at(unknowns):
+        """Each regulariser's value, gradient and Hessian (positive part) at unit weight."""
+        return {t: unit(t, unknowns) for t in (lead, extra)}
+
     def weights_of(w, a):
         return {lead: float(w), extra: float(w * a)}
 
     lin = _as_numpy(_linearise(problem.with_weights(weights_of(w0, a0)),
                                fit_result.unknowns))
-    best_z = log_evidence(lin, count, _mix_rank(unit, fit_result.unknowns, lead, extra, a0))
+    parts = parts_at(fit_result.unknowns)
+    best_z = log_evidence(lin, count, _mix_rank(parts[lead][2], parts[extra][2], a0))
     fit_now, weights_now, a_now = fit_result, weights_of(w0, a0), a0
     refits, candidates = [], ()
     for round_ in range(rounds):
@@ -805,7 +812,6 @@ def mix_evidence(
         rho = np.concatenate([r_vec[k] for k in r_vec])
         j = np.concatenate([jac[k] for k in jac])
         jtj, jtr = 2.0 * j.T @ j, 2.0 * j.T @ rho
-        parts = {t: unit(t, u) for t in (lead, extra)}
         keep = _reached(jtj + parts[lead][2] + parts[extra][2])
         rows = []
         for a in ratios:
@@ -836,11 +842,12 @@ def mix_evidence(
         res, lin = _lm(problem.with_weights(w_best), u, steps=steps, tol=1e-10, prepared=True)
         if not res.ok:
             break
-        z = log_evidence(lin, count, _mix_rank(unit, res.unknowns, lead, extra, a_best))
+        parts_new = parts_at(res.unknowns)
+        z = log_evidence(lin, count, _mix_rank(parts_new[lead][2], parts_new[extra][2], a_best))
         refits.append((w_best, z))
         if not z > best_z:
             break
-        fit_now, weights_now, a_now, best_z = res, w_best, a_best, z
+        fit_now, weights_now, a_now, best_z, parts = res, w_best, a_best, z, parts_new
     msg = (f"marginal likelihood over the prior mix {lead!r} + a x {extra!r}: a = "
            f"{a_now:.3g}, weights {', '.join(f'{k} {v:.3g}' for k, v in weights_now.items())}"
            f" (log Z = {best_z:.6g}; {len(refits)} refit(s) by Levenberg-Marquardt from "
@@ -857,8 +864,9 @@ def _weights_of(problem: Problem, terms) -> dict[str, float]:
     return out
 
 
-def _mix_rank(unit, unknowns, lead, extra, a) -> int:
-    parts = [unit(lead, unknowns)[2]] + ([unit(extra, unknowns)[2]] if a > 0 else [])
+def _mix_rank(h_lead: np.ndarray, h_extra: np.ndarray, a: float) -> int:
+    """The rank of the prior `R_lead'' + a R_extra''` over the parameters it reaches."""
+    parts = [h_lead] + ([h_extra] if a > 0 else [])
     keep = _reached(sum(parts))
     return prior_rank([p[np.ix_(keep, keep)] for p in parts])
 
