@@ -28,7 +28,12 @@ default estimator were seeds 0-4, never these), three estimates of the coefficie
   grid path: `run.record["prior_mix"]`, `w (Curvature + a length^2 ThirdDerivative)`), those
   two fits are replaced by converged Levenberg-Marquardt fits (`mj.gauss_newton`, from the
   default's fit) over `ORACLE_MIXES` x `ORACLE_MIX_OFFSETS`: five ratios `a` times the
-  default's lead weight at five half decades around it. Where no weight was chosen
+  default's lead weight at five half decades around it (the criterion's curvature weight
+  where the evidence took a squared-exponential prior), and for each squared-exponential
+  prior of the default's family (`run.record["prior_mix"]["se_lengths"]`) five fits at the
+  same half decades around its candidate weight of largest linearised evidence. The solved
+  state's prior choice (`record["prior_choice"]`, few parameters) is scanned the same way.
+  Where no weight was chosen
   (`run.choice` is None: heat1d's evolved path with networks, equation-error-only problems
   such as chromatin), `auto_run` is rerun with a
   configuration that fixes the smoothness weight of the unknown (`[regularisers.<u>] smooth =
@@ -408,16 +413,33 @@ def one_draw(case: dict, module, params: dict, noise: float, seed: int,
             # of ratios and lead weights around the default's choice, from the default's fit
             # (in place of the fits below the chosen weight)
             oracle_cpu = time.process_time()
-            lead, extra = list(mix["weights"])
-            w_lead = float(mix["weights"][lead])
+            lead, extra = f"reg:{name}:curvature", f"reg:{name}:third"
+            off = {k: 0.0 for k in mix["weights"]}  # every prior of the family at 0
+            # around the chosen curvature weight (the criterion's, where the evidence took a
+            # squared-exponential prior instead of the mix)
+            w_lead = float(mix["weights"][lead]) or w
             for m in ORACLE_MIXES:
                 for o in ORACLE_MIX_OFFSETS:
                     w_grid = w_lead * 10.0**o
-                    weights = {lead: w_grid, extra: w_grid * m * float(mix["length_squared"])}
+                    weights = {**off, lead: w_grid,
+                               extra: w_grid * m * float(mix["length_squared"])}
                     res = mj.gauss_newton(run.problem.with_weights(weights),
                                           run.result.unknowns, steps=50)
                     if res.ok:
                         scan.append({"weight": w_grid, "mix": m, "offset": o,
+                                     "error": rel_error(res.values, ds, name)})
+            # each squared-exponential prior around its weight of largest linearised
+            # evidence among the default's candidates
+            for term in (t for t in mix["weights"] if t.startswith(f"reg:{name}:se:")):
+                mine = [c for c in mix["candidates"] if c["prior"] == term]
+                if not mine:
+                    continue
+                w_se = float(max(mine, key=lambda c: c["log_evidence"])["weights"][term])
+                for o in ORACLE_MIX_OFFSETS:
+                    res = mj.gauss_newton(run.problem.with_weights({**off, term: w_se * 10.0**o}),
+                                          run.result.unknowns, steps=50)
+                    if res.ok:
+                        scan.append({"weight": w_se * 10.0**o, "prior": term, "offset": o,
                                      "error": rel_error(res.values, ds, name)})
             out["oracle_kind"] = "criterion's trials and the prior mix grid"
             out["oracle_cpu_s"] = time.process_time() - oracle_cpu

@@ -121,6 +121,7 @@ from ._terms import (
     DataMisfit as DataMisfit,
     Regulariser as Regulariser,
     Residual as Residual,
+    SquaredExponential as SquaredExponential,
     ThirdDerivative as ThirdDerivative,
     Tikhonov as Tikhonov,
 )

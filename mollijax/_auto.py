@@ -569,6 +569,40 @@ def gcv(
                   msg)
 
 
+def _in_values(unknowns: Mapping) -> dict:
+    """The unknowns with every constrained grid field replaced by a free one of the same
+    values: the evidence's Gaussian prior and Laplace integral are over the coefficient's
+    values, where a quadratic regulariser is quadratic (in the raw parameters of a
+    `positive` field its Hessian gains `g softplus''`, which fills the prior's null space
+    and makes its rank, and `log det+`, meaningless)."""
+    from ._fields import Constraint, GridField
+
+    out = {}
+    for k, f in unknowns.items():
+        if isinstance(f, GridField) and f.constraint.kind != "free":
+            f = eqx.tree_at(lambda g: (g.raw, g.constraint), f,
+                            (f.constraint(f.raw), Constraint("free")))
+        out[k] = f
+    return out
+
+
+def _constrained(unknowns: Mapping) -> bool:
+    from ._fields import GridField
+
+    return any(isinstance(f, GridField) and f.constraint.kind != "free"
+               for f in unknowns.values())
+
+
+def _values_lin(problem: Problem, unknowns: Mapping, lin):
+    """`lin` (of `_lm`, in the raw parameters) in the values of the unknowns: linearised
+    again at `_in_values` where a grid field is constrained, else `lin` itself."""
+    if not _constrained(unknowns):
+        return lin
+    from ._gauss_newton import _as_numpy, _linearise
+
+    return _as_numpy(_linearise(problem, _in_values(unknowns)))
+
+
 def log_evidence(lin, count: float, rank: int | None = None) -> float:
     """The Laplace approximation of the log marginal likelihood of the regularisers' weights,
     up to a constant, with the noise scale profiled out, from a converged fit's linearisation
@@ -677,7 +711,10 @@ def evidence(
     grid, names = _check_scan(problem, unknowns, term, sigma, weights, "evidence")
     count = float(sum(np.asarray(problem.masks[f]).sum() for f in names))
     def score(w, res, chi2, share, lin):
-        return -log_evidence(lin, count) if res.ok else float("inf")
+        if not res.ok:
+            return float("inf")
+        return -log_evidence(_values_lin(problem.with_weights({term: w}), res.unknowns, lin),
+                             count)
 
     curve, results = _collect(_scan(problem, unknowns, term, sigma, grid, names,
                                     "gauss_newton", steps, None, True), score, stop_early)
@@ -706,25 +743,29 @@ def evidence(
 
 @dataclasses.dataclass(frozen=True)
 class MixChoice:
-    """What `mix_evidence` chose: the `weights` of the regularisers, the mixing `ratio`
-    (`extra` weight over `lead` weight, in the caller's units), the converged `result` at
-    them, its `log_z`, every refit's `(weights, log Z)` in `refits`, the last round's
-    linearised candidates `(ratio, weights, log Z)` and a `message`."""
+    """What `mix_evidence` chose: the `weights` of the regularisers, the `prior` (`"mix"`,
+    or the name of the alternative regulariser taken alone), the mixing `ratio` (`extra`
+    weight over `lead` weight, in the caller's units; None for an alternative), the
+    converged `result` at them, its `log_z`, every refit's `(weights, log Z)` in `refits`,
+    the last round's linearised candidates `(prior, ratio, weights, log Z)` and a
+    `message`."""
 
     weights: dict
-    ratio: float
+    ratio: float | None
     result: FitResult
     log_z: float
     refits: tuple
     candidates: tuple
     message: str
+    prior: str = "mix"
 
     def as_dict(self) -> dict:
         """JSON-ready (metrics.json)."""
-        return {"weights": self.weights, "ratio": self.ratio, "log_evidence": self.log_z,
+        return {"weights": self.weights, "prior": self.prior, "ratio": self.ratio,
+                "log_evidence": self.log_z,
                 "refits": [{"weights": w, "log_evidence": z} for w, z in self.refits],
-                "candidates": [{"ratio": a, "weights": w, "log_evidence": z}
-                               for a, w, z in self.candidates],
+                "candidates": [{"prior": k, "ratio": a, "weights": w, "log_evidence": z}
+                               for k, a, w, z in self.candidates],
                 "message": self.message}
 
 
@@ -739,11 +780,16 @@ def mix_evidence(
     offsets: Sequence[float] | np.ndarray,
     steps: int = 50,
     rounds: int = 3,
+    alternatives: Sequence[str] = (),
 ) -> MixChoice:
     """The prior `w (R_lead + a R_extra)` of largest marginal likelihood over a grid of
     mixing ratios `a` (`ratios`, which should hold 0) and weights `w = w0 10^o` (`offsets`
     `o`, in decades around the current lead weight `w0`), starting from a converged fit
     (`fit_result`, e.g. `evidence`'s choice) of `problem` at its current weights.
+    `alternatives`: further regularisers of the problem (e.g. `SquaredExponential` terms
+    at several lengths), each a candidate prior `w_A R_A` alone (lead and extra at weight
+    0), at `w_A = v_A 10^o` over the same `offsets`, `v_A` the weight at which `R_A` at the
+    starting fit equals the starting prior's penalty (units-free).
 
     Each round linearises the model at the current fit (the MacKay / evidence-framework
     step): with the residuals' Jacobian `J` and each regulariser's value, gradient and
@@ -754,9 +800,9 @@ def mix_evidence(
     exact `log Z` is below the current one's is not taken. Where every `R` is quadratic (a
     free grid coefficient) the model is exact but for the residuals' curvature.
 
-    Both regularisers should share their null space (`Curvature` and `ThirdDerivative`
-    do, for `a >= 0`): the evidence of priors with different null spaces depends on the
-    flat prior's arbitrary scale there, and is not compared.
+    All regularisers should share their null space (`Curvature`, `ThirdDerivative` for `a
+    >= 0` and `SquaredExponential` do): the evidence of priors with different null spaces
+    depends on the flat prior's arbitrary scale there, and is not compared.
 
     **Returns:** a `MixChoice`.
     """
@@ -764,8 +810,12 @@ def mix_evidence(
 
     _check_term(problem, lead)
     _check_term(problem, extra)
-    if lead == extra:
-        raise MollijaxError(f"mix_evidence: `lead` and `extra` are both {lead!r}; give two "
+    alternatives = list(alternatives)
+    for alt in alternatives:
+        _check_term(problem, alt)
+    if lead == extra or len({lead, extra, *alternatives}) != 2 + len(alternatives):
+        raise MollijaxError(f"mix_evidence: `lead` ({lead!r}), `extra` ({extra!r}) and "
+                            f"`alternatives` ({alternatives!r}) must name different "
                             "regularisers.")
     ratios = [float(a) for a in np.atleast_1d(np.asarray(ratios, dtype=np.float64))]
     offsets = [float(o) for o in np.atleast_1d(np.asarray(offsets, dtype=np.float64))]
@@ -781,49 +831,72 @@ def mix_evidence(
     count = float(sum(np.asarray(problem.masks[f]).sum() for f in names))
     penalties = [t.name for t in problem.active_terms(fit_result.unknowns)
                  if t.name.startswith("reg:")]
-    base = _weights_of(problem, penalties)
+    mine = [lead, extra, *alternatives]
+    base = _weights_of(problem, mine)
     w0 = base[lead]
-    a0 = base[extra] / w0 if w0 > 0 else 0.0
+    if w0 <= 0 or any(base[alt] != 0 for alt in alternatives):
+        raise MollijaxError(f"mix_evidence starts from the prior of {lead!r} (weight > 0, got "
+                            f"{w0!r}), the `alternatives` at weight 0 (got "
+                            f"{ {alt: base[alt] for alt in alternatives} }).")
+    a0 = base[extra] / w0
     problem = problem.prepare(fit_result.unknowns)
 
     def unit(term, unknowns):
         p = problem.with_weights({t: (1.0 if t == term else 0.0) for t in penalties})
-        pen, g, h = _penalty_quadratic_jit(p, unknowns)
+        pen, g, h = _penalty_quadratic_jit(p, _in_values(unknowns))
         return float(pen), np.asarray(g, np.float64), _positive_part(np.asarray(h, np.float64))
 
     def parts_at(unknowns):
         """Each regulariser's value, gradient and Hessian (positive part) at unit weight."""
-        return {t: unit(t, unknowns) for t in (lead, extra)}
+        return {t: unit(t, unknowns) for t in mine}
 
-    def weights_of(w, a):
-        return {lead: float(w), extra: float(w * a)}
+    def mix_weights(w, a):
+        return {lead: float(w), extra: float(w * a), **{alt: 0.0 for alt in alternatives}}
 
-    lin = _as_numpy(_linearise(problem.with_weights(weights_of(w0, a0)),
-                               fit_result.unknowns))
+    def alt_weights(alt, w):
+        return {**{t: 0.0 for t in mine}, alt: float(w)}
+
+    def rank_of(parts, weights):
+        """The rank of the prior of `weights` over the parameters it reaches."""
+        used = [parts[t][2] for t in mine if weights[t] > 0]
+        keep = _reached(sum(used))
+        return prior_rank([h[np.ix_(keep, keep)] for h in used])
+
+    lin = _as_numpy(_linearise(problem.with_weights(mix_weights(w0, a0)),
+                               _in_values(fit_result.unknowns)))
     parts = parts_at(fit_result.unknowns)
-    best_z = log_evidence(lin, count, _mix_rank(parts[lead][2], parts[extra][2], a0))
-    fit_now, weights_now, a_now = fit_result, weights_of(w0, a0), a0
+    start_penalty = w0 * (parts[lead][0] + a0 * parts[extra][0])
+    # each alternative's reference weight: its penalty at the start equals the start prior's
+    reference = {alt: start_penalty / max(parts[alt][0], 1e-300) for alt in alternatives}
+    weights_now = mix_weights(w0, a0)
+    best_z = log_evidence(lin, count, rank_of(parts, weights_now))
+    fit_now, prior_now, a_now = fit_result, "mix", a0
     refits, candidates = [], ()
     for round_ in range(rounds):
         u = fit_now.unknowns
         if round_ > 0:  # the candidates' model at the refit itself
-            lin = _as_numpy(_linearise(problem.with_weights(weights_now), u))
+            lin = _as_numpy(_linearise(problem.with_weights(weights_now), _in_values(u)))
         r_vec, jac, _, _, _ = lin
         rho = np.concatenate([r_vec[k] for k in r_vec])
         j = np.concatenate([jac[k] for k in jac])
         jtj, jtr = 2.0 * j.T @ j, 2.0 * j.T @ rho
-        keep = _reached(jtj + parts[lead][2] + parts[extra][2])
+        keep = _reached(jtj + sum(parts[t][2] for t in mine))
+        shapes = [("mix", a, {lead: 1.0, extra: a},
+                   weights_now[lead] if prior_now == "mix" else w0) for a in ratios]
+        shapes += [(alt, None, {alt: 1.0},
+                    weights_now[alt] if prior_now == alt else reference[alt])
+                   for alt in alternatives]
         rows = []
-        for a in ratios:
-            shape = parts[lead][2] + a * parts[extra][2]
+        for prior, a, coef, ref in shapes:
+            shape = sum(c * parts[t][2] for t, c in coef.items())
             eig = np.linalg.eigvalsh(shape[np.ix_(keep, keep)])
-            rank = prior_rank([parts[lead][2][np.ix_(keep, keep)]]
-                              + ([parts[extra][2][np.ix_(keep, keep)]] if a > 0 else []))
+            rank = prior_rank([parts[t][2][np.ix_(keep, keep)] for t, c in coef.items()
+                               if c > 0])
             for o in offsets:
-                w = weights_now[lead] * 10.0 ** o
+                w = ref * 10.0 ** o
                 hp = w * shape
-                gp = w * (parts[lead][1] + a * parts[extra][1])
-                pen = w * (parts[lead][0] + a * parts[extra][0])
+                gp = w * sum(c * parts[t][1] for t, c in coef.items())
+                pen = w * sum(c * parts[t][0] for t, c in coef.items())
                 h = (jtj + hp)[np.ix_(keep, keep)]
                 g = (jtr + gp)[keep]
                 try:
@@ -834,25 +907,34 @@ def mix_evidence(
                 delta[keep] = step
                 res = rho + j @ delta
                 loss = float(res @ res + pen + gp @ delta + 0.5 * delta @ hp @ delta)
-                rows.append((float(a), weights_of(w, a), _log_z(loss, h, w * eig, rank, count)))
+                weights = mix_weights(w, a) if prior == "mix" else alt_weights(prior, w)
+                rows.append((prior, None if a is None else float(a), weights,
+                             _log_z(loss, h, w * eig, rank, count)))
         candidates = tuple(rows)
-        a_best, w_best, _ = max(rows, key=lambda r: r[2])
+        prior_best, a_best, w_best, _ = max(rows, key=lambda r: r[3])
         if _same(w_best, weights_now):
             break
         res, lin = _lm(problem.with_weights(w_best), u, steps=steps, tol=1e-10, prepared=True)
         if not res.ok:
             break
         parts_new = parts_at(res.unknowns)
-        z = log_evidence(lin, count, _mix_rank(parts_new[lead][2], parts_new[extra][2], a_best))
+        lin = _values_lin(problem.with_weights(w_best), res.unknowns, lin)
+        z = log_evidence(lin, count, rank_of(parts_new, w_best))
         refits.append((w_best, z))
         if not z > best_z:
             break
-        fit_now, weights_now, a_now, best_z, parts = res, w_best, a_best, z, parts_new
-    msg = (f"marginal likelihood over the prior mix {lead!r} + a x {extra!r}: a = "
-           f"{a_now:.3g}, weights {', '.join(f'{k} {v:.3g}' for k, v in weights_now.items())}"
+        fit_now, weights_now, best_z, parts = res, w_best, z, parts_new
+        prior_now, a_now = prior_best, a_best
+    chosen = (f"a = {a_now:.3g}" if prior_now == "mix"
+              else f"the alternative {prior_now!r} alone")
+    msg = (f"marginal likelihood over the prior mix {lead!r} + a x {extra!r}"
+           + (f" and {len(alternatives)} alternative(s)" if alternatives else "")
+           + f": {chosen}, weights "
+           f"{', '.join(f'{k} {v:.3g}' for k, v in weights_now.items() if v > 0)}"
            f" (log Z = {best_z:.6g}; {len(refits)} refit(s) by Levenberg-Marquardt from "
            f"{len(candidates)} linearised candidates)")
-    return MixChoice(weights_now, a_now, fit_now, best_z, tuple(refits), candidates, msg)
+    return MixChoice(weights_now, a_now, fit_now, best_z, tuple(refits), candidates, msg,
+                     prior_now)
 
 
 def _weights_of(problem: Problem, terms) -> dict[str, float]:
@@ -862,13 +944,6 @@ def _weights_of(problem: Problem, terms) -> dict[str, float]:
         if t.name in terms:
             out[t.name] = float(t.weight)
     return out
-
-
-def _mix_rank(h_lead: np.ndarray, h_extra: np.ndarray, a: float) -> int:
-    """The rank of the prior `R_lead'' + a R_extra''` over the parameters it reaches."""
-    parts = [h_lead] + ([h_extra] if a > 0 else [])
-    keep = _reached(sum(parts))
-    return prior_rank([p[np.ix_(keep, keep)] for p in parts])
 
 
 def _same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:

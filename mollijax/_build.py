@@ -32,7 +32,7 @@ from ._networks import PirateNet, SequentialResidual, pirate_init
 from ._problem import Problem
 from ._problem_files import problem_name
 from ._steady import Steady
-from ._terms import Regulariser
+from ._terms import regulariser_from_key
 from .config import (
     EVOLVE_STEPS,
     PROPAGATOR_NODES,
@@ -168,7 +168,7 @@ def _differentiator(options, grid: Grid, order: int, data, domain=None):
 def _regularisers(spec: Mapping[str, Mapping[str, float | str]]) -> list:
     """The configured regularisers; an `"auto"` weight is 0 here until `build` sets it."""
     return [
-        (Regulariser(u, kind), 0.0 if w == "auto" else float(w))
+        (regulariser_from_key(u, kind), 0.0 if w == "auto" else float(w))
         for u, kinds in spec.items() for kind, w in kinds.items()
     ]
 
@@ -500,6 +500,13 @@ PRIOR_MIX_OFFSETS = tuple(float(o) for o in np.arange(-3.0, 1.51, 0.25))
 """Decades of the lead weight around the evidence's curvature choice that `PRIOR_MIX`'s
 search scores (quarter decades: with `a` the curvature weight the evidence prefers falls, a
 decade for each decade of `a` above about 0.03)."""
+PRIOR_SE_LENGTHS = (0.2, 0.3, 0.5, 0.8)
+"""Beside `PRIOR_MIX`: squared-exponential priors (`SquaredExponential`, a Gaussian process
+about an unpenalised affine trend, with analytic sample paths) of the lead coefficient at
+these correlation lengths (fractions of its axes' largest extent), each over
+`PRIOR_MIX_OFFSETS` decades around the weight at which its penalty at the fit equals the
+curvature choice's; the marginal likelihood chooses among them and the mix (`mix_evidence`'s
+`alternatives`: every prior keeps the affine null space, so the evidences compare)."""
 EVOLVE_GN_TRIAL_STEPS = 50
 """The most Levenberg-Marquardt steps (Jacobians) of each weight's fit in the evolved state's
 generalised cross-validation (`EVOLVE_GAUSS_NEWTON_MAX`); from the previous weight's fit
@@ -513,6 +520,24 @@ suite's table): mean D error 0.78 % at factor 10, 0.81 % at 100 (five draws); at
 0.87 % on four (the fifth not run). An H1 penalty in the output-error fit did not help
 (units-free weight 1e-4 x length^2 / c^2 at factor 10: 0.74 -> 0.78 % on four draws; at
 factor 1, 0.89 % at 1e-4 on four draws, 2.4 % at 1e-2 on three)."""
+
+
+def _se_key(fraction: float, length: float) -> str:
+    """The configuration key of a squared-exponential prior at `fraction` of `length`."""
+    return f"se:{fraction * length:g}"
+
+
+def _prior_family(grid: Grid, fields: Mapping, grid_unknowns: Sequence[str]) -> dict:
+    """`[regularisers]` of `auto_run`'s prior choice, every weight 0 until chosen: the
+    curvature prior of each grid unknown, and for the lead one the third-derivative term of
+    `PRIOR_MIX` and the squared-exponential priors of `PRIOR_SE_LENGTHS`."""
+    regs = {k: {AUTO_REGULARISER: 0.0} for k in grid_unknowns}
+    lead = grid_unknowns[0]
+    length = _length(grid, fields[lead].axes)
+    regs[lead][PRIOR_MIX_TERM] = 0.0
+    for f in PRIOR_SE_LENGTHS:
+        regs[lead][_se_key(f, length)] = 0.0
+    return regs
 
 
 class AutoRun(NamedTuple):
@@ -1045,16 +1070,26 @@ def auto_run(
                     jax.tree_util.tree_leaves(eqx.filter(fields_b, eqx.is_inexact_array)))
         gauss = count <= EVOLVE_GAUSS_NEWTON_MAX
         record["parameters"] = count
-        if gauss:  # the lead coefficient's smoother prior, weighed by the evidence later
-            regs = {k: {AUTO_REGULARISER: 0.0} for k in grid_unknowns}
-            regs[grid_unknowns[0]][PRIOR_MIX_TERM] = 0.0
-            options_b = dataclasses.replace(options_b, regularisers=regs)
+        if gauss:  # the lead coefficient's other priors, weighed by the evidence later
+            options_b = dataclasses.replace(
+                options_b, regularisers=_prior_family(grid, fields_b, grid_unknowns))
             problem_b, fields_b = build(module, dataset, options_b)
             fields_b = _carry(fields_b, result_a.values, list(module.UNKNOWNS))
         if not gauss:
             say(f"auto: evolved = 'grid' asked for, but the evolved fit has {count} "
                 f"parameters (more than EVOLVE_GAUSS_NEWTON_MAX = {EVOLVE_GAUSS_NEWTON_MAX}):"
                 " networks instead")
+    prior_choice = gauss
+    if kind == "solve" and scan_weights and api is not None:
+        count = sum(int(np.size(fields_b[k].raw)) for k in grid_unknowns)
+        record["parameters"] = count
+        prior_choice = count <= EVOLVE_GAUSS_NEWTON_MAX
+        if prior_choice:  # GCV's curvature weight first, then the evidence over priors
+            options_b = dataclasses.replace(
+                options_b, regularisers=_prior_family(grid, fields_b, grid_unknowns))
+            problem_b, fields_b = build(module, dataset, options_b)
+            fields_b = _carry(fields_b, result_a.values, list(module.UNKNOWNS))
+    record["prior_choice"] = prior_choice
     record["evolved"] = ("grid" if gauss else "network") if kind == "evolve" else None
     if kind == "evolve" and not gauss:
         # a small network per coefficient, fitted first to the equation-error profile: its
@@ -1127,33 +1162,47 @@ def auto_run(
                 f"to {len(scan)} weights of {term!r} (from large to small, stopping one past "
                 f"the first optimum), {start}")
             if gauss:
-                from ._auto import evidence, mix_evidence
+                from ._auto import evidence
 
                 choice = evidence(problem_b, fields_b, term=term, sigma=data_sigma,
                                   weights=scan, steps=EVOLVE_GN_TRIAL_STEPS, stop_early=True)
-                length = _length(grid, fields_b[lead].axes)
-                mix = mix_evidence(
-                    problem_b.with_weights({term: float(choice.weight)}), choice.result,
-                    lead=term, extra=f"reg:{lead}:{PRIOR_MIX_TERM}", sigma=data_sigma,
-                    ratios=[a * length**2 for a in PRIOR_MIX],
-                    offsets=PRIOR_MIX_OFFSETS, steps=EVOLVE_GN_TRIAL_STEPS)
-                record["prior_mix"] = {**mix.as_dict(), "mix": mix.ratio / length**2,
-                                       "length_squared": length**2, "mixes": list(PRIOR_MIX),
-                                       "offsets": list(PRIOR_MIX_OFFSETS)}
             else:
                 choice = api[3](problem_b, fields_b, term=term, sigma=data_sigma,
                                 weights=scan, optimiser=_TRIAL_LBFGS,
                                 steps=TRIAL_STEPS * min(opt.steps, 100),
                                 chunk=TRIAL_STEPS * chunk, stop_early=True,
                                 continuation=continuation, gamma=record["gcv_gamma"])
+            if prior_choice:
+                from ._auto import mix_evidence
+
+                length = _length(grid, fields_b[lead].axes)
+                alternatives = [f"reg:{lead}:{_se_key(f, length)}" for f in PRIOR_SE_LENGTHS]
+                say(f"auto: then the marginal likelihood over the prior of {lead!r}: the "
+                    f"curvature + third-derivative mix ({len(PRIOR_MIX)} ratios) and "
+                    f"{len(alternatives)} squared-exponential priors, each at "
+                    f"{len(PRIOR_MIX_OFFSETS)} weights")
+                mix = mix_evidence(
+                    problem_b.with_weights({term: float(choice.weight)}), choice.result,
+                    lead=term, extra=f"reg:{lead}:{PRIOR_MIX_TERM}", sigma=data_sigma,
+                    ratios=[a * length**2 for a in PRIOR_MIX],
+                    offsets=PRIOR_MIX_OFFSETS, steps=EVOLVE_GN_TRIAL_STEPS,
+                    alternatives=alternatives)
+                record["prior_mix"] = {
+                    **mix.as_dict(),
+                    "mix": None if mix.ratio is None else mix.ratio / length**2,
+                    "length_squared": length**2, "mixes": list(PRIOR_MIX),
+                    "offsets": list(PRIOR_MIX_OFFSETS),
+                    "se_lengths": [f * length for f in PRIOR_SE_LENGTHS]}
             chosen = float(choice.weight)
             record["weight_choice"] = choice.as_dict()
             record["criterion"] = choice.message
             stages["weight choice"] = choice.result
             fields_b = dict(choice.result.unknowns)
             say(f"auto: {choice.message}")
-            if gauss:
-                chosen = float(mix.weights[term])
+            if prior_choice:
+                # the other unknowns keep following the curvature weight (an alternative
+                # prior of the lead sets the lead's curvature weight to 0)
+                chosen = float(mix.weights[term]) if mix.prior == "mix" else chosen
                 record["criterion"] = f"{choice.message}; then {mix.message}"
                 stages["prior mix"] = mix.result
                 fields_b = dict(mix.result.unknowns)
@@ -1169,10 +1218,9 @@ def auto_run(
         })
         record["weights"] = {f"reg:{k}:{AUTO_REGULARISER}": chosen * factors[k] / factors[lead]
                              for k in grid_unknowns}
-        if gauss:
-            extra = f"reg:{lead}:{PRIOR_MIX_TERM}"
-            problem_b = problem_b.with_weights({extra: mix.weights[extra]})
-            record["weights"][extra] = mix.weights[extra]
+        if prior_choice:  # the lead's own prior as chosen
+            problem_b = problem_b.with_weights(mix.weights)
+            record["weights"].update(mix.weights)
     # the data terms are chi-square per node: a chunk that lowers the total chi-square by
     # less than a tenth of one unit has converged statistically
     n_obs = sum(int(np.asarray(dataset.mask(k)).sum()) for k in data_sigma)
@@ -1197,15 +1245,15 @@ def auto_run(
         optimiser_b, steps_b, chunk = _TRIAL_LBFGS, TRIAL_STEPS * steps_b, TRIAL_STEPS * chunk
         say(f"auto: evolved by {record['integrator']['integrator']}, at most {steps_b} steps "
             "of the one-evaluation L-BFGS")
-    if gauss:
-        # the chosen weight's trial is converged (Levenberg-Marquardt to a relative loss
-        # change below 1e-10): it is the result
+    if prior_choice:
+        # the chosen prior's fit is converged (Levenberg-Marquardt to a relative loss
+        # change below 1e-10): it is the result, polished
         from ._gauss_newton import _lm
 
         problem_b = problem_b.prepare(fields_b)
-        record["integrator"] = problem_b.evolution.integrator.describe()
-        say(f"auto: evolved by {record['integrator']['integrator']}; Levenberg-Marquardt at "
-            "the chosen weight, from its trial")
+        if gauss:
+            record["integrator"] = problem_b.evolution.integrator.describe()
+        say(f"auto: {kind}d state; Levenberg-Marquardt at the chosen prior, from its fit")
         record["steps_output_error"] = opt.steps
         result_b = _lm(problem_b, fields_b, steps=opt.steps, tol=opt.tol, prepared=True)[0]
     else:
@@ -1215,7 +1263,7 @@ def auto_run(
     say(f"auto: output error: {result_b.message}")
     record["stages"].append({
         "stage": "output error", "state": kind,
-        "optimiser": ("Levenberg-Marquardt (mollijax.gauss_newton)" if gauss
+        "optimiser": ("Levenberg-Marquardt (mollijax.gauss_newton)" if prior_choice
                       else "L-BFGS, one evaluation per step (mollijax.lbfgs)"),
         "weights": record["weights"] or ("configured" if options.regularisers else "none"),
         "status": result_b.status.value, "steps": int(result_b.steps),

@@ -7,7 +7,8 @@
     network       mlp, fourier, pirate, pinnsformer (transformer: the same)
     optimiser     adam, lbfgs, lbfgs_armijo
     regulariser   tikhonov, smooth (H1 seminorm), curvature (second derivatives), third
-                (third derivatives), tv
+                (third derivatives), se (squared-exponential prior; in a config
+                `"se:<length>"`), tv
 
 `from_name(kind, name, **options)` builds the object; `names(kind)` lists the choices. Every
 place that turns a string into an object goes through here, so that a name means the same
@@ -78,10 +79,10 @@ def _optimisers() -> dict[str, Callable]:
 
 
 def _regularisers() -> dict[str, Callable]:
-    from ._terms import H1, TV, Curvature, ThirdDerivative, Tikhonov
+    from ._terms import H1, TV, Curvature, SquaredExponential, ThirdDerivative, Tikhonov
 
     return {"tikhonov": Tikhonov, "smooth": H1, "curvature": Curvature,
-            "third": ThirdDerivative, "tv": TV}
+            "third": ThirdDerivative, "se": SquaredExponential, "tv": TV}
 
 
 _TABLES: dict[str, Callable[[], dict[str, Callable]]] = {
@@ -100,7 +101,7 @@ NAMES: dict[str, tuple[str, ...]] = {
     "derivatives": ("mollifier", "finite_difference", "spectral", "autodiff", "taylor"),
     "network": ("mlp", "fourier", "pirate", "pinnsformer", "transformer"),
     "optimiser": ("adam", "lbfgs", "lbfgs_armijo"),
-    "regulariser": ("tikhonov", "smooth", "curvature", "third", "tv"),
+    "regulariser": ("tikhonov", "smooth", "curvature", "third", "se", "tv"),
 }
 
 

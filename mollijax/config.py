@@ -10,6 +10,7 @@ A configuration has the tables
     [state]              representation of the observed fields ("auto", "data", a network,
                          "evolve", "solve") and its options
     [regularisers.<u>]   kind = weight, e.g. smooth = 1e-4, or smooth = "auto"
+                         ("se:<length>" = weight: a squared-exponential prior)
     [weights]            term or kind = weight
     [optimiser]          name, learning_rate, steps, chunk, seed, tol
     [batch]              stack, field, key, devices, dtype
@@ -495,7 +496,10 @@ def _weights(
         raise ConfigError(f"{source}: [{where}] must be a table, got {table!r}.")
     out: dict[str, float | str] = {}
     for key, value in table.items():
-        if kind is not None and key not in names(kind):
+        if kind == "regulariser" and isinstance(key, str) and key.startswith("se"):
+            key = _se_key(key, where, source)
+        if kind is not None and (key if kind != "regulariser" or not key.startswith("se:")
+                                 else "se") not in names(kind):
             raise ConfigError(
                 f"{source}: [{where}] unknown key {key!r}; expected one of {names(kind)}."
             )
@@ -515,6 +519,21 @@ def _weights(
             )
         out[str(key)] = float(value)
     return out
+
+
+def _se_key(key: str, where: str, source: str) -> str:
+    """`"se:<length>"` (a squared-exponential prior of that length), normalised to the name
+    its term carries; anything else starting with "se" is refused by name."""
+    kind, _, option = key.partition(":")
+    try:
+        length = float(option)
+    except ValueError:
+        length = float("nan")
+    if kind != "se" or not (length > 0 and math.isfinite(length)):
+        raise ConfigError(f"{source}: [{where}] key {key!r}: a squared-exponential prior is "
+                          "written 'se:<length>' with a length > 0 in the grid's units, e.g. "
+                          "\"se:0.2\".")
+    return f"se:{length:g}"
 
 
 def auto_weights(regularisers: Mapping[str, Mapping[str, float | str]]) -> list[str]:

@@ -100,7 +100,18 @@ def _differences(n, h, order):
     return dk.T @ dk / (n - order)
 
 
-def _exact_log_evidence(w, d, h, sigma, n=N, third=0.0):
+def _se_precision(n, length):
+    """`R(u) = u^T Q u` of `SquaredExponential` on `n` nodes of [0, 1], built densely: the
+    affine part removed by least squares, the kernel with its documented nugget inverted."""
+    x = np.linspace(0.0, 1.0, n)
+    k = np.exp(-((x[:, None] - x[None, :]) ** 2) / (2 * length**2))
+    k = k + 1e-6 * np.linalg.eigvalsh(k).max() * np.eye(n)
+    basis = np.stack([np.ones(n), x], axis=1)
+    proj = np.eye(n) - basis @ np.linalg.pinv(basis)
+    return proj @ np.linalg.inv(k) @ proj / n
+
+
+def _exact_log_evidence(w, d, h, sigma, n=N, third=0.0, extra=None):
     """`max_s log p(d | w, s)` of the Gaussian model `d = u + e`, `e ~ N(0, s sigma^2 I)`,
     prior `exp(-N R(u) / (2 s))` with `R = w u^T Q2 u + third u^T Q3 u` (the mean squared
     second and third differences) and the linear functions (its null space) under a flat
@@ -109,6 +120,8 @@ def _exact_log_evidence(w, d, h, sigma, n=N, third=0.0):
     import scipy.optimize
 
     lam = n * (w * _differences(n, h, 2) + third * _differences(n, h, 3))  # precision, s = 1
+    if extra is not None:  # a further prior term's precision (`u^T extra u`, weighted)
+        lam = lam + n * extra
     h1 = np.eye(n) / sigma**2 + lam
     u = np.linalg.solve(h1, d / sigma**2)
     phi1 = 0.5 * np.sum((u - d) ** 2) / sigma**2 + 0.5 * u @ lam @ u
@@ -177,17 +190,74 @@ def test_mixed_prior_evidence_is_the_exact_marginal_likelihood_and_its_maximum()
                           first.result, lead="reg:u:curvature", extra="reg:u:third",
                           sigma={"u": sigma}, ratios=ratios, offsets=[-1.0, -0.5, 0.0, 0.5])
     assert len(mix.candidates) == 4 * len(ratios)
-    got = np.array([z for _, _, z in mix.candidates])
+    got = np.array([z for _, _, _, z in mix.candidates])
     exact = np.array([_exact_log_evidence(w["reg:u:curvature"], d, h, sigma,
                                           third=w["reg:u:third"])[0]
-                      for _, w, _ in mix.candidates])
+                      for _, _, w, _ in mix.candidates])
     np.testing.assert_allclose(got - got[0], exact - exact[0], rtol=0, atol=1e-6)
-    best = mix.candidates[int(np.argmax(exact))][1]
+    best = mix.candidates[int(np.argmax(exact))][2]
     assert all(np.isclose(mix.weights[k], best[k], rtol=1e-12) for k in best), (mix, best)
     _, mean = _exact_log_evidence(mix.weights["reg:u:curvature"], d, h, sigma,
                                   third=mix.weights["reg:u:third"])
     np.testing.assert_allclose(mix.result.values["u"], mean, rtol=0, atol=1e-8)
     assert mix.log_z >= -first.curve[[t.weight for t in first.curve].index(first.weight)].score
+
+
+def test_evidence_of_a_positive_field_is_that_of_its_values():
+    # the same smoothing problem with u > 0 as a `positive` grid field (softplus of raw
+    # parameters) and as a free one: the prior and the Laplace integral are over the values,
+    # so the evidence curve must not depend on the parametrisation (in the raw parameters
+    # the curvature penalty's Hessian gains g softplus'', which fills its null space)
+    grid = mj.Grid.from_bounds((N,), (0.0,), (1.0,), axes=("x",))
+    x = grid.coords("x")
+    sigma = 0.05
+    d = 2.0 + np.sin(2 * np.pi * x) + sigma * np.random.default_rng(5).standard_normal(N)
+    problem = mj.scaled(mj.Problem(grid, None, data={"u": d},
+                                   regularisers=[mj.Curvature("u", 1.0)]), {"u": sigma})
+    weights = np.geomspace(1e-3, 1e-7, 5)
+    curves = {}
+    for constraint in ("free", "positive"):
+        start = {"u": mj.GridField(np.full(N, 2.0), "x", constraint=constraint)}
+        choice = evidence(problem, start, term="reg:u:curvature", sigma={"u": sigma},
+                          weights=weights)
+        curves[constraint] = np.array([t.score for t in choice.curve])
+    np.testing.assert_allclose(curves["positive"], curves["free"], rtol=0, atol=1e-5)
+
+
+def test_alternative_priors_share_the_evidence_scale_of_the_mix():
+    # linear and Gaussian, squared-exponential alternatives beside the curvature + third mix:
+    # every candidate's log Z, mix or alternative, equals the closed form up to ONE constant
+    # (the priors share the affine null space, so their evidences compare), and the choice
+    # is the best of all of them
+    problem, d, _, h, sigma = _curvature_smoothing(seed=4)
+    lengths = (0.15, 0.4)
+    problem = mj.Problem(problem.grid, None, data={"u": d},
+                         regularisers=[mj.Curvature("u", 1.0), mj.ThirdDerivative("u", 0.0)]
+                         + [mj.SquaredExponential("u", 0.0, length=ell) for ell in lengths])
+    problem = mj.scaled(problem, {"u": sigma})
+    start = {"u": mj.GridField(np.zeros(N), "x")}
+    first = evidence(problem, start, term="reg:u:curvature", sigma={"u": sigma},
+                     weights=np.geomspace(1e-2, 1e-8, 7), stop_early=True)
+    names = [f"reg:u:se:{ell:g}" for ell in lengths]
+    mix = mj.mix_evidence(problem.with_weights({"reg:u:curvature": first.weight}),
+                          first.result, lead="reg:u:curvature", extra="reg:u:third",
+                          sigma={"u": sigma}, ratios=[0.0, 0.1], offsets=[-2.0, -1.0, 0.0, 1.0],
+                          alternatives=names)
+    assert len(mix.candidates) == 4 * (2 + len(lengths))
+    assert {c[0] for c in mix.candidates} == {"mix", *names}
+    precision = {name: _se_precision(N, ell) for name, ell in zip(names, lengths, strict=True)}
+
+    def exact_z(w):
+        extra = sum(w[k] * precision[k] for k in names)
+        return _exact_log_evidence(w["reg:u:curvature"], d, h, sigma, third=w["reg:u:third"],
+                                   extra=extra)[0]
+
+    got = np.array([z for _, _, _, z in mix.candidates])
+    exact = np.array([exact_z(w) for _, _, w, _ in mix.candidates])
+    np.testing.assert_allclose(got - got[0], exact - exact[0], rtol=0, atol=1e-5)
+    best = mix.candidates[int(np.argmax(exact))]
+    assert mix.prior == best[0] and all(
+        np.isclose(mix.weights[k], best[2][k], rtol=1e-12) for k in best[2]), (mix, best)
 
 
 def test_mixed_prior_evidence_takes_the_smoother_prior_only_where_the_data_are_smooth():
@@ -225,7 +295,9 @@ def test_mixed_prior_evidence_names_bad_arguments():
     fit = gauss_newton(problem, {"u": mj.GridField(np.zeros(N), "x")})
     good = {"lead": "reg:u:curvature", "extra": "reg:u:third", "sigma": {"u": sigma},
             "ratios": [0.0, 0.1], "offsets": [0.0]}
-    for change, match in (({"extra": "reg:u:curvature"}, "both"),
+    for change, match in (({"extra": "reg:u:curvature"}, "different"),
+                          ({"alternatives": ["reg:u:third"]}, "different"),
+                          ({"alternatives": ["reg:u:se:0.3"]}, "reg:u:se:0.3"),
                           ({"ratios": [-1.0]}, "ratios"), ({"ratios": []}, "ratios"),
                           ({"offsets": [np.nan]}, "offsets"), ({"rounds": 0}, "rounds"),
                           ({"extra": "reg:u:smooth"}, "reg:u:smooth")):

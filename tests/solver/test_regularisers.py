@@ -159,3 +159,46 @@ def test_a_penalty_on_a_constant_is_refused_by_name(term):
     unknowns = {"u": mj.GridField(np.zeros(GRID.shape), "xy"), "k": mj.Constant(2.0)}
     with pytest.raises(mj.MollijaxError, match=f"'{term.kind_name}' on 'k' does nothing"):
         problem.loss_terms(unknowns)
+
+
+def _se_dense(values, length, grid=GRID):
+    """The squared-exponential prior's form built densely, independently of the term's
+    factorised code: the Kronecker product's inverse, the affine part by least squares."""
+    x, y = (grid.coords(a) for a in range(2))
+
+    def kernel(c):
+        k = np.exp(-((c[:, None] - c[None, :]) ** 2) / (2 * length**2))
+        return k + 1e-6 * np.linalg.eigvalsh(k).max() * np.eye(c.size)  # the documented nugget
+
+    full = np.kron(kernel(x), kernel(y))
+    mx, my = grid.mesh()
+    basis = np.stack([np.ones(mx.size), mx.ravel(), my.ravel(), (mx * my).ravel()], axis=1)
+    u = np.ravel(values)
+    p = u - basis @ np.linalg.lstsq(basis, u, rcond=None)[0]
+    return p @ np.linalg.solve(full, p) / u.size, np.linalg.cond(full)
+
+
+@pytest.mark.parametrize("length", [0.15, 0.4])
+def test_squared_exponential_matches_its_dense_form(length):
+    values = np.random.default_rng(3).standard_normal(SHAPE)
+    term = mj.SquaredExponential("k", length=length)
+    got = float(_terms(values, term)[term.name])
+    dense, condition = _se_dense(values, length)
+    # the nugget bounds the Kronecker kernel's condition number near 1e12: both routes
+    # agree to its round-off, a wrong axis or projector would be off by O(1)
+    assert got == pytest.approx(dense, rel=condition * np.finfo(float).eps)
+
+
+def test_squared_exponential_leaves_the_curvature_null_space_flat():
+    x, y = GRID.mesh()
+    flat = 0.3 + 1.2 * x - 0.7 * y + 2.5 * x * y
+    term = mj.SquaredExponential("k", length=0.3)
+    bumpy = flat + np.sin(7 * x) * np.cos(5 * y)
+    assert abs(float(_terms(flat, term)[term.name])) < 1e-9 * float(_terms(bumpy, term)[term.name])
+    assert term.name == "reg:k:se:0.3"
+
+
+@pytest.mark.parametrize("length", [0.0, -1.0, float("nan"), float("inf")])
+def test_squared_exponential_refuses_a_bad_length_by_name(length):
+    with pytest.raises(mj.MollijaxError, match="length"):
+        mj.SquaredExponential("k", length=length)
