@@ -881,6 +881,7 @@ def mix_evidence(
         j = np.concatenate([jac[k] for k in jac])
         jtj, jtr = 2.0 * j.T @ j, 2.0 * j.T @ rho
         keep = _reached(jtj + sum(parts[t][2] for t in mine))
+        model = (jtj, jtr, j, rho, keep)
         shapes = [("mix", a, {lead: 1.0, extra: a},
                    weights_now[lead] if prior_now == "mix" else w0) for a in ratios]
         shapes += [(alt, None, {alt: 1.0},
@@ -892,24 +893,18 @@ def mix_evidence(
             eig = np.linalg.eigvalsh(shape[np.ix_(keep, keep)])
             rank = prior_rank([parts[t][2][np.ix_(keep, keep)] for t, c in coef.items()
                                if c > 0])
-            for o in offsets:
-                w = ref * 10.0 ** o
-                hp = w * shape
-                gp = w * sum(c * parts[t][1] for t, c in coef.items())
-                pen = w * sum(c * parts[t][0] for t, c in coef.items())
-                h = (jtj + hp)[np.ix_(keep, keep)]
-                g = (jtr + gp)[keep]
-                try:
-                    step = -np.linalg.solve(h, g)
-                except np.linalg.LinAlgError:
-                    continue
-                delta = np.zeros(j.shape[1])
-                delta[keep] = step
-                res = rho + j @ delta
-                loss = float(res @ res + pen + gp @ delta + 0.5 * delta @ hp @ delta)
+            grad = sum(c * parts[t][1] for t, c in coef.items())
+            value = sum(c * parts[t][0] for t, c in coef.items())
+
+            def score(o, shape=shape, eig=eig, rank=rank, grad=grad, value=value, ref=ref,
+                      model=model):
+                return _candidate(ref * 10.0 ** o, shape, eig, rank, grad, value, model, count)
+
+            scored = _extended(score, offsets)
+            for o in sorted(scored):
+                w, z = scored[o]
                 weights = mix_weights(w, a) if prior == "mix" else alt_weights(prior, w)
-                rows.append((prior, None if a is None else float(a), weights,
-                             _log_z(loss, h, w * eig, rank, count)))
+                rows.append((prior, None if a is None else float(a), weights, z))
         candidates = tuple(rows)
         prior_best, a_best, w_best, _ = max(rows, key=lambda r: r[3])
         if _same(w_best, weights_now):
@@ -935,6 +930,46 @@ def mix_evidence(
            f"{len(candidates)} linearised candidates)")
     return MixChoice(weights_now, a_now, fit_now, best_z, tuple(refits), candidates, msg,
                      prior_now)
+
+
+def _candidate(w, shape, eig, rank, grad, value, model, count) -> tuple[float, float]:
+    """`(w, log Z)` of the prior `w R` (`R`'s Hessian `shape`, its eigenvalues `eig` over the
+    reached parameters and rank, gradient `grad`, value `value`) in the linearised `model`
+    `(J^T J, J^T rho, J, rho, reached)`: one dense solve for the quadratic model's minimiser."""
+    jtj, jtr, j, rho, keep = model
+    hp, gp = w * shape, w * grad
+    h = (jtj + hp)[np.ix_(keep, keep)]
+    try:
+        step = -np.linalg.solve(h, (jtr + gp)[keep])
+    except np.linalg.LinAlgError:
+        return w, float("-inf")
+    delta = np.zeros(j.shape[1])
+    delta[keep] = step
+    res = rho + j @ delta
+    loss = float(res @ res + w * value + gp @ delta + 0.5 * delta @ hp @ delta)
+    return w, _log_z(loss, h, w * eig, rank, count)
+
+
+def _extended(score, offsets) -> dict:
+    """`{offset: score(offset)}` over `offsets`, extended past an edge that holds the largest
+    `log Z` (the second entry of `score`'s pair) one grid spacing at a time, at most
+    `EXTEND_OFFSETS` times, until the maximum is interior: a maximum on the edge is not one."""
+    scored = {o: score(o) for o in offsets}
+    spacing = float(min(np.diff(sorted(scored)), default=0.5))
+    for _ in range(EXTEND_OFFSETS):
+        best = max(scored, key=lambda o: scored[o][1])
+        if not np.isfinite(scored[best][1]) or min(scored) < best < max(scored):
+            break
+        o = best + (spacing if best == max(scored) else -spacing)
+        scored[o] = score(o)
+    return scored
+
+
+EXTEND_OFFSETS = 12
+"""`mix_evidence`: where a prior's best weight lies on the edge of its offsets, up to this many
+more offsets (at the grid's spacing) are scored beyond that edge, one at a time until the
+maximum is interior (the squared-exponential priors' references, matched to the start's
+penalty, sat a decade or more below their maxima on diffusion_reaction)."""
 
 
 def _weights_of(problem: Problem, terms) -> dict[str, float]:
