@@ -540,7 +540,9 @@ class Problem(eqx.Module):
             available = sorted(set(unknowns) | set(self.known) | set(self.data))
             raise UnknownFieldError(
                 f"Field {name!r} is not an unknown, data or known field; available: "
-                f"{available}."
+                f"{available}. A field the equations use without fitting it is given as a "
+                "known field: `Dataset(known={...})`, in a configuration `[data] known = "
+                f"{{ {name} = \"<array in the file>\" }}`."
             )
 
         return Scope(grid, lookup, self.derivatives, mode)

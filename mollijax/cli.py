@@ -47,6 +47,7 @@ import signal
 import sys
 import time
 import types
+import warnings
 from typing import NamedTuple
 
 from ._checkpoint import CheckpointMismatchError as CheckpointMismatchError, CorruptFileError
@@ -125,6 +126,7 @@ def prepare(config, log=None) -> Prepared:
 
 def _auto(config, out: pathlib.Path, resume: bool, progress: bool):
     """The `[state] representation = "auto"` branch of `run`: `auto_run`'s sequence of fits."""
+    from ._auto import IdentifiabilityWarning
     from ._build import auto_run
     from .config import ConfigError
 
@@ -134,7 +136,11 @@ def _auto(config, out: pathlib.Path, resume: bool, progress: bool):
             "fits and writes no checkpoint; run it again, or pick a representation."
         )
     module, dataset = load_data(config)
-    auto = auto_run(module, dataset, config, log=print if progress else None, progress=progress)
+    with warnings.catch_warnings():
+        if progress:  # auto_run's log prints its identifiability warning already
+            warnings.simplefilter("ignore", IdentifiabilityWarning)
+        auto = auto_run(module, dataset, config, log=print if progress else None,
+                        progress=progress)
     return module, dataset, auto
 
 
@@ -460,9 +466,12 @@ def summary(metrics: dict) -> str:
                          + (f"; relative error {errs}" if errs else ""))
         if auto.get("criterion"):
             lines.append(f"    weight: {auto['criterion']}")
-    if metrics.get("non_finite"):
+    # a constant start has no correlation with the truth: expected, recorded, not reported
+    notes = {k: v for k, v in (metrics.get("non_finite") or {}).items()
+             if not (k.startswith("initial_errors.") and k.endswith(".corr"))}
+    if notes:
         lines.append("  not finite (null in metrics.json): "
-                     + "; ".join(f"{k}: {v}" for k, v in metrics["non_finite"].items()))
+                     + "; ".join(f"{k}: {v}" for k, v in notes.items()))
     return "\n".join(lines)
 
 

@@ -27,6 +27,9 @@ def test_unknown_field_name_in_residual_is_named():
     problem = mj.Problem(GRID, lambda s: s.d(s.v, "t"), data={"u": _data()})
     with pytest.raises(mj.UnknownFieldError, match="'v'.*available.*'D'.*'u'"):
         problem.check(_unknowns())
+    # and where such a field goes: a known field, in Python and in a configuration
+    with pytest.raises(mj.UnknownFieldError, match=r"known=.*\[data\] known = \{ v = "):
+        problem.check(_unknowns())
 
 
 def test_data_shape_mismatch_is_named():
