@@ -93,6 +93,8 @@ def test_steady_default_chooses_the_solved_state(tmp_path, capsys):
     # undefined correlation (expected, recorded in metrics.json)
     assert printed.count("poorly identified") == 1, printed
     assert "initial_errors" not in printed
+    # the fit time is auto_run's, every stage and trial (it was the last stage's alone)
+    assert 0.5 * metrics["wall_time"] < metrics["fit_time"] <= metrics["wall_time"]
     auto = metrics["auto"]
     assert auto["estimator"] == "solve" and metrics["steady"]["kind"] == "steady"
     assert metrics["steady"]["solver"] == "direct"
