@@ -461,10 +461,11 @@ number at most this, the coefficients stay grid fields under the curvature prior
 of largest marginal likelihood (`evidence`, over `AUTO_WEIGHTS`), every trial fitted to
 convergence by Levenberg-Marquardt (`gauss_newton`) from the previous weight's fit, then the
 prior mix (`PRIOR_MIX`). The bound is the cost of the dense Jacobian (one forward pass per
-parameter): heat1d at 101 nodes has 202. A solved state with at most this many coefficient
-values (diffusion_reaction's 101; not darcy2d or the plate at 33 x 33) follows its GCV weight
-choice with the same prior choice (`PRIOR_MIX`, `PRIOR_SE_LENGTHS`), fitted by
-Levenberg-Marquardt (design.md section 12).
+parameter): heat1d at 101 nodes has 202. A solved state whose coefficients lie on one axis
+and number at most this (diffusion_reaction's 101) follows its GCV weight choice with the same
+prior choice (`PRIOR_MIX`, `PRIOR_SE_LENGTHS`), fitted by Levenberg-Marquardt (design.md
+section 12). Not on two axes: there each Jacobian column is a 2-D solve (the plate at 21 x 21:
+74 s per default fit against about 10 s), and the choice was measured in 1-D only.
 
 History. With the curvature prior alone (its weight refined at quarter decades) this was not
 the default on noisy data: on tuning draws 0-4 at 5 % noise, 101 x 101 (ad hoc runs, the
@@ -1091,7 +1092,10 @@ def auto_run(
     if kind == "solve" and scan_weights and api is not None:
         count = sum(int(np.size(fields_b[k].raw)) for k in grid_unknowns)
         record["parameters"] = count
-        prior_choice = count <= EVOLVE_GAUSS_NEWTON_MAX
+        # coefficients on one axis: where it was measured (diffusion_reaction); on a 2-D
+        # grid each Jacobian column is a 2-D solve (plate 21 x 21: 74 s against 10 s)
+        prior_choice = (count <= EVOLVE_GAUSS_NEWTON_MAX
+                        and all(len(fields_b[k].axes) == 1 for k in grid_unknowns))
         if prior_choice:  # GCV's curvature weight first, then the evidence over priors
             options_b = dataclasses.replace(
                 options_b, regularisers=_prior_family(grid, fields_b, grid_unknowns))
