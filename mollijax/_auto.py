@@ -575,28 +575,28 @@ def _in_values(unknowns: Mapping) -> dict:
     values, where a quadratic regulariser is quadratic (in the raw parameters of a
     `positive` field its Hessian gains `g softplus''`, which fills the prior's null space
     and makes its rank, and `log det+`, meaningless)."""
-    from ._fields import Constraint, GridField
+    from ._fields import Constraint
 
     out = {}
     for k, f in unknowns.items():
-        if isinstance(f, GridField) and f.constraint.kind != "free":
+        if _constrained(f):
             f = eqx.tree_at(lambda g: (g.raw, g.constraint), f,
                             (f.constraint(f.raw), Constraint("free")))
         out[k] = f
     return out
 
 
-def _constrained(unknowns: Mapping) -> bool:
+def _constrained(field) -> bool:
+    """A grid field whose values are a map (softplus, ...) of its raw parameters."""
     from ._fields import GridField
 
-    return any(isinstance(f, GridField) and f.constraint.kind != "free"
-               for f in unknowns.values())
+    return isinstance(field, GridField) and field.constraint.kind != "free"
 
 
 def _values_lin(problem: Problem, unknowns: Mapping, lin):
     """`lin` (of `_lm`, in the raw parameters) in the values of the unknowns: linearised
     again at `_in_values` where a grid field is constrained, else `lin` itself."""
-    if not _constrained(unknowns):
+    if not any(_constrained(f) for f in unknowns.values()):
         return lin
     from ._gauss_newton import _as_numpy, _linearise
 
@@ -850,11 +850,9 @@ def mix_evidence(
         """Each regulariser's value, gradient and Hessian (positive part) at unit weight."""
         return {t: unit(t, unknowns) for t in mine}
 
-    def mix_weights(w, a):
-        return {lead: float(w), extra: float(w * a), **{alt: 0.0 for alt in alternatives}}
-
-    def alt_weights(alt, w):
-        return {**{t: 0.0 for t in mine}, alt: float(w)}
+    def weights_of(coef, w):
+        """Every regulariser's weight for the prior `w sum_t coef[t] R_t`."""
+        return {t: float(w * coef.get(t, 0.0)) for t in mine}
 
     def rank_of(parts, weights):
         """The rank of the prior of `weights` over the parameters it reaches."""
@@ -862,13 +860,13 @@ def mix_evidence(
         keep = _reached(sum(used))
         return prior_rank([h[np.ix_(keep, keep)] for h in used])
 
-    lin = _as_numpy(_linearise(problem.with_weights(mix_weights(w0, a0)),
+    weights_now = weights_of({lead: 1.0, extra: a0}, w0)
+    lin = _as_numpy(_linearise(problem.with_weights(weights_now),
                                _in_values(fit_result.unknowns)))
     parts = parts_at(fit_result.unknowns)
     start_penalty = w0 * (parts[lead][0] + a0 * parts[extra][0])
     # each alternative's reference weight: its penalty at the start equals the start prior's
     reference = {alt: start_penalty / max(parts[alt][0], 1e-300) for alt in alternatives}
-    weights_now = mix_weights(w0, a0)
     best_z = log_evidence(lin, count, rank_of(parts, weights_now))
     fit_now, prior_now, a_now = fit_result, "mix", a0
     refits, candidates = [], ()
@@ -903,8 +901,7 @@ def mix_evidence(
             scored = _extended(score, offsets)
             for o in sorted(scored):
                 w, z = scored[o]
-                weights = mix_weights(w, a) if prior == "mix" else alt_weights(prior, w)
-                rows.append((prior, None if a is None else float(a), weights, z))
+                rows.append((prior, None if a is None else float(a), weights_of(coef, w), z))
         candidates = tuple(rows)
         prior_best, a_best, w_best, _ = max(rows, key=lambda r: r[3])
         if _same(w_best, weights_now):

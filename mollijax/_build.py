@@ -27,7 +27,7 @@ from ._fields import AbstractField, Constant, GridField, NetworkField, as_constr
 from ._grid import Grid
 from ._integrators import RK4, Propagator
 from ._lbfgs import lbfgs as trial_lbfgs
-from ._names import from_name
+from ._names import from_name, se_key
 from ._networks import PirateNet, SequentialResidual, pirate_init
 from ._problem import Problem
 from ._problem_files import problem_name
@@ -531,11 +531,6 @@ suite's table): mean D error 0.78 % at factor 10, 0.81 % at 100 (five draws); at
 factor 1, 0.89 % at 1e-4 on four draws, 2.4 % at 1e-2 on three)."""
 
 
-def _se_key(fraction: float, length: float) -> str:
-    """The configuration key of a squared-exponential prior at `fraction` of `length`."""
-    return f"se:{fraction * length:g}"
-
-
 def _prior_family(grid: Grid, fields: Mapping, grid_unknowns: Sequence[str]) -> dict:
     """`[regularisers]` of `auto_run`'s prior choice, every weight 0 until chosen: the
     curvature prior of each grid unknown, and for the lead one the third-derivative term of
@@ -545,7 +540,7 @@ def _prior_family(grid: Grid, fields: Mapping, grid_unknowns: Sequence[str]) -> 
     length = _length(grid, fields[lead].axes)
     regs[lead][PRIOR_MIX_TERM] = 0.0
     for f in PRIOR_SE_LENGTHS:
-        regs[lead][_se_key(f, length)] = 0.0
+        regs[lead][se_key(f * length)] = 0.0
     return regs
 
 
@@ -1079,11 +1074,6 @@ def auto_run(
                     jax.tree_util.tree_leaves(eqx.filter(fields_b, eqx.is_inexact_array)))
         gauss = count <= EVOLVE_GAUSS_NEWTON_MAX
         record["parameters"] = count
-        if gauss:  # the lead coefficient's other priors, weighed by the evidence later
-            options_b = dataclasses.replace(
-                options_b, regularisers=_prior_family(grid, fields_b, grid_unknowns))
-            problem_b, fields_b = build(module, dataset, options_b)
-            fields_b = _carry(fields_b, result_a.values, list(module.UNKNOWNS))
         if not gauss:
             say(f"auto: evolved = 'grid' asked for, but the evolved fit has {count} "
                 f"parameters (more than EVOLVE_GAUSS_NEWTON_MAX = {EVOLVE_GAUSS_NEWTON_MAX}):"
@@ -1096,11 +1086,11 @@ def auto_run(
         # grid each Jacobian column is a 2-D solve (plate 21 x 21: 74 s against 10 s)
         prior_choice = (count <= EVOLVE_GAUSS_NEWTON_MAX
                         and all(len(fields_b[k].axes) == 1 for k in grid_unknowns))
-        if prior_choice:  # GCV's curvature weight first, then the evidence over priors
-            options_b = dataclasses.replace(
-                options_b, regularisers=_prior_family(grid, fields_b, grid_unknowns))
-            problem_b, fields_b = build(module, dataset, options_b)
-            fields_b = _carry(fields_b, result_a.values, list(module.UNKNOWNS))
+    if prior_choice:  # the lead coefficient's other priors, weighed by the evidence later
+        options_b = dataclasses.replace(
+            options_b, regularisers=_prior_family(grid, fields_b, grid_unknowns))
+        problem_b, fields_b = build(module, dataset, options_b)
+        fields_b = _carry(fields_b, result_a.values, list(module.UNKNOWNS))
     record["prior_choice"] = prior_choice
     record["evolved"] = ("grid" if gauss else "network") if kind == "evolve" else None
     if kind == "evolve" and not gauss:
@@ -1188,7 +1178,7 @@ def auto_run(
                 from ._auto import mix_evidence
 
                 length = _length(grid, fields_b[lead].axes)
-                alternatives = [f"reg:{lead}:{_se_key(f, length)}" for f in PRIOR_SE_LENGTHS]
+                alternatives = [f"reg:{lead}:{se_key(f * length)}" for f in PRIOR_SE_LENGTHS]
                 say(f"auto: then the marginal likelihood over the prior of {lead!r}: the "
                     f"curvature + third-derivative mix ({len(PRIOR_MIX)} ratios) and "
                     f"{len(alternatives)} squared-exponential priors, each at "

@@ -22,6 +22,12 @@ from collections.abc import Callable
 from ._errors import MollijaxError
 
 
+def se_key(length: float) -> str:
+    """`"se:<length>"`: the key of a squared-exponential prior of that length, in a
+    configuration's `[regularisers.<u>]` and at the end of its term's name."""
+    return f"se:{float(length):g}"
+
+
 class UnknownNameError(MollijaxError):
     """A name that the table of `kind` does not hold."""
 

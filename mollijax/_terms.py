@@ -408,7 +408,9 @@ class SquaredExponential(_Penalty):
 
     @property
     def name(self) -> str:
-        return f"reg:{self.unknown}:se:{self.length:g}"
+        from ._names import se_key
+
+        return f"reg:{self.unknown}:{se_key(self.length)}"
 
     def __call__(self, ev: Evaluation) -> Float[Array, ""]:
         field, v = self._subgrid(ev)

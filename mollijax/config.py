@@ -52,7 +52,7 @@ from typing import Any
 from ._errors import MollijaxError
 from ._examples import examples_root, shipped
 from ._fields import as_constraint
-from ._names import UnknownNameError, check_name, names
+from ._names import UnknownNameError, check_name, names, se_key
 from ._problem_files import load_problem as load_problem, problem_name, score as score
 
 
@@ -496,10 +496,10 @@ def _weights(
         raise ConfigError(f"{source}: [{where}] must be a table, got {table!r}.")
     out: dict[str, float | str] = {}
     for key, value in table.items():
+        base = key
         if kind == "regulariser" and isinstance(key, str) and key.startswith("se"):
-            key = _se_key(key, where, source)
-        if kind is not None and (key if kind != "regulariser" or not key.startswith("se:")
-                                 else "se") not in names(kind):
+            key, base = _se_key(key, where, source), "se"
+        if kind is not None and base not in names(kind):
             raise ConfigError(
                 f"{source}: [{where}] unknown key {key!r}; expected one of {names(kind)}."
             )
@@ -533,7 +533,7 @@ def _se_key(key: str, where: str, source: str) -> str:
         raise ConfigError(f"{source}: [{where}] key {key!r}: a squared-exponential prior is "
                           "written 'se:<length>' with a length > 0 in the grid's units, e.g. "
                           "\"se:0.2\".")
-    return f"se:{length:g}"
+    return se_key(length)
 
 
 def auto_weights(regularisers: Mapping[str, Mapping[str, float | str]]) -> list[str]:
