@@ -83,6 +83,11 @@ F = '[problem]\nname = "forcing"\n'
         (F + '[regularisers.lam]\nsmooth = -1.0\n',
          r"\[regularisers\.lam\] key 'smooth' must be a finite number >= 0"),
         (F + '[regularisers.lam]\nsmoothh = 1.0\n', r"unknown key 'smoothh'"),
+        (F + '[regularisers.lam]\n"se:-0.2" = 1.0\n',
+         r"\[regularisers\.lam\] key 'se:-0\.2': a squared-exponential prior is written "
+         r"'se:<length>' with a length > 0"),
+        (F + '[regularisers.lam]\nse = 1.0\n', r"key 'se': a squared-exponential prior"),
+        (F + '[regularisers.lam]\n"se:wide" = 1.0\n', r"key 'se:wide': a squared-exponential"),
         (F + '[regularisers.lam]\nsmooth = "autoo"\n',
          r"\[regularisers\.lam\] key 'smooth' must be a finite number >= 0 or \"auto\".*"
          r"got 'autoo'"),
@@ -301,3 +306,13 @@ def test_auto_weight_needs_an_equation_error_state():
     with pytest.raises(mj.MollijaxError, match=r"\['reg:D:smooth'\] = \"auto\" .* "
                                                r"output-error state 'evolve'"):
         cli.prepare(cfg)
+
+
+def test_a_squared_exponential_key_is_normalised_to_its_term_name():
+    # "se:0.20" and the term it builds carry one name, so that weights set by name reach it
+    cfg = from_dict({"problem": {"name": "diffusion_reaction"},
+                     "regularisers": {"k": {"se:0.20": 2.0}}})
+    assert cfg.regularisers == {"k": {"se:0.2": 2.0}}
+    term = mj.SquaredExponential("k", 2.0, length=0.20)
+    assert term.name == "reg:k:" + next(iter(cfg.regularisers["k"]))
+
