@@ -317,3 +317,12 @@ def test_mixed_prior_evidence_names_bad_arguments():
                           ({"extra": "reg:u:smooth"}, "reg:u:smooth")):
         with pytest.raises(mj.MollijaxError, match=match):
             mj.mix_evidence(problem, fit, **{**good, **change})
+    # the start is the lead's prior: a lead at weight 0, or an alternative already weighted,
+    # is refused by name
+    with pytest.raises(mj.MollijaxError, match=r"'reg:u:curvature' \(weight > 0, got 0"):
+        mj.mix_evidence(problem.with_weights({"reg:u:curvature": 0.0}), fit, **good)
+    weighted = mj.Problem(problem.grid, None, data=problem.data, regularisers=[
+        mj.Curvature("u", 1.0), mj.ThirdDerivative("u", 0.0),
+        mj.SquaredExponential("u", 0.5, length=0.3)])
+    with pytest.raises(mj.MollijaxError, match=r"alternatives` at weight 0 \(got .*se:0\.3"):
+        mj.mix_evidence(weighted, fit, **good, alternatives=["reg:u:se:0.3"])
