@@ -453,8 +453,13 @@ def one_draw(case: dict, module, params: dict, noise: float, seed: int,
                 # fitted as the default's trials were: Levenberg-Marquardt to convergence
                 # where it used it (an evolved state with few parameters), else L-BFGS
                 gauss = run.record.get("gcv_optimiser") == "gauss_newton"
+                # the smooth fit's problem and start, where an inclusion replaced it
+                problem, start = run.problem, run.unknowns
+                if "smooth_weights" in run.record:
+                    problem = run.problem.with_weights(run.record["smooth_weights"])
+                    start = run.stages["output error"].unknowns
                 below = mj.discrepancy(
-                    run.problem, run.unknowns, term=term,
+                    problem, start, term=term,
                     sigma=run.record["noise"]["sigma"], weights=[w / 10, w / 100],
                     optimiser="gauss_newton" if gauss else None,
                     steps=50 if gauss else EXTRA_STEPS, stop_early=False, continuation=gauss,
@@ -487,6 +492,13 @@ def one_draw(case: dict, module, params: dict, noise: float, seed: int,
                     err = float("nan")
                 scan.append({"weight": w, "factor": factor, "error": err})
             out["oracle_cpu_s"] = time.process_time() - oracle_cpu
+    if "model_choice" in run.record:
+        # every model the default weighed (the smooth fit is among the trials above)
+        out["model"] = run.record["model"]
+        for label, res in run.stages.items():
+            if label.startswith("inclusion"):
+                scan.append({"model": label, "error": rel_error(res.values, ds, name)})
+        out["oracle_kind"] += " and the inclusion models"
     errors = [s["error"] for s in scan if np.isfinite(s["error"])]
     out["scan"] = scan
     out["oracle"] = float(min([default, *errors]))

@@ -75,6 +75,13 @@ from ._fit import (
 )
 from ._gauss_newton import gauss_newton as gauss_newton
 from ._grid import Grid as Grid
+from ._inclusion import (
+    Inclusion as Inclusion,
+    ModelChoice as ModelChoice,
+    choose_inclusion as choose_inclusion,
+    inclusion_posterior as inclusion_posterior,
+    inclusion_start as inclusion_start,
+)
 from ._integrators import (
     RK4 as RK4,
     AbstractIntegrator as AbstractIntegrator,

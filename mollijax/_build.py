@@ -25,6 +25,7 @@ from ._errors import MollijaxError
 from ._evolution import Evolution
 from ._fields import AbstractField, Constant, GridField, NetworkField, as_constraint
 from ._grid import Grid
+from ._inclusion import INCLUSION_HARMONICS, choose_inclusion, inclusion_start
 from ._integrators import RK4, Propagator
 from ._lbfgs import lbfgs as trial_lbfgs
 from ._names import from_name, se_key
@@ -1272,4 +1273,24 @@ def auto_run(
         "message": result_b.message, "final_loss": float(result_b.final_loss),
     })
     stages["output error"] = result_b
+    if (kind == "solve" and scan_weights and api is not None and len(grid_unknowns) == 1
+            and len(fields_b[grid_unknowns[0]].axes) == 2 and result_b.ok
+            and fields_b[grid_unknowns[0]].constraint.kind == "positive"):
+        # a coefficient that jumps: two values and an interface, where GCV prefers them
+        lead = grid_unknowns[0]
+        say(f"auto: then an inclusion in place of the smooth {lead!r} (two values, a "
+            f"star-shaped interface of {list(INCLUSION_HARMONICS)} harmonics), by GCV")
+        model = choose_inclusion(problem_b, result_b, lead, data_sigma,
+                                 gamma=record.get("gcv_gamma") or 1.0, say=say)
+        record["model_choice"] = model.as_dict()
+        record["model"] = model.model
+        stages.update(model.results)
+        say(f"auto: {model.message}")
+        if model.model != "smooth":
+            record["smooth_weights"] = record["weights"]
+            record["weights"] = {k: 0.0 for k in record["weights"]}
+            record["criterion"] = f"{record['criterion']}; then {model.message}"
+            fields_b = {**result_b.unknowns, lead: inclusion_start(
+                result_b.values[lead], grid, result_b.unknowns[lead].axes)}
+            problem_b, result_b = model.problem, model.result
     return AutoRun(result_b, problem_b, fields_b, initial, stages, record, choice)

@@ -167,12 +167,14 @@ def gauss_newton(
 
 
 def _lm(problem, unknowns, *, steps, tol, damping=1e-3, max_parameters=GN_MAX_PARAMETERS,
-        prepared=False):
+        prepared=False, free=None):
     """`gauss_newton`'s fit and its last linearisation (NumPy; at the last point where the
     Jacobian was taken: the result's, or the one before its final step). `prepared`: the
     problem is already prepared (a weight scan prepares once, at its start: an evolved
     state's propagator checks its linearity there, 0.2 s per call, and keeps the same
-    compiled functions from weight to weight)."""
+    compiled functions from weight to weight). `free`: a boolean mask over the flat
+    parameters; the others keep their values (nested models of one structure then share
+    the compiled linearisation: `choose_inclusion`'s shapes)."""
     start = time.perf_counter()
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise MollijaxError(f"gauss_newton `steps` must be a positive integer, got {steps!r}.")
@@ -189,6 +191,9 @@ def _lm(problem, unknowns, *, steps, tol, damping=1e-3, max_parameters=GN_MAX_PA
         return eqx.combine(unravel(jnp.asarray(theta, flat.dtype)), static)
 
     theta = np.asarray(flat, dtype=np.float64)
+    free = np.ones(n, bool) if free is None else np.asarray(free, bool)
+    if free.shape != (n,):
+        raise MollijaxError(f"internal: `free` has shape {free.shape}, the parameters ({n},).")
     u = rebuild(theta)
     lin = _as_numpy(_linearise(problem, u))
     r, jac, pen, g_pen, _ = lin
@@ -200,8 +205,8 @@ def _lm(problem, unknowns, *, steps, tol, damping=1e-3, max_parameters=GN_MAX_PA
         status = Status.diverged
         message = "the loss at the start is not finite; the start is returned"
     while status == Status.completed and taken < steps:
-        h = gn_hessian(lin)
-        g = g_pen + sum(2.0 * jac[k].T @ r[k] for k in r)
+        h = gn_hessian(lin)[np.ix_(free, free)]
+        g = (g_pen + sum(2.0 * jac[k].T @ r[k] for k in r))[free]
         if not (np.all(np.isfinite(h)) and np.all(np.isfinite(g))):
             status = Status.diverged
             message = (f"the Jacobian or the regularisers' Hessian is not finite at step "
@@ -215,7 +220,8 @@ def _lm(problem, unknowns, *, steps, tol, damping=1e-3, max_parameters=GN_MAX_PA
             except np.linalg.LinAlgError:
                 mu, nu = mu * nu, 2.0 * nu
                 continue
-            trial = theta + delta
+            trial = theta.copy()
+            trial[free] += delta
             new = float(_loss(problem, rebuild(trial)))
             if np.isfinite(new) and new < loss:
                 predicted = -(g @ delta + 0.5 * delta @ h @ delta)
