@@ -131,8 +131,9 @@ class Inclusion(AbstractField):
     def _coordinates(self, grid: Grid):
         check_axes(self.axes, grid, "Inclusion")
         i, j = (grid.axis_index(a) for a in self.axes)
-        x = grid.origin[i] + grid.spacing[i] * jnp.arange(grid.shape[i])
-        y = grid.origin[j] + grid.spacing[j] * jnp.arange(grid.shape[j])
+        dtype = self.params.dtype
+        x = grid.origin[i] + grid.spacing[i] * jnp.arange(grid.shape[i], dtype=dtype)
+        y = grid.origin[j] + grid.spacing[j] * jnp.arange(grid.shape[j], dtype=dtype)
         step = min(grid.spacing[i], grid.spacing[j])
         return x[:, None] - self.centre[0], y[None, :] - self.centre[1], step
 
@@ -144,7 +145,7 @@ class Inclusion(AbstractField):
         m = self.harmonics - 1
         log_r = jnp.full(theta.shape, self.shape[0])
         if m:
-            orders = jnp.arange(2, self.harmonics + 1)
+            orders = jnp.arange(2, self.harmonics + 1, dtype=theta.dtype)
             angle = orders * theta[..., None]
             log_r = log_r + jnp.cos(angle) @ self.shape[1:1 + m] \
                 + jnp.sin(angle) @ self.shape[1 + m:]

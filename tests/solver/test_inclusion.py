@@ -1,0 +1,211 @@
+"""The star-shaped inclusion: its geometry against closed forms, the two-value reading of a
+smooth estimate, the posterior against refits under fresh noise, and the choice between a
+smooth field and an inclusion (on images without a PDE, and through `auto_run`)."""
+
+import warnings
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import ndtri
+
+import mollijax as mj
+
+N = 25
+GRID = mj.Grid.from_bounds((N, N), (0.0, 0.0), (1.0, 1.0), axes=("x", "y"))
+H = 1.0 / (N - 1)
+CENTRE, RADIUS, K_IN, K_OUT = (0.35, 0.6), 0.2, 3.0, 1.0
+
+
+def _polar(centre):
+    x, y = GRID.mesh()
+    return np.hypot(x - centre[0], y - centre[1]), np.arctan2(y - centre[1], x - centre[0])
+
+
+def test_a_circle_is_its_distance_and_two_values():
+    field = mj.Inclusion((0.5, 0.5), 0.25, K_IN, K_OUT)
+    rho, _ = _polar((0.5, 0.5))
+    np.testing.assert_allclose(field.distance(GRID), 0.25 - rho, atol=1e-12)
+    k = np.asarray(field.on_subgrid(GRID))
+    d = 0.25 - rho
+    far = 12 * field.softness * H
+    np.testing.assert_allclose(k[d > far], K_IN, rtol=1e-4)
+    np.testing.assert_allclose(k[d < -far], K_OUT, rtol=1e-4)
+    # the node (0.75, 0.5) lies on the circle: the harmonic mean of the two values
+    on = np.isclose(d, 0.0, atol=1e-12)
+    assert on.sum() == 4
+    np.testing.assert_allclose(k[on], 2.0 / (1.0 / K_IN + 1.0 / K_OUT), rtol=1e-12)
+    assert np.all((k >= K_OUT - 1e-12) & (k <= K_IN + 1e-12))
+
+
+def test_harmonics_shape_the_radius():
+    field = mj.Inclusion(CENTRE, RADIUS, K_IN, K_OUT, harmonics=3)
+    # params: centre (2), a_0, a_2, a_3, b_2, b_3, raw inside, raw outside
+    params = np.asarray(field.params).copy()
+    params[3], params[6] = 0.1, -0.05
+    field = eqx.tree_at(lambda f: f.params, field, jnp.asarray(params))
+    rho, theta = _polar(CENTRE)
+    r = RADIUS * np.exp(0.1 * np.cos(2 * theta) - 0.05 * np.sin(3 * theta))
+    np.testing.assert_allclose(field.distance(GRID), r - rho, atol=1e-12)
+
+
+def _two_values(centre=CENTRE, radius=RADIUS):
+    rho, _ = _polar(centre)
+    return np.where(rho < radius, K_IN, K_OUT)
+
+
+def _disk_image():
+    """The model's own image of the disk (its interface blended over a quarter step): the
+    truth of the image tests, where the model is right."""
+    return np.asarray(mj.Inclusion(CENTRE, RADIUS, K_IN, K_OUT).on_subgrid(GRID))
+
+
+def test_the_start_reads_centre_radius_and_values_of_a_blurred_disk():
+    x, y = GRID.mesh()
+    blurred = _two_values() + 0.05 * np.sin(3 * x) * np.cos(2 * y)
+    start = mj.inclusion_start(blurred, GRID)
+    assert np.hypot(*(np.asarray(start.centre) - CENTRE)) < H
+    assert abs(float(np.exp(start.shape[0])) - RADIUS) < H
+    assert abs(float(start.inside) - K_IN) < 0.1 and abs(float(start.outside) - K_OUT) < 0.1
+    # a soft inclusion (lower inside) is read the same way: the smaller side
+    soft = mj.inclusion_start(4.0 - blurred, GRID)
+    assert abs(float(soft.inside) - 1.0) < 0.1 and abs(float(soft.outside) - 3.0) < 0.1
+
+
+def test_bad_input_is_named():
+    with pytest.raises(mj.MollijaxError, match="two axes"):
+        mj.Inclusion(CENTRE, RADIUS, K_IN, K_OUT, axes=("x",))
+    with pytest.raises(mj.MollijaxError, match="harmonics"):
+        mj.Inclusion(CENTRE, RADIUS, K_IN, K_OUT, harmonics=0)
+    with pytest.raises(mj.MollijaxError, match="radius"):
+        mj.Inclusion(CENTRE, -0.1, K_IN, K_OUT)
+    with pytest.raises(mj.MollijaxError, match="inside"):
+        mj.Inclusion(CENTRE, RADIUS, float("nan"), K_OUT)
+    with pytest.raises(mj.MollijaxError, match="centre"):
+        mj.Inclusion((0.1, 0.2, 0.3), RADIUS, K_IN, K_OUT)
+    with pytest.raises(mj.MollijaxError, match="smaller side"):
+        mj.inclusion_start(np.ones((N, N)), GRID)
+    with pytest.raises(mj.GridMismatchError, match="shape"):
+        mj.inclusion_start(np.ones((N, N - 1)), GRID)
+    with pytest.raises(mj.MollijaxError, match="Inclusion"):
+        mj.inclusion_posterior(mj.Problem(GRID, None, data={"k": _two_values()}),
+                               {"k": mj.GridField(_two_values(), ("x", "y"), "positive")}, "k",
+                               {"k": 0.1})
+
+
+# ------------------------------------------------------ images: the coefficient observed
+SIGMA = 0.15  # noise std of the observed image (5 % of the jump's size, relative to K_IN)
+SMOOTH = 1e-5  # the smooth fit's curvature weight (about GCV's on these images)
+
+
+def _image_problem(values, seed):
+    noisy = values + SIGMA * np.random.default_rng(seed).standard_normal(values.shape)
+    problem = mj.Problem(GRID, None, data={"k": noisy},
+                         regularisers=[mj.Curvature("k", 1.0)])
+    return mj.scaled(problem, {"k": SIGMA})
+
+
+@pytest.fixture(scope="module")
+def image_choice():
+    """`choose_inclusion` on a noisy image of the disk, after a smooth fit (the curvature
+    weight by GCV, as `auto_run` chooses it)."""
+    problem = _image_problem(_disk_image(), 0).with_weights({"reg:k:curvature": SMOOTH})
+    start = {"k": mj.GridField(np.full((N, N), 1.5), ("x", "y"), "positive")}
+    smooth = mj.gauss_newton(problem, start, steps=30)
+    return mj.choose_inclusion(problem, smooth, "k", {"k": SIGMA}), smooth
+
+
+def test_gcv_prefers_the_inclusion_on_a_noisy_disk_and_it_is_closer(image_choice):
+    choice, smooth = image_choice
+    truth = _disk_image()
+    assert choice.model.startswith("inclusion"), choice.message
+    scores = {c["model"]: c["V"] for c in choice.candidates}
+    assert set(scores) == {"smooth", "inclusion 1", "inclusion 3", "inclusion 5"}
+    assert min(scores, key=scores.get) == choice.model
+
+    def err(v):
+        return np.linalg.norm(v - truth) / np.linalg.norm(truth)
+
+    # the fitted field against the image it was drawn from (the reported values are the
+    # posterior mean of the sharp two-value field, the truth of a PDE's coefficient: the
+    # auto_run test below scores those)
+    fitted = np.asarray(choice.result.unknowns["k"].on_subgrid(GRID))
+    assert err(fitted) < 0.5 * err(smooth.values["k"]), (err(fitted), err(smooth.values["k"]))
+    # a circle has five parameters: centre, radius, two values
+    circle = next(c for c in choice.candidates if c["model"] == "inclusion 1")
+    assert abs(circle["p"] - 5.0) < 0.05, circle
+    assert abs(circle["radius"] - RADIUS) < 0.2 * H and abs(circle["inside"] - K_IN) < 0.05
+
+
+def test_the_nested_fits_equal_fits_of_each_shape_alone(image_choice):
+    # the circle candidate (fitted with the higher harmonics held at 0) against a fit of an
+    # Inclusion with one harmonic from the same start
+    choice, smooth = image_choice
+    start = mj.inclusion_start(smooth.values["k"], GRID)
+    alone = mj.gauss_newton(choice.problem, {"k": start}, steps=100, tol=1e-10)
+    nested = choice.results["inclusion 1"].unknowns["k"]
+    assert nested.harmonics == 1
+    np.testing.assert_allclose(np.asarray(nested.params), np.asarray(alone.unknowns["k"].params),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_a_smooth_image_keeps_the_smooth_field():
+    x, y = GRID.mesh()
+    smooth = 1.0 + 0.5 * np.sin(2 * np.pi * x) * np.sin(np.pi * y)
+    problem = _image_problem(smooth, 1).with_weights({"reg:k:curvature": SMOOTH})
+    start = {"k": mj.GridField(np.ones((N, N)), ("x", "y"), "positive")}
+    fitted = mj.gauss_newton(problem, start, steps=30)
+    choice = mj.choose_inclusion(problem, fitted, "k", {"k": SIGMA})
+    assert choice.model == "smooth", choice.message
+    assert choice.result is fitted
+
+
+def _image_fit(values, sigma, seed, start):
+    noisy = values + sigma * np.random.default_rng(seed).standard_normal(values.shape)
+    problem = mj.scaled(mj.Problem(GRID, None, data={"k": noisy}), {"k": sigma})
+    return problem, mj.gauss_newton(problem, {"k": start}, steps=50)
+
+
+def test_the_posterior_spread_of_the_interface_matches_refits_under_fresh_noise():
+    # noise a quarter of the jump: the interface is uncertain by a tenth of a step (at the
+    # jump's size the model's curvature widens the refits' spread to 1.3 times the
+    # linearised one: the Laplace approximation's limit)
+    sigma, disk = 0.5, mj.Inclusion(CENTRE, RADIUS, K_IN, K_OUT)
+    problem, fitted = _image_fit(_disk_image(), sigma, 0, disk)
+    field = fitted.unknowns["k"]
+    mean, std = mj.inclusion_posterior(problem, fitted, "k", {"k": sigma})
+    # the std is |k_in - k_out| sqrt(p (1 - p)) with p the mean's share of the jump
+    p = (mean - float(field.outside)) / (float(field.inside) - float(field.outside))
+    np.testing.assert_allclose(std, abs(float(field.inside) - float(field.outside))
+                               * np.sqrt(p * (1 - p)), atol=1e-7)
+    d = np.asarray(field.distance(GRID))
+    near = (p > 0.01) & (p < 0.99) & (np.abs(d) > 0.02 * H)
+    assert near.sum() >= 10, near.sum()
+    s = d[near] / ndtri(p[near])  # the posterior std of the distance at those nodes
+    # refits of the same model to fresh noise on its own prediction (parametric bootstrap)
+    prediction = np.asarray(field.on_subgrid(GRID))
+    spread = np.array([np.asarray(_image_fit(prediction, sigma, 100 + seed, field)[1]
+                                  .unknowns["k"].distance(GRID))[near] for seed in range(60)])
+    ratio = np.std(spread, axis=0) / s
+    # (measured 1.03 with 100 refits; a temperature off by 2 would give 1.41 or 0.71)
+    assert 0.8 < np.median(ratio) < 1.2, np.median(ratio)
+
+
+# ------------------------------------------------------ the default estimator
+def test_auto_run_replaces_a_smeared_jump_by_an_inclusion():
+    darcy = mj.load_problem("darcy2d")
+    ds = darcy.simulate(n=17, coefficient="inclusion", noise=0.05, seed=3)
+    with warnings.catch_warnings():  # the corners' identifiability: tested elsewhere
+        warnings.simplefilter("ignore", mj.IdentifiabilityWarning)
+        run = mj.auto_run(darcy, ds)
+    truth = ds.truth["k"]
+
+    def err(v):
+        return np.linalg.norm(v - truth) / np.linalg.norm(truth)
+
+    assert run.record["model"].startswith("inclusion"), run.record["model_choice"]
+    assert isinstance(run.result.unknowns["k"], mj.Inclusion)
+    assert err(run.result.values["k"]) < 0.6 * err(run.stages["output error"].values["k"])
+    assert all(w == 0.0 for w in run.record["weights"].values())
+    assert run.record["smooth_weights"]
