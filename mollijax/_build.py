@@ -1293,4 +1293,11 @@ def auto_run(
             fields_b = {**result_b.unknowns, lead: inclusion_start(
                 result_b.values[lead], grid, result_b.unknowns[lead].axes)}
             problem_b, result_b = model.problem, model.result
+            record["stages"].append({
+                "stage": model.model, "state": kind,
+                "optimiser": "Levenberg-Marquardt (mollijax.gauss_newton)",
+                "weights": "none (two values and an interface: no prior)",
+                "status": result_b.status.value, "steps": int(result_b.steps),
+                "message": result_b.message, "final_loss": float(result_b.final_loss),
+            })
     return AutoRun(result_b, problem_b, fields_b, initial, stages, record, choice)

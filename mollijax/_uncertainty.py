@@ -1123,12 +1123,14 @@ def run_outputs(config, problem: Problem, result: FitResult, dataset,
         else:
             record.update(unc.as_dict())
             record["fit_seconds"] = float(result.wall_time)
-            arrays = unc.arrays()
+            mean, std = dict(unc.mean), dict(unc.std)
+            _inclusions(problem, result, mean, std, record)
+            arrays = {f"{k}_std": np.asarray(v) for k, v in std.items()}
             figures = [
                 (f"{name}_std.png", lambda path, name=name: _plot_std(
-                    name, result.unknowns[name].axes, problem.grid, unc.mean[name],
-                    unc.std[name], dataset.truth.get(name), path))
-                for name in unc.std
+                    name, result.unknowns[name].axes, problem.grid, mean[name],
+                    std[name], dataset.truth.get(name), path))
+                for name in std
             ]
     from ._run_folder import strict_json
 
@@ -1138,6 +1140,21 @@ def run_outputs(config, problem: Problem, result: FitResult, dataset,
         data["non_finite"] = notes
     (folder / "uncertainty.json").write_text(json.dumps(data, indent=2, allow_nan=False))
     return arrays, figures
+
+
+def _inclusions(problem, result, mean: dict, std: dict, record: dict) -> None:
+    """An `Inclusion` unknown's values are the posterior mean of its two-value field
+    (`inclusion_posterior`), not the fitted field: its mean and std replace the Laplace
+    ones of the fitted (blended) field, and the record says so."""
+    from ._inclusion import Inclusion, inclusion_posterior
+
+    for name, field in (result.unknowns or {}).items():
+        if isinstance(field, Inclusion):
+            mean[name], std[name] = inclusion_posterior(problem, result, name)
+            record.setdefault("inclusion", {})[name] = (
+                "the posterior mean and std of the two-value field at each node (the "
+                "interface's side uncertain near it), in place of the fitted field's")
+            record.setdefault("mean_std", {})[name] = float(np.mean(std[name]))
 
 
 def _plot_std(name, axes, grid, estimate, std, truth, path):
