@@ -236,7 +236,8 @@ def _temperature(problem, sigma: Mapping[str, float]) -> float:
     if np.ptp(values) > 1e-6 * values.max():
         raise MollijaxError(
             f"inclusion_posterior: the data terms read as likelihoods at different "
-            f"temperatures {temps}; scale the problem by the noise (`mj.scaled`) first.")
+            f"temperatures 2 w sigma^2 / n {temps}; one temperature is needed (`mj.scaled` "
+            "gives 2 / n: equal where the fields have the same number of observed nodes).")
     return float(values[0])
 
 
