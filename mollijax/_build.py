@@ -1286,8 +1286,10 @@ def auto_run(
         lead = grid_unknowns[0]
         say(f"auto: then an inclusion in place of the smooth {lead!r} (two values, a "
             f"star-shaped interface of {list(INCLUSION_HARMONICS)} harmonics), by GCV")
+        trial = min(choice.curve, key=lambda t: t.score)  # GCV's choice: its chi2 and p
         model = choose_inclusion(problem_b, result_b, lead, data_sigma,
-                                 gamma=record.get("gcv_gamma") or 1.0, say=say)
+                                 gamma=record.get("gcv_gamma") or 1.0, smooth_trial=trial,
+                                 say=say)
         record["model_choice"] = model.as_dict()
         record["model"] = model.model
         stages.update(model.results)

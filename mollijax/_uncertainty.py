@@ -1151,10 +1151,12 @@ def _inclusions(problem, result, mean: dict, std: dict, record: dict) -> None:
     for name, field in (result.unknowns or {}).items():
         if isinstance(field, Inclusion):
             mean[name], std[name] = inclusion_posterior(problem, result, name)
-            record.setdefault("inclusion", {})[name] = (
-                "the posterior mean and std of the two-value field at each node (the "
-                "interface's side uncertain near it), in place of the fitted field's")
+            why = ("the posterior mean and std of the two-value field at each node (each "
+                   "value's spread, and near the interface the side's), in place of the "
+                   "fitted field's")
+            record.setdefault("inclusion", {})[name] = why
             record.setdefault("mean_std", {})[name] = float(np.mean(std[name]))
+            record["message"] = f"{record.get('message', '')}; {name}: {why}"
 
 
 def _plot_std(name, axes, grid, estimate, std, truth, path):

@@ -169,7 +169,7 @@ def _image_fit(values, sigma, seed, start):
     return problem, mj.gauss_newton(problem, {"k": start}, steps=50)
 
 
-def test_the_posterior_spread_of_the_interface_matches_refits_under_fresh_noise():
+def test_the_posterior_spread_matches_refits_under_fresh_noise():
     # noise a quarter of the jump: the interface is uncertain by a tenth of a step (at the
     # jump's size the model's curvature widens the refits' spread to 1.3 times the
     # linearised one: the Laplace approximation's limit)
@@ -177,21 +177,30 @@ def test_the_posterior_spread_of_the_interface_matches_refits_under_fresh_noise(
     problem, fitted = _image_fit(_disk_image(), sigma, 0, disk)
     field = fitted.unknowns["k"]
     mean, std = mj.inclusion_posterior(problem, fitted, "k", {"k": sigma})
-    # the std is |k_in - k_out| sqrt(p (1 - p)) with p the mean's share of the jump
     p = (mean - float(field.outside)) / (float(field.inside) - float(field.outside))
-    np.testing.assert_allclose(std, abs(float(field.inside) - float(field.outside))
-                               * np.sqrt(p * (1 - p)), atol=1e-7)
     d = np.asarray(field.distance(GRID))
     near = (p > 0.01) & (p < 0.99) & (np.abs(d) > 0.02 * H)
-    assert near.sum() >= 10, near.sum()
+    inside, outside = p > 1 - 1e-9, p < 1e-9
+    assert near.sum() >= 10 and inside.sum() >= 10 and outside.sum() >= 10
     s = d[near] / ndtri(p[near])  # the posterior std of the distance at those nodes
     # refits of the same model to fresh noise on its own prediction (parametric bootstrap)
     prediction = np.asarray(field.on_subgrid(GRID))
-    spread = np.array([np.asarray(_image_fit(prediction, sigma, 100 + seed, field)[1]
-                                  .unknowns["k"].distance(GRID))[near] for seed in range(60)])
-    ratio = np.std(spread, axis=0) / s
+    refits = [_image_fit(prediction, sigma, 100 + seed, field)[1].unknowns["k"]
+              for seed in range(100)]
+    spread = np.std([np.asarray(f.distance(GRID))[near] for f in refits], axis=0)
     # (measured 1.03 with 100 refits; a temperature off by 2 would give 1.41 or 0.71)
-    assert 0.8 < np.median(ratio) < 1.2, np.median(ratio)
+    assert 0.8 < np.median(spread / s) < 1.2, np.median(spread / s)
+    # away from the interface the std is the value's own spread (measured with 200 refits:
+    # 1.10 inside, 0.99 outside; a temperature off by 2 would give 1.41 or 0.71)
+    for where, value in ((inside, "inside"), (outside, "outside")):
+        refit_std = np.std([float(getattr(f, value)) for f in refits])
+        np.testing.assert_allclose(std[where], std[where][0], rtol=1e-5)
+        assert 0.8 < std[where][0] / refit_std < 1.33, (value, std[where][0], refit_std)
+    # near it the jump's share: var = p var_in + (1 - p) var_out + p (1 - p) jump^2
+    jump = float(field.inside) - float(field.outside)
+    expected = (p * std[inside][0] ** 2 + (1 - p) * std[outside][0] ** 2
+                + p * (1 - p) * jump**2)
+    np.testing.assert_allclose(std**2, expected, rtol=1e-6, atol=1e-12)
 
 
 # ------------------------------------------------------ the default estimator
@@ -216,9 +225,11 @@ def test_the_default_run_replaces_a_smeared_jump_by_an_inclusion(tmp_path):
     # measured 0.19 against the smooth fit's 0.35 (17 x 17, seed 3: a radius of 3.2 steps;
     # 33 x 33 in the accuracy suite: 8.7 % against 25 %)
     assert err < 0.7 * smooth, (err, smooth)
-    # the error bars are the two-value field's: zero away from the interface
+    # the error bars are the two-value field's: the background value's own spread on most
+    # nodes, the jump's near the interface
     fields = np.load(out / "fields.npz")
     assert "k" in json.loads((out / "uncertainty.json").read_text())["inclusion"]
-    std, k = fields["k_std"], fields["k"]
-    jump = float(k.max() - k.min())
-    assert np.all(std <= 0.5 * jump + 1e-12) and 0 < np.count_nonzero(std > 1e-3) < 0.2 * k.size
+    std = fields["k_std"]
+    assert np.all(std > 0)
+    assert np.isclose(std, np.median(std), rtol=1e-3).mean() > 0.5
+    assert std.max() > 10 * np.median(std)
