@@ -559,6 +559,9 @@ def gcv(
     msg = (f"generalised cross-validation: weight {c.weight:.3g} of {term!r}, the smallest "
            f"V = chi2 / (1 - {factor}p / n)^2 = {c.score:.4g} of {len(curve)} weights "
            "scanned")
+    if len(curve) > 1 and chosen == len(curve) - 1 and c.weight <= min(grid):
+        msg += (" (the smallest weight of the range, V still falling: the minimum may lie "
+                "below it)")
     passing = [t for t in curve if t.misfit <= t.threshold]
     msg += (f" (for comparison only: the discrepancy principle would take "
             f"{passing[0].weight:.3g})" if passing

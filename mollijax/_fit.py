@@ -281,6 +281,10 @@ def _result(problem, static, state: TrainState, done, steps, history, run, inter
         message = f"interrupted at step {taken}; the state of step {taken} is kept"
     elif run.converged_at is not None:
         message = f"converged at step {taken} ({run.convergence})"
+    elif getattr(run, "tol", None) is not None:
+        # the step cap, not the convergence test, ended it: a user reads "completed" as done
+        message = (f"stopped at the step cap ({taken} steps) before meeting tol "
+                   f"{run.tol:g}: not converged")
     else:
         message = f"completed {taken} steps"
     if run.outputs is not None:

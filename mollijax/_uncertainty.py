@@ -1181,14 +1181,16 @@ def _plot_std(name, axes, grid, estimate, std, truth, path):
     else:
         fig = Figure(figsize=(8.4, 3.6))
         ax = fig.subplots(1, 2)
-        extent = [coords[1][0], coords[1][-1], coords[0][0], coords[0][-1]]
+        # the orientation of the run's other figures (`_plots.py`): values[i, j] sits at
+        # (x_i, y_j), transposed so that the first axis runs right and the second up
+        extent = [coords[0][0], coords[0][-1], coords[1][0], coords[1][-1]]
         for a, (title, values) in zip(ax, (("recovered", estimate), ("std", std)), strict=True):
             # a node no datum or regulariser reaches has the nugget's std: clip the scale
             top = float(np.percentile(values, 99)) if title == "std" else None
-            im = a.imshow(values, origin="lower", extent=extent, aspect="auto", vmax=top)
+            im = a.imshow(values.T, origin="lower", extent=extent, aspect="auto", vmax=top)
             a.set_title(f"{name}: {title}")
-            a.set_xlabel(axes[1])
-            a.set_ylabel(axes[0])
+            a.set_xlabel(axes[0])
+            a.set_ylabel(axes[1])
             fig.colorbar(im, ax=a)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

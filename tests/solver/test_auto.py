@@ -122,6 +122,11 @@ def test_gcv_picks_a_weight_near_the_best_whatever_the_noise_level_said(setup):
     scores = [t.score for t in early.curve]
     assert len(scores) < len(WEIGHTS) and scores[-1] > min(scores[:-1])
     assert all(b <= a for a, b in zip(scores[:-2], scores[1:-1], strict=False))
+    # a minimum inside the range is not flagged; one at its small end is (V still falling)
+    assert "may lie below" not in choice.message
+    big = sorted(WEIGHTS, reverse=True)[:2]  # both above the best: V falls between them
+    edge = gcv(fitted, _unknowns(), term="reg:k:smooth", sigma=sigma, weights=big, steps=100)
+    assert edge.weight == big[-1] and "the minimum may lie below it" in edge.message
 
 
 def test_discrepancy_bound_stays_below_one_at_tiny_weights(setup):

@@ -232,7 +232,8 @@ def test_tol_stops_a_converged_fit_early(tmp_path):
     assert again.steps == result.steps and again.message == result.message
     # a tolerance that no chunk meets runs to the cap
     capped = mj.fit(problem, unknowns, ADAM, steps=30, chunk=10, tol=1e-300, progress=False)
-    assert capped.steps == 30 and capped.message == "completed 30 steps"
+    assert capped.steps == 30 and capped.message == (
+        "stopped at the step cap (30 steps) before meeting tol 1e-300: not converged")
     for bad in (0.0, -1e-9, float("nan"), float("inf")):
         with pytest.raises(mj.MollijaxError, match="`tol` must be None or a finite number > 0"):
             mj.fit(problem, unknowns, lbfgs, steps=10, tol=bad, progress=False)
