@@ -496,7 +496,7 @@ def one_draw(case: dict, module, params: dict, noise: float, seed: int,
         # every model the default weighed (the smooth fit is among the trials above)
         out["model"] = run.record["model"]
         for label, res in run.stages.items():
-            if label.startswith("inclusion"):
+            if "inclusion" in label:
                 scan.append({"model": label, "error": rel_error(res.values, ds, name)})
         out["oracle_kind"] += " and the inclusion models"
     errors = [s["error"] for s in scan if np.isfinite(s["error"])]

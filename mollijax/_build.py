@@ -25,7 +25,7 @@ from ._errors import MollijaxError
 from ._evolution import Evolution
 from ._fields import AbstractField, Constant, GridField, NetworkField, as_constraint
 from ._grid import Grid
-from ._inclusion import INCLUSION_HARMONICS, choose_inclusion, inclusion_start
+from ._inclusion import INCLUSION_COUNTS, INCLUSION_HARMONICS, choose_inclusion
 from ._integrators import RK4, Propagator
 from ._lbfgs import lbfgs as trial_lbfgs
 from ._names import from_name, se_key
@@ -1284,8 +1284,9 @@ def auto_run(
             and fields_b[grid_unknowns[0]].constraint.kind == "positive"):
         # a coefficient that jumps: two values and an interface, where GCV prefers them
         lead = grid_unknowns[0]
-        say(f"auto: then an inclusion in place of the smooth {lead!r} (two values, a "
-            f"star-shaped interface of {list(INCLUSION_HARMONICS)} harmonics), by GCV")
+        say(f"auto: then an inclusion in place of the smooth {lead!r} (two values; "
+            f"{list(INCLUSION_COUNTS)} star-shaped curves of {list(INCLUSION_HARMONICS)} "
+            "harmonics), by GCV")
         trial = min(choice.curve, key=lambda t: t.score)  # GCV's choice: its chi2 and p
         model = choose_inclusion(problem_b, result_b, lead, data_sigma,
                                  gamma=record.get("gcv_gamma") or 1.0, smooth_trial=trial,
@@ -1298,8 +1299,7 @@ def auto_run(
             record["smooth_weights"] = record["weights"]
             record["weights"] = {k: 0.0 for k in record["weights"]}
             record["criterion"] = f"{record['criterion']}; then {model.message}"
-            fields_b = {**result_b.unknowns, lead: inclusion_start(
-                result_b.values[lead], grid, result_b.unknowns[lead].axes)}
+            fields_b = model.start
             problem_b, result_b = model.problem, model.result
             record["stages"].append({
                 "stage": model.model, "state": kind,

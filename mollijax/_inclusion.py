@@ -37,6 +37,13 @@ INCLUSION_HARMONICS = (1, 3, 5)
 """`auto_run`'s candidate shapes: the highest harmonic `M` of the log-radius (1: a circle;
 3: harmonics 2 and 3; 5: harmonics 2 to 5), each nested in the next."""
 
+INCLUSION_COUNTS = (1, 2)
+"""`auto_run`'s candidate numbers of separate curves (one inside value in all of them)."""
+
+INCLUSION_LEVELS = (0.5, 0.6, 0.7, 0.8)
+"""`inclusion_start`'s levels, from the majority's value (0) to the minority's (1), at which
+it looks for `count` separate regions (the first level that has them)."""
+
 INCLUSION_MIN_NODES = 4
 """`inclusion_start` refuses a two-value reading with fewer nodes on the minority side."""
 
@@ -82,9 +89,10 @@ class Inclusion(AbstractField):
     axes: tuple[str, ...] = eqx.field(static=True)
     harmonics: int = eqx.field(static=True)
     softness: float = eqx.field(static=True)
+    count: int = eqx.field(static=True)
     smooth: ClassVar[bool] = False
 
-    def __init__(self, centre, radius: float, inside: float, outside: float,
+    def __init__(self, centre, radius, inside: float, outside: float,
                  axes: str | Sequence[str] = ("x", "y"), harmonics: int = 1,
                  softness: float = INCLUSION_SOFTNESS):
         self.axes = _axes_tuple(axes)
@@ -94,31 +102,51 @@ class Inclusion(AbstractField):
             raise MollijaxError(
                 f"Inclusion `harmonics` must be an integer >= 1 (1: a circle), got {harmonics!r}.")
         centre = np.asarray(centre, dtype=np.float64)
-        if centre.shape != (2,) or not np.all(np.isfinite(centre)):
+        centres = centre[None] if centre.ndim == 1 else centre
+        if centres.ndim != 2 or centres.shape[1] != 2 or not np.all(np.isfinite(centres)):
             raise MollijaxError(
-                f"Inclusion `centre` must be two finite coordinates, got {centre.tolist()!r}.")
-        for name, v in (("radius", radius), ("inside", inside), ("outside", outside),
-                        ("softness", softness)):
+                "Inclusion `centre` must be two finite coordinates (or one row of two per "
+                f"curve), got {centre.tolist()!r}.")
+        radii = np.atleast_1d(np.asarray(radius, dtype=np.float64))
+        if radii.shape != (len(centres),):
+            raise MollijaxError(
+                f"Inclusion `radius` must give one radius per centre ({len(centres)}), got "
+                f"{radii.tolist()!r}.")
+        for name, v in (("radius", float(radii.min())), ("inside", inside),
+                        ("outside", outside), ("softness", softness)):
             if isinstance(v, bool) or not np.isfinite(v) or not v > 0:
                 raise MollijaxError(f"Inclusion `{name}` must be a finite number > 0, got {v!r}.")
         self.harmonics = harmonics
         self.softness = float(softness)
+        self.count = len(centres)
         self.constraint = Constraint("positive")
-        # one array (one leaf: a Jacobian by forward mode is one pass over the model):
-        # centre (2), log-radius a_0, a_2..a_M, b_2..b_M, raw inside, raw outside
-        shape = np.zeros(1 + 2 * (harmonics - 1))
-        shape[0] = np.log(float(radius))
-        self.params = jnp.asarray(np.concatenate([
-            centre, shape, [_raw_positive(float(inside)), _raw_positive(float(outside))]]))
+        # one array (one leaf: a Jacobian by forward mode is one pass over the model): per
+        # curve its centre (2) and log-radius a_0, a_2..a_M, b_2..b_M; then raw inside, raw
+        # outside
+        blocks = []
+        for c, r in zip(centres, radii, strict=True):
+            shape = np.zeros(1 + 2 * (harmonics - 1))
+            shape[0] = np.log(float(r))
+            blocks.append(np.concatenate([c, shape]))
+        self.params = jnp.asarray(np.concatenate(
+            [*blocks, [_raw_positive(float(inside)), _raw_positive(float(outside))]]))
 
     @property
-    def centre(self) -> Float[Array, " 2"]:
-        return self.params[:2]
+    def _blocks(self) -> Float[Array, "k b"]:
+        return self.params[:-2].reshape(self.count, -1)
 
     @property
-    def shape(self) -> Float[Array, " c"]:
-        """The log-radius coefficients `a_0, a_2..a_M, b_2..b_M`."""
-        return self.params[2:-2]
+    def centre(self) -> Array:
+        """The centre (2,), or one row per curve (count, 2) where there are several."""
+        c = self._blocks[:, :2]
+        return c[0] if self.count == 1 else c
+
+    @property
+    def shape(self) -> Array:
+        """The log-radius coefficients `a_0, a_2..a_M, b_2..b_M` (one row per curve where
+        there are several)."""
+        s = self._blocks[:, 2:]
+        return s[0] if self.count == 1 else s
 
     @property
     def inside(self) -> Float[Array, ""]:
@@ -134,27 +162,36 @@ class Inclusion(AbstractField):
         dtype = self.params.dtype
         x = grid.origin[i] + grid.spacing[i] * jnp.arange(grid.shape[i], dtype=dtype)
         y = grid.origin[j] + grid.spacing[j] * jnp.arange(grid.shape[j], dtype=dtype)
-        step = min(grid.spacing[i], grid.spacing[j])
-        return x[:, None] - self.centre[0], y[None, :] - self.centre[1], step
+        return x, y, min(grid.spacing[i], grid.spacing[j])
+
+    def distances(self, grid: Grid) -> Float[Array, "k nx ny"]:
+        """`d_j = r_j(theta_j) - rho_j` of each curve at each node (> 0 inside it)."""
+        x, y, _ = self._coordinates(grid)
+        m = self.harmonics - 1
+        out = []
+        for block in self._blocks:
+            dx, dy = x[:, None] - block[0], y[None, :] - block[1]
+            rho = jnp.sqrt(dx**2 + dy**2 + jnp.finfo(dx.dtype).tiny)
+            theta = jnp.arctan2(dy, dx)
+            log_r = jnp.full(theta.shape, block[2])
+            if m:
+                orders = jnp.arange(2, self.harmonics + 1, dtype=theta.dtype)
+                angle = orders * theta[..., None]
+                log_r = log_r + jnp.cos(angle) @ block[3:3 + m] \
+                    + jnp.sin(angle) @ block[3 + m:]
+            out.append(jnp.exp(log_r) - rho)
+        return jnp.stack(out)
 
     def distance(self, grid: Grid) -> Float[Array, "nx ny"]:
-        """`d = r(theta) - rho` at each node of the two axes' sub-grid (> 0 inside)."""
-        dx, dy = self._coordinates(grid)[:2]
-        rho = jnp.sqrt(dx**2 + dy**2 + jnp.finfo(dx.dtype).tiny)
-        theta = jnp.arctan2(dy, dx)
-        m = self.harmonics - 1
-        log_r = jnp.full(theta.shape, self.shape[0])
-        if m:
-            orders = jnp.arange(2, self.harmonics + 1, dtype=theta.dtype)
-            angle = orders * theta[..., None]
-            log_r = log_r + jnp.cos(angle) @ self.shape[1:1 + m] \
-                + jnp.sin(angle) @ self.shape[1 + m:]
-        return jnp.exp(log_r) - rho
+        """`d = max_j d_j` at each node of the two axes' sub-grid: > 0 inside some curve."""
+        return jnp.max(self.distances(grid), axis=0)
 
     def inside_weight(self, grid: Grid) -> Float[Array, "nx ny"]:
-        """`S(d / (s h))`: 1 well inside, 0 well outside."""
+        """`1 - prod_j (1 - S(d_j / (s h)))`: 1 well inside a curve, 0 well outside all."""
         step = self._coordinates(grid)[2]
-        return jax.nn.sigmoid(self.distance(grid) / (self.softness * step))
+        outside = jnp.prod(jax.nn.sigmoid(-self.distances(grid) / (self.softness * step)),
+                           axis=0)
+        return 1.0 - outside
 
     def on_subgrid(self, grid: Grid) -> Array:
         s = self.inside_weight(grid)
@@ -164,14 +201,22 @@ class Inclusion(AbstractField):
         return self.on_grid(grid).reshape(-1)[index]
 
 
-def inclusion_start(values, grid: Grid, axes=("x", "y"), harmonics: int = 1) -> Inclusion:
+def inclusion_start(values, grid: Grid, axes=("x", "y"), harmonics: int = 1,
+                    count: int = 1) -> Inclusion:
     """The two-value reading of a smooth estimate `values` (on the sub-grid of `axes`): nodes
     above the midpoint of its 5 % and 95 % quantiles on one side, below on the other; the
-    smaller side is the inclusion. Its centroid is the centre, the radius that of a disk of
-    its area, the two values each side's mean. A `MollijaxError` where the smaller side has
-    fewer than `INCLUSION_MIN_NODES` nodes or a value is not positive."""
+    smaller side is the inclusion. With `count = 1` its centroid is the centre and the
+    radius that of a disk of its area; with `count = K` the `K` largest connected regions
+    (4-neighbours) beyond the first of `INCLUSION_LEVELS` that has `K` each give a curve so
+    (smoothing joins nearby inclusions at the midpoint). The two values are each side's mean. A
+    `MollijaxError` where the smaller side (or one of the `K` regions) has fewer than
+    `INCLUSION_MIN_NODES` nodes or a value is not positive."""
+    from scipy import ndimage
+
     axes = _axes_tuple(axes)
     check_axes(axes, grid, "inclusion_start")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise MollijaxError(f"inclusion_start: `count` must be an integer >= 1, got {count!r}.")
     v = np.asarray(values, dtype=np.float64)
     i, j = (grid.axis_index(a) for a in axes)
     expected = (grid.shape[i], grid.shape[j])
@@ -193,27 +238,67 @@ def inclusion_start(values, grid: Grid, axes=("x", "y"), harmonics: int = 1) -> 
         raise MollijaxError(
             f"inclusion_start: the two sides' means ({k_in:.3g} inside, {k_out:.3g} outside) "
             "must be positive.")
+    if count == 1:
+        regions = [inside]
+    else:
+        # separate regions: at the midpoint, or, where smoothing has joined them, at a
+        # level nearer the inclusion's value
+        minority, majority = (hi, lo) if inside is above else (lo, hi)
+        found = 0
+        for level in INCLUSION_LEVELS:
+            t = majority + level * (minority - majority)
+            side = v > t if inside is above else v < t
+            labels, _ = ndimage.label(side)
+            sizes = np.bincount(labels.ravel())[1:]
+            order = [r + 1 for r in np.argsort(sizes)[::-1]
+                     if sizes[r] >= INCLUSION_MIN_NODES]
+            found = max(found, len(order))
+            if len(order) >= count:
+                break
+        if found < count:
+            raise MollijaxError(
+                f"inclusion_start: the two-value reading of `values` has at most {found} "
+                f"separate region(s) of at least {INCLUSION_MIN_NODES} nodes (levels "
+                f"{list(INCLUSION_LEVELS)} of the way to the inclusion's value); `count` = "
+                f"{count} needs as many.")
+        regions = [labels == r for r in order[:count]]
     x = grid.origin[i] + grid.spacing[i] * np.arange(grid.shape[i])
     y = grid.origin[j] + grid.spacing[j] * np.arange(grid.shape[j])
     X, Y = np.meshgrid(x, y, indexing="ij")
-    area = float(inside.sum()) * grid.spacing[i] * grid.spacing[j]
-    return Inclusion((X[inside].mean(), Y[inside].mean()), np.sqrt(area / np.pi), k_in, k_out,
-                     axes, harmonics)
+    cell = grid.spacing[i] * grid.spacing[j]
+    centres = [(X[r].mean(), Y[r].mean()) for r in regions]
+    radii = [np.sqrt(float(r.sum()) * cell / np.pi) for r in regions]
+    if count == 1:
+        return Inclusion(centres[0], radii[0], k_in, k_out, axes, harmonics)
+    return Inclusion(centres, radii, k_in, k_out, axes, harmonics)
+
+
+def _layout(field: Inclusion, harmonics: int) -> np.ndarray:
+    """Index of each parameter of a field with `harmonics` in `field`'s own parameters, -1
+    for a log-radius coefficient `field` does not have."""
+    m_old, m_new = field.harmonics - 1, harmonics - 1
+    b_old, b_new = 3 + 2 * m_old, 3 + 2 * m_new
+    index = []
+    for j in range(field.count):
+        block = [j * b_old + q for q in range(3)]
+        for part in range(2):  # cosines, then sines
+            block += [j * b_old + 3 + part * m_old + q if q < m_old else -1
+                      for q in range(m_new)]
+        assert len(block) == b_new
+        index += block
+    n_old = field.count * b_old
+    return np.array(index + [n_old, n_old + 1])
 
 
 def with_harmonics(field: Inclusion, harmonics: int) -> Inclusion:
     """`field` with its log-radius extended to `harmonics` (new coefficients 0: the same
-    curve), or cut to it."""
-    new = Inclusion(np.asarray(field.centre), 1.0, 1.0, 1.0, field.axes, harmonics,
-                    field.softness)
-    m_old, m_new = field.harmonics - 1, harmonics - 1
-    keep = min(m_old, m_new)
+    curves), or cut to it."""
+    centre = np.asarray(field.centre)
+    new = Inclusion(centre, np.ones(field.count) if field.count > 1 else 1.0, 1.0, 1.0,
+                    field.axes, harmonics, field.softness)
+    index = _layout(field, harmonics)
     old = np.asarray(field.params)
-    params = np.asarray(new.params).copy()
-    params[:3] = old[:3]
-    params[3:3 + keep] = old[3:3 + keep]
-    params[3 + m_new:3 + m_new + keep] = old[3 + m_old:3 + m_old + keep]
-    params[-2:] = old[-2:]
+    params = np.where(index >= 0, old[np.maximum(index, 0)], 0.0)
     return eqx.tree_at(lambda f: f.params, new, jnp.asarray(params))
 
 
@@ -302,9 +387,10 @@ def _free_mask(unknowns, name: str, harmonics: int) -> np.ndarray:
     coefficients of `name` (an `Inclusion`) above `harmonics`."""
     field = unknowns[name]
     m_top, m = field.harmonics - 1, harmonics - 1
-    own = np.ones(field.params.shape)
-    own[3 + m:3 + m_top] = 0.0
-    own[3 + m_top + m:3 + 2 * m_top] = 0.0
+    block = np.ones(3 + 2 * m_top)
+    block[3 + m:3 + m_top] = 0.0
+    block[3 + m_top + m:3 + 2 * m_top] = 0.0
+    own = np.concatenate([np.tile(block, field.count), [1.0, 1.0]])
     params, _ = eqx.partition(unknowns, eqx.is_inexact_array)
     ones = jax.tree_util.tree_map(lambda a: np.ones(np.shape(a)), params)
     ones = eqx.tree_at(lambda t: t[name].params, ones, own)
@@ -342,10 +428,11 @@ def _posterior(problem, unknowns, name: str, lin, temperature: float, free=None)
 
 @dataclasses.dataclass(frozen=True)
 class ModelChoice:
-    """`choose_inclusion`'s choice: `model` (`"smooth"` or `"inclusion M"`), the `result` of
-    the chosen model (for an inclusion, its `values` the posterior mean), the `problem` it
-    was fitted on, and every `candidate` as `{model, chi2, p, V, status, message}` (and,
-    for an inclusion, `results[model]`: its fit with the posterior mean as values)."""
+    """`choose_inclusion`'s choice: `model` (`"smooth"`, `"inclusion M"` or `"K inclusions
+    M"`), the `result` of the chosen model (for an inclusion, its `values` the posterior
+    mean), the `problem` it was fitted on, every `candidate` as `{model, chi2, p, V, status,
+    message}` (and, for an inclusion, `results[model]`: its fit with the posterior mean as
+    values), and the chosen inclusion's `start` unknowns (None for the smooth field)."""
 
     model: str
     result: object
@@ -354,6 +441,7 @@ class ModelChoice:
     results: dict
     gamma: float
     message: str
+    start: dict | None = None
 
     def as_dict(self) -> dict:
         return {"criterion": f"gcv (gamma {self.gamma:g})", "model": self.model,
@@ -365,9 +453,14 @@ def _gcv_score(chi2: float, p: float, n: float, gamma: float) -> float:
     return chi2 / (1.0 - share) ** 2 if share < 1.0 else float("inf")
 
 
+def _label(count: int, harmonics: int) -> str:
+    return f"inclusion {harmonics}" if count == 1 else f"{count} inclusions {harmonics}"
+
+
 def choose_inclusion(problem, smooth, name: str, sigma: Mapping[str, float], *,
                      gamma: float = 1.0, harmonics: Sequence[int] = INCLUSION_HARMONICS,
-                     steps: int = 100, smooth_trial=None, say=None) -> ModelChoice:
+                     counts: Sequence[int] = INCLUSION_COUNTS, steps: int = 100,
+                     smooth_trial=None, say=None) -> ModelChoice:
     """A smooth fit of the grid unknown `name`, or an `Inclusion` in its place, by GCV.
 
     Each candidate is scored as `gcv` scores weights,
@@ -375,16 +468,18 @@ def choose_inclusion(problem, smooth, name: str, sigma: Mapping[str, float], *,
         V = chi2 / (1 - gamma p / n)^2,
 
     `chi2` the chi-square per observed node of its fit, `p` its effective number of
-    parameters (the trace of the influence matrix: about 5 for a circle, `1 + 2 (M - 1) + 4`
-    for `M` harmonics), `n` the observed nodes; the smallest `V` wins. The inclusions start
-    from the two-value reading of the smooth fit (`inclusion_start`) and are fitted by
-    Levenberg-Marquardt in turn, each harmonic count from the previous count's fit, with
-    `name`'s regularisers at weight 0 (they were priors for nodal values). A candidate whose
-    fit fails or does not start is scored `inf` and said so.
+    parameters (the trace of the influence matrix: about 5 for a circle, `K (1 + 2 M) + 2`
+    for `K` curves of `M` harmonics), `n` the observed nodes; the smallest `V` wins. For
+    each count of curves in `counts` the inclusions start from the two-value reading of the
+    smooth fit (`inclusion_start`; a count its reading has too few separate regions for is
+    skipped) and are fitted by Levenberg-Marquardt in turn, each harmonic count from the
+    previous one's fit, with `name`'s regularisers at weight 0 (they were priors for nodal
+    values). A candidate whose fit fails is scored `inf` and said so. Candidates are labelled
+    `"inclusion M"` (one curve) and `"K inclusions M"`.
 
     **Arguments:** `problem`: the scaled output-error problem of the smooth fit (its weights
     as fitted); `smooth`: that fit (`FitResult`); `sigma`: the noise std of each observed
-    field; `gamma`: GCV's factor (as the weight's choice used); `harmonics`: the inclusion
+    field; `gamma`: GCV's factor (as the weight's choice used); `harmonics`, `counts`: the
     shapes tried; `steps`: Levenberg-Marquardt's cap per fit; `smooth_trial`: the `Trial`
     of `gcv`'s curve that chose the smooth fit's weight, whose `chi2` and `p` (from its
     `threshold`, `1 - p / n`) then score the smooth field without another influence trace
@@ -406,60 +501,66 @@ def choose_inclusion(problem, smooth, name: str, sigma: Mapping[str, float], *,
                    "V": _gcv_score(chi2, p, count, gamma), "status": "completed",
                    "message": "the smooth fit"}]
     results: dict = {}
+    starts: dict = {}
     fields = dict(smooth.unknowns)
     own = [t.name for t in problem.terms if t.name.startswith(f"reg:{name}:")]
     bare = problem.with_weights({t: 0.0 for t in own})
-    try:
-        start = inclusion_start(smooth.values[name], problem.grid, fields[name].axes)
-    except MollijaxError as error:
-        say(f"auto: no inclusion tried: {error}")
-        start = None
-    # one structure (the most harmonics) for every candidate, the higher harmonics held at
-    # 0 where a candidate has fewer: one compiled linearisation serves them all
-    top = max(harmonics)
-    current = {**fields, name: with_harmonics(start, top)} if start is not None else None
     temperature = _temperature(bare, sigma)
-    for m in sorted(harmonics) if start is not None else ():
-        label = f"inclusion {m}"
-        free = _free_mask(current, name, m)
+    top = max(harmonics)
+    for curves in counts:
         try:
-            res, lin = _lm(bare, current, steps=steps, tol=1e-10, free=free)
+            start = inclusion_start(smooth.values[name], problem.grid, fields[name].axes,
+                                    count=curves)
         except MollijaxError as error:
-            candidates.append({"model": label, "chi2": float("nan"), "p": float("nan"),
-                               "V": float("inf"), "status": "failed", "message": str(error)})
-            break
-        if not res.ok or not np.isfinite(res.final_loss):
-            candidates.append({"model": label, "chi2": float("nan"), "p": float("nan"),
-                               "V": float("inf"), "status": res.status.value,
-                               "message": res.message})
-            break
-        current = res.unknowns
-        field = current[name]
-        lin = _restrict(lin, free)
-        c2 = _chi2(bare, bare.grid_values(current), sigma, names)
-        pm = influence_trace(lin, [f"data:{f}" for f in names])
-        mean, std = _posterior(bare, current, name, lin, temperature, free)
-        results[label] = dataclasses.replace(
-            res, unknowns={**current, name: with_harmonics(field, m)},
-            values={**res.values, name: mean},
-            fields={**res.fields, name: np.asarray(_broadcast(jnp.asarray(mean), bare.grid,
-                                                              field.axes))})
-        candidates.append({"model": label, "chi2": c2, "p": pm,
-                           "V": _gcv_score(c2, pm, count, gamma), "status": res.status.value,
-                           "message": res.message, "inside": float(field.inside),
-                           "outside": float(field.outside),
-                           "centre": [float(c) for c in field.centre],
-                           "radius": float(np.exp(field.shape[0])),
-                           "max_std": float(std.max())})
+            say(f"auto: no inclusion of {curves} curve(s) tried: {error}")
+            continue
+        # one structure (the most harmonics) for every candidate of this count, the higher
+        # harmonics held at 0 where a candidate has fewer: one compiled linearisation
+        current = {**fields, name: with_harmonics(start, top)}
+        for m in sorted(harmonics):
+            label = _label(curves, m)
+            free = _free_mask(current, name, m)
+            try:
+                res, lin = _lm(bare, current, steps=steps, tol=1e-10, free=free)
+            except MollijaxError as error:
+                candidates.append({"model": label, "chi2": float("nan"), "p": float("nan"),
+                                   "V": float("inf"), "status": "failed",
+                                   "message": str(error)})
+                break
+            if not res.ok or not np.isfinite(res.final_loss):
+                candidates.append({"model": label, "chi2": float("nan"), "p": float("nan"),
+                                   "V": float("inf"), "status": res.status.value,
+                                   "message": res.message})
+                break
+            current = res.unknowns
+            field = current[name]
+            lin = _restrict(lin, free)
+            c2 = _chi2(bare, bare.grid_values(current), sigma, names)
+            pm = influence_trace(lin, [f"data:{f}" for f in names])
+            mean, std = _posterior(bare, current, name, lin, temperature, free)
+            results[label] = dataclasses.replace(
+                res, unknowns={**current, name: with_harmonics(field, m)},
+                values={**res.values, name: mean},
+                fields={**res.fields, name: np.asarray(_broadcast(
+                    jnp.asarray(mean), bare.grid, field.axes))})
+            starts[label] = {**fields, name: with_harmonics(start, m)}
+            centre = np.asarray(field.centre, dtype=np.float64)
+            radius = np.exp(np.asarray(field.shape, dtype=np.float64)[..., 0])
+            candidates.append({"model": label, "chi2": c2, "p": pm,
+                               "V": _gcv_score(c2, pm, count, gamma),
+                               "status": res.status.value, "message": res.message,
+                               "inside": float(field.inside), "outside": float(field.outside),
+                               "centre": centre.tolist(), "radius": radius.tolist(),
+                               "max_std": float(std.max())})
     best = min(candidates, key=lambda c: c["V"])
     scores = ", ".join(f"{c['model']} {c['V']:.4g}" for c in candidates)
     if best["model"] == "smooth":
         msg = (f"the smooth field kept: GCV V = chi2 / (1 - {gamma:g} p / n)^2 smallest "
                f"({scores})")
-        return ModelChoice("smooth", smooth, problem, tuple(candidates), results, gamma, msg)
-    msg = (f"an inclusion of {best['model'].split()[1]} harmonic(s) in place of the smooth "
-           f"field: GCV V = chi2 / (1 - {gamma:g} p / n)^2 smallest ({scores}); inside "
-           f"{best['inside']:.4g}, outside {best['outside']:.4g}, reported as the posterior "
-           "mean at each node")
+        return ModelChoice("smooth", smooth, problem, tuple(candidates), results, gamma, msg,
+                           None)
+    msg = (f"{best['model']} (curves, harmonics) in place of the smooth field: GCV V = chi2 / "
+           f"(1 - {gamma:g} p / n)^2 smallest ({scores}); inside {best['inside']:.4g}, "
+           f"outside {best['outside']:.4g}, reported as the posterior mean at each node")
     return ModelChoice(best["model"], results[best["model"]], bare, tuple(candidates), results,
-                       gamma, msg)
+                       gamma, msg, starts[best["model"]])

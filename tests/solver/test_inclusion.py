@@ -75,6 +75,42 @@ def test_the_start_reads_centre_radius_and_values_of_a_blurred_disk():
     assert abs(float(soft.inside) - 1.0) < 0.1 and abs(float(soft.outside) - 3.0) < 0.1
 
 
+TWO = ((0.3, 0.3), (0.68, 0.66)), (0.14, 0.12)
+
+
+def test_two_curves_start_from_two_regions_even_where_smoothing_joins_them():
+    x, y = GRID.mesh()
+    disks = mj.Inclusion(*TWO, K_IN, K_OUT)
+    assert disks.count == 2 and np.asarray(disks.centre).shape == (2, 2)
+    d = np.asarray(disks.distance(GRID))
+    for c, r in zip(*TWO, strict=True):  # the union: inside either disk
+        rho = np.hypot(x - c[0], y - c[1])
+        assert np.all(d >= r - rho - 1e-12)
+    # a wide blur joins the two at the midpoint; a level nearer K_IN separates them
+    sharp = np.asarray(disks.on_subgrid(GRID))
+    blurred = sharp.copy()
+    for _ in range(6):
+        blurred[1:-1, 1:-1] = 0.2 * (blurred[1:-1, 1:-1] + blurred[2:, 1:-1] + blurred[:-2, 1:-1]
+                                     + blurred[1:-1, 2:] + blurred[1:-1, :-2])
+    start = mj.inclusion_start(blurred, GRID, count=2)
+    found = sorted(map(tuple, np.asarray(start.centre)))
+    for got, want in zip(found, sorted(TWO[0]), strict=True):
+        assert np.hypot(got[0] - want[0], got[1] - want[1]) < 1.5 * H, (got, want)
+    with pytest.raises(mj.MollijaxError, match="separate region"):
+        mj.inclusion_start(_disk_image(), GRID, count=2)
+
+
+def test_gcv_takes_two_curves_for_two_disks():
+    problem = _image_problem(np.asarray(mj.Inclusion(*TWO, K_IN, K_OUT).on_subgrid(GRID)), 2)
+    problem = problem.with_weights({"reg:k:curvature": SMOOTH})
+    start = {"k": mj.GridField(np.full((N, N), 1.5), ("x", "y"), "positive")}
+    smooth = mj.gauss_newton(problem, start, steps=30)
+    choice = mj.choose_inclusion(problem, smooth, "k", {"k": SIGMA}, harmonics=(1,))
+    assert choice.model == "2 inclusions 1", choice.message
+    field = choice.result.unknowns["k"]
+    assert field.count == 2 and abs(float(field.inside) - K_IN) < 0.1
+
+
 def test_bad_input_is_named():
     with pytest.raises(mj.MollijaxError, match="two axes"):
         mj.Inclusion(CENTRE, RADIUS, K_IN, K_OUT, axes=("x",))
