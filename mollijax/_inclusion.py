@@ -6,7 +6,7 @@ the nodes of that band carry most of the error. Where the data say the coefficie
 values, a model with two values and an interface has a handful of parameters, fits the data
 as well, and places the interface to a fraction of a grid step.
 
-    Inclusion               the field: two positive values and a star-shaped interface
+    Inclusion               the field: two positive values and star-shaped interfaces
     inclusion_posterior     the posterior mean and std of the coefficient at each node
     inclusion_start         the two-value reading of a smooth estimate (the start of a fit)
     choose_inclusion        smooth field or inclusion, and how many harmonics, by GCV
@@ -72,12 +72,14 @@ class Inclusion(AbstractField):
     mean of the two sides (a finite-volume scheme's edge value), and with it a fitted disk's
     radius agrees with the simulator's (ad hoc, darcy2d 33 x 33 without noise: 0.200 for the
     truth's 0.2, against 0.191 with an arithmetic blend). `k_in` and `k_out` are positive
-    (softplus of raw parameters).
+    (softplus of raw parameters). With several curves (`count` of them, one inside value) a
+    node is inside where it is inside any: `S` above becomes `1 - prod_j (1 - S(d_j /
+    (s h)))`, and `distance` is `max_j d_j`.
 
     **Arguments:**
 
-    - `centre`: the curve's centre, one coordinate per axis.
-    - `radius`: its mean radius (> 0), in the axes' units.
+    - `centre`: the curve's centre, one coordinate per axis; or one row of two per curve.
+    - `radius`: its mean radius (> 0), in the axes' units; or one per curve.
     - `inside`, `outside`: the two values (> 0).
     - `axes`: the two grid axes it lives on (default `("x", "y")`).
     - `harmonics`: `M` above (an integer >= 1; 1 is a circle).
