@@ -275,32 +275,47 @@ def inclusion_start(values, grid: Grid, axes=("x", "y"), harmonics: int = 1,
     return Inclusion(centres, radii, k_in, k_out, axes, harmonics)
 
 
-def _layout(field: Inclusion, harmonics: int) -> np.ndarray:
-    """Index of each parameter of a field with `harmonics` in `field`'s own parameters, -1
-    for a log-radius coefficient `field` does not have."""
+def _layout(field: Inclusion, harmonics: int, count: int) -> np.ndarray:
+    """Index of each parameter of a field of `count` curves with `harmonics` in `field`'s
+    own parameters; -1 for a log-radius coefficient `field` does not have, -2 for the
+    parameters of a curve beyond its own (to be parked)."""
     m_old, m_new = field.harmonics - 1, harmonics - 1
     b_old, b_new = 3 + 2 * m_old, 3 + 2 * m_new
     index = []
-    for j in range(field.count):
-        block = [j * b_old + q for q in range(3)]
+    for j in range(count):
+        if j >= field.count:
+            index += [-2] * b_new
+            continue
+        index += [j * b_old + q for q in range(3)]
         for part in range(2):  # cosines, then sines
-            block += [j * b_old + 3 + part * m_old + q if q < m_old else -1
+            index += [j * b_old + 3 + part * m_old + q if q < m_old else -1
                       for q in range(m_new)]
-        assert len(block) == b_new
-        index += block
     n_old = field.count * b_old
     return np.array(index + [n_old, n_old + 1])
 
 
-def with_harmonics(field: Inclusion, harmonics: int) -> Inclusion:
+def with_harmonics(field: Inclusion, harmonics: int, count: int | None = None,
+                   grid: Grid | None = None) -> Inclusion:
     """`field` with its log-radius extended to `harmonics` (new coefficients 0: the same
-    curves), or cut to it."""
-    centre = np.asarray(field.centre)
-    new = Inclusion(centre, np.ones(field.count) if field.count > 1 else 1.0, 1.0, 1.0,
-                    field.axes, harmonics, field.softness)
-    index = _layout(field, harmonics)
+    curves), or cut to it; with `count`, its first `count` curves, and curves it lacks
+    parked far outside `grid` (a radius of a millionth of a step, a thousand extents away:
+    no node sees them, so nested models of fewer curves share one structure)."""
+    count = field.count if count is None else count
+    new = Inclusion(np.zeros((count, 2)) if count > 1 else (0.0, 0.0),
+                    np.ones(count) if count > 1 else 1.0, 1.0, 1.0, field.axes, harmonics,
+                    field.softness)
+    index = _layout(field, harmonics, count)
     old = np.asarray(field.params)
     params = np.where(index >= 0, old[np.maximum(index, 0)], 0.0)
+    if np.any(index == -2):
+        if grid is None:
+            raise MollijaxError("internal: parking a curve needs the grid.")
+        i, j = (grid.axis_index(a) for a in field.axes)
+        extent = max(grid.shape[i] * grid.spacing[i], grid.shape[j] * grid.spacing[j])
+        far = (grid.origin[i] - 1e3 * extent, grid.origin[j] - 1e3 * extent)
+        block = 3 + 2 * (harmonics - 1)
+        for c in range(field.count, count):
+            params[c * block:c * block + 3] = (*far, np.log(1e-6 * min(grid.spacing)))
     return eqx.tree_at(lambda f: f.params, new, jnp.asarray(params))
 
 
@@ -384,15 +399,17 @@ def _jacobians(unknowns, name: str, grid: Grid):
     return jax.jacfwd(of)(flat)
 
 
-def _free_mask(unknowns, name: str, harmonics: int) -> np.ndarray:
+def _free_mask(unknowns, name: str, harmonics: int, count: int) -> np.ndarray:
     """Over the flat parameters of `unknowns`: every parameter, except the log-radius
-    coefficients of `name` (an `Inclusion`) above `harmonics`."""
+    coefficients of `name` (an `Inclusion`) above `harmonics` and its curves beyond the
+    first `count` (parked)."""
     field = unknowns[name]
     m_top, m = field.harmonics - 1, harmonics - 1
     block = np.ones(3 + 2 * m_top)
     block[3 + m:3 + m_top] = 0.0
     block[3 + m_top + m:3 + 2 * m_top] = 0.0
-    own = np.concatenate([np.tile(block, field.count), [1.0, 1.0]])
+    blocks = [block if j < count else np.zeros_like(block) for j in range(field.count)]
+    own = np.concatenate([*blocks, [1.0, 1.0]])
     params, _ = eqx.partition(unknowns, eqx.is_inexact_array)
     ones = jax.tree_util.tree_map(lambda a: np.ones(np.shape(a)), params)
     ones = eqx.tree_at(lambda t: t[name].params, ones, own)
@@ -508,20 +525,21 @@ def choose_inclusion(problem, smooth, name: str, sigma: Mapping[str, float], *,
     own = [t.name for t in problem.terms if t.name.startswith(f"reg:{name}:")]
     bare = problem.with_weights({t: 0.0 for t in own})
     temperature = _temperature(bare, sigma)
-    top = max(harmonics)
-    for curves in counts:
+    top, most, grid = max(harmonics), max(counts), problem.grid
+    for curves in sorted(counts):
         try:
-            start = inclusion_start(smooth.values[name], problem.grid, fields[name].axes,
+            start = inclusion_start(smooth.values[name], grid, fields[name].axes,
                                     count=curves)
         except MollijaxError as error:
             say(f"auto: no inclusion of {curves} curve(s) tried: {error}")
             continue
-        # one structure (the most harmonics) for every candidate of this count, the higher
-        # harmonics held at 0 where a candidate has fewer: one compiled linearisation
-        current = {**fields, name: with_harmonics(start, top)}
+        # one structure for every candidate (the most curves and harmonics), the higher
+        # harmonics held at 0 and the missing curves parked outside the grid where a
+        # candidate has fewer: one compiled linearisation serves them all
+        current = {**fields, name: with_harmonics(start, top, most, grid)}
         for m in sorted(harmonics):
             label = _label(curves, m)
-            free = _free_mask(current, name, m)
+            free = _free_mask(current, name, m, curves)
             try:
                 res, lin = _lm(bare, current, steps=steps, tol=1e-10, free=free)
             except MollijaxError as error:
@@ -540,14 +558,15 @@ def choose_inclusion(problem, smooth, name: str, sigma: Mapping[str, float], *,
             c2 = _chi2(bare, bare.grid_values(current), sigma, names)
             pm = influence_trace(lin, [f"data:{f}" for f in names])
             mean, std = _posterior(bare, current, name, lin, temperature, free)
+            own_field = with_harmonics(field, m, curves)
             results[label] = dataclasses.replace(
-                res, unknowns={**current, name: with_harmonics(field, m)},
+                res, unknowns={**current, name: own_field},
                 values={**res.values, name: mean},
                 fields={**res.fields, name: np.asarray(_broadcast(
                     jnp.asarray(mean), bare.grid, field.axes))})
             starts[label] = {**fields, name: with_harmonics(start, m)}
-            centre = np.asarray(field.centre, dtype=np.float64)
-            radius = np.exp(np.asarray(field.shape, dtype=np.float64)[..., 0])
+            centre = np.asarray(own_field.centre, dtype=np.float64)
+            radius = np.exp(np.asarray(own_field.shape, dtype=np.float64)[..., 0])
             candidates.append({"model": label, "chi2": c2, "p": pm,
                                "V": _gcv_score(c2, pm, count, gamma),
                                "status": res.status.value, "message": res.message,
