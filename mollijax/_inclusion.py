@@ -363,7 +363,9 @@ def inclusion_posterior(problem, fitted, name: str, sigma: Mapping[str, float] |
     it by the fixed softness: at a node a fraction of a step from the curve the side is
     uncertain, and the mean hedges. Away from the interface the std is the value's own;
     near it the jump's. Both are the model's: a shape the harmonics cannot follow, or the
-    discretisation's error, is not in them.
+    discretisation's error, is not in them (on another simulator's finite-element data at
+    3 % noise the +- 2 std band held the truth at only 9-12 % of the nodes: the values were
+    biased by the solved state's discretisation error, more than by the noise).
 
     **Arguments:** `problem` as fitted (scaled by the noise, or `sigma` given); `fitted` a
     `FitResult` or the unknowns; `name` the `Inclusion` unknown; `sigma`: `{field: noise
