@@ -555,8 +555,8 @@ class AutoRun(NamedTuple):
     - `stages`: `{stage: FitResult}` in the order run (`"equation error"`, then
       `"output error"` where it ran; `"equation error, the rule's widths"` beside the first
       where the widths were chosen by quasi-optimality and differ from the rule's;
-      `"inclusion M"` for each inclusion weighed against the smooth output-error fit, its
-      values the posterior mean);
+      `"inclusion M"` / `"K inclusions M"` for each inclusion weighed against the smooth
+      output-error fit, its values the posterior mean);
     - `record`: what was chosen and why (JSON-able; `metrics.json`'s `"auto"`);
     - `choice`: the weight criterion's `Choice` (every trial's weight, misfit and unknowns'
       values), or None where no weight was chosen.
@@ -881,9 +881,9 @@ def auto_run(
        weight by L-BFGS until `tol` (at most `steps` steps). Both output-error states run
        the one-evaluation L-BFGS (`mollijax.lbfgs`) for `TRIAL_STEPS` times those steps
        (a step of optax's L-BFGS, which step 1 uses, is about two evaluations). A solved
-       state with one positive grid coefficient on two axes then weighs a star-shaped
-       inclusion in its place (`choose_inclusion`: two values and an interface of
-       `INCLUSION_HARMONICS` harmonics, by the same GCV; a chosen one is reported as the
+       state with one positive grid coefficient on two axes then weighs star-shaped
+       inclusions in its place (`choose_inclusion`: two values, `INCLUSION_COUNTS` curves
+       of `INCLUSION_HARMONICS` harmonics, by the same GCV; a chosen one is reported as the
        posterior mean of the two-value field, `inclusion_posterior`).
     3. Otherwise step 1's fit is the result; with automatic widths (`eps = "auto"`) and
        weights, refitted first at narrower widths (`WIDTH_FACTORS` of the rule's, down to
