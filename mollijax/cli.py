@@ -144,6 +144,18 @@ def _auto(config, out: pathlib.Path, resume: bool, progress: bool):
     return module, dataset, auto
 
 
+def _final_losses(problem, result) -> dict:
+    """Each loss term's last value (unweighted) and the total: from the fit's history, and
+    where a fit records only its total (Levenberg-Marquardt) the terms evaluated at its
+    result."""
+    final = {k: float(v[-1]) for k, v in result.history.items() if len(v)}
+    missing = [t.name for t in problem.terms if t.name not in final]
+    if missing and result.unknowns is not None:
+        terms = problem.loss_terms(result.unknowns)
+        final.update({k: float(terms[k]) for k in missing if k in terms})
+    return final
+
+
 def _evolution_metrics(evolution, grid) -> dict | None:
     if evolution is None:
         return None
@@ -228,7 +240,7 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
             "fit_time": fit_time,
             "errors": score(result.values, dataset),
             "initial_errors": score(initial, dataset),
-            "final_losses": {k: float(v[-1]) for k, v in result.history.items() if len(v)},
+            "final_losses": _final_losses(problem, result),
             # the terms above are unweighted; "total" is the sum of weight x term
             "term_weights": {t.name: float(t.weight) for t in problem.terms},
             "eps": list(eps) if isinstance(eps, tuple) else eps,

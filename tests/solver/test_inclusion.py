@@ -254,6 +254,8 @@ def test_the_default_run_replaces_a_smeared_jump_by_an_inclusion(tmp_path):
     auto = metrics["auto"]
     assert auto["model"].startswith("inclusion"), auto["model_choice"]
     assert all(w == 0.0 for w in auto["weights"].values()) and auto["smooth_weights"]
+    # the final fit (Levenberg-Marquardt) records its total only: the terms are evaluated
+    assert {"total", "data:u"} <= set(metrics["final_losses"]), metrics["final_losses"]
     stages = {s["stage"]: s for s in auto["stages"]}
     assert list(stages) == ["equation error", "output error", auto["model"]]
     smooth = stages["output error"]["errors"]["k"]["rel_l2"]
