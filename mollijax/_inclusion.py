@@ -48,14 +48,6 @@ INCLUSION_MIN_NODES = 4
 """`inclusion_start` refuses a two-value reading with fewer nodes on the minority side."""
 
 
-def _positive(x):
-    return jax.nn.softplus(x)
-
-
-def _raw_positive(value: float) -> float:
-    return float(Constraint("positive").inverse(value))
-
-
 class Inclusion(AbstractField):
     """A coefficient with the value `inside` within a star-shaped curve and `outside` beyond.
 
@@ -131,7 +123,7 @@ class Inclusion(AbstractField):
             shape[0] = np.log(float(r))
             blocks.append(np.concatenate([c, shape]))
         self.params = jnp.asarray(np.concatenate(
-            [*blocks, [_raw_positive(float(inside)), _raw_positive(float(outside))]]))
+            [*blocks, self.constraint.inverse([float(inside), float(outside)])]))
 
     @property
     def _blocks(self) -> Float[Array, "k b"]:
@@ -152,18 +144,17 @@ class Inclusion(AbstractField):
 
     @property
     def inside(self) -> Float[Array, ""]:
-        return _positive(self.params[-2])
+        return self.constraint(self.params[-2])
 
     @property
     def outside(self) -> Float[Array, ""]:
-        return _positive(self.params[-1])
+        return self.constraint(self.params[-1])
 
     def _coordinates(self, grid: Grid):
         check_axes(self.axes, grid, "Inclusion")
         i, j = (grid.axis_index(a) for a in self.axes)
         dtype = self.params.dtype
-        x = grid.origin[i] + grid.spacing[i] * jnp.arange(grid.shape[i], dtype=dtype)
-        y = grid.origin[j] + grid.spacing[j] * jnp.arange(grid.shape[j], dtype=dtype)
+        x, y = (jnp.asarray(grid.coords(a), dtype=dtype) for a in self.axes)
         return x, y, min(grid.spacing[i], grid.spacing[j])
 
     def distances(self, grid: Grid) -> Float[Array, "k nx ny"]:
@@ -264,9 +255,7 @@ def inclusion_start(values, grid: Grid, axes=("x", "y"), harmonics: int = 1,
                 f"{list(INCLUSION_LEVELS)} of the way to the inclusion's value); `count` = "
                 f"{count} needs as many.")
         regions = [labels == r for r in order[:count]]
-    x = grid.origin[i] + grid.spacing[i] * np.arange(grid.shape[i])
-    y = grid.origin[j] + grid.spacing[j] * np.arange(grid.shape[j])
-    X, Y = np.meshgrid(x, y, indexing="ij")
+    X, Y = np.meshgrid(grid.coords(i), grid.coords(j), indexing="ij")
     cell = grid.spacing[i] * grid.spacing[j]
     centres = [(X[r].mean(), Y[r].mean()) for r in regions]
     radii = [np.sqrt(float(r.sum()) * cell / np.pi) for r in regions]
@@ -275,22 +264,23 @@ def inclusion_start(values, grid: Grid, axes=("x", "y"), harmonics: int = 1,
     return Inclusion(centres, radii, k_in, k_out, axes, harmonics)
 
 
-def _layout(field: Inclusion, harmonics: int, count: int) -> np.ndarray:
-    """Index of each parameter of a field of `count` curves with `harmonics` in `field`'s
-    own parameters; -1 for a log-radius coefficient `field` does not have, -2 for the
-    parameters of a curve beyond its own (to be parked)."""
-    m_old, m_new = field.harmonics - 1, harmonics - 1
+def _layout(old: tuple[int, int], new: tuple[int, int]) -> np.ndarray:
+    """Index of each parameter of a field of `new = (curves, harmonics)` among those of a
+    field of `old = (curves, harmonics)`: -1 for a log-radius coefficient the old field does
+    not have, -2 for the parameters of a curve beyond its own (to be parked)."""
+    (c_old, h_old), (c_new, h_new) = old, new
+    m_old, m_new = h_old - 1, h_new - 1
     b_old, b_new = 3 + 2 * m_old, 3 + 2 * m_new
     index = []
-    for j in range(count):
-        if j >= field.count:
+    for j in range(c_new):
+        if j >= c_old:
             index += [-2] * b_new
             continue
         index += [j * b_old + q for q in range(3)]
         for part in range(2):  # cosines, then sines
             index += [j * b_old + 3 + part * m_old + q if q < m_old else -1
                       for q in range(m_new)]
-    n_old = field.count * b_old
+    n_old = c_old * b_old
     return np.array(index + [n_old, n_old + 1])
 
 
@@ -304,7 +294,7 @@ def with_harmonics(field: Inclusion, harmonics: int, count: int | None = None,
     new = Inclusion(np.zeros((count, 2)) if count > 1 else (0.0, 0.0),
                     np.ones(count) if count > 1 else 1.0, 1.0, 1.0, field.axes, harmonics,
                     field.softness)
-    index = _layout(field, harmonics, count)
+    index = _layout((field.count, field.harmonics), (count, harmonics))
     old = np.asarray(field.params)
     params = np.where(index >= 0, old[np.maximum(index, 0)], 0.0)
     if np.any(index == -2):
@@ -323,6 +313,7 @@ def _temperature(problem, sigma: Mapping[str, float]) -> float:
     """`T = 2 w_f sigma_f^2 / n_f`, the same for every data term (module docstring of
     `mollijax._uncertainty`)."""
     from ._terms import DataMisfit
+    from ._uncertainty import _observed_count
 
     temps = {}
     for t in problem.terms:
@@ -330,8 +321,8 @@ def _temperature(problem, sigma: Mapping[str, float]) -> float:
             if t.field not in sigma:
                 raise MollijaxError(
                     f"inclusion_posterior: `sigma` has no value for the data field {t.field!r}.")
-            n = float(np.asarray(problem.masks[t.field]).sum())
-            temps[t.name] = 2.0 * float(t.weight) * float(sigma[t.field]) ** 2 / max(n, 1.0)
+            temps[t.name] = (2.0 * float(t.weight) * float(sigma[t.field]) ** 2
+                             / _observed_count(problem, t))
     if not temps:
         raise MollijaxError("inclusion_posterior: the problem has no data term.")
     values = np.array(list(temps.values()))
@@ -406,12 +397,8 @@ def _free_mask(unknowns, name: str, harmonics: int, count: int) -> np.ndarray:
     coefficients of `name` (an `Inclusion`) above `harmonics` and its curves beyond the
     first `count` (parked)."""
     field = unknowns[name]
-    m_top, m = field.harmonics - 1, harmonics - 1
-    block = np.ones(3 + 2 * m_top)
-    block[3 + m:3 + m_top] = 0.0
-    block[3 + m_top + m:3 + 2 * m_top] = 0.0
-    blocks = [block if j < count else np.zeros_like(block) for j in range(field.count)]
-    own = np.concatenate([*blocks, [1.0, 1.0]])
+    # the candidate's own parameters are those its layout in the field's finds
+    own = (_layout((count, harmonics), (field.count, field.harmonics)) >= 0).astype(float)
     params, _ = eqx.partition(unknowns, eqx.is_inexact_array)
     ones = jax.tree_util.tree_map(lambda a: np.ones(np.shape(a)), params)
     ones = eqx.tree_at(lambda t: t[name].params, ones, own)
