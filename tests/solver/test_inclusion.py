@@ -126,6 +126,16 @@ def test_bad_input_is_named():
         mj.inclusion_start(np.ones((N, N)), GRID)
     with pytest.raises(mj.GridMismatchError, match="shape"):
         mj.inclusion_start(np.ones((N, N - 1)), GRID)
+    with pytest.raises(mj.MollijaxError, match="NaN or inf"):
+        mj.inclusion_start(np.where(_two_values() > 2, np.nan, 1.0), GRID)
+    with pytest.raises(mj.MollijaxError, match="`count` must be an integer >= 1"):
+        mj.inclusion_start(_two_values(), GRID, count=0)
+    with pytest.raises(mj.MollijaxError, match="one radius per centre"):
+        mj.Inclusion(((0.3, 0.3), (0.7, 0.7)), 0.1, K_IN, K_OUT)
+    disk = {"k": mj.Inclusion(CENTRE, RADIUS, K_IN, K_OUT)}
+    observed = mj.Problem(GRID, None, data={"k": _two_values()})
+    with pytest.raises(mj.MollijaxError, match="no value for the data field 'k'"):
+        mj.inclusion_posterior(observed, disk, "k", {"u": 0.1})
     with pytest.raises(mj.MollijaxError, match="Inclusion"):
         mj.inclusion_posterior(mj.Problem(GRID, None, data={"k": _two_values()}),
                                {"k": mj.GridField(_two_values(), ("x", "y"), "positive")}, "k",
