@@ -685,11 +685,19 @@ def evidence(
     steps: int = 50,
     stop_early: bool = False,
     refine: int = 0,
+    start: int | None = None,
 ) -> Choice:
     """The regulariser weight of largest marginal likelihood (type-II maximum likelihood,
     the evidence): `lambda* = argmax log Z(lambda)` (`log_evidence`), each weight's fit by
     Levenberg-Marquardt to convergence (`gauss_newton`, `steps` its most Jacobians), from
     the previous weight's fit, scanned from large to small weights.
+
+    `start`: with `stop_early`, the index of the weight (in `weights`, sorted from large to
+    small) at which the scan begins instead of the largest: from there it goes down to one
+    past the first maximum; where the start itself is the best so far when the scan stops,
+    it then goes up from the start's fit, again to one past the first maximum. Fewer fits
+    where the maximum lies far below the largest weight (each a converged fit); the same
+    choice where `log Z` has one maximum along the scan.
 
     **Why beside GCV.** Both need no noise level (the evidence profiles its scale out).
     `V` of generalised cross-validation is flat near its minimum when a few parameters
@@ -719,8 +727,20 @@ def evidence(
         return -log_evidence(_values_lin(problem.with_weights({term: w}), res.unknowns, lin),
                              count)
 
-    curve, results = _collect(_scan(problem, unknowns, term, sigma, grid, names,
+    if start is not None and (isinstance(start, bool) or not isinstance(start, int)
+                              or not 0 <= start < len(grid)):
+        raise MollijaxError(f"evidence `start` must be an index into the {len(grid)} weights "
+                            f"(0 to {len(grid) - 1}) or None, got {start!r}.")
+    first = 0 if start is None or not stop_early else start
+    curve, results = _collect(_scan(problem, unknowns, term, sigma, grid[first:], names,
                                     "gauss_newton", steps, None, True), score, stop_early)
+    if first > 0 and int(np.argmin([t.score for t in curve])) == 0:
+        # the start is the best so far: the maximum may lie above it
+        _collect(_scan(problem, results[0].unknowns, term, sigma, grid[first - 1::-1], names,
+                       "gauss_newton", steps, None, True), score, stop_early, curve, results)
+        order = np.argsort([-t.weight for t in curve])  # the curve from large to small
+        curve = [curve[i] for i in order]
+        results = [results[i] for i in order]
     chosen = int(np.argmin([t.score for t in curve]))
     if refine and len(grid) > 1:
         at = int(np.flatnonzero(grid == curve[chosen].weight)[0])

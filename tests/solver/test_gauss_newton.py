@@ -166,6 +166,30 @@ def test_evidence_picks_a_weight_near_the_best():
     assert min(errors) <= np.linalg.norm(choice.result.values["u"] - clean) <= 1.5 * min(errors)
 
 
+@pytest.mark.parametrize("start", [1, 7])
+def test_evidence_started_inside_the_grid_finds_the_same_maximum_with_fewer_fits(start):
+    # the maximum lies at index 3 or 4 of these eight weights: from index 1 the scan goes
+    # down to one past it; from index 7 (below it) it goes up from the start's fit
+    problem, _, _, _, sigma = _curvature_smoothing(seed=3)
+    weights = np.geomspace(1e-1, 1e-8, 8)
+    unknowns = {"u": mj.GridField(np.zeros(N), "x")}
+    full = evidence(problem, unknowns, term="reg:u:curvature", sigma={"u": sigma},
+                    weights=weights, stop_early=True)
+    assert 2 <= int(np.flatnonzero(weights == full.weight)[0]) <= 5, full.weight
+    part = evidence(problem, unknowns, term="reg:u:curvature", sigma={"u": sigma},
+                    weights=weights, stop_early=True, start=start)
+    assert part.weight == full.weight
+    assert len(part.curve) < len(full.curve) or start == 7
+    scanned = [t.weight for t in part.curve]
+    assert scanned == sorted(scanned, reverse=True)  # the curve from large to small
+    if start == 7:  # went up past the maximum and stopped one beyond it
+        assert weights[start] in scanned and max(scanned) < weights[0]
+    same = {t.weight: t.score for t in full.curve}
+    for t in part.curve:
+        if t.weight in same:
+            assert np.isclose(t.score, same[t.weight], rtol=1e-6, atol=1e-6)
+
+
 def test_evidence_names_bad_arguments():
     problem, _, _, _, sigma = _curvature_smoothing()
     start = {"u": mj.GridField(np.zeros(N), "x")}
@@ -175,6 +199,9 @@ def test_evidence_names_bad_arguments():
         evidence(problem, start, term="reg:u:smooth", sigma={"u": sigma})
     with pytest.raises(mj.MollijaxError, match="sigma"):
         evidence(problem, start, term="reg:u:curvature", sigma={})
+    with pytest.raises(mj.MollijaxError, match="`start` must be an index into the 3 weights"):
+        evidence(problem, start, term="reg:u:curvature", sigma={"u": sigma},
+                 weights=[1e-2, 1e-3, 1e-4], start=3)
 
 
 def _each_maximum_is_interior(candidates, offsets):
