@@ -55,6 +55,7 @@ from _one_core import pin
 if __name__ == "__main__":
     pin(sys.argv)
 
+import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
@@ -62,16 +63,9 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from accuracy_suite import CASES, rel_error  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
 
 import mollijax as mj  # noqa: E402
-from mollijax._auto import _in_values, _log_z, _positive_part, _reached, prior_rank  # noqa: E402
-from mollijax._gauss_newton import (  # noqa: E402
-    _as_numpy,
-    _linearise,
-    _lm,
-    _penalty_quadratic_jit,
-    _split,
-)
 
 WEIGHTS = tuple(float(10.0**o) for o in np.arange(-8.0, 6.01, 0.25))
 """The absolute weights scanned for every prior shape (quarter decades)."""
@@ -88,43 +82,109 @@ def family(mix: dict) -> list[tuple[str, dict]]:
     return shapes
 
 
+def in_values(run) -> dict:
+    """The default's unknowns with every constrained grid field replaced by a free one of the
+    same values: the model is linearised in the coefficients' values (as the library's
+    evidence is), not in a positive field's softplus parameters."""
+    out = {}
+    for name, field in run.result.unknowns.items():
+        if isinstance(field, mj.GridField) and field.constraint.kind != "free":
+            field = mj.GridField(np.asarray(run.result.values[name]), field.axes)
+        out[name] = field
+    return out
+
+
+def split(unknowns: dict):
+    """`(theta, rebuild)`: the flat vector of every inexact array of `unknowns`."""
+    params, static = eqx.partition(unknowns, eqx.is_inexact_array)
+    flat, unravel = ravel_pytree(params)
+    return flat, lambda theta: eqx.combine(unravel(theta), static)
+
+
 def coefficient_mask(unknowns: dict, name: str) -> np.ndarray:
     """Which entries of the flat parameter vector hold the coefficient `name`."""
-    _, params, _, _ = _split(dict(unknowns))
+    params, _ = eqx.partition(unknowns, eqx.is_inexact_array)
     marks = jax.tree_util.tree_map(jnp.zeros_like, params)
     marks[name] = jax.tree_util.tree_map(jnp.ones_like, params[name])
-    return np.asarray(jax.flatten_util.ravel_pytree(marks)[0]) > 0.5
+    return np.asarray(ravel_pytree(marks)[0]) > 0.5
+
+
+def log_z(loss: float, h: np.ndarray, prior: np.ndarray, rank: int, count: float) -> float:
+    """The Laplace log evidence with the noise scale profiled out (`mj.evidence`'s formula):
+    `-N L / (2 s) - (N + r - n) / 2 log s + 1/2 log det+ P'' - 1/2 log det H` at `s = N L /
+    (N + r - n)`, up to a constant."""
+    sign, logdet = np.linalg.slogdet(h)
+    top = np.sort(prior)[prior.size - rank:]
+    dof = count + rank - h.shape[0]
+    if sign <= 0 or np.any(top <= 0) or dof <= 0 or not loss > 0:
+        return float("-inf")
+    scale = count * loss / dof
+    return float(-count * loss / (2 * scale) - dof / 2 * np.log(scale)
+                 + np.sum(np.log(top)) / 2 - logdet / 2)
+
+
+def rank_of(hessians: list[np.ndarray]) -> int:
+    """The rank of a sum of regulariser Hessians, each scaled to a largest diagonal of one
+    (a third-derivative term can be 1e12 below a curvature term), above round-off."""
+    total = sum(h / max(float(np.max(np.abs(np.diag(h)))), 1e-300) for h in hessians)
+    eig = np.linalg.eigvalsh(total)
+    return int(np.sum(eig > 100.0 * eig.size * np.finfo(np.float64).eps * eig.max()))
 
 
 def linearised_family(run, ds, name: str) -> dict:
     """`{label: [(weight, log Z, error), ...]}` in the model linearised at the default's fit."""
     mix = run.record["prior_mix"]
     mine = list(mix["weights"])
-    values = _in_values(run.result.unknowns)
-    problem = run.problem.prepare(run.result.unknowns)
-    regs = [t.name for t in problem.terms if t.name.startswith("reg:")]
+    values = in_values(run)
+    problem = run.problem.prepare(values)
+    theta0, rebuild = split(values)
+    terms = problem.loss_terms(values)
+    weights = {t.name: float(t.weight) for t in problem.terms}
+    data = [k for k in terms if k.startswith("data:")]
+    # a solved state imposes its conditions exactly: their terms are zero, and left out
+    others = [k for k in terms if not k.startswith(("data:", "reg:"))
+              and not (k.startswith("condition:") and abs(float(terms[k])) < 1e-20)]
+    if others:
+        raise SystemExit(f"{name}: terms other than data, regularisers and exactly met "
+                         f"conditions ({others})")
+
+    def whitened(theta):
+        fields = problem.grid_values(rebuild(theta))
+        out = []
+        for term in data:
+            f = term.split(":", 1)[1]
+            mask = np.asarray(problem.masks[f])
+            r = (fields[f] - problem.data[f])[mask]
+            out.append(jnp.sqrt(weights[term] / mask.sum()) * r)
+        return jnp.concatenate(out)
+
+    rho = np.asarray(whitened(theta0))
+    # the whitened residuals are the data part of the loss: checked, not assumed
+    assert np.isclose(rho @ rho, sum(weights[t] * float(terms[t]) for t in data), rtol=1e-8)
+    j = np.asarray(jax.jacfwd(whitened)(theta0))
 
     def unit(term):
-        p = problem.with_weights({t: (1.0 if t == term else 0.0) for t in regs})
-        pen, g, h = _penalty_quadratic_jit(p, values)
-        return float(pen), np.asarray(g, np.float64), _positive_part(np.asarray(h, np.float64))
+        def pen(theta):
+            return problem.loss_terms(rebuild(theta))[term]
+        h = np.asarray(jax.hessian(pen)(theta0))
+        eig, vec = np.linalg.eigh((h + h.T) / 2)
+        return (float(pen(theta0)), np.asarray(jax.grad(pen)(theta0)),
+                (vec * np.maximum(eig, 0.0)) @ vec.T)
 
     parts = {t: unit(t) for t in mine}
-    r, jac, *_ = _as_numpy(_linearise(problem, values))
-    rho = np.concatenate([r[k] for k in r])
-    j = np.concatenate([jac[k] for k in jac])
-    count = float(sum(np.asarray(problem.masks[f]).sum() for f in run.record["noise"]["sigma"]))
+    count = float(sum(np.asarray(problem.masks[t.split(":", 1)[1]]).sum() for t in data))
     sel = coefficient_mask(values, name)
-    flat = np.asarray(_split(dict(values))[0])
+    flat = np.asarray(theta0)
     jtj, jtr = 2.0 * j.T @ j, 2.0 * j.T @ rho
-    keep = _reached(jtj + sum(p[2] for p in parts.values()))
+    diag = np.diag(jtj + sum(p[2] for p in parts.values()))
+    keep = diag > 1e-14 * diag.max()
     out = {}
     for label, coef in family(mix):
         shape = sum(c * parts[t][2] for t, c in coef.items())
         grad = sum(c * parts[t][1] for t, c in coef.items())
         value = sum(c * parts[t][0] for t, c in coef.items())
         eig = np.linalg.eigvalsh(shape[np.ix_(keep, keep)])
-        rank = prior_rank([parts[t][2][np.ix_(keep, keep)] for t, c in coef.items() if c > 0])
+        rank = rank_of([parts[t][2][np.ix_(keep, keep)] for t, c in coef.items() if c > 0])
         rows = []
         for w in WEIGHTS:
             h = (jtj + w * shape)[np.ix_(keep, keep)]
@@ -136,7 +196,7 @@ def linearised_family(run, ds, name: str) -> dict:
             delta[keep] = step
             res = rho + j @ delta
             loss = float(res @ res + w * (value + grad @ delta + 0.5 * delta @ shape @ delta))
-            z = _log_z(loss, h, w * eig, rank, count)
+            z = log_z(loss, h, w * eig, rank, count)
             err = rel_error({name: (flat + delta)[sel].reshape(ds.truth[name].shape)}, ds, name)
             rows.append((w, z, err))
         out[label] = rows
@@ -147,8 +207,8 @@ def refit(run, ds, name: str, label: str, weight: float) -> float:
     """The converged error of one fixed setting, by Levenberg-Marquardt from the default."""
     coef = dict(family(run.record["prior_mix"]))[label]
     weights = {t: weight * coef.get(t, 0.0) for t in run.record["prior_mix"]["weights"]}
-    problem = run.problem.prepare(run.result.unknowns).with_weights(weights)
-    res, _ = _lm(problem, run.result.unknowns, steps=50, tol=1e-10, prepared=True)
+    problem = run.problem.with_weights(weights)
+    res = mj.gauss_newton(problem, run.result.unknowns, steps=50, tol=1e-10)
     return rel_error(res.values, ds, name) if res.ok else float("nan")
 
 
