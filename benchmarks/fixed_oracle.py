@@ -238,7 +238,7 @@ def draws_of(key: str, size: str, noise: float, seeds: list[int], say: bool) -> 
         top = max(z for rows in fam.values() for _, z, _ in rows)
         label, (w, z, err) = min(((lab, row) for lab, rows in fam.items() for row in rows),
                                  key=lambda lr: lr[1][2])
-        draws.append({"seed": seed, "run": run, "ds": ds, "family": fam,
+        draws.append({"seed": seed, "run": run, "ds": ds, "family": fam, "top": top,
                       "default": rel_error(run.result.values, ds, name),
                       "prior": run.record["prior_mix"]["prior"],
                       "per_draw": {"label": label, "weight": w, "error": err,
@@ -264,10 +264,10 @@ def setting_on(draws: list[dict], name: str, label: str, weight: float) -> dict:
     """One fixed setting on `draws`: converged errors and log evidence below each draw's best."""
     dlogz, linearised = [], []
     for d in draws:
-        top = max(z for rows in d["family"].values() for _, z, _ in rows)
-        at = {w: (z, e) for w, z, e in d["family"][label]}
-        dlogz.append(at[weight][0] - top)
-        linearised.append(at[weight][1])
+        # (a setting skipped on this draw as singular: NaN)
+        z, e = {w: (z, e) for w, z, e in d["family"][label]}.get(weight, (np.nan, np.nan))
+        dlogz.append(z - d["top"])
+        linearised.append(e)
     return {"label": label, "weight": weight, "dlogz": dlogz, "linearised": linearised,
             "converged": [refit(d["run"], d["ds"], name, label, weight) for d in draws]}
 

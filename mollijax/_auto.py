@@ -485,6 +485,19 @@ node is at most this: a factor 2 above the noise level is beyond any plausible e
 the noise estimate, so such a fit underfits and its `V` is no minimum."""
 
 
+def _gcv_value(chi2: float, share: float, gamma: float) -> float:
+    """`V = chi2 / (1 - gamma p / n)^2` from the effective parameters per node `share = p /
+    n`; infinite where `gamma p / n >= 1` (no degrees of freedom left)."""
+    return chi2 / (1.0 - gamma * share) ** 2 if gamma * share < 1.0 else float("inf")
+
+
+def _rescored(curve: Sequence[Trial], gamma: float) -> Trial:
+    """The trial of a `gcv` curve that GCV with factor `gamma` would choose: each trial's
+    `misfit` and `p / n` (its `threshold` is `1 - p / n`) rescored, no new fit."""
+    return min(curve, key=lambda t: _gcv_value(float(t.misfit), 1.0 - float(t.threshold),
+                                              gamma))
+
+
 def gcv(
     problem: Problem,
     unknowns: Mapping,
@@ -549,7 +562,7 @@ def gcv(
             or not np.isfinite(gamma):
         raise MollijaxError(f"gcv `gamma` must be a finite number >= 1, got {gamma!r}.")
     def score(w, res, chi2, share, lin):
-        return chi2 / (1.0 - gamma * share) ** 2 if gamma * share < 1.0 else float("inf")
+        return _gcv_value(chi2, share, gamma)
 
     curve, results = _collect(_scan(problem, unknowns, term, sigma, grid, names, optimiser,
                                     steps, chunk, continuation), score, stop_early)

@@ -553,16 +553,6 @@ def _prior_family(grid: Grid, fields: Mapping, grid_unknowns: Sequence[str]) -> 
     return regs
 
 
-def _modified_trial(curve, problem: Problem, sigma: Mapping[str, float]):
-    """The trial of `curve` (classical GCV's) that modified GCV (`GCV_GAMMA`) would choose:
-    each trial's chi2 and `p` (its `threshold` is `1 - p / n`), rescored without a fit."""
-    from ._inclusion import _gcv_score
-
-    n = float(sum(np.asarray(problem.masks[f]).sum() for f in sigma))
-    return min(curve, key=lambda t: _gcv_score(float(t.misfit), n * (1.0 - float(t.threshold)),
-                                               n, GCV_GAMMA))
-
-
 class AutoRun(NamedTuple):
     """What `auto_run` returns.
 
@@ -1313,7 +1303,9 @@ def auto_run(
             # discretisation error with most nodes as parameters (chi2 near 0); the models
             # are compared as on noisy data, the smooth field at modified GCV's trial, and
             # a smooth win keeps the classical fit
-            gamma, trial = GCV_GAMMA, _modified_trial(choice.curve, problem_b, data_sigma)
+            from ._auto import _rescored
+
+            gamma, trial = GCV_GAMMA, _rescored(choice.curve, GCV_GAMMA)
         model = choose_inclusion(problem_b, result_b, lead, data_sigma, gamma=gamma,
                                  smooth_trial=trial, say=say)
         record["model_choice"] = {**model.as_dict(), "gamma": gamma}

@@ -464,11 +464,6 @@ class ModelChoice:
                 "candidates": list(self.candidates), "message": self.message}
 
 
-def _gcv_score(chi2: float, p: float, n: float, gamma: float) -> float:
-    share = gamma * p / n
-    return chi2 / (1.0 - share) ** 2 if share < 1.0 else float("inf")
-
-
 def _label(count: int, harmonics: int) -> str:
     return f"inclusion {harmonics}" if count == 1 else f"{count} inclusions {harmonics}"
 
@@ -501,7 +496,7 @@ def choose_inclusion(problem, smooth, name: str, sigma: Mapping[str, float], *,
     `threshold`, `1 - p / n`) then score the smooth field without another influence trace
     (about 10 s at 4225 coefficient nodes); `say`: a logger.
     """
-    from ._auto import _chi2, _effective_parameters, _observed
+    from ._auto import _chi2, _effective_parameters, _gcv_value, _observed
     from ._gauss_newton import _lm, influence_trace
 
     say = say or (lambda _msg: None)
@@ -514,7 +509,7 @@ def choose_inclusion(problem, smooth, name: str, sigma: Mapping[str, float], *,
         p = _effective_parameters(problem.prepare(smooth.unknowns), smooth.unknowns,
                                   tuple(names))
     candidates = [{"model": "smooth", "chi2": chi2, "p": p,
-                   "V": _gcv_score(chi2, p, count, gamma), "status": "completed",
+                   "V": _gcv_value(chi2, p / count, gamma), "status": "completed",
                    "message": "the smooth fit"}]
     results: dict = {}
     starts: dict = {}
@@ -566,16 +561,16 @@ def choose_inclusion(problem, smooth, name: str, sigma: Mapping[str, float], *,
             centre = np.asarray(own_field.centre, dtype=np.float64)
             radius = np.exp(np.asarray(own_field.shape, dtype=np.float64)[..., 0])
             candidates.append({"model": label, "chi2": c2, "p": pm,
-                               "V": _gcv_score(c2, pm, count, gamma),
+                               "V": _gcv_value(c2, pm / count, gamma),
                                "status": res.status.value, "message": res.message,
                                "inside": float(field.inside), "outside": float(field.outside),
                                "centre": centre.tolist(), "radius": radius.tolist(),
                                "max_std": float(std.max())})
-            first, smooth_v = candidates[1]["V"], candidates[0]["V"]
+            first, smooth_v = candidates[-1]["V"], candidates[0]["V"]
             if len(candidates) == 2 and first > INCLUSION_HOPELESS * smooth_v:
                 hopeless = True
-                say(f"auto: no further inclusion fitted: {label}'s V is "
-                    f"{first / smooth_v:.3g} times the smooth field's (INCLUSION_HOPELESS)")
+                say(f"auto: no further inclusion fitted: {label}'s V {first:.4g} is more than "
+                    f"{INCLUSION_HOPELESS:g} times the smooth field's {smooth_v:.4g}")
                 break
         if hopeless:
             break
