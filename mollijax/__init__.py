@@ -43,7 +43,9 @@ from ._differentiators import (
     evaluate as evaluate,
 )
 from ._eps import (
+    WidthChoice as WidthChoice,
     estimate_noise as estimate_noise,
+    spectral_widths as spectral_widths,
     suggest_eps as suggest_eps,
     suggest_widths as suggest_widths,
 )
