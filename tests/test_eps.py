@@ -115,6 +115,22 @@ def test_bad_input_is_named():
         mj.spectral_widths(GRID, 2, u, kernel="bump")
     with pytest.raises(mj.MollijaxError, match="kernel"):
         mj.spectral_widths(GRID, 2, u, kernel=[mj.Bump(), "bump"])
+    with pytest.raises(mj.MollijaxError, match="order 8"):
+        mj.spectral_widths(GRID, 8, u)
+    with pytest.raises(mj.MollijaxError, match="real numbers"):
+        mj.spectral_widths(GRID, 2, {"u": u + 0j})
     small = mj.Grid.from_bounds((9,), (0.0,), (1.0,), axes=("x",))
-    with pytest.raises(mj.MollijaxError, match="too few"):
-        mj.spectral_widths(small, 4, np.zeros(9), sigma=0.0)
+    with pytest.raises(mj.MollijaxError, match="too few"):  # named before any noise estimate
+        mj.spectral_widths(small, 4, np.zeros(9))
+
+
+def test_loose_but_valid_arguments_are_taken():
+    """A 0-d array as `sigma`, and an order the default pair's polynomial kernel has no taps
+    for (the bump alone is scanned)."""
+    u, _ = _field(X)
+    a = mj.spectral_widths(GRID, 2, u, sigma=np.asarray(0.01))
+    b = mj.spectral_widths(GRID, 2, u, sigma=0.01)
+    assert a.eps == b.eps and a.risk == b.risk
+    high = mj.spectral_widths(GRID, 7, u, sigma=1e-3)
+    assert isinstance(high.kernel, mj.Bump)
+    assert mj.suggest_widths(GRID, 2, u) == mj.suggest_widths(GRID, 2, {"u": u})
