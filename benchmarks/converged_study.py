@@ -306,6 +306,37 @@ def train(compiled_chunk, params, opt_state, args, window, cap):
                     "train_s": time.perf_counter() - t0}
 
 
+LBFGS_WINDOW = 100
+"""L-BFGS iterations per plateau check of the `--lbfgs` phase."""
+
+
+def make_lbfgs_chunk(loss):
+    """`chunk(params, state, args)`: `LBFGS_WINDOW` iterations of `optax.lbfgs` (zoom line
+    search) on `loss(params, args)`, scanned; `(params, state, losses)`."""
+    opt = optax.lbfgs()
+
+    def chunk(params, state, args):
+        fn = lambda p: loss(p, args)  # noqa: E731
+        value_and_grad = optax.value_and_grad_from_state(fn)
+
+        def body(carry, _):
+            p, st = carry
+            value, grad = value_and_grad(p, state=st)
+            updates, st = opt.update(grad, st, p, value=value, grad=grad, value_fn=fn)
+            return (optax.apply_updates(p, updates), st), value
+
+        (params, state), losses = jax.lax.scan(body, (params, state), None,
+                                               length=LBFGS_WINDOW)
+        return params, state, losses
+
+    return opt, chunk
+
+
+def train_lbfgs(compiled, opt, params, args, cap):
+    """The `--lbfgs` phase: chunks until the plateau rule (as `train`) or `cap` iterations."""
+    return train(compiled, params, opt.init(params), args, LBFGS_WINDOW, cap)
+
+
 def time_step(compiled, args, budget=1.0, reps=7):
     C.block(compiled(*args))
     samples = []
@@ -318,8 +349,9 @@ def time_step(compiled, args, budget=1.0, reps=7):
     return float(np.median(samples))
 
 
-def run_config(pname, module, setups, arch, method, seeds, cfg, quick, log):
-    """Every noise level and seed of one (problem, architecture, method)."""
+def run_config(pname, module, setups, arch, method, seeds, cfg, quick, log, lbfgs=0):
+    """Every noise level and seed of one (problem, architecture, method); with `lbfgs` > 0
+    each Adam run is followed by L-BFGS to the plateau rule or `lbfgs` iterations."""
     opt = optimiser()
     rows, cost = [], None
     residual = None
@@ -361,11 +393,26 @@ def run_config(pname, module, setups, arch, method, seeds, cfg, quick, log):
                         return rows, cost
                     chunk_c, tl, tc = C.compile_fn(make_chunk(make_step(loss, opt), window),
                                                    params, opt_state, args)
-                compiled_cache[key] = (chunk_c, tl + tc, pstat, static_u)
-            chunk_c, chunk_compile, pstat0, static0 = compiled_cache[key]
+                    lb = None
+                    if lbfgs:
+                        lb_opt, lb_chunk = make_lbfgs_chunk(loss)
+                        lb_c, ll, lc = C.compile_fn(lb_chunk, params, lb_opt.init(params), args)
+                        lb = (lb_opt, lb_c, ll + lc)
+                compiled_cache[key] = (chunk_c, tl + tc, pstat, static_u, lb)
+            chunk_c, chunk_compile, pstat0, static0, lb = compiled_cache[key]
             if pstat != pstat0 or static_u != static0:
                 raise RuntimeError("static parts changed between runs: would recompile")
             params, rec = train(chunk_c, params, opt_state, args, window, cap)
+            if lb is not None and rec["status"] != "diverged":
+                adam_err = C.first_error(
+                    {k: np.asarray(eqx.combine(params, static_u)[k].on_subgrid(st.grid))
+                     for k in module.UNKNOWNS}, st.sims[seed])
+                params, rec_l = train_lbfgs(lb[1], lb[0], params, args, lbfgs)
+                rec = {**rec, "adam_rel_l2": adam_err["rel_l2"], "adam_corr": adam_err["corr"],
+                       "adam_final_loss": rec["final_loss"], "lbfgs_steps": rec_l["steps"],
+                       "lbfgs_status": rec_l["status"], "lbfgs_curve": rec_l["curve"],
+                       "lbfgs_s": rec_l["train_s"], "lbfgs_compile_s": lb[2],
+                       "final_loss": rec_l["final_loss"]}
             trained = eqx.combine(params, static_u)
             values = {k: np.asarray(trained[k].on_subgrid(st.grid)) for k in module.UNKNOWNS}
             err = C.first_error(values, st.sims[seed])
@@ -374,9 +421,12 @@ def run_config(pname, module, setups, arch, method, seeds, cfg, quick, log):
                    "grid": list(st.grid.shape), "chunk_compile_s": chunk_compile,
                    "rel_l2": err["rel_l2"], "corr": err["corr"], **rec}
             rows.append(row)
+            extra = (f"; then L-BFGS {rec['lbfgs_status']} {rec['lbfgs_steps']} its "
+                     f"{rec['lbfgs_s']:.1f} s (Adam's rel_l2 {rec['adam_rel_l2']:.3f})"
+                     if "lbfgs_steps" in rec else "")
             log(f"    noise {noise:4.2f} seed {seed}: {rec['status']:8s} {rec['steps']:5d} "
                 f"steps, loss {rec['final_loss']:.3e}, rel_l2 {err['rel_l2']:.3f}, corr "
-                f"{err['corr']:.3f}, {rec['train_s']:.1f} s")
+                f"{err['corr']:.3f}, {rec['train_s']:.1f} s{extra}")
     return rows, cost
 
 
@@ -668,6 +718,9 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+", default=None,
                         help="filters `problem[:arch[:method]]`, e.g. forcing darcy2d:mlp")
     parser.add_argument("--no-figure1", action="store_true")
+    parser.add_argument("--lbfgs", type=int, default=0,
+                        help="after each Adam run, L-BFGS to the plateau rule or this many "
+                             "iterations (0: none)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip the initial-loss check against the library's autodiff")
     parser.add_argument("--json", help="write all measurements to this JSON file")
@@ -713,7 +766,7 @@ def main(argv=None):
     log(C.describe_machine(info) + f"; affinity {sorted(os.sched_getaffinity(0))}")
     out = {"machine": info, "quick": args.quick, "settings": {
         "noises": list(noises), "seeds": seeds, "archs": list(archs), "tol": TOL, "lr": LR,
-        "decay_steps": DECAY_STEPS, "decay": DECAY,
+        "decay_steps": DECAY_STEPS, "decay": DECAY, "lbfgs": args.lbfgs,
         "problems": {p: c for p, c in cfgs.items() if wanted(p)}},
         "runs": [], "costs": {}, "checks": {}}
     t_start = time.perf_counter()
@@ -738,7 +791,7 @@ def main(argv=None):
                 if not wanted(pname, arch, method):
                     continue
                 rows, cost = run_config(pname, module, setups, arch, method, seeds, cfg,
-                                        args.quick, log)
+                                        args.quick, log, args.lbfgs)
                 out["runs"].extend(rows)
                 out["costs"][f"{pname}|{arch}|{method}"] = cost
                 if args.json:
