@@ -536,6 +536,11 @@ def _ms(values):
     return f"{v.mean():.3f} ± {v.std():.3f}" if v.size > 1 else f"{v[0]:.3f}"
 
 
+def _train_s(row) -> float:
+    """Training wall time of a run: Adam, and L-BFGS where it followed."""
+    return row["train_s"] + row.get("lbfgs_s", 0.0)
+
+
 def report(out) -> str:
     rows, costs, fig = out["runs"], out["costs"], out.get("figure1", [])
     lines = []
@@ -547,12 +552,17 @@ def report(out) -> str:
     def sel(**kw):
         return [r for r in rows if all(r[k] == v for k, v in kw.items())]
 
-    for key, label, caption in (
+    lbfgs = any("lbfgs_steps" in r for r in rows)
+    tables = [
         ("rel_l2", "L2", "Coefficient relative L2 error, mean ± standard deviation over seeds "
                          "(interior nodes, `mj.score`):\n"),
         ("corr", "corr", "\nCorrelation of the recovered coefficient with the truth, mean ± "
                          "standard deviation over seeds:\n"),
-    ):
+    ]
+    if lbfgs:
+        tables.append(("adam_rel_l2", "L2", "\nThe same error after the Adam stage alone "
+                                            "(before L-BFGS):\n"))
+    for key, label, caption in tables:
         t = []
         for p in probs:
             for a in archs:
@@ -585,11 +595,19 @@ def report(out) -> str:
                                              f"{max(steps)})",
                     "final loss (median)": f"{np.median([r['final_loss'] for r in rr]):.3e}",
                     "train time / run (median)": C.fmt_seconds(
-                        float(np.median([r["train_s"] for r in rr]))),
+                        float(np.median([_train_s(r) for r in rr]))),
                 })
+                if lbfgs:
+                    its = [r.get("lbfgs_steps", 0) for r in rr]
+                    t[-1]["L-BFGS plateau / capped / diverged"] = "{} / {} / {}".format(
+                        *[sum(r.get("lbfgs_status") == s for r in rr)
+                          for s in ("plateau", "capped", "diverged")])
+                    t[-1]["L-BFGS its (median, range)"] = (f"{int(np.median(its))} "
+                                                           f"({min(its)}-{max(its)})")
     lines.append("\nConvergence per (problem, architecture, method): runs that met the plateau "
                  "rule, hit the step cap (not converged) or diverged; steps; final loss; "
-                 "training wall time per run (compiled chunks, compilation excluded):\n")
+                 "training wall time per run (compiled chunks, compilation excluded; Adam and "
+                 "L-BFGS together where L-BFGS followed):\n")
     lines.append(C.format_table(t, list(t[0]) if t else []))
 
     t = []
@@ -629,7 +647,7 @@ def report(out) -> str:
                     for n in noises)
                 row["mollifier lower mean error"] = f"{wins} / {len(noises)} noise levels"
                 row["train time to stop AD / moll (median)"] = C.fmt_ratio(
-                    np.median([r["train_s"] for r in ra]) / np.median([r["train_s"]
+                    np.median([_train_s(r) for r in ra]) / np.median([_train_s(r)
                                                                       for r in rm]))
             t.append(row)
     lines.append("\nRatios, competent autodiff (AD) / mollifier:\n")
