@@ -214,16 +214,23 @@ def interior_points(grid, margin):
 class Setup:
     """One (problem, noise level): the mollifier, its interior, the data of each seed."""
 
+    plug_in = False  # set by `--plug-in`
+
     def __init__(self, pname, module, params, noise, seeds, quick):
         self.pname, self.module, self.noise = pname, module, noise
         self.sims = {s: module.simulate(noise=noise, seed=s, **params) for s in seeds}
         sim0 = self.sims[seeds[0]]
         self.grid = sim0.grid
-        self.eps = tuple(float(e) for e in mj.suggest_widths(self.grid, module.ORDER,
-                                                             sim0.data))
+        kernel = mj.Bump()
+        if Setup.plug_in:  # `--plug-in`: widths and kernel from the data's spectrum
+            choice = mj.spectral_widths(self.grid, module.ORDER, dict(sim0.data))
+            self.eps, kernel = choice.eps, choice.kernel
+        else:
+            self.eps = tuple(float(e) for e in mj.suggest_widths(self.grid, module.ORDER,
+                                                                 sim0.data))
         boundary = shipped_config(pname).derivatives.boundary
         boundary = boundary if isinstance(boundary, str) else tuple(boundary)
-        self.moll = mj.Mollifier(self.grid, self.eps, kernel=mj.Bump(), boundary=boundary)
+        self.moll = mj.Mollifier(self.grid, self.eps, kernel=kernel, boundary=boundary)
         self.periodic = all(b == "periodic" for b in self.moll.boundary)
         self.margin = (0,) * self.grid.ndim if self.periodic else tuple(self.moll.halo)
         self.points, self.crop = interior_points(self.grid, self.margin)
@@ -736,6 +743,9 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+", default=None,
                         help="filters `problem[:arch[:method]]`, e.g. forcing darcy2d:mlp")
     parser.add_argument("--no-figure1", action="store_true")
+    parser.add_argument("--plug-in", action="store_true",
+                        help="the mollifier's widths and kernel by mj.spectral_widths from the "
+                             "noisy data (default: the rule, mj.suggest_widths, and Bump)")
     parser.add_argument("--lbfgs", type=int, default=0,
                         help="after each Adam run, L-BFGS to the plateau rule or this many "
                              "iterations (0: none)")
@@ -758,6 +768,7 @@ def main(argv=None):
         if args.figure and out["runs"]:
             plot_curves(out, args.figure)
         return
+    Setup.plug_in = args.plug_in
     cfgs = QUICK if args.quick else FULL
     seeds = list(range(args.seeds))
     noises = (0.0, 0.05) if args.quick else NOISES
@@ -785,6 +796,7 @@ def main(argv=None):
     out = {"machine": info, "quick": args.quick, "settings": {
         "noises": list(noises), "seeds": seeds, "archs": list(archs), "tol": TOL, "lr": LR,
         "decay_steps": DECAY_STEPS, "decay": DECAY, "lbfgs": args.lbfgs,
+        "plug_in": args.plug_in,
         "problems": {p: c for p, c in cfgs.items() if wanted(p)}},
         "runs": [], "costs": {}, "checks": {}}
     t_start = time.perf_counter()
