@@ -212,17 +212,16 @@ def interior_points(grid, margin):
 
 # ------------------------------------------------------------------ set-ups
 class Setup:
-    """One (problem, noise level): the mollifier, its interior, the data of each seed."""
+    """One (problem, noise level): the mollifier, its interior, the data of each seed;
+    `plug_in`: its widths and kernel by `mj.spectral_widths` (else the rule and `Bump`)."""
 
-    plug_in = False  # set by `--plug-in`
-
-    def __init__(self, pname, module, params, noise, seeds, quick):
+    def __init__(self, pname, module, params, noise, seeds, quick, plug_in=False):
         self.pname, self.module, self.noise = pname, module, noise
         self.sims = {s: module.simulate(noise=noise, seed=s, **params) for s in seeds}
         sim0 = self.sims[seeds[0]]
         self.grid = sim0.grid
         kernel = mj.Bump()
-        if Setup.plug_in:  # `--plug-in`: widths and kernel from the data's spectrum
+        if plug_in:  # `--plug-in`: widths and kernel from the data's spectrum
             choice = mj.spectral_widths(self.grid, module.ORDER, dict(sim0.data))
             self.eps, kernel = choice.eps, choice.kernel
         else:
@@ -768,7 +767,6 @@ def main(argv=None):
         if args.figure and out["runs"]:
             plot_curves(out, args.figure)
         return
-    Setup.plug_in = args.plug_in
     cfgs = QUICK if args.quick else FULL
     seeds = list(range(args.seeds))
     noises = (0.0, 0.05) if args.quick else NOISES
@@ -808,7 +806,8 @@ def main(argv=None):
         if not wanted(pname):
             continue
         module = mj.load_problem(pname)
-        setups = {n: Setup(pname, module, cfg["params"], n, seeds, args.quick) for n in noises}
+        setups = {n: Setup(pname, module, cfg["params"], n, seeds, args.quick, args.plug_in)
+                  for n in noises}
         log(f"\n== {pname} (order {module.ORDER}), grid {setups[noises[0]].grid.shape}, eps per "
             f"noise { {n: round(s.eps[0], 4) for n, s in setups.items()} }, margins "
             f"{ {n: s.margin for n, s in setups.items()} }")

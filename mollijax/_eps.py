@@ -188,6 +188,15 @@ without signal (`_signal_spectrum`): a bin far above the band is noise far more 
 signal, and at 4th order its weight `w^8` decides the width."""
 
 
+def _odd_transform(lines: np.ndarray) -> np.ndarray:
+    """Bins `k = 1 .. n - 2` of the discrete Fourier transform of each row, extended oddly
+    about both ends (period `2 (n - 1)`): `-2 i sum_j v_j sin(pi k j / (n - 1))` over the
+    interior nodes, plus real terms of the two end values."""
+    n = lines.shape[-1]
+    extended = np.concatenate([lines, -lines[..., -2:0:-1]], axis=-1)
+    return np.fft.fft(extended, axis=-1)[..., 1:n - 1]
+
+
 def _signal_spectrum(u: np.ndarray, axis: int, sigma: float, h: float):
     """`(w, S)`: the signal's power per node `S` at the angular frequencies `w = pi k / L`
     (`L = (n - 1) h`, `k = 1 .. n - 2`) along `axis`. Each line along the axis, less the
@@ -212,16 +221,14 @@ def _signal_spectrum(u: np.ndarray, axis: int, sigma: float, h: float):
     resumes above such a gap is read as band-limited below it."""
     lines = np.moveaxis(u, axis, -1).reshape(-1, u.shape[axis])
     n = lines.shape[1]
+    big = 2 * (n - 1)
     t = np.linspace(0.0, 1.0, n)
     lines = lines - (lines[:, :1] + (lines[:, -1:] - lines[:, :1]) * t)
-    extended = np.concatenate([lines, -lines[:, -2:0:-1]], axis=1)
-    big = extended.shape[1]
-    power = np.mean(np.abs(np.fft.fft(extended, axis=1)[:, 1:n - 1]) ** 2, axis=0)
+    power = np.mean(np.abs(_odd_transform(lines)) ** 2, axis=0)
     # the noise of the two end values moves the subtracted line: its sine series adds
     # 4 sigma^2 (A_k^2 + B_k^2) to bin k, A_k = sum_j (1 - t_j) sin(pi k j / (n - 1)) and
-    # B_k the same with t_j, over the interior nodes j
-    sines = np.sin(np.pi * np.outer(np.arange(1, n - 1), np.arange(1, n - 1)) / (n - 1))
-    a, b = sines @ (1.0 - t[1:-1]), sines @ t[1:-1]
+    # B_k the same with t_j over the interior nodes j (the same transform: -2 i A_k)
+    a, b = np.imag(_odd_transform(np.stack([1.0 - t, t]))) / 2.0
     floor = sigma**2 * big * (1.0 + 2.0 * (a**2 + b**2) / (n - 1))
     count = max(power.size, 2)
     threshold = floor * (1.0 + 2.0 * np.log(count))
@@ -303,9 +310,12 @@ def spectral_widths(
     if isinstance(order, bool) or not isinstance(order, int | np.integer) or order < 0:
         raise MollijaxError(f"spectral_widths `order` must be an integer >= 0, got {order!r}.")
     order = int(order)
-    kernels = ((Bump(), Polynomial(6)) if kernel is None
-               else (kernel,) if isinstance(kernel, AbstractKernel) else tuple(kernel)
-               if isinstance(kernel, list | tuple) else (kernel,))
+    if kernel is None:
+        kernels = (Bump(), Polynomial(6))
+    elif isinstance(kernel, list | tuple):
+        kernels = tuple(kernel)
+    else:
+        kernels = (kernel,)
     bad = [k for k in kernels if not isinstance(k, AbstractKernel)]
     if bad or not kernels:
         raise MollijaxError(f"spectral_widths `kernel` must be an AbstractKernel or a sequence "
@@ -351,7 +361,7 @@ def _supports(kernel, order: int, h: float) -> bool:
 
 
 def _checked_fields(grid: Grid, data) -> dict:
-    fields = dict(data) if isinstance(data, dict) else {"data": data}
+    fields = dict(data) if isinstance(data, Mapping) else {"data": data}
     if not fields:
         raise MollijaxError("spectral_widths `data`: no field given.")
     values = {}
