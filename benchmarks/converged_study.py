@@ -355,9 +355,11 @@ def time_step(compiled, args, budget=1.0, reps=7):
     return float(np.median(samples))
 
 
-def run_config(pname, module, setups, arch, method, seeds, cfg, quick, log, lbfgs=0):
+def run_config(pname, module, setups, arch, method, seeds, cfg, quick, log, lbfgs=0,
+               on_row=None):
     """Every noise level and seed of one (problem, architecture, method); with `lbfgs` > 0
-    each Adam run is followed by L-BFGS to the plateau rule or `lbfgs` iterations."""
+    each Adam run is followed by L-BFGS to the plateau rule or `lbfgs` iterations.
+    `on_row(row)` is called after every run (e.g. to save a partial JSON)."""
     opt = optimiser()
     rows, cost = [], None
     residual = None
@@ -427,6 +429,8 @@ def run_config(pname, module, setups, arch, method, seeds, cfg, quick, log, lbfg
                    "grid": list(st.grid.shape), "chunk_compile_s": chunk_compile,
                    "rel_l2": err["rel_l2"], "corr": err["corr"], **rec}
             rows.append(row)
+            if on_row is not None:
+                on_row(row)
             extra = (f"; then L-BFGS {rec['lbfgs_status']} {rec['lbfgs_steps']} its "
                      f"{rec['lbfgs_s']:.1f} s (Adam's rel_l2 {rec['adam_rel_l2']:.3f})"
                      if "lbfgs_steps" in rec else "")
@@ -819,9 +823,16 @@ def main(argv=None):
             for method in METHODS:
                 if not wanted(pname, arch, method):
                     continue
+                done = len(out["runs"])
+
+                def save_partial(row):
+                    out["runs"].append(row)
+                    if args.json:
+                        C.write_json(args.json, {**out, "partial": True})
+
                 rows, cost = run_config(pname, module, setups, arch, method, seeds, cfg,
-                                        args.quick, log, args.lbfgs)
-                out["runs"].extend(rows)
+                                        args.quick, log, args.lbfgs, on_row=save_partial)
+                assert out["runs"][done:] == rows
                 out["costs"][f"{pname}|{arch}|{method}"] = cost
                 if args.json:
                     C.write_json(args.json, {**out, "partial": True})

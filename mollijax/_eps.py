@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -293,7 +295,10 @@ def spectral_widths(
     - `data`: one array of the grid's shape, or a dict of them (then each field's risk is
       divided by its estimated derivative power and the sum is minimised).
     - `kernel`: an `AbstractKernel`, or a sequence of them to choose from (default: `Bump()`
-      and `Polynomial(6)`; the latter only for orders it has taps for).
+      and `Polynomial(6)` up to order 6, `Bump()` and `TruncatedGaussian()` above).
+
+    A `UserWarning` says when the chosen width's estimated root-mean-square error exceeds
+    the derivative's estimated size on an axis: the data do not determine that derivative.
     - `scheme`: as for `Mollifier` (default `"corrected"`).
     - `sigma`: the absolute noise standard deviation (one number, or a dict per field);
       None estimates it.
@@ -301,7 +306,7 @@ def spectral_widths(
     **Returns:** a `WidthChoice`; `Mollifier(grid, choice.eps, kernel=choice.kernel)` is the
     chosen operator.
     """
-    from ._kernels import AbstractKernel, Bump, Polynomial
+    from ._kernels import AbstractKernel, Bump, Polynomial, TruncatedGaussian
     from ._taps import half_width
 
     if not isinstance(grid, Grid):
@@ -311,7 +316,7 @@ def spectral_widths(
         raise MollijaxError(f"spectral_widths `order` must be an integer >= 0, got {order!r}.")
     order = int(order)
     if kernel is None:
-        kernels = (Bump(), Polynomial(6))
+        kernels = (Bump(), Polynomial(6)) if order <= 6 else (Bump(), TruncatedGaussian())
     elif isinstance(kernel, list | tuple):
         kernels = tuple(kernel)
     else:
@@ -328,8 +333,8 @@ def spectral_widths(
     if kernel is None:  # the default pair: a kernel that cannot take the order drops out
         kernels = tuple(k for k in kernels if _supports(k, order, grid.spacing[0]))
         if not kernels:
-            raise MollijaxError(f"spectral_widths: neither Bump nor Polynomial(6) has accurate "
-                                f"taps of order {order}; pass a `kernel`.")
+            raise MollijaxError(f"spectral_widths: none of the default kernels has taps of "
+                                f"order {order}; pass a `kernel`.")
     values = _checked_fields(grid, data)
     noise = _noise_of(values, sigma, grid)
     spectra = [{k: _signal_spectrum(v, a, float(noise[k]), float(h))
@@ -343,6 +348,13 @@ def spectral_widths(
         if best is None or total < best[0]:
             best = (total, kern, axes)
     _, kern, axes = best
+    for a, ax in enumerate(axes):
+        ratio = math.sqrt(ax[4] / len(values))
+        if ratio > 1.0:
+            warnings.warn(f"spectral_widths: along axis {grid.axes[a]!r} the estimated error of "
+                          f"the order-{order} derivative is {ratio:.3g} times its estimated size "
+                          f"(root mean square, {kern!r} at eps={ax[0]:.4g}): the data do not "
+                          "determine it at this noise.", UserWarning, stacklevel=2)
     return WidthChoice(tuple(ax[0] for ax in axes), kern, tuple(ax[1] for ax in axes),
                        tuple(ax[2] for ax in axes), tuple(ax[3] for ax in axes),
                        {k: float(s) for k, s in noise.items()})

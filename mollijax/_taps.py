@@ -61,14 +61,21 @@ def corrected_taps(kernel: AbstractKernel, eps: float, h: float, order: int) -> 
     rows = [q for q in range(order + 1) if (q - order) % 2 == 0]
     vmat, target = vmat[rows], target[rows]
     gram = (vmat * weights) @ vmat.T
-    rank = np.linalg.matrix_rank(gram, tol=1e-12 * max(np.abs(gram).max(), 1e-300))
+    # the rows' scales differ by factorials (1/8! at order 8): test the rank, and solve, on
+    # the Jacobi-equilibrated Gram, whose diagonal is 1
+    diag = np.sqrt(np.diag(gram))
+    if np.any(diag <= 0.0):
+        rank = 0
+    else:
+        gram = gram / np.outer(diag, diag)
+        rank = np.linalg.matrix_rank(gram, tol=1e-12)
     if rank < len(rows):
         raise KernelTooWideError(
             f"eps={eps:.6g} spans only {m} grid steps of h={h:.6g}; a derivative of order "
             f"{order} needs more points inside the kernel. Use eps >= "
-            f"{(order // 2 + 2) * h:.6g} (or a coarser grid)."
+            f"{((order + 1) // 2 + 1) * h:.6g} (or a coarser grid)."
         )
-    lam = np.linalg.solve(gram, target - vmat @ c0)
+    lam = np.linalg.solve(gram, (target - vmat @ c0) / diag) / diag
     return c0 + weights * (vmat.T @ lam)
 
 

@@ -1,5 +1,6 @@
 """Every named error fires, and its message names the argument at fault."""
 
+import re
 import numpy as np
 import pytest
 
@@ -37,6 +38,18 @@ def test_too_few_points_for_the_order():
     # 1 step per half-width cannot hold the moment conditions of a 4th derivative
     with pytest.raises(mj.KernelTooWideError, match=r"order 4.*eps >="):
         mj.mollifier_taps(mj.Bump(), 0.015, 0.01, 4)
+
+
+@pytest.mark.parametrize("order", [4, 8, 10])
+def test_too_few_points_names_a_width_that_works(order):
+    """The width the message suggests is enough, and one step less is not."""
+    h = 0.01
+    with pytest.raises(mj.KernelTooWideError, match=r"eps >= ([0-9.e-]+)") as info:
+        mj.mollifier_taps(mj.Bump(), 1.0 * h, h, order)
+    suggested = float(re.search(r"eps >= ([0-9.e-]+)", str(info.value)).group(1))
+    mj.mollifier_taps(mj.Bump(), suggested, h, order)
+    with pytest.raises(mj.KernelTooWideError):
+        mj.mollifier_taps(mj.Bump(), suggested - h, h, order)
 
 
 def test_non_uniform_coordinates():
