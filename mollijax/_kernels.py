@@ -61,7 +61,8 @@ class AbstractKernel(eqx.Module):
         if self.max_order is not None and order > self.max_order:
             raise DerivativeOrderError(
                 f"{type(self).__name__} supports derivative orders up to {self.max_order}, "
-                f"got {order}; use a smoother kernel (e.g. TruncatedGaussian() or Bump()) or a higher power."
+                f"got {order}; use a smoother kernel (e.g. TruncatedGaussian() or Bump()) or a "
+                "higher power."
             )
 
     def scaled_derivative(self, x: np.ndarray, eps: float, order: int) -> np.ndarray:

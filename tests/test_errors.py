@@ -1,6 +1,7 @@
 """Every named error fires, and its message names the argument at fault."""
 
 import re
+
 import numpy as np
 import pytest
 
