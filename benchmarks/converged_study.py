@@ -218,7 +218,9 @@ class Setup:
     def __init__(self, pname, module, params, noise, seeds, quick, plug_in=False):
         self.pname, self.module, self.noise = pname, module, noise
         self.sims = {s: module.simulate(noise=noise, seed=s, **params) for s in seeds}
-        sim0 = self.sims[seeds[0]]
+        # the widths come from seed 0's data, whichever seeds run (`--seed-list`)
+        sim0 = self.sims[0] if 0 in self.sims else module.simulate(noise=noise, seed=0,
+                                                                   **params)
         self.grid = sim0.grid
         kernel = mj.Bump()
         if plug_in:  # `--plug-in`: widths and kernel from the data's spectrum
@@ -743,6 +745,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny smoke test (< 2 min)")
     parser.add_argument("--core", type=int, default=0, help="CPU core to pin to")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seed-list", type=int, nargs="+", default=None,
+                        help="run these seeds instead of range(--seeds) (widths still from "
+                             "seed 0's data), e.g. to split one study over several cores")
     parser.add_argument("--only", nargs="+", default=None,
                         help="filters `problem[:arch[:method]]`, e.g. forcing darcy2d:mlp")
     parser.add_argument("--no-figure1", action="store_true")
@@ -772,7 +777,7 @@ def main(argv=None):
             plot_curves(out, args.figure)
         return
     cfgs = QUICK if args.quick else FULL
-    seeds = list(range(args.seeds))
+    seeds = list(args.seed_list) if args.seed_list else list(range(args.seeds))
     noises = (0.0, 0.05) if args.quick else NOISES
     archs = ("mlp",) if args.quick else ARCHS
 
