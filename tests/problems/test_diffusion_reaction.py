@@ -24,6 +24,16 @@ def test_richardson_beats_single_solve():
     assert extrapolated < 1e-2 * plain
 
 
+def test_solve_is_fourth_order():
+    """Richardson's combination of two 2nd-order solves: halving h divides the error by 16
+    (the simulator and the information-limit benchmark both use `solve`)."""
+    k = 0.5
+    x = np.linspace(0.0, 1.0, 11)
+    exact = -np.sin(2 * np.pi * x) / (4 * np.pi**2 * 0.01 + k)
+    errs = [np.abs(dr.solve(lambda s: k + 0 * s, 0.01, 11, r) - exact).max() for r in (2, 4)]
+    assert 16 / 1.3 < errs[0] / errs[1] < 16 * 1.3, errs
+
+
 def test_reaction_recovered_through_cli(tmp_path):
     metrics = run_cli("diffusion_reaction_small.toml", tmp_path)
     err = metrics["errors"]["k"]
