@@ -697,7 +697,22 @@ def report(out) -> str:
     return "\n".join(lines)
 
 
+def run_curve(row) -> tuple[np.ndarray, np.ndarray]:
+    """`(steps, loss)` of one run: the Adam chunks, then the L-BFGS chunks (if any) after
+    them, one point per chunk (its last loss)."""
+    steps = row["window"] * np.arange(1, len(row["curve"]) + 1)
+    loss = np.asarray(row["curve"], dtype=float)
+    if row.get("lbfgs_curve"):
+        more = row["steps"] + LBFGS_WINDOW * np.arange(1, len(row["lbfgs_curve"]) + 1)
+        steps = np.concatenate([steps, more])
+        loss = np.concatenate([loss, np.asarray(row["lbfgs_curve"], dtype=float)])
+    return steps, loss
+
+
 def plot_curves(out, path):
+    """Learning curves, one panel per (problem, noise): every seed's run as a thin line
+    (Adam, then L-BFGS where `--lbfgs` ran: a dot marks the switch), colour by
+    architecture, solid for the mollifier and dashed for autodiff."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -717,22 +732,18 @@ def plot_curves(out, path):
                 for m, style in (("mollifier", "-"), ("autodiff", "--")):
                     rr = [r for r in rows if (r["problem"], r["arch"], r["method"], r["noise"])
                           == (p, a, m, n) and r["curve"]]
-                    if not rr:
-                        continue
-                    length = max(len(r["curve"]) for r in rr)
-                    pad = np.full((len(rr), length), np.nan)
                     for k, r in enumerate(rr):
-                        pad[k, :len(r["curve"])] = r["curve"]
-                    med = np.nanmedian(pad, axis=0)
-                    steps = rr[0]["window"] * np.arange(1, length + 1)
-                    ax.semilogy(steps, med, style, color=colours[a], lw=1.2,
-                                label=f"{a} {m}")
+                        steps, loss = run_curve(r)
+                        ax.loglog(steps, loss, style, color=colours[a], lw=0.8, alpha=0.8,
+                                  label=f"{a} {m}" if k == 0 else None)
+                        if r.get("lbfgs_curve"):
+                            ax.plot(r["steps"], r["curve"][-1], ".", color=colours[a], ms=3)
             ax.set_title(f"{p}, noise {n:.0%}", fontsize=8)
             ax.tick_params(labelsize=7)
             if i == len(probs) - 1:
-                ax.set_xlabel("step", fontsize=7)
+                ax.set_xlabel("step (Adam, then L-BFGS iterations)", fontsize=7)
             if j == 0:
-                ax.set_ylabel("loss (median over seeds)", fontsize=7)
+                ax.set_ylabel("loss", fontsize=7)
     axes[0][0].legend(fontsize=5, ncol=1)
     fig.tight_layout()
     fig.savefig(path, dpi=72)
