@@ -42,6 +42,7 @@ from ._types import FieldLike, FieldValues, PointFn
 # so they get their own axis name in annotations (tying them to the input's "*grid" would
 # reject every 'valid' result under runtime type checking).
 OutputValues = Float[Array, "*output"]
+GradientValues = Float[Array, "ndim *output"]
 
 # Relative round-off level above which a PrecisionWarning is raised.
 _PRECISION_TOLERANCE = 1e-2
@@ -119,7 +120,7 @@ class AbstractDifferentiator(eqx.Module):
         return sum(c * v for (c, _), v in zip(terms, values, strict=True))
 
     # -------------------------------------------------------- common compound operators
-    def gradient(self, u: FieldLike | PointFn) -> Float[Array, ndim *output]:
+    def gradient(self, u: FieldLike | PointFn) -> GradientValues:
         """`(d u / d x_0, ..., d u / d x_{d-1})` stacked on a leading axis."""
         alphas = [tuple(int(a == b) for b in range(self.grid.ndim)) for a in range(self.grid.ndim)]
         return jnp.stack(self.derivatives(u, alphas))
