@@ -756,6 +756,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny smoke test (< 2 min)")
     parser.add_argument("--core", type=int, default=0, help="CPU core to pin to")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--noises", type=float, nargs="+", default=None,
+                        help="run these noise levels only (default 0 0.01 0.05 0.1)")
     parser.add_argument("--seed-list", type=int, nargs="+", default=None,
                         help="run these seeds instead of range(--seeds) (widths still from "
                              "seed 0's data), e.g. to split one study over several cores")
@@ -790,6 +792,8 @@ def main(argv=None):
     cfgs = QUICK if args.quick else FULL
     seeds = list(args.seed_list) if args.seed_list else list(range(args.seeds))
     noises = (0.0, 0.05) if args.quick else NOISES
+    if args.noises:
+        noises = tuple(args.noises)
     archs = ("mlp",) if args.quick else ARCHS
 
     def wanted(p, a=None, m=None):
