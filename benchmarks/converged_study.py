@@ -709,6 +709,23 @@ def run_curve(row) -> tuple[np.ndarray, np.ndarray]:
     return steps, loss
 
 
+def merge_results(parts: list[dict]) -> dict:
+    """One result from several JSON files of this script: runs concatenated, costs, checks
+    and the Figure-1 check merged (the first file's settings and machine kept)."""
+    out = {**parts[0], "runs": [], "costs": {}, "checks": {}}
+    for part in parts:
+        out["runs"].extend(part["runs"])
+        for key in ("costs", "checks"):
+            clash = set(out[key]) & set(part.get(key, {}))
+            if key == "costs" and clash:
+                # a split study measures each (problem, arch, method) step once per process
+                part = {**part, key: {k: v for k, v in part[key].items() if k not in clash}}
+            out[key].update(part.get(key, {}))
+        if "figure1" in part and "figure1" not in out:
+            out["figure1"] = part["figure1"]
+    return out
+
+
 def plot_curves(out, path):
     """Learning curves, one panel per (problem, noise): every seed's run as a thin line
     (Adam, then L-BFGS where `--lbfgs` ran: a dot marks the switch), colour by
@@ -775,13 +792,15 @@ def main(argv=None):
     parser.add_argument("--json", help="write all measurements to this JSON file")
     parser.add_argument("--markdown", help="write the report tables to this Markdown file")
     parser.add_argument("--figure", help="write the learning curves to this PNG")
-    parser.add_argument("--from-json", help="report (and plot) the results in this JSON file "
-                                            "(e.g. a partial one) instead of running")
+    parser.add_argument("--from-json", nargs="+",
+                        help="report (and plot) the results in these JSON files (e.g. partial "
+                             "ones, or one per process of a split study: their runs and costs "
+                             "are merged) instead of running")
     args = parser.parse_args(argv)
     if args.from_json:
         import json
 
-        out = json.loads(pathlib.Path(args.from_json).read_text())
+        out = merge_results([json.loads(pathlib.Path(f).read_text()) for f in args.from_json])
         text = report(out)
         print(text)
         if args.markdown:
