@@ -296,15 +296,14 @@ def spectral_widths(
       divided by its estimated derivative power and the sum is minimised).
     - `kernel`: an `AbstractKernel`, or a sequence of them to choose from (default: `Bump()`
       and `Polynomial(6)` up to order 6, `Bump()` and `TruncatedGaussian()` above).
-
-    A `UserWarning` says when the chosen width's estimated root-mean-square error exceeds
-    the derivative's estimated size on an axis: the data do not determine that derivative.
     - `scheme`: as for `Mollifier` (default `"corrected"`).
     - `sigma`: the absolute noise standard deviation (one number, or a dict per field);
       None estimates it.
 
     **Returns:** a `WidthChoice`; `Mollifier(grid, choice.eps, kernel=choice.kernel)` is the
-    chosen operator.
+    chosen operator. A `UserWarning` says when the chosen width's estimated root-mean-square
+    error exceeds the derivative's estimated size on an axis: the data do not determine that
+    derivative.
     """
     from ._kernels import AbstractKernel, Bump, Polynomial, TruncatedGaussian
     from ._taps import half_width

@@ -83,8 +83,8 @@ class Bump(AbstractKernel):
     `(k!)^2` (the bump is Gevrey class 2), with steep features near `|r| = 1`, so sampled taps
     of order 6 and above need many nodes per half-width: on `cos(2x)` the order-6 taps miss
     the mollified derivative by a factor 4 at 25 nodes per half-width and by 3 % at 60. For
-    orders 6-10 `TruncatedGaussian` is the better kernel (within 1 % at 25 nodes for orders
-    6-8; `tests/test_taps.py`).
+    orders 6-10 `TruncatedGaussian` is the better kernel (0.6-0.8 % off at 25 nodes for
+    orders 6-8; both checked in `tests/test_taps.py`).
     """
 
     def derivative(self, r: np.ndarray, order: int) -> np.ndarray:

@@ -153,7 +153,6 @@ def test_central_difference_taps_reach_their_order(k):
         assert accuracy - 0.3 < slope < accuracy + 0.5
 
 
-
 @pytest.mark.parametrize("name", ["bump", "gaussian"])
 @pytest.mark.parametrize("k", [6, 8, 10])
 @pytest.mark.parametrize("ratio", [6.0, 12.0, 25.0])
@@ -171,14 +170,19 @@ def test_high_order_taps_are_moment_exact(name, k, ratio):
 @pytest.mark.parametrize("k", [6, 8, 10])
 def test_high_order_gaussian_taps_match_the_mollified_derivative(k):
     """On `cos(w x)` the mollified k-th derivative at 0 is `(-1)^(k/2) w^k` times the
-    kernel's response at `w`, which the smoothing taps give: the taps are usable, not just
-    moment-exact. (Bump's derivatives grow like (k!)^2 and miss this by 4x at order 6 on 25
-    cells: see its docstring.)"""
+    kernel's response at `w`, which the smoothing taps give: the gaussian's taps are usable,
+    not just moment-exact (measured 0.6 / 0.8 / 5 % off at orders 6 / 8 / 10), while Bump's,
+    whose derivatives grow like (k!)^2, miss it by more than 100 % (4x at order 6): the
+    numbers in Bump's docstring."""
     eps, w = 25 * H, 2.0
-    kernel = mj.TruncatedGaussian()
-    taps = mj.mollifier_taps(kernel, eps, H, k)
-    smooth = mj.mollifier_taps(kernel, eps, H, 0)
-    m = (taps.size - 1) // 2
-    x = H * np.arange(-m, m + 1)
-    expected = (-1) ** (k // 2) * w**k * (smooth @ np.cos(w * x))
-    assert taps @ np.cos(w * x) == pytest.approx(expected, rel=0.1)
+
+    def relative_miss(kernel):
+        taps = mj.mollifier_taps(kernel, eps, H, k)
+        smooth = mj.mollifier_taps(kernel, eps, H, 0)
+        m = (taps.size - 1) // 2
+        x = H * np.arange(-m, m + 1)
+        expected = (-1) ** (k // 2) * w**k * (smooth @ np.cos(w * x))
+        return abs(taps @ np.cos(w * x) / expected - 1)
+
+    assert relative_miss(mj.TruncatedGaussian()) < (0.02 if k <= 8 else 0.1)
+    assert relative_miss(mj.Bump()) > 1.0
