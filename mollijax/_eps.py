@@ -303,7 +303,7 @@ def spectral_widths(
     **Returns:** a `WidthChoice`; `Mollifier(grid, choice.eps, kernel=choice.kernel)` is the
     chosen operator. A `UserWarning` says when the chosen width's estimated root-mean-square
     error exceeds the derivative's estimated size on an axis: the data do not determine that
-    derivative.
+    derivative (with several fields, it names the fields of which this holds).
     """
     from ._kernels import AbstractKernel, Bump, Polynomial, TruncatedGaussian
     from ._taps import half_width
@@ -348,12 +348,15 @@ def spectral_widths(
             best = (total, kern, axes)
     _, kern, axes = best
     for a, ax in enumerate(axes):
-        ratio = math.sqrt(ax[4] / len(values))
-        if ratio > 1.0:
+        poor = {k: math.sqrt(r) for k, r in ax[5].items() if r > 1.0}
+        if poor:
+            which = "" if len(values) == 1 else " of " + ", ".join(
+                f"{k!r} ({r:.3g} times)" for k, r in poor.items())
+            ratio = max(poor.values())
             warnings.warn(f"spectral_widths: along axis {grid.axes[a]!r} the estimated error of "
-                          f"the order-{order} derivative is {ratio:.3g} times its estimated size "
-                          f"(root mean square, {kern!r} at eps={ax[0]:.4g}): the data do not "
-                          "determine it at this noise.", UserWarning, stacklevel=2)
+                          f"the order-{order} derivative{which} is {ratio:.3g} times its "
+                          f"estimated size (root mean square, {kern!r} at eps={ax[0]:.4g}): the "
+                          "data do not determine it at this noise.", UserWarning, stacklevel=2)
     return WidthChoice(tuple(ax[0] for ax in axes), kern, tuple(ax[1] for ax in axes),
                        tuple(ax[2] for ax in axes), tuple(ax[3] for ax in axes),
                        {k: float(s) for k, s in noise.items()})
@@ -418,7 +421,8 @@ def _noise_of(values: dict, sigma, grid: Grid) -> dict:
 
 def _scan_axis(kernel, scheme: str, order: int, h: float, n: int, spectra: dict,
                noise: dict) -> tuple:
-    """`(eps, risk, widths, risks, relative risk)` of one kernel along one axis."""
+    """`(eps, risk, widths, risks, relative risk, {field: relative risk})` of one kernel
+    along one axis (the last two at `eps`)."""
     from ._differentiators import _cached_mollifier_taps
 
     floor = (order // 2 + 3) * h
@@ -430,7 +434,7 @@ def _scan_axis(kernel, scheme: str, order: int, h: float, n: int, spectra: dict,
     target = (1j * w) ** order
     scale = {k: float(np.sum(np.abs(target) ** 2 * s)) for k, (_, s) in spectra.items()}
     several = len(spectra) > 1
-    curve, kept = [], []
+    curve, kept, per_field = [], [], []
     for e in scan:
         try:
             taps = _cached_mollifier_taps(kernel, float(e), h, int(order), scheme)
@@ -439,12 +443,14 @@ def _scan_axis(kernel, scheme: str, order: int, h: float, n: int, spectra: dict,
         kept.append(e)
         m = (taps.size - 1) // 2
         response = np.exp(1j * np.outer(w, np.arange(-m, m + 1) * h)) @ taps
-        total = 0.0
+        total, fields = 0.0, {}
         for k, (_, s) in spectra.items():
             r = (float(np.sum(np.abs(response - target) ** 2 * s))
                  + float(noise[k]) ** 2 * float(np.sum(taps**2)))
             total += r / scale[k] if several and scale[k] > 0 else r
+            fields[k] = r / scale[k] if scale[k] > 0 else r
         curve.append(total)
+        per_field.append(fields)
     if not curve:
         raise KernelTooWideError(f"spectral_widths: no width up to {scan[-1]:.6g} gives taps of "
                                  f"order {order} on spacing {h:.6g}; the axis is too short.")
@@ -455,4 +461,4 @@ def _scan_axis(kernel, scheme: str, order: int, h: float, n: int, spectra: dict,
     else:
         only = next(iter(scale.values()))
         relative = float(curve[i]) / only if only > 0 else float(curve[i])
-    return float(scan[i]), float(curve[i]), np.asarray(scan), curve, relative
+    return float(scan[i]), float(curve[i]), np.asarray(scan), curve, relative, per_field[i]

@@ -5,6 +5,7 @@ is the taps' discrete sum on the interior nodes against the analytic derivative.
 """
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -152,3 +153,20 @@ def test_order_eight_and_the_warning_when_the_data_cannot_say():
     noisy = u + 0.01 * np.random.default_rng(1).standard_normal(x.size)
     with pytest.warns(UserWarning, match=r"order-8 derivative is .* times its estimated size"):
         mj.spectral_widths(grid, 8, noisy)
+
+
+def test_the_warning_names_the_fields_whose_derivative_is_undetermined():
+    """With several fields the warning is per field: a clean field and a noisy one at order
+    8 warn about the noisy one only, and two clean ones do not warn."""
+    grid = mj.Grid.from_bounds((401,), (0.0,), (1.0,), axes=("x",))
+    x = np.asarray(grid.coords("x"))
+    u = np.sin(2 * np.pi * x)
+    clean = u + 1e-7 * np.random.default_rng(0).standard_normal(x.size)
+    noisy = u + 0.01 * np.random.default_rng(1).standard_normal(x.size)
+    with pytest.warns(UserWarning) as record:
+        mj.spectral_widths(grid, 8, {"clean": clean, "noisy": noisy})
+    text = " ".join(str(w.message) for w in record)
+    assert "'noisy' (" in text and "'clean'" not in text, text
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mj.spectral_widths(grid, 8, {"a": clean, "b": 2 * clean}, sigma=1e-7)
