@@ -70,3 +70,29 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _float64_default():
     yield
+
+
+# Every compiled XLA executable holds a few memory mappings (about 3 on CPU), and the jit
+# caches of the library's module-level functions keep every shape a test file compiled. One
+# process running half the suite neared Linux's limit on mappings (vm.max_map_count, 65530 by
+# default): two one-worker runs died with a segmentation fault inside XLA's compiler, about
+# half-way through. Past half the limit, the caches are cleared between test files (freeing
+# the executables; a later file recompiles what it needs).
+MAPPINGS_KEPT = 0.5
+
+
+def _mappings() -> tuple[int, int]:
+    """(memory mappings of this process, the system's limit); (0, 1) where unknown."""
+    try:
+        with open("/proc/self/maps") as maps, open("/proc/sys/vm/max_map_count") as limit:
+            return sum(1 for _ in maps), int(limit.read())
+    except (OSError, ValueError):
+        return 0, 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_code():
+    yield
+    used, limit = _mappings()
+    if used > MAPPINGS_KEPT * limit:
+        jax.clear_caches()
