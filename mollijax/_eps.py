@@ -303,7 +303,7 @@ def spectral_widths(
     **Returns:** a `WidthChoice`; `Mollifier(grid, choice.eps, kernel=choice.kernel)` is the
     chosen operator. A `UserWarning` says when the chosen width's estimated root-mean-square
     error exceeds the derivative's estimated size on an axis: the data do not determine that
-    derivative (with several fields, it names the fields of which this holds).
+    derivative (with several fields, one warning per field of which this holds, naming it).
     """
     from ._kernels import AbstractKernel, Bump, Polynomial, TruncatedGaussian
     from ._taps import half_width
@@ -348,15 +348,15 @@ def spectral_widths(
             best = (total, kern, axes)
     _, kern, axes = best
     for a, ax in enumerate(axes):
-        poor = {k: math.sqrt(r) for k, r in ax[5].items() if r > 1.0}
-        if poor:
-            which = "" if len(values) == 1 else " of " + ", ".join(
-                f"{k!r} ({r:.3g} times)" for k, r in poor.items())
-            ratio = max(poor.values())
+        for name, relative in ax[5].items():  # one warning per field whose derivative is lost
+            if relative <= 1.0:
+                continue
+            which = "" if len(values) == 1 else f" of {name!r}"
             warnings.warn(f"spectral_widths: along axis {grid.axes[a]!r} the estimated error of "
-                          f"the order-{order} derivative{which} is {ratio:.3g} times its "
-                          f"estimated size (root mean square, {kern!r} at eps={ax[0]:.4g}): the "
-                          "data do not determine it at this noise.", UserWarning, stacklevel=2)
+                          f"the order-{order} derivative{which} is {math.sqrt(relative):.3g} times "
+                          f"its estimated size (root mean square, {kern!r} at eps={ax[0]:.4g}): "
+                          "the data do not determine it at this noise.", UserWarning,
+                          stacklevel=2)
     return WidthChoice(tuple(ax[0] for ax in axes), kern, tuple(ax[1] for ax in axes),
                        tuple(ax[2] for ax in axes), tuple(ax[3] for ax in axes),
                        {k: float(s) for k, s in noise.items()})
