@@ -718,9 +718,8 @@ def merge_results(parts: list[dict]) -> dict:
         for key in ("costs", "checks"):  # a split study measures a step once per process
             for name, value in part.get(key, {}).items():
                 out[key].setdefault(name, value)  # the first file's measurement kept
-        out.setdefault("figure1", part.get("figure1"))
-    if out["figure1"] is None:
-        del out["figure1"]
+        if "figure1" in part:
+            out.setdefault("figure1", part["figure1"])  # the first file's
     return out
 
 

@@ -343,12 +343,12 @@ def spectral_widths(
     for kern in kernels:
         axes = [_scan_axis(kern, scheme, order, float(h), n, spectra[a], noise)
                 for a, (n, h) in enumerate(zip(grid.shape, grid.spacing, strict=True))]
-        total = sum(ax[4] for ax in axes)
+        total = sum(sum(ax[4].values()) for ax in axes)
         if best is None or total < best[0]:
             best = (total, kern, axes)
     _, kern, axes = best
     for a, ax in enumerate(axes):
-        for name, relative in ax[5].items():  # one warning per field whose derivative is lost
+        for name, relative in ax[4].items():  # one warning per field whose derivative is lost
             if relative <= 1.0:
                 continue
             which = "" if len(values) == 1 else f" of {name!r}"
@@ -421,8 +421,8 @@ def _noise_of(values: dict, sigma, grid: Grid) -> dict:
 
 def _scan_axis(kernel, scheme: str, order: int, h: float, n: int, spectra: dict,
                noise: dict) -> tuple:
-    """`(eps, risk, widths, risks, relative risk, {field: relative risk})` of one kernel
-    along one axis (the last two at `eps`)."""
+    """`(eps, risk, widths, risks, {field: relative risk at eps})` of one kernel along one
+    axis; a field's relative risk is its risk over its estimated derivative power."""
     from ._differentiators import _cached_mollifier_taps
 
     floor = (order // 2 + 3) * h
@@ -456,9 +456,4 @@ def _scan_axis(kernel, scheme: str, order: int, h: float, n: int, spectra: dict,
                                  f"order {order} on spacing {h:.6g}; the axis is too short.")
     scan, curve = kept, np.asarray(curve)
     i = int(np.argmin(curve))
-    if several:
-        relative = float(curve[i])
-    else:
-        only = next(iter(scale.values()))
-        relative = float(curve[i]) / only if only > 0 else float(curve[i])
-    return float(scan[i]), float(curve[i]), np.asarray(scan), curve, relative, per_field[i]
+    return float(scan[i]), float(curve[i]), np.asarray(scan), curve, per_field[i]
