@@ -6,6 +6,7 @@ import tomllib
 
 import jax
 import numpy as np
+import pytest
 
 import mollijax as mj
 from mollijax.cli import main
@@ -21,20 +22,27 @@ def _run(part, tmp_path):
     return json.loads((out / "metrics.json").read_text())
 
 
-def test_theory_electro_cli(tmp_path):
-    m = _run("electro", tmp_path)
+@pytest.fixture(scope="module")
+def electro_metrics(tmp_path_factory):
+    """One run of the small electrodynamics demonstration, shared by the two tests below (each
+    checks different metrics of the same run; a second run only reproduced the first)."""
+    return _run("electro", tmp_path_factory.mktemp("theory_cli"))
+
+
+def test_theory_electro_cli(electro_metrics):
+    m = electro_metrics
     assert max(m["screened_nodewise_to_protons"]) < 0.02
     assert m["gaussian_first_electron_to_midpoint"] < 1e-6
     assert m["recovery_max_position_error"] < 0.03
     assert m["recovery_max_charge_error"] < 0.1
 
 
-def test_theory_electro_auto_width_is_the_rule(el, tmp_path):
+def test_theory_electro_auto_width_is_the_rule(el, electro_metrics):
     # the small config says eps = "auto": seed 0's width is the library's rule applied to the
     # potential estimated from seed 0's samples, recomputed here outside `run_recovery`
     with open(CONFIGS / "theory_electro_small.toml", "rb") as f:
         assert tomllib.load(f)["recovery"]["eps"] == "auto"
-    m = _run("electro", tmp_path)
+    m = electro_metrics
     cfg = el.electro_config({"recovery": {"grid": 64, "samples": 100_000}})["recovery"]
     grid = mj.Grid.from_bounds((64, 64), (0.0, 0.0), (1.0, 1.0), periodic=True)
     kt, ks = jax.random.split(jax.random.key(0))

@@ -227,8 +227,11 @@ def test_neural_dae_stack_follows_gaussian_recursion_in_3d(tr):
     g = tr.GaussianMixture([1.0], [[0.0, 0.0, 0.0]], [s])
     x0 = g.sample(jax.random.PRNGKey(12), 4000)
     total, layers = 0.15, 3
+    # every layer (the first too) trains for the same number of steps: one compiled training
+    # scan instead of two (err / moved measured 0.067, sinkhorn 0.069; 0.074, 0.076 with 400
+    # first steps)
     xs, _ = tr.neural_dae_stack(x0, jax.random.PRNGKey(13), total, layers, width=16,
-                                steps=150, first_steps=400, batch=512)
+                                steps=150, first_steps=150, batch=512)
     ideal, cov = np.asarray(x0), s
     for _ in range(layers):
         m = cov @ np.linalg.inv(cov + total / layers * np.eye(3))
@@ -246,8 +249,10 @@ def test_neural_dae_stack_transports_a_mixture_towards_the_exact_flow(tr, mixtur
     x0 = mixture4.sample(jax.random.PRNGKey(17), 10_000)
     total, layers = 0.12, 3
     exact = tr.exact_flow(mixture4, x0, total * np.arange(layers + 1) / layers)
-    xs, _ = tr.neural_dae_stack(x0, jax.random.PRNGKey(18), total, layers, steps=200,
-                                first_steps=800, batch=512)
+    # the same number of steps for every layer: one compiled training scan instead of two
+    # (ratios measured 0.242 and 0.182; 0.237 and 0.179 with 800 first and 200 later steps)
+    xs, _ = tr.neural_dae_stack(x0, jax.random.PRNGKey(18), total, layers, steps=500,
+                                first_steps=500, batch=512)
     rms = lambda a, b: float(np.sqrt(np.mean(np.sum((a - b) ** 2, axis=1))))
     assert rms(xs[-1], exact[-1]) < 0.3 * rms(x0, exact[-1])
     key = jax.random.PRNGKey(19)
