@@ -363,7 +363,19 @@ def _positive_part(h: np.ndarray) -> np.ndarray:
     # eigenvalues within round-off of zero are left alone: a zero block (parameters no
     # regulariser reaches, e.g. an evolved state's initial values) is one large cluster at
     # zero, on which the subset solver spends 100x the time of the rest (0.45 s at 202 x 202)
-    lam, vec = scipy.linalg.eigh(h, subset_by_value=(-np.inf, -1e-13 * top), driver="evr",
+    floor = 1e-13 * top
+    # the common case first: a positive semi-definite `h` (a quadratic penalty) has no
+    # eigenvalue below `-floor` exactly when `h + floor I` has a Cholesky factor, a third of
+    # the cost of the eigenvalue solver's reduction alone; where the factorisation fails, the
+    # solver finds the negative eigenpairs
+    try:
+        chol = scipy.linalg.cholesky(h + floor * np.eye(h.shape[0]), lower=True,
+                                     check_finite=False)
+    except np.linalg.LinAlgError:
+        chol = None
+    if chol is not None and np.all(np.isfinite(chol)):
+        return h
+    lam, vec = scipy.linalg.eigh(h, subset_by_value=(-np.inf, -floor), driver="evr",
                                  check_finite=False)
     return h - (vec * lam) @ vec.T if lam.size else h
 
