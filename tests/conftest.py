@@ -4,11 +4,16 @@ import os
 # so that the workers do not oversubscribe the cores (a user's own XLA_FLAGS win).
 if os.environ.get("PYTEST_XDIST_WORKER"):
     if "XLA_FLAGS" not in os.environ:
-        # and compile without LLVM's optimisations: at the suite's small sizes most of a test
-        # is compilation (user CPU of test_evolution + test_steady + test_heat1d + test_fit
-        # 173 s -> 143 s, the same 50 passes)
+        # and compile as the library's quick programs do (`mollijax._cache.QUICK_COMPILE`):
+        # without LLVM's optimisations, fusions by the older direct emitters instead of the
+        # MLIR fusion emitters. At the suite's small sizes most of a test is compilation: user
+        # CPU of test_evolution + test_steady + test_heat1d + test_fit 173 s -> 143 s with the
+        # level alone; then test_fit + test_steady 105 s -> 69 s and test_networks +
+        # test_evolution + test_auto_default 223 s -> 135 s with the emitters too (one core,
+        # the same passes)
         os.environ["XLA_FLAGS"] = ("--xla_cpu_multi_thread_eigen=false "
-                                   "--xla_backend_optimization_level=0")
+                                   "--xla_backend_optimization_level=0 "
+                                   "--xla_cpu_use_fusion_emitters=false")
     # the same for the BLAS/LAPACK threads behind small dense solves (LU of a steady state,
     # a propagator): spinning threads made a 102 x 102 solve 30x slower on 2 busy cores
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):

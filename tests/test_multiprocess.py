@@ -34,7 +34,8 @@ def test_two_processes_equal_one(tmp_path):
     # one XLA thread each, compiled without LLVM optimisations as in the suite's workers
     # (tests/conftest.py): the two processes mostly compile
     env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_cpu_multi_thread_eigen=false --xla_backend_optimization_level=0")
+               XLA_FLAGS="--xla_cpu_multi_thread_eigen=false --xla_backend_optimization_level=0 "
+                         "--xla_cpu_use_fusion_emitters=false")
     procs = [subprocess.Popen([sys.executable, str(SCRIPT), str(i), port, str(out)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i in range(2)]

@@ -1,9 +1,10 @@
 """Every notebook runs top to bottom (small sizes: MOLLIJAX_SMALL=1), so none can rot.
 
 At the small sizes a notebook's time is mostly XLA compiling (about 80 % of each cell that
-fits), so the kernel compiles with LLVM's optimisations off: notebook 02 took 33 s of CPU
-instead of 45 s, its compiled code running slower where the small sizes barely use it. The
-flag changes how fast the compiled code runs, not what it computes.
+fits), so the kernel compiles as the suite's workers do (tests/conftest.py): LLVM's
+optimisations off (notebook 02 took 33 s of CPU instead of 45 s) and the older fusion
+emitters, its compiled code running slower where the small sizes barely use it. The flags
+change how fast the compiled code runs, not what it computes.
 """
 
 import os
@@ -26,7 +27,8 @@ def test_notebook_executes(path, monkeypatch, tmp_path):
     monkeypatch.setenv("MOLLIJAX_SMALL", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     flags = os.environ.get("XLA_FLAGS", "")
-    monkeypatch.setenv("XLA_FLAGS", f"{flags} --xla_backend_optimization_level=0".strip())
+    quick = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+    monkeypatch.setenv("XLA_FLAGS", f"{flags} {quick}".strip())
     monkeypatch.chdir(tmp_path)  # anything a notebook writes lands in a scratch folder
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
