@@ -300,29 +300,3 @@ def test_gcv_effective_parameters_do_not_depend_on_the_linear_solver():
     np.testing.assert_allclose(trials["bicgstab"], trials["direct"], rtol=1e-6)
     assert all(0.0 < t < 1.0 for t in trials["direct"])
 
-
-def _clipped(h):
-    """The reference: the full eigendecomposition with its negative eigenvalues set to zero."""
-    lam, vec = np.linalg.eigh(h)
-    return (vec * np.maximum(lam, 0.0)) @ vec.T
-
-
-@pytest.mark.parametrize("kind", ["semidefinite", "indefinite", "round-off negative"])
-def test_positive_part_clips_the_negative_eigenvalues(kind):
-    from mollijax._auto import _positive_part
-
-    rng = np.random.default_rng(3)
-    n = 60
-    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
-    lam = rng.uniform(0.1, 2.0, size=n)
-    if kind == "semidefinite":  # a null space, as a curvature penalty has (Cholesky path)
-        lam[:5] = 0.0
-    elif kind == "indefinite":  # negative curvature to remove (eigenvalue path)
-        lam[:4] = -rng.uniform(0.1, 1.0, size=4)
-    else:  # negative by more than the floor (1e-13 of the diagonal's top): clipped too
-        lam[:3] = -1e-9
-    h = (q * lam) @ q.T
-    h = 0.5 * (h + h.T)
-    out = _positive_part(h)
-    np.testing.assert_allclose(out, _clipped(h), atol=1e-12)
-    assert np.linalg.eigvalsh(out).min() > -1e-12
