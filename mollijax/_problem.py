@@ -11,7 +11,6 @@ code.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable, Mapping, Sequence
 
 import equinox as eqx
@@ -29,10 +28,6 @@ from ._grid import Grid
 from ._scope import PointField, Scope, UnknownFieldError
 from ._steady import Steady
 from ._terms import AbstractTerm, Condition, DataMisfit, Evaluation, Residual, check_weight
-
-# `Problem.check`'s passed checks, by the structure key of (problem, unknowns)
-_CHECKED: collections.OrderedDict = collections.OrderedDict()
-_CHECKED_SIZE = 128
 
 KINDS = ("data", "residual", "condition", "reg")
 POINT_MODES = {"autodiff": Autodiff, "taylor": Taylor}
@@ -639,30 +634,9 @@ class Problem(eqx.Module):
 
         Traces the loss abstractly (`jax.eval_shape`), so that an unknown field name in a
         residual, an unknown that no term uses, or a residual of the wrong shape is reported
-        before any compilation. A check passed once is not traced again for an equal problem
-        and unknowns (the same shapes, functions and settings; other array values, e.g. the
-        trial weights of a scan): what it checks does not depend on the values.
+        before any compilation.
         """
         self._check_unknowns(unknowns)
-        from ._driver import _static_view, _structure_key
-
-        try:
-            key = _structure_key((self, unknowns))
-            hash(key)
-        except Exception:  # an unkeyable part: check without the memo
-            key = None
-        if key is not None and key in _CHECKED:
-            _CHECKED.move_to_end(key)
-            return _CHECKED[key][0]
-        shapes = self._trace_check(unknowns)
-        if key is not None:
-            # the static view keeps the objects keyed by identity alive while the key is stored
-            _CHECKED[key] = (shapes, _static_view((self, unknowns)))
-            if len(_CHECKED) > _CHECKED_SIZE:
-                _CHECKED.popitem(last=False)
-        return shapes
-
-    def _trace_check(self, unknowns) -> dict[str, jax.ShapeDtypeStruct]:
         used: set[str] = set()
         # shapes and names do not depend on the integrator's settings: trace with one
         # substep, so that checking does not run the stiffness estimate `prepare` runs

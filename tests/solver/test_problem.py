@@ -252,31 +252,3 @@ def test_steady_state_in_a_problem_is_the_solution_and_recovers_the_coefficient(
     assert err < 0.01
     # the steady field is computed, not fitted: it is not an unknown, yet it has a data term
     assert "data:u" in result.history and "u" not in result.values
-
-
-def test_a_passed_check_is_not_traced_again_for_other_values_only():
-    class Count:  # an object compared by identity (a list would be compared by contents)
-        n = 0
-
-    count = Count()
-
-    def heat(s):
-        count.n += 1  # runs when traced (twice per check: the shape test and the loss)
-        return _heat(s)
-
-    problem = mj.Problem(GRID, heat, data={"u": _data()})
-    first = problem.check(_unknowns())
-    traced = count.n
-    assert traced >= 1
-    # other weights and other unknown values: the same shapes and functions, no new trace
-    reweighted = problem.with_weights({"residual:pde": 3.0})
-    assert reweighted.check({"D": mj.GridField(np.full(33, 0.5), "x", "positive")}) == first
-    assert count.n == traced
-    # another shape of an unknown, or another residual, is traced (and checked) again
-    problem.check({"D": mj.GridField(np.full((33, 17), 0.1), ("x", "t"), "positive")})
-    assert count.n == 2 * traced
-    wrong = mj.Problem(GRID, lambda s: heat(s)[:, :3], data={"u": _data()})
-    with pytest.raises(mj.GridMismatchError, match=r"returned shape \(33, 3\)"):
-        wrong.check(_unknowns())
-    with pytest.raises(mj.GridMismatchError):  # a failed check is not remembered as passed
-        wrong.check(_unknowns())
