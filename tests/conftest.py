@@ -11,9 +11,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         # level alone; then test_fit + test_steady 105 s -> 69 s and test_networks +
         # test_evolution + test_auto_default 223 s -> 135 s with the emitters too (one core,
         # the same passes)
-        os.environ["XLA_FLAGS"] = ("--xla_cpu_multi_thread_eigen=false "
-                                   "--xla_backend_optimization_level=0 "
-                                   "--xla_cpu_use_fusion_emitters=false")
+        from xla_flags import ONE_THREAD, QUICK
+
+        os.environ["XLA_FLAGS"] = f"{ONE_THREAD} {QUICK}"
     # the same for the BLAS/LAPACK threads behind small dense solves (LU of a steady state,
     # a propagator): spinning threads made a 102 x 102 solve 30x slower on 2 busy cores
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -16,6 +16,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from xla_flags import ONE_THREAD, QUICK
 
 SCRIPT = pathlib.Path(__file__).with_name("multiprocess_script.py")
 
@@ -34,8 +35,7 @@ def test_two_processes_equal_one(tmp_path):
     # one XLA thread each, compiled without LLVM optimisations as in the suite's workers
     # (tests/conftest.py): the two processes mostly compile
     env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_cpu_multi_thread_eigen=false --xla_backend_optimization_level=0 "
-                         "--xla_cpu_use_fusion_emitters=false")
+               XLA_FLAGS=f"{ONE_THREAD} {QUICK}")
     procs = [subprocess.Popen([sys.executable, str(SCRIPT), str(i), port, str(out)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i in range(2)]

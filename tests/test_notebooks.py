@@ -11,6 +11,7 @@ import os
 import pathlib
 
 import pytest
+from xla_flags import QUICK
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -27,8 +28,7 @@ def test_notebook_executes(path, monkeypatch, tmp_path):
     monkeypatch.setenv("MOLLIJAX_SMALL", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     flags = os.environ.get("XLA_FLAGS", "")
-    quick = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
-    monkeypatch.setenv("XLA_FLAGS", f"{flags} {quick}".strip())
+    monkeypatch.setenv("XLA_FLAGS", f"{flags} {QUICK}".strip())
     monkeypatch.chdir(tmp_path)  # anything a notebook writes lands in a scratch folder
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(

@@ -299,4 +299,3 @@ def test_gcv_effective_parameters_do_not_depend_on_the_linear_solver():
         assert all(np.isfinite(t.score) for t in choice.curve), solver
     np.testing.assert_allclose(trials["bicgstab"], trials["direct"], rtol=1e-6)
     assert all(0.0 < t < 1.0 for t in trials["direct"])
-

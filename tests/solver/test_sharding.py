@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from xla_flags import QUICK
 
 import mollijax as mj
 from mollijax import batch_mesh, evaluate_tiled, sharded_derivatives
@@ -26,9 +27,7 @@ def _run_script(*cases: str) -> dict:
     # compiled without LLVM's optimisations, as in the suite's workers (tests/conftest.py): the
     # script is mostly compiling (22 s -> 13 s); the differences stay at round-off (~1e-15)
     env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=4 "
-                         "--xla_backend_optimization_level=0 "
-                         "--xla_cpu_use_fusion_emitters=false")
+               XLA_FLAGS=f"--xla_force_host_platform_device_count=4 {QUICK}")
     proc = subprocess.run([sys.executable, str(SCRIPT), *cases], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
