@@ -19,6 +19,20 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
 
+# The command line keeps compiled programs in the user's cache folder (`mollijax run`'s
+# persistent compilation cache): the suite's command-line subprocesses use a folder of their
+# own, removed at the end, so that the tests neither write into the user's cache nor load
+# what an earlier run left there (a user's own MOLLIJAX_COMPILATION_CACHE wins). Set once,
+# in the controlling process; the xdist workers inherit it.
+if "MOLLIJAX_COMPILATION_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _cache_folder = tempfile.mkdtemp(prefix="mollijax-tests-cache-")
+    os.environ["MOLLIJAX_COMPILATION_CACHE"] = _cache_folder
+    atexit.register(shutil.rmtree, _cache_folder, ignore_errors=True)
+
 import jax
 import pytest
 

@@ -74,7 +74,8 @@ def test_batch_run_fits_every_item(tmp_path, stack):
 
 def test_batch_run_sharded_over_two_host_devices(tmp_path, stack):
     out = tmp_path / "out2"
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    cache = tmp_path / "cache"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", MOLLIJAX_COMPILATION_CACHE=str(cache))
     root = pathlib.Path(__file__).parent.parent
     proc = subprocess.run(
         [sys.executable, "-m", "mollijax", "run", str(_config(tmp_path, stack, 2)), "--out",
@@ -84,3 +85,5 @@ def test_batch_run_sharded_over_two_host_devices(tmp_path, stack):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["devices"] == 2 and metrics["status"] == ["completed"] * 3
+    # the command line kept its compiled programs in the folder MOLLIJAX_COMPILATION_CACHE names
+    assert any(p.name.startswith("jit_") for p in cache.iterdir()), list(cache.iterdir())
