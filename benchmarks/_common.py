@@ -244,16 +244,20 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def write_json(path: str, payload: dict[str, Any]) -> None:
-    """Write `payload` as indented JSON (NumPy scalars converted)."""
+    """Write `payload` as indented JSON (NumPy scalars converted), atomically."""
 
     def default(o):
         if isinstance(o, np.generic):
             return o.item()
         raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
-    with open(path, "w") as f:
+    # written beside the target and renamed over it: a study that writes its partial
+    # results after every run and is stopped mid-write keeps the previous complete file
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
         json.dump(payload, f, indent=1, default=default)
         f.write("\n")
+    os.replace(tmp, path)
 
 
 def finish_report(args, info: dict, rows: list, text: str, wall: float) -> None:
