@@ -125,6 +125,23 @@ def gn_hessian(lin, terms=None, positive=None) -> np.ndarray:
     return h
 
 
+class _PositivePart:
+    """`_positive_part` that reuses its last answer while the Hessian it is given stays the
+    same: a quadratic penalty's (`H1`, `Curvature` of a grid coefficient) is the same at
+    every Levenberg-Marquardt step, and its test (a Cholesky factor, else an eigenvalue
+    solve) costs as much as a step's own solve."""
+
+    def __init__(self):
+        self.h = self.positive = None
+
+    def __call__(self, h: np.ndarray) -> np.ndarray:
+        from ._auto import _positive_part
+
+        if self.h is None or self.h.shape != h.shape or not np.array_equal(self.h, h):
+            self.h, self.positive = h, _positive_part(h)
+        return self.positive
+
+
 def influence_trace(lin, data_terms) -> float:
     """The effective number of parameters `p = 2 sum_f tr(J_f H^+ J_f^T)` of a
     linearisation (`_linearise`) over the data terms named in `data_terms`, with
@@ -204,8 +221,9 @@ def _lm(problem, unknowns, *, steps, tol, damping=1e-3, max_parameters=GN_MAX_PA
     if not np.isfinite(loss):
         status = Status.diverged
         message = "the loss at the start is not finite; the start is returned"
+    positive = _PositivePart()
     while status == Status.completed and taken < steps:
-        h = gn_hessian(lin)[np.ix_(free, free)]
+        h = gn_hessian(lin, positive=positive(lin[4]))[np.ix_(free, free)]
         g = (g_pen + sum(2.0 * jac[k].T @ r[k] for k in r))[free]
         if not (np.all(np.isfinite(h)) and np.all(np.isfinite(g))):
             status = Status.diverged
