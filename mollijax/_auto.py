@@ -161,7 +161,8 @@ class Trial:
     - `score`: the criterion's value (discrepancy: `misfit`; cross-validation: held-out
       chi-square per node);
     - `values`: each unknown on its sub-grid (fit on all data);
-    - `threshold`: the discrepancy principle's bound on `misfit` at this weight.
+    - `threshold`: the discrepancy principle's bound on `misfit` at this weight;
+    - `steps`: the optimiser steps its fit took (for cross-validation: the longest fold's).
     """
 
     weight: float
@@ -171,6 +172,7 @@ class Trial:
     score: float
     values: dict[str, np.ndarray]
     threshold: float = float("nan")
+    steps: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -465,7 +467,8 @@ def _collect(scan, score, stop_early: bool, curve=None, results=None):
     results = [] if results is None else results
     for w, res, chi2, share, reg, lin in scan:
         value = score(w, res, chi2, share, lin)
-        curve.append(Trial(w, None, chi2, reg, value, res.values, max(1.0 - share, 0.0)))
+        curve.append(Trial(w, None, chi2, reg, value, res.values, max(1.0 - share, 0.0),
+                           int(res.steps)))
         results.append(res)
         best = min(curve, key=lambda t: t.score)
         if stop_early and value > best.score and best.misfit <= GCV_STOP_CHI2:
@@ -1107,7 +1110,7 @@ def discrepancy(
     for w, res, chi2, share, reg, _ in _scan(problem, unknowns, term, sigma, grid, names,
                                           optimiser, steps, chunk, continuation, need_dof=dof):
         bound = tau * max(1.0 - share, 0.0) if dof else tau
-        curve.append(Trial(w, None, chi2, reg, chi2, res.values, bound))
+        curve.append(Trial(w, None, chi2, reg, chi2, res.values, bound, int(res.steps)))
         results.append(res)
         if chosen is None and chi2 <= bound:
             chosen = len(curve) - 1
@@ -1264,7 +1267,8 @@ def cross_validate(
                 reg += float(_evaluate(p.with_data({field: stack[j]}), current[j])[0][term])
             score = total / (float(sigma) ** 2 * d_obs.size)
             values = {k: v[0] for k, v in res.values.items()}
-            curve.append(Trial(float(w), e, float("nan"), reg / folds, score, values))
+            curve.append(Trial(float(w), e, float("nan"), reg / folds, score, values,
+                               steps=int(np.max(res.steps))))
     best = int(np.argmin([t.score for t in curve]))
     chosen = curve[best]
     problem = build(chosen.eps).with_weights({term: chosen.weight})

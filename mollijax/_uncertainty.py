@@ -1065,7 +1065,7 @@ def _count(unknowns) -> int:
 
 
 def run_outputs(config, problem: Problem, result: FitResult, dataset,
-                elapsed: float | None = None, *, folder):
+                steps: int | None = None, *, folder):
     """The error bars of a `mollijax run`: `({"<unknown>_std": array}, figures)`, the arrays
     for `fields.npz` and the figures as `(file name, draw(path))` pairs to draw later (one
     per unknown, `<unknown>_std.png`: the estimate with a 2-std band in 1-D, the std map
@@ -1073,12 +1073,13 @@ def run_outputs(config, problem: Problem, result: FitResult, dataset,
     not).
 
     `config.uncertainty.method`: `"laplace"` or `"ensemble"` (on request), `"none"`, or
-    `"auto"` (the default): Laplace when it costs less than the fit: its Gauss-Newton
-    products (`n` with every direction kept, else `2 (rank + oversampling)`), each priced
-    at one step of the final fit
-    (`result.wall_time / result.steps`, compilation included: an overestimate), take less
-    than `elapsed` (the run's time so far: every stage of an automatic run; default the
-    final fit's time), and the parameters number at most `DENSE_LIMIT`.
+    `"auto"` (the default): Laplace when it costs less than the fit, counted in evaluations
+    so that the same configuration and data always give the same outputs (a price in
+    seconds would depend on the machine's load and on a warm compilation cache): its
+    Gauss-Newton products (`n` with every direction kept, else `2 (rank + oversampling)`),
+    each priced at one optimiser step, number fewer than `steps` (the run's optimiser
+    steps: every stage and weight trial of an automatic run; default the final fit's), and
+    the parameters number at most `DENSE_LIMIT`.
     A refusal of the estimate (an unsupported loss term, a singular prior) is recorded, not
     raised: the run's other outputs stand.
     """
@@ -1096,15 +1097,14 @@ def run_outputs(config, problem: Problem, result: FitResult, dataset,
     rank = _resolved_rank(rank, n)
     # identity probes when every direction is kept, else a double pass
     products = n if rank == "full" or rank + 10 >= n else 2 * (rank + 10)
-    budget = float(result.wall_time if elapsed is None else elapsed)
-    predicted = products * float(result.wall_time) / max(int(result.steps), 1)
-    record["predicted_seconds"], record["budget_seconds"] = predicted, budget
+    budget = int(result.steps if steps is None else steps)
+    record["products"], record["budget_steps"] = products, budget
     if method == "auto":
-        if n == 0 or n > DENSE_LIMIT or predicted >= budget:
+        if n == 0 or n > DENSE_LIMIT or products >= budget:
             record["skipped"] = (
                 f"auto: {n} parameters (at most {DENSE_LIMIT}); Laplace's {products} "
-                f"Gauss-Newton products at the fit's {predicted / products:.3g} s per step "
-                f"would take about {predicted:.3g} s, not less than the fit's {budget:.3g} s. "
+                f"Gauss-Newton products, each about one optimiser step, not fewer than the "
+                f"run's {budget} steps. "
                 'Ask for it with [uncertainty] method = "laplace".'
             )
             method = "none"

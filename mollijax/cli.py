@@ -156,6 +156,16 @@ def _final_losses(problem, result) -> dict:
     return final
 
 
+def _steps_run(auto, result) -> int:
+    """The optimiser steps of the run: the final fit's, or every stage's and weight trial's
+    of an automatic run (what the automatic error bars are weighed against)."""
+    if auto is None:
+        return int(result.steps)
+    trials = auto.choice.curve if auto.choice is not None else ()
+    return (sum(int(r.steps) for r in auto.stages.values())
+            + sum(int(t.steps) for t in trials))
+
+
 def _evolution_metrics(evolution, grid) -> dict | None:
     if evolution is None:
         return None
@@ -222,7 +232,7 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
         arrays.update({f"{k}_evolved": np.asarray(result.fields[k]) for k in evolved})
         from ._uncertainty import run_outputs  # <unknown>_std, uncertainty.json, figures
         std_arrays, figures = run_outputs(config, problem, result, dataset,
-                                          time.perf_counter() - start, folder=stage.path)
+                                          _steps_run(auto, result), folder=stage.path)
         arrays.update(std_arrays)
         domain = None if problem.domain is None else np.asarray(problem.domain)
         if domain is not None:  # the raw values are kept; the mask says where they count

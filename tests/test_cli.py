@@ -41,6 +41,28 @@ def test_interrupted_run_resumes_to_the_same_answer(tmp_path, monkeypatch):
     np.testing.assert_allclose(b, a, rtol=0, atol=1e-12)
 
 
+def test_default_error_bars_do_not_depend_on_how_long_the_fit_took(tmp_path, monkeypatch):
+    # the same configuration and data give the same outputs: whether the automatic error
+    # bars are computed is weighed in evaluations, not seconds (a warm compilation cache or a
+    # busy machine changes the seconds a thousandfold, not the steps)
+    import dataclasses
+
+    real_fit = mj.fit
+    outputs = []
+    for factor in (1e-6, 1e6):  # an instant fit, then one a million times as slow
+        monkeypatch.setattr(mj, "fit", lambda *a, factor=factor, **k: dataclasses.replace(
+            r := real_fit(*a, **k), wall_time=r.wall_time * factor))
+        out = tmp_path / f"x{factor:g}"
+        assert cli.main(["run", SMALL, "--out", str(out), "--quiet", "--no-plots",
+                         "--steps", "200"]) == 0
+        record = json.loads((out / "uncertainty.json").read_text())
+        with np.load(out / "fields.npz") as fields:
+            outputs.append((record["method"], "skipped" in record, sorted(fields.files)))
+    assert outputs[0] == outputs[1], outputs
+    # forcing_small: 101 values of lam, 101 products against 200 steps: error bars written
+    assert "lam_std" in outputs[0][2], outputs
+
+
 def test_show_and_list(tmp_path, capsys, monkeypatch):
     assert _run(tmp_path, "--steps", "50") == 0
     capsys.readouterr()
