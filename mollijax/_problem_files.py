@@ -4,15 +4,15 @@ A problem file (a shipped one in `problems/`, or a user's own anywhere) defines
 
     DESCRIPTION   str, one line
     ORDER         int >= 1, the highest derivative order of its residuals (sets `eps = "auto"`)
-    DEFAULTS      {parameter: default} of `simulate`'s parameters
     UNKNOWNS      {name: {"axes": (...), "constraint": ..., "init": ...}}, hints for the
                   fields to recover (`axes=()`: a constant)
     STATE         the observed field names, e.g. ("u",)
     residuals     {name: r(s)} (or one function), written like the maths on the scope `s`
-    simulate      simulate(*, noise=0.0, seed=0, **params) -> Dataset
 
-and optionally `EVOLUTION` (`{field: F(s)}`, the right-hand side of `field_t = F`, for an
-evolved state) and `conditions(dataset) -> list[Condition]`. It imports only `mollijax`
+and optionally a simulator, `simulate(*, noise=0.0, seed=0, **params) -> Dataset` with
+`DEFAULTS` (`{parameter: default}` of its parameters; without `simulate` the data come from
+a file or a `Dataset`), `EVOLUTION` (`{field: F(s)}`, the right-hand side of `field_t = F`,
+for an evolved state) and `conditions(dataset) -> list[Condition]`. It imports only `mollijax`
 (and NumPy, SciPy, ...). Its name is the file's stem. `load_problem` imports and checks it;
 `score` compares recovered unknowns with a data set's truth.
 """
@@ -30,7 +30,7 @@ from ._dataset import Dataset, check_field_name
 from ._errors import MollijaxError
 from ._examples import ProblemFileError, load_file, shipped
 
-REQUIRED = ("DESCRIPTION", "ORDER", "DEFAULTS", "UNKNOWNS", "STATE", "residuals", "simulate")
+REQUIRED = ("DESCRIPTION", "ORDER", "UNKNOWNS", "STATE", "residuals")
 HINTS = ("axes", "constraint", "init")
 
 
@@ -91,8 +91,13 @@ def check_problem(module: types.ModuleType) -> types.ModuleType:
         raise bad("DESCRIPTION", "a string")
     if isinstance(module.ORDER, bool) or not isinstance(module.ORDER, int) or module.ORDER < 1:
         raise bad("ORDER", "an integer >= 1")
-    if not isinstance(module.DEFAULTS, Mapping) or not all(
-        isinstance(k, str) for k in module.DEFAULTS
+    if hasattr(module, "simulate") and not hasattr(module, "DEFAULTS"):
+        raise ProblemFileError(
+            f"{where}: a problem file with `simulate` must define `DEFAULTS`, the dict of its "
+            "parameters' defaults ({} where it takes none)."
+        )
+    if not isinstance(defaults(module), Mapping) or not all(
+        isinstance(k, str) for k in defaults(module)
     ):
         raise bad("DEFAULTS", "a dict of parameter name -> default value")
     state = module.STATE
@@ -122,7 +127,7 @@ def check_problem(module: types.ModuleType) -> types.ModuleType:
         isinstance(res, Mapping) and all(callable(f) for f in res.values())
     ):
         raise bad("residuals", "a function r(s) or a dict {name: r(s)}")
-    if not callable(module.simulate):
+    if hasattr(module, "simulate") and not callable(module.simulate):
         raise bad("simulate", "a function simulate(*, noise, seed, **params) -> Dataset")
     evo = getattr(module, "EVOLUTION", None)
     if evo is not None and not (
@@ -140,6 +145,11 @@ def check_problem(module: types.ModuleType) -> types.ModuleType:
     return module
 
 
+def defaults(module: types.ModuleType) -> Mapping:
+    """The problem file's `DEFAULTS` (its simulator's parameters); `{}` without one."""
+    return getattr(module, "DEFAULTS", {})
+
+
 def _field(name, where: str, attr: str) -> None:
     try:
         check_field_name(name, f"{where}: `{attr}`")
@@ -151,6 +161,11 @@ def simulate(module: types.ModuleType, **kwargs) -> Dataset:
     """`module.simulate(**kwargs)`, checked to return a `Dataset` holding every `STATE`
     field."""
     where = getattr(module, "__file__", module.__name__)
+    if not hasattr(module, "simulate"):
+        raise ProblemFileError(
+            f"{where} defines no `simulate`, so its data cannot be simulated: read them from "
+            'a file ([data] source = "file", path = ...) or pass a mollijax.Dataset.'
+        )
     dataset = module.simulate(**kwargs)
     if not isinstance(dataset, Dataset):
         raise ProblemFileError(

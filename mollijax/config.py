@@ -53,7 +53,7 @@ from ._errors import MollijaxError
 from ._examples import examples_root, shipped
 from ._fields import as_constraint
 from ._names import UnknownNameError, check_name, names, se_key
-from ._problem_files import load_problem as load_problem, problem_name, score as score
+from ._problem_files import defaults, load_problem as load_problem, problem_name, score as score
 
 
 class ConfigError(MollijaxError):
@@ -375,7 +375,7 @@ class BatchConfig:
 @dataclasses.dataclass(frozen=True)
 class UncertaintyConfig:
     """Error bars of the unknowns (`mollijax.laplace`, `mollijax.ensemble`): `method`
-    `"auto"` (Laplace when it costs less than the fit), `"laplace"`, `"ensemble"` or
+    `"auto"` (Laplace when it costs fewer evaluations than the fit), `"laplace"`, `"ensemble"` or
     `"none"`; `kind` of the Laplace error bar (`"mse"`: the estimator's root mean square
     error, `"posterior"`: the Laplace posterior's std); `rank` of the Laplace approximation
     (`"auto"` or an integer >= 1); `draws` of the ensemble."""
@@ -593,14 +593,15 @@ def _problem_table(raw: Any, source: str, base: pathlib.Path):
     except MollijaxError as e:
         raise ConfigError(f"{source}: [problem] {key} = {value!r}: {e}") from None
     where = f"{source}: [problem]"
-    bad = sorted(set(prob) - set(module.DEFAULTS))
+    known = defaults(module)
+    bad = sorted(set(prob) - set(known))
     if bad:
         raise ConfigError(
             f"{where} unknown key(s) {bad} for problem {problem_name(module)!r}; expected some "
-            f"of {sorted(module.DEFAULTS)}."
+            f"of {sorted(known)}."
         )
-    params = {k: _param(k, module.DEFAULTS[k], v, where) for k, v in prob.items()}
-    return module, {**module.DEFAULTS, **params}
+    params = {k: _param(k, known[k], v, where) for k, v in prob.items()}
+    return module, {**known, **params}
 
 
 def _per_unknown(raw: Any, table: str, module, source: str) -> dict:
@@ -733,6 +734,12 @@ def from_dict(
     base = pathlib.Path(base) if base is not None else pathlib.Path()
     module, params = _problem_table(raw["problem"], source, base)
     data = _data_section(raw.get("data", {}), source)
+    if data.source == "simulate" and not hasattr(module, "simulate"):
+        raise ConfigError(
+            f"{source}: [data] source = \"simulate\" (the default), but the problem file "
+            f"{problem_name(module)!r} defines no `simulate`: give the measurements with "
+            '[data] source = "file", path = ..., fields = {...}.'
+        )
     if data.source == "file":
         given = sorted(k for k in raw["problem"] if k not in ("name", "file"))
         if given:

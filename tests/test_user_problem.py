@@ -137,6 +137,47 @@ def test_users_pde_from_a_subprocess(user_dir):
     assert json.loads((user_dir / "o" / "metrics.json").read_text())["steps"] == 5
 
 
+# the same equation for measured data: no simulator, so no `simulate` and no `DEFAULTS`
+MEASURED = textwrap.dedent('''
+    """-(k(x) u')' = f on [0, 1], u(0) = u(1) = 0, for measurements: recover k(x) from u."""
+
+    import mollijax as mj
+
+    DESCRIPTION = "-(k u')' = f, two sources, measured: recover k(x) from u1, u2"
+    ORDER = 2
+    UNKNOWNS = {"k": {"axes": ("x",), "constraint": "positive", "init": 1.0}}
+    STATE = ("u1", "u2")
+
+
+    def flux_residual(u, f):
+        return lambda s: -s.d(s.k * s.d(getattr(s, u), "x"), "x") - getattr(s, f)
+
+
+    residuals = {"one": flux_residual("u1", "f1"), "two": flux_residual("u2", "f2")}
+
+
+    def conditions(dataset):
+        return [mj.Condition(u, {"x": i}, 0.0) for u in STATE for i in (0, -1)]
+''')
+
+
+def test_a_problem_file_without_a_simulator_runs_on_data_from_a_file(user_dir):
+    data = mj.load_problem(str(user_dir / "my_pde.py")).simulate(nx=81)
+    np.savez(user_dir / "measured.npz", **data.data, **data.known, k=data.truth["k"])
+    (user_dir / "measured_pde.py").write_text(MEASURED)
+    body = CONFIG.split("[derivatives]", 1)[1]
+    (user_dir / "measured.toml").write_text(
+        '[problem]\nfile = "measured_pde.py"\n\n[data]\nsource = "file"\n'
+        'path = "measured.npz"\nfields = { u1 = "u1", u2 = "u2" }\n'
+        'known = { f1 = "f1", f2 = "f2" }\ntruth = { k = "k" }\naxes = ["x"]\n'
+        "spacing = [0.0125]\n\n[derivatives]" + body)
+    out = user_dir / "out"
+    assert cli.main(["run", str(user_dir / "measured.toml"), "--out", str(out), "--quiet",
+                     "--uncertainty", "none", "--no-plots"]) == 0
+    err = json.loads((out / "metrics.json").read_text())["errors"]["k"]
+    assert err["rel_l2"] < 0.01, err  # as the simulated run of the same data and settings
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -154,6 +195,12 @@ def test_users_pde_from_a_subprocess(user_dir):
          r"my_pde\.py: `ORDER` must be an integer >= 1"),
         (lambda d: (d / "my_pde.py").write_text(PDE + "\nraise RuntimeError('broken')\n"),
          r"Importing .*my_pde\.py' failed: RuntimeError: broken"),
+        (lambda d: (d / "my_pde.py").write_text(PDE.replace("DEFAULTS = {", "_DEF = {")),
+         r"my_pde\.py: a problem file with `simulate` must define `DEFAULTS`"),
+        (lambda d: ((d / "my_pde.py").write_text(MEASURED),
+                    (d / "run.toml").write_text(CONFIG.replace("nx = 81\n", ""))),
+         r'\[data\] source = "simulate" \(the default\), but the problem file \'my_pde\' '
+         r"defines no `simulate`"),
     ],
 )
 def test_bad_user_files_are_named_errors(user_dir, capsys, change, message):
