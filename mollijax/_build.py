@@ -732,11 +732,10 @@ def _networks_like(fields, values, names, grid: Grid, opt, seed: int):
     return out, fits
 
 
-def _identifiability(problem: Problem, result, names, say) -> dict:
-    """`identifiability` of each grid unknown at the equation-error fit: a warning (and a
-    line through `say`) naming each poorly identified region; the record for metrics.json."""
-    import warnings
-
+def _identifiability(problem: Problem, result, names, log) -> dict:
+    """`identifiability` of each grid unknown at the equation-error fit, each poorly
+    identified region named once: a line through `log` where the run has a log, else an
+    `IdentifiabilityWarning` (pointing at the caller's line); the record for metrics.json."""
     from ._auto import IdentifiabilityWarning, identifiability
 
     out = {}
@@ -752,10 +751,25 @@ def _identifiability(problem: Problem, result, names, say) -> dict:
                      "nodes": int(ident.poor.size),
                      "regions": [{a: list(b) for a, b in r.items()} for r in ident.regions],
                      "message": ident.message}
-        if ident.message:
-            warnings.warn(ident.message, IdentifiabilityWarning, stacklevel=3)
-            say(f"auto: warning: {ident.message}")
+        if ident.message and log is not None:
+            log(f"auto: warning: {ident.message}")
+        elif ident.message:
+            _warn_at_caller(ident.message, IdentifiabilityWarning)
     return out
+
+
+def _warn_at_caller(message: str, category: type[Warning]) -> None:
+    """`warnings.warn` pointed at the first frame outside the mollijax package (and the
+    run-time type checkers that may wrap its functions): the user's line, however many of
+    the library's own calls lie between (`auto_run` calls itself once to switch on float64)."""
+    import sys
+    import warnings
+
+    library = ("mollijax", "jaxtyping", "typeguard", "beartype")
+    frame, level = sys._getframe(0), 1  # level 1: this function, which calls `warn`
+    while frame is not None and str(frame.f_globals.get("__name__", "")).split(".")[0] in library:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def quasi_optimal(values: Sequence[Mapping[str, np.ndarray]]) -> tuple[int, list[float]]:
@@ -1053,7 +1067,7 @@ def auto_run(
     stages = {"equation error": result_a}
     if rule_fit is not None:
         stages["equation error, the rule's widths"] = rule_fit
-    record["identifiability"] = _identifiability(problem_a, result_a, grid_unknowns, say)
+    record["identifiability"] = _identifiability(problem_a, result_a, grid_unknowns, log)
     if kind is None or not result_a.ok:
         if kind is not None:
             record["why"] = f"the equation-error fit did not complete ({result_a.message})"
@@ -1288,9 +1302,16 @@ def auto_run(
         "message": result_b.message, "final_loss": float(result_b.final_loss),
     })
     stages["output error"] = result_b
-    if (kind == "solve" and scan_weights and api is not None and len(grid_unknowns) == 1
-            and len(fields_b[grid_unknowns[0]].axes) == 2 and result_b.ok
-            and fields_b[grid_unknowns[0]].constraint.kind == "positive"):
+    inclusion_case = (kind == "solve" and api is not None and len(grid_unknowns) == 1
+                      and len(fields_b[grid_unknowns[0]].axes) == 2
+                      and fields_b[grid_unknowns[0]].constraint.kind == "positive")
+    if inclusion_case and not scan_weights:
+        # the model choice weighs the smooth fit at GCV's weight: configured weights skip it
+        record["model_choice"] = None
+        say(f"auto: no inclusion model tried for {grid_unknowns[0]!r}: the regulariser "
+            "weights are configured, and the smooth-or-inclusion choice needs the weight "
+            "chosen by GCV (leave [regularisers] out, or set them to \"auto\")")
+    if inclusion_case and scan_weights and result_b.ok:
         # a coefficient that jumps: two values and an interface, where GCV prefers them
         lead = grid_unknowns[0]
         say(f"auto: then an inclusion in place of the smooth {lead!r} (two values; "

@@ -176,6 +176,12 @@ class Uncertainty(NamedTuple):
         }
 
 
+NEWTON_LIMIT = 2.0
+"""A Laplace posterior whose `newton_step` exceeds this many posterior standard deviations
+is centred on a point that is not an optimum of the loss: its message warns, and the
+automatic error bars of `mollijax run` are withheld."""
+
+
 # ----------------------------------------------------------------------------- arguments
 def _solve_triangular(a, b, lower: bool):
     """SciPy's triangular solve, imported on first use (SciPy adds ~0.1 s to `import
@@ -780,7 +786,7 @@ def laplace(
     if rank != "full" and k + oversampling < n and len(lam) and lam[-1] > 0.1:
         message += (f"; the smallest kept eigenvalue {lam[-1]:.3g} > 0.1: a larger rank "
                     "would still change the std")
-    if newton > 2.0:
+    if newton > NEWTON_LIMIT:
         message += (
             f"; the unknowns are not at an optimum of the loss: one Newton step would move "
             f"them by {newton:.3g} posterior standard deviations, so the error bars are "
@@ -1066,11 +1072,12 @@ def _count(unknowns) -> int:
 
 def run_outputs(config, problem: Problem, result: FitResult, dataset,
                 steps: int | None = None, *, folder):
-    """The error bars of a `mollijax run`: `({"<unknown>_std": array}, figures)`, the arrays
-    for `fields.npz` and the figures as `(file name, draw(path))` pairs to draw later (one
-    per unknown, `<unknown>_std.png`: the estimate with a 2-std band in 1-D, the std map
-    beside the estimate in 2-D); and, in `folder`, `uncertainty.json` (what was done, or why
-    not).
+    """The error bars of a `mollijax run`: `({"<unknown>_std": array}, figures, brief)`, the
+    arrays for `fields.npz`, the figures as `(file name, draw(path))` pairs to draw later
+    (one per unknown, `<unknown>_std.png`: the estimate with a 2-std band in 1-D, the std map
+    beside the estimate in 2-D), and `brief`, what metrics.json says of them (`written`: the
+    arrays' names; `note`: why there are none, or what to distrust); and, in `folder`,
+    `uncertainty.json` (what was done, or why not).
 
     `config.uncertainty.method`: `"laplace"` or `"ensemble"` (on request), `"none"`, or
     `"auto"` (the default): Laplace when it costs less than the fit, counted in evaluations
@@ -1080,6 +1087,10 @@ def run_outputs(config, problem: Problem, result: FitResult, dataset,
     each priced at one optimiser step, number fewer than `steps` (the run's optimiser
     steps: every stage and weight trial of an automatic run; default the final fit's), and
     the parameters number at most `DENSE_LIMIT`.
+    Error bars are only as good as the point they are centred on: where Laplace finds the
+    fit off an optimum of the loss (a Newton step longer than `NEWTON_LIMIT` posterior
+    standard deviations, e.g. a fit stopped at its step cap), `"auto"` writes none and says
+    why, and a requested `"laplace"` writes them marked untrusted (`"trusted": false`).
     A refusal of the estimate (an unsupported loss term, a singular prior) is recorded, not
     raised: the run's other outputs stand.
     """
@@ -1088,6 +1099,7 @@ def run_outputs(config, problem: Problem, result: FitResult, dataset,
 
     options = getattr(config, "uncertainty", None)
     method = getattr(options, "method", "auto")
+    asked = method
     rank = getattr(options, "rank", "auto")
     kind = getattr(options, "kind", "mse")
     draws = int(getattr(options, "draws", 20))
@@ -1112,6 +1124,8 @@ def run_outputs(config, problem: Problem, result: FitResult, dataset,
             method = "laplace"
     arrays: dict = {}
     figures: list = []
+    if method == "none" and asked == "none":
+        record["skipped"] = 'none: [uncertainty] method = "none"'
     if method != "none":
         try:
             if method == "laplace":
@@ -1123,15 +1137,25 @@ def run_outputs(config, problem: Problem, result: FitResult, dataset,
         else:
             record.update(unc.as_dict())
             record["fit_seconds"] = float(result.wall_time)
-            mean, std = dict(unc.mean), dict(unc.std)
-            _inclusions(problem, result, mean, std, record)
-            arrays = {f"{k}_std": np.asarray(v) for k, v in std.items()}
-            figures = [
-                (f"{name}_std.png", lambda path, name=name: _plot_std(
-                    name, result.unknowns[name].axes, problem.grid, mean[name],
-                    std[name], dataset.truth.get(name), path))
-                for name in std
-            ]
+            off = bool(unc.newton_step > NEWTON_LIMIT)  # NaN (an ensemble): False
+            record["trusted"] = not off
+            if off and asked == "auto":
+                record["skipped"] = (
+                    f"auto: the fit is not at an optimum of its loss (one Newton step would "
+                    f"move it by {unc.newton_step:.3g} posterior standard deviations, more "
+                    f"than {NEWTON_LIMIT:g}; {result.message}): error bars about that point "
+                    "would be centred on the wrong values. Fit longer or to a tighter tol, "
+                    'or ask for them anyway with [uncertainty] method = "laplace".')
+            else:
+                mean, std = dict(unc.mean), dict(unc.std)
+                _inclusions(problem, result, mean, std, record)
+                arrays = {f"{k}_std": np.asarray(v) for k, v in std.items()}
+                figures = [
+                    (f"{name}_std.png", lambda path, name=name: _plot_std(
+                        name, result.unknowns[name].axes, problem.grid, mean[name],
+                        std[name], dataset.truth.get(name), path))
+                    for name in std
+                ]
     from ._run_folder import strict_json
 
     notes: dict = {}
@@ -1139,7 +1163,16 @@ def run_outputs(config, problem: Problem, result: FitResult, dataset,
     if notes:
         data["non_finite"] = notes
     (folder / "uncertainty.json").write_text(json.dumps(data, indent=2, allow_nan=False))
-    return arrays, figures
+    if arrays:
+        note = record["message"].split("; ", 1)[0]
+        if not record["trusted"]:
+            note = (f"NOT TRUSTED: the fit is not at an optimum (Newton step "
+                    f"{record['newton_step']:.3g} posterior stds); {note}")
+    else:
+        note = record.get("skipped", "none")
+    brief = {"method": record["method"] if arrays else "none", "written": sorted(arrays),
+             "note": note}
+    return arrays, figures, brief
 
 
 def _inclusions(problem, result, mean: dict, std: dict, record: dict) -> None:

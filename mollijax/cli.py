@@ -47,7 +47,6 @@ import signal
 import sys
 import time
 import types
-import warnings
 from typing import NamedTuple
 
 from ._checkpoint import CheckpointMismatchError as CheckpointMismatchError, CorruptFileError
@@ -126,7 +125,6 @@ def prepare(config, log=None) -> Prepared:
 
 def _auto(config, out: pathlib.Path, resume: bool, progress: bool):
     """The `[state] representation = "auto"` branch of `run`: `auto_run`'s sequence of fits."""
-    from ._auto import IdentifiabilityWarning
     from ._build import auto_run
     from .config import ConfigError
 
@@ -136,11 +134,9 @@ def _auto(config, out: pathlib.Path, resume: bool, progress: bool):
             "fits and writes no checkpoint; run it again, or pick a representation."
         )
     module, dataset = load_data(config)
-    with warnings.catch_warnings():
-        if progress:  # auto_run's log prints its identifiability warning already
-            warnings.simplefilter("ignore", IdentifiabilityWarning)
-        auto = auto_run(module, dataset, config, log=print if progress else None,
-                        progress=progress)
+    # an identifiability warning comes once: in the log where there is one, else as a warning
+    auto = auto_run(module, dataset, config, log=print if progress else None,
+                    progress=progress)
     return module, dataset, auto
 
 
@@ -231,8 +227,9 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
         # an evolved field's unknown is its initial profile; its integration is kept too
         arrays.update({f"{k}_evolved": np.asarray(result.fields[k]) for k in evolved})
         from ._uncertainty import run_outputs  # <unknown>_std, uncertainty.json, figures
-        std_arrays, figures = run_outputs(config, problem, result, dataset,
-                                          _steps_run(auto, result), folder=stage.path)
+        std_arrays, figures, error_bars = run_outputs(config, problem, result, dataset,
+                                                      _steps_run(auto, result),
+                                                      folder=stage.path)
         arrays.update(std_arrays)
         domain = None if problem.domain is None else np.asarray(problem.domain)
         if domain is not None:  # the raw values are kept; the mask says where they count
@@ -261,6 +258,7 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
                      "axes": list(dataset.grid.axes),
                      "spacing_from": dataset.params.get("spacing_from", "the configuration")
                      if config.data.source == "file" else "the simulation"},
+            "error_bars": error_bars,
             "plots": [],  # drawn after the result is written, see `_draw`
             "config": config.to_dict(),
         }
@@ -490,6 +488,11 @@ def summary(metrics: dict) -> str:
                          + (f"; relative error {errs}" if errs else ""))
         if auto.get("criterion"):
             lines.append(f"    weight: {auto['criterion']}")
+    bars = metrics.get("error_bars")
+    if bars:  # (runs written before error bars were summarised have none)
+        where = (f"{', '.join(bars['written'])} in fields.npz ({bars['method']}): "
+                 if bars["written"] else "none: ")
+        lines.append(f"  error bars: {where}{bars['note']}")
     # a constant start has no correlation with the truth: expected, recorded, not reported
     notes = {k: v for k, v in (metrics.get("non_finite") or {}).items()
              if not (k.startswith("initial_errors.") and k.endswith(".corr"))}

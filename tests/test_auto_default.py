@@ -136,9 +136,13 @@ def test_noise_free_data_continue_the_weight_scan_from_fit_to_fit():
     # evidence's prior choice after it 0.38 %
     module = mj.load_problem("diffusion_reaction")
     data = module.simulate(nx=41, noise=0.0, seed=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", mj.IdentifiabilityWarning)
-        run = mj.auto_run(module, data)
+    lines = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", mj.IdentifiabilityWarning)
+        run = mj.auto_run(module, data, log=lines.append)
+    # u(0.5) = 0: k is poorly identified there, said once, in the log given (no warning too)
+    assert sum("poorly identified" in line for line in lines) == 1, lines
+    assert not [w for w in caught if issubclass(w.category, mj.IdentifiabilityWarning)]
     assert run.record["noise"]["relative"]["u"] < 1e-3
     assert run.record["gcv_continuation"] is True
     err = mj.score(run.result.values, data)["k"]["rel_l2"]
@@ -246,3 +250,21 @@ def test_heat1d_default_fits_noise_free_data_by_the_evidence():
     # measured 0.0046 (networks 0.0038: on 31 x 31 the discretisation error dominates; at
     # 101 x 101 0.01 % against 0.15 %, docs/benchmarks.md)
     assert err < 0.01, err
+
+
+def test_configured_weights_say_that_no_inclusion_model_is_tried():
+    # the smooth-or-inclusion choice weighs the smooth fit at GCV's weight: with the weight
+    # configured it does not run, and the log and the record say so
+    from mollijax.config import from_dict
+
+    module = mj.load_problem("darcy2d")
+    data = module.simulate(n=13, noise=0.05, seed=0)
+    options = from_dict({"problem": {"name": "darcy2d"},
+                         "regularisers": {"k": {"curvature": 1e-3}}})
+    lines = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mj.IdentifiabilityWarning)
+        run = mj.auto_run(module, data, options, log=lines.append)
+    assert run.record["estimator"] == "solve" and "model_choice" in run.record
+    assert run.record["model_choice"] is None
+    assert any("no inclusion model tried for 'k'" in line for line in lines), lines

@@ -63,12 +63,39 @@ def test_default_error_bars_do_not_depend_on_how_long_the_fit_took(tmp_path, mon
     assert "lam_std" in outputs[0][2], outputs
 
 
+def test_error_bars_off_an_optimum_are_withheld_or_marked(tmp_path, capsys):
+    # heat1d_small stopped after 60 Adam steps: 41 parameters, so the automatic rule can
+    # afford Laplace (41 products < 60 steps), but the fit is far from its optimum (one
+    # Newton step: 22 posterior stds, measured) and bars about it would be centred wrong
+    config = str(CONFIGS / "heat1d_small.toml")
+    found = {}
+    for ask in ("auto", "laplace"):
+        out = tmp_path / ask
+        assert cli.main(["run", config, "--out", str(out), "--quiet", "--no-plots",
+                         "--steps", "60", "--uncertainty", ask]) == 0
+        record = json.loads((out / "uncertainty.json").read_text())
+        metrics = json.loads((out / "metrics.json").read_text())
+        with np.load(out / "fields.npz") as fields:
+            found[ask] = (record, metrics["error_bars"], "D_std" in fields.files)
+        capsys.readouterr()
+        assert cli.main(["show", str(out)]) == 0
+        found[ask] += (capsys.readouterr().out,)
+    record, bars, written, shown = found["auto"]
+    assert record["newton_step"] > 2 and record["trusted"] is False
+    assert not written and bars["written"] == [] and "not at an optimum" in bars["note"]
+    assert "error bars: none: auto: the fit is not at an optimum" in shown
+    record, bars, written, shown = found["laplace"]  # asked for: written, and marked
+    assert written and bars["written"] == ["D_std"] and record["trusted"] is False
+    assert "error bars: D_std in fields.npz (laplace): NOT TRUSTED" in shown
+
+
 def test_show_and_list(tmp_path, capsys, monkeypatch):
     assert _run(tmp_path, "--steps", "50") == 0
     capsys.readouterr()
     assert cli.main(["show", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "problem forcing: completed after 50 steps" in text and "lam: relative L2" in text
+    assert 'error bars: none: none: [uncertainty] method = "none"' in text
     assert cli.main(["show", str(tmp_path / "missing")]) == 2
     monkeypatch.chdir(tmp_path)  # `list` shows the shipped files wherever it runs
     assert cli.main(["list"]) == 0
