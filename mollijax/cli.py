@@ -456,6 +456,11 @@ def summary(metrics: dict) -> str:
             f"problem {metrics['problem']}: {metrics['status']} after {metrics['steps']} steps "
             f"in {_fmt(metrics.get('wall_time'), '.1f')} s",
         ]
+        message = metrics.get("message") or ""
+        if message and not message.startswith("completed"):
+            # how it ended, where the status alone misleads: "completed" at the step cap
+            # without meeting tol, converged, interrupted or diverged
+            lines.append(f"  fit: {message}")
     for name, e in metrics.get("errors", {}).items():
         start = (metrics.get("initial_errors") or {}).get(name, {})
         if "rel_l2" in e:

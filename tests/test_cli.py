@@ -96,6 +96,17 @@ def test_show_and_list(tmp_path, capsys, monkeypatch):
     text = capsys.readouterr().out
     assert "problem forcing: completed after 50 steps" in text and "lam: relative L2" in text
     assert 'error bars: none: none: [uncertainty] method = "none"' in text
+    assert "fit:" not in text  # ran its steps, no tol to meet: the status says it all
+    # stopped at the step cap before meeting tol: "completed", and the summary says how
+    capped = tmp_path / "capped.toml"
+    capped.write_text(pathlib.Path(SMALL).read_text().replace("chunk = 100",
+                                                              "chunk = 10\ntol = 1e-300"))
+    assert cli.main(["run", str(capped), "--out", str(tmp_path / "c"), "--quiet",
+                     "--uncertainty", "none", "--no-plots", "--steps", "20"]) == 0
+    capsys.readouterr()
+    assert cli.main(["show", str(tmp_path / "c")]) == 0
+    assert ("fit: stopped at the step cap (20 steps) before meeting tol 1e-300: not converged"
+            in capsys.readouterr().out)
     assert cli.main(["show", str(tmp_path / "missing")]) == 2
     monkeypatch.chdir(tmp_path)  # `list` shows the shipped files wherever it runs
     assert cli.main(["list"]) == 0
