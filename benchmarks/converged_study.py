@@ -5,6 +5,7 @@ Usage (from the repository root, with the package installed):
 
     python benchmarks/converged_study.py [--quick] [--core 1] [--json out.json]
         [--markdown out.md] [--figure docs/converged_curves.png] [--only forcing:mlp ...]
+        [--cost-only] [--taylor]
 
 Problems (shipped problem files): `forcing` (1st order, time-varying forcing of
 `u_t = u + lambda(t)`), `darcy2d` (2nd order, the steady heat equation
@@ -29,7 +30,9 @@ Methods:
   are arguments of the compiled step. The data and boundary-condition terms are the library's
   (`mj.Problem` without residuals), so the two losses differ only in how the residual's
   derivatives are computed (checked once per problem: its initial loss equals the library's
-  `derivatives="autodiff"` loss on the same interior).
+  `derivatives="autodiff"` loss on the same interior). `--taylor`: chromatin's residual by
+  Taylor mode instead (`jax.experimental.jet`: four directional 4th-order jets for the
+  biharmonic, `taylor_residual`), the same residual, to compare the two baselines' cost.
 
 Training (fixed before any run, identical for both methods): Adam with the learning rate
 `exponential_decay(1e-3, 1000 steps, 0.9)` (a schedule that does not depend on the run's
@@ -204,6 +207,42 @@ def point_residual(pname: str, grid, module):
     return r
 
 
+def taylor_residual(pname: str, grid, module):
+    """`point_residual` of `chromatin` by Taylor mode (`--taylor`): the biharmonic of
+    `phi_d` from four directional 4th-order jets (`jax.experimental.jet`, polarisation
+    `Lap^2 = 2/3 (D_x^4 + D_y^4) + 1/6 (D_{x+y}^4 + D_{x-y}^4)`, as
+    `benchmarks/fourth_order_step.py`), the Laplacian of the local potential from two 2nd-order
+    jets of `local(phi_w, phi_d)`; the same residual as the nested forward mode."""
+    from jax.experimental import jet
+
+    if pname != "chromatin":
+        raise ValueError(f"--taylor is written for chromatin only, not {pname!r}")
+    KAPPA, fractions, local_potential = (module.KAPPA, module.fractions,
+                                         module.local_potential)
+
+    def pf(field):
+        return lambda y: field.at_point(grid, None, y)
+
+    def r(F, K, x):
+        ex, ey = jnp.eye(2, dtype=x.dtype)
+        pw, pd = pf(F["phi_w"]), pf(F["phi_d"])
+        z = jnp.zeros_like(x)
+
+        def d4(v):
+            return jet.jet(pd, (x,), ((v, z, z, z),))[1][3]
+
+        bilap = (2.0 / 3.0) * (d4(ex) + d4(ey)) + (d4(ex + ey) + d4(ex - ey)) / 6.0
+
+        def local(y):
+            return local_potential(pw(y), pd(y))
+
+        lap_local = sum(jet.jet(local, (x,), ((v, z),))[1][1] for v in (ex, ey))
+        phi_h, phi_e = fractions(pw(x), pd(x))
+        return lap_local - KAPPA**2 * bilap + 2 * (pf(F["lam"])(x) * phi_e - phi_h)
+
+    return r
+
+
 def interior_points(grid, margin):
     crop = tuple(slice(m, n - m) for m, n in zip(margin, grid.shape, strict=True))
     pts = np.asarray(grid.points()).reshape(*grid.shape, grid.ndim)[crop]
@@ -358,7 +397,7 @@ def time_step(compiled, args, budget=1.0, reps=7):
 
 
 def run_config(pname, module, setups, arch, method, seeds, cfg, quick, log, lbfgs=0,
-               on_row=None):
+               on_row=None, taylor=False, cost_only=False):
     """Every noise level and seed of one (problem, architecture, method); with `lbfgs` > 0
     each Adam run is followed by L-BFGS to the plateau rule or `lbfgs` iterations.
     `on_row(row)` is called after every run (e.g. to save a partial JSON)."""
@@ -367,12 +406,13 @@ def run_config(pname, module, setups, arch, method, seeds, cfg, quick, log, lbfg
     residual = None
     compiled_cache = {}
     window, cap = cfg["window"].get(arch), cfg["cap"].get(arch)
-    train_it = cap is not None
+    train_it = cap is not None and not cost_only
     for noise, st in setups.items():
         if not train_it and noise != 0.05:
             continue
         if method == "autodiff":
-            residual = residual or point_residual(pname, st.grid, module)
+            residual = residual or (taylor_residual if taylor else point_residual)(
+                pname, st.grid, module)
         key = st.margin if method == "autodiff" else st.eps
         for seed in seeds if train_it else seeds[:1]:
             fields = build_fields(module, st.sims[seed], arch, seed, quick)
@@ -784,6 +824,12 @@ def main(argv=None):
     parser.add_argument("--lbfgs", type=int, default=0,
                         help="after each Adam run, L-BFGS to the plateau rule or this many "
                              "iterations (0: none)")
+    parser.add_argument("--taylor", action="store_true",
+                        help="chromatin's competent autodiff by Taylor mode (jax.experimental.jet)"
+                             " instead of nested forward mode")
+    parser.add_argument("--cost-only", action="store_true",
+                        help="measure one training step per (problem, architecture, method) "
+                             "(compile time, XLA memory, run time), train nothing")
     parser.add_argument("--no-check", action="store_true",
                         help="skip the initial-loss check against the library's autodiff")
     parser.add_argument("--json", help="write all measurements to this JSON file")
@@ -834,7 +880,7 @@ def main(argv=None):
     out = {"machine": info, "quick": args.quick, "settings": {
         "noises": list(noises), "seeds": seeds, "archs": list(archs), "tol": TOL, "lr": LR,
         "decay_steps": DECAY_STEPS, "decay": DECAY, "lbfgs": args.lbfgs,
-        "plug_in": args.plug_in,
+        "plug_in": args.plug_in, "taylor": args.taylor, "cost_only": args.cost_only,
         "problems": {p: c for p, c in cfgs.items() if wanted(p)}},
         "runs": [], "costs": {}, "checks": {}}
     t_start = time.perf_counter()
@@ -865,7 +911,8 @@ def main(argv=None):
                         C.write_json(args.json, {**out, "partial": True})
 
                 _, cost = run_config(pname, module, setups, arch, method, seeds, cfg,
-                                     args.quick, log, args.lbfgs, on_row=save_partial)
+                                     args.quick, log, args.lbfgs, on_row=save_partial,
+                                     taylor=args.taylor, cost_only=args.cost_only)
                 out["costs"][f"{pname}|{arch}|{method}"] = cost
                 if args.json:
                     C.write_json(args.json, {**out, "partial": True})
