@@ -1164,7 +1164,7 @@ def run_outputs(config, problem: Problem, result: FitResult, dataset,
         data["non_finite"] = notes
     (folder / "uncertainty.json").write_text(json.dumps(data, indent=2, allow_nan=False))
     if arrays:
-        note = record["message"].split("; ", 1)[0]
+        note = record["message"]  # with its warnings (a truncated spectrum, the noise)
         if not record["trusted"]:
             note = (f"NOT TRUSTED: the fit is not at an optimum (Newton step "
                     f"{record['newton_step']:.3g} posterior stds); {note}")
