@@ -18,6 +18,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
+from . import _driver
 from ._dataset import Dataset
 from ._differentiators import FiniteDifference
 from ._eps import estimate_noise, suggest_widths
@@ -948,6 +949,11 @@ def auto_run(
       (`jax.config.update("jax_enable_x64", True)`) to keep working on them. `False`: the
       global setting.
 
+    **Interrupting.** Ctrl-C (or SIGTERM) stops the whole sequence: the fit it lands in
+    stops cleanly and `KeyboardInterrupt` propagates, where a single `fit` returns an
+    interrupted result; no later stage starts, and nothing is kept (`auto_run` writes no
+    checkpoint: run it again).
+
     **Returns:** an `AutoRun`; `record` holds the estimator, the noise estimate, the kernel
     widths, the weights and the criterion's curve.
     """
@@ -961,6 +967,10 @@ def auto_run(
         with jax.enable_x64(True):
             return auto_run(module, dataset, options, steps=steps, tol=tol, log=log,
                             progress=progress, evolved=evolved)
+    if not _driver.interrupts_propagating():  # Ctrl-C stops the whole sequence of fits
+        with _driver.interrupts_propagate():
+            return auto_run(module, dataset, options, steps=steps, tol=tol, log=log,
+                            progress=progress, evolved=evolved, x64=x64)
 
     if evolved not in ("auto", "network", "grid"):
         raise MollijaxError(

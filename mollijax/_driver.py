@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import hashlib
@@ -858,7 +859,30 @@ def drive(
         if checkpointer is not None:
             with irq.critical(raise_pending=not interrupted):
                 save(final=True)
+    if interrupted and _PROPAGATE.get():  # a sequence of fits: the user's stop ends it
+        raise KeyboardInterrupt
     return state, done, interrupted
+
+
+_PROPAGATE = contextvars.ContextVar("mollijax_interrupts_propagate", default=False)
+
+
+def interrupts_propagating() -> bool:
+    """Whether `interrupts_propagate` is active."""
+    return _PROPAGATE.get()
+
+
+@contextlib.contextmanager
+def interrupts_propagate():
+    """Inside, a fit stopped by Ctrl-C or SIGTERM raises `KeyboardInterrupt` after its clean
+    stop (and its final checkpoint, if it has one) instead of returning an interrupted
+    result: for a sequence of fits such as `auto_run`'s, whose next stage would otherwise
+    start as if the user had not asked it to stop."""
+    token = _PROPAGATE.set(True)
+    try:
+        yield
+    finally:
+        _PROPAGATE.reset(token)
 
 
 def _progress(enabled: bool, total: int, initial: int, desc: str):

@@ -287,8 +287,9 @@ def earlier_run(out: pathlib.Path) -> list[str]:
     return [] if found in ([], [SIGNATURE]) else found
 
 
-def check_folder(out: pathlib.Path, resume: bool, force: bool) -> None:
-    """Refuse an output folder that cannot take this run (before anything is computed)."""
+def check_folder(out: pathlib.Path, resume: bool, force: bool, resumable: bool = True) -> None:
+    """Refuse an output folder that cannot take this run (before anything is computed);
+    `resumable`: whether this kind of run can continue an earlier one (`--resume`)."""
     if resume and force:
         raise RunFolderError("--resume continues the run in the folder and --force replaces "
                              "it: give one of them.")
@@ -305,7 +306,10 @@ def check_folder(out: pathlib.Path, resume: bool, force: bool) -> None:
     if found and not (resume or force):
         raise RunFolderError(
             f"{out} holds an earlier run ({_describe_earlier(out)}; files {found}). Pass "
-            "--resume to continue it, --force to replace it, or choose another --out."
+            + ("--resume to continue it, --force to replace it" if resumable else
+               "--force to replace it (an automatic run, [state] representation = \"auto\", "
+               "keeps no checkpoint and cannot be resumed)")
+            + ", or choose another --out."
         )
 
 

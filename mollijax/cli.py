@@ -73,6 +73,7 @@ from ._run_folder import (
     check_resume,
     clear_earlier,
     dump_metrics as dump_metrics,
+    earlier_run,
     make_folder,
     read_metrics as read_metrics,
     run_signature as run_signature,
@@ -195,13 +196,21 @@ def run(config, out: str | pathlib.Path | None = None, *, resume: bool = False,
     from ._problem_files import score
 
     out = pathlib.Path(out or config.output.dir or f"runs/{config.problem}")
-    check_folder(out, resume, force)
+    check_folder(out, resume, force,
+                 resumable=config.state.representation != "auto" or bool(config.batch.stack))
     if config.batch.stack:
         return run_batch_config(config, out, progress=progress, resume=resume, force=force)
     start = time.perf_counter()
     auto = None
     if config.state.representation == "auto":
-        module, dataset, auto = _auto(config, out, resume, progress)
+        try:
+            module, dataset, auto = _auto(config, out, resume, progress)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(
+                "interrupted before any output was written: an automatic run ([state] "
+                'representation = "auto") keeps no checkpoint to resume; run it again'
+                + (" (the folder keeps its earlier complete files)" if earlier_run(out)
+                   else "")) from None
         fit_time = time.perf_counter() - start  # every stage and trial of auto_run
         problem, fields, initial = auto.problem, auto.unknowns, auto.initial
         problem = problem.prepare(fields)
@@ -775,10 +784,11 @@ def main(argv: list[str] | None = None) -> int:
     except MollijaxError as e:  # bad input: a clear message, not a traceback
         print(f"mollijax {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"mollijax {args.command}: interrupted; an output folder keeps its earlier "
-              "complete files (and a run its last checkpoint: --resume continues it)",
-              file=sys.stderr)
+    except KeyboardInterrupt as e:
+        why = str(e) or ("interrupted; an output folder keeps its earlier complete files "
+                         "(and a run its last checkpoint: --resume continues it; an automatic "
+                         "run keeps none: run it again)")
+        print(f"mollijax {args.command}: {why}", file=sys.stderr)
         return 130
 
 

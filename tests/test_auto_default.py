@@ -93,6 +93,12 @@ def test_steady_default_chooses_the_solved_state(tmp_path, capsys):
     # undefined correlation (expected, recorded in metrics.json)
     assert printed.count("poorly identified") == 1, printed
     assert "initial_errors" not in printed
+    # the same run again into its folder: refused, pointing at --force (an automatic run
+    # keeps no checkpoint: --resume would be refused in turn)
+    assert cli.main(["run", str(tmp_path / "run.toml"), "--out", str(tmp_path / "out"),
+                     "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Pass --force to replace it" in err and "cannot be resumed" in err, err
     # the fit time is auto_run's, every stage and trial (it was the last stage's alone)
     assert 0.5 * metrics["wall_time"] < metrics["fit_time"] <= metrics["wall_time"]
     auto = metrics["auto"]
@@ -268,3 +274,35 @@ def test_configured_weights_say_that_no_inclusion_model_is_tried():
     assert run.record["estimator"] == "solve" and "model_choice" in run.record
     assert run.record["model_choice"] is None
     assert any("no inclusion model tried for 'k'" in line for line in lines), lines
+
+
+def test_a_stop_inside_a_stage_ends_the_whole_sequence():
+    # SIGTERM (as Ctrl-C) while the equation-error fit runs: that fit stops cleanly, and
+    # auto_run must not carry on with the next stages as if nobody had asked it to stop (it
+    # did: the run then ended "completed" with exit status 0, a new-user trial found)
+    import os
+    import signal
+    import threading
+
+    module = mj.load_problem("darcy2d")
+    data = module.simulate(n=11, noise=0.05, seed=0)
+    lines = []
+
+    def log(line):
+        lines.append(line)
+        if "equation-error fit" in line and len(lines) == 1:  # the first stage starts
+            # 1 s in: inside the fit (about 0.1-2.2 s of it here; compiled from 0.3 s on,
+            # measured); a signal landing elsewhere raises at once, which also passes
+            threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+
+    def as_interrupt(signum, frame):  # outside a fit, as the command line does
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, as_interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt), warnings.catch_warnings():
+            warnings.simplefilter("ignore", mj.IdentifiabilityWarning)
+            mj.auto_run(module, data, log=log)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not any(line.startswith("auto: estimator") for line in lines), lines
