@@ -780,10 +780,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         with _sigterm_as_interrupt():
-            return int(args.func(args))
+            code = int(args.func(args))
+        sys.stdout.flush()  # here, where a closed pipe is caught below, not at exit
+        return code
     except MollijaxError as e:  # bad input: a clear message, not a traceback
         print(f"mollijax {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader closed the pipe (`mollijax show DIR | head`): what it wanted was read;
+        # no traceback, and none at exit when Python flushes the closed stdout
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt as e:
         why = str(e) or ("interrupted; an output folder keeps its earlier complete files "
                          "(and a run its last checkpoint: --resume continues it; an automatic "

@@ -117,6 +117,21 @@ def test_show_and_list(tmp_path, capsys, monkeypatch):
     assert "forcing_small" in text and "default" in text
 
 
+def test_show_into_a_closed_pipe_is_not_a_traceback(tmp_path, monkeypatch):
+    # `mollijax show DIR | head -1`: the reader closes the pipe before the summary is out
+    import io
+    import os
+    import sys
+
+    assert _run(tmp_path, "--steps", "20") == 0
+    read, write = os.pipe()
+    os.close(read)
+    stdout = io.TextIOWrapper(io.FileIO(write, "w"))
+    monkeypatch.setattr(sys, "stdout", stdout)
+    assert cli.main(["show", str(tmp_path)]) == 1  # no BrokenPipeError raised
+    stdout.close()  # nothing left to flush into the closed pipe
+
+
 def test_shipped_problem_runs_without_config_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no configs/ folder here
     assert cli.main(["run", "--problem", "forcing", "--steps", "50", "--quiet"]) == 0
