@@ -402,10 +402,14 @@ def make_grid(shape: tuple[int, ...], spacing, origin, axes) -> Grid:
 
 
 def check_fields(
-    arrays: Mapping[str, np.ndarray], grid: Grid, masks: Mapping[str, np.ndarray], kind: str
+    arrays: Mapping[str, np.ndarray], grid: Grid, masks: Mapping[str, np.ndarray], kind: str,
+    grid_from: str = "",
 ) -> dict[str, np.ndarray]:
-    """Float64 copies of `arrays`, each of the grid's shape, finite wherever observed."""
+    """Float64 copies of `arrays`, each of the grid's shape, finite wherever observed;
+    `grid_from` says where the grid's shape came from (for the message of a mismatch, which
+    may be the other array's fault)."""
     out = {}
+    source = f" (the shape of {grid_from})" if grid_from else ""
     for name, arr in arrays.items():
         if arr.ndim != grid.ndim:
             raise GridMismatchError(
@@ -414,8 +418,8 @@ def check_fields(
             )
         if arr.shape != grid.shape:
             raise GridMismatchError(
-                f"{kind} field {name!r} has shape {arr.shape}; the other fields and the grid "
-                f"have {grid.shape}."
+                f"{kind} field {name!r} has shape {arr.shape}, the grid {grid.shape}{source}: "
+                "every field must have the grid's shape; check which of the two is wrong."
             )
         arr = arr.astype(np.float64)
         observed = masks.get(name, np.ones(grid.shape, bool))
@@ -473,7 +477,8 @@ def load_dataset(data, module: types.ModuleType, base: str | os.PathLike = ".") 
                 spacing_from = f"the TIFF metadata of {file.name}{unit}"
         else:
             observed[f] = load_array(file, name)
-    first = next(iter(observed.values()))
+    first_name, first = next(iter(observed.items()))
+    grid_from = f"the observed field {first_name!r}, [data.fields]'s first"
     if data.axes is None:
         raise DataFileError(
             "[data] `axes` is required for data read from a file: one name per dimension of "
@@ -495,11 +500,11 @@ def load_dataset(data, module: types.ModuleType, base: str | os.PathLike = ".") 
             raise DataFileError(f"[data.masks] names {f!r}, which is not under [data.fields].")
         masks[f] = _read_mask(str(e), path, base, f"masks.{f}", grid, f"Mask of {f!r}",
                               "True where observed")
-    observed = check_fields(observed, grid, masks, "Observed")
+    observed = check_fields(observed, grid, masks, "Observed", grid_from)
     observed = {f: np.where(masks[f], v, 0.0) if f in masks else v for f, v in observed.items()}
     known = check_fields(
         {f: _read(str(e), path, base, f"known.{f}") for f, e in data.known.items()}, grid, {},
-        "Known",
+        "Known", grid_from,
     )
     truth = {}
     for f, e in data.truth.items():

@@ -69,7 +69,10 @@ def test_rank_and_shape_errors(tmp_path):
         load_dataset(_data(path="e.npz", fields={"u": "u"}, known={"v": "v"}), HEAT, tmp_path)
     with pytest.raises(DataFileError, match=r"names \['v'\], which is not observed by 'heat1d'"):
         load_dataset(_data(path="e.npz", fields={"u": "u", "v": "v"}), HEAT, tmp_path)
-    with pytest.raises(GridMismatchError, match=r"'f' has shape \(11, 5\)"):
+    # the mismatch may be the observed field's fault: the message says where the grid's
+    # shape came from (a new-user trial's wrong-shaped data blamed only the known field)
+    with pytest.raises(GridMismatchError, match=r"'f' has shape \(11, 5\), the grid \(11, 6\) "
+                       r"\(the shape of the observed field 'u', \[data.fields\]'s first\)"):
         load_dataset(_data(path="d.npz", fields={"u": "u"}, known={"f": "f"}), HEAT, tmp_path)
     with pytest.raises(GridMismatchError, match=r"Truth of 'D'.*\(11,\), got \(10,\)"):
         load_dataset(_data(path="d.npz", fields={"u": "u"}, truth={"D": "D"}), HEAT, tmp_path)
