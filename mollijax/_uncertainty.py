@@ -176,6 +176,12 @@ class Uncertainty(NamedTuple):
         }
 
 
+def _holds_float64(tree) -> bool:
+    """Whether any array of `tree` is float64 (NumPy's or a JAX array made with x64 on)."""
+    return any(getattr(x, "dtype", None) == np.float64 for x in jax.tree_util.tree_leaves(
+        eqx.filter(tree, eqx.is_inexact_array)))
+
+
 NEWTON_LIMIT = 2.0
 """A Laplace posterior whose `newton_step` exceeds this many posterior standard deviations
 is centred on a point that is not an optimum of the loss: its message warns, and the
@@ -593,6 +599,15 @@ def laplace(
     start_time = time.perf_counter()
     _check_problem(problem, where)
     unknowns = _unknowns_of(fitted, where)
+    if not jax.config.jax_enable_x64 and _holds_float64((problem, unknowns)):
+        # a float64 fit (`auto_run` computes in float64 whatever the global setting): its
+        # posterior in float64 too, as the fit was (in float32 its arrays were truncated and
+        # the factorisation failed on the result)
+        with jax.enable_x64(True):
+            return laplace(problem, fitted, rank=rank, oversampling=oversampling, power=power,
+                           sigma=sigma, nugget=nugget, prior_scale=prior_scale, kind=kind,
+                           bias_steps=bias_steps, unresolved=unresolved, samples=samples,
+                           key=key, chunk=chunk)
     if rank not in ("full", "auto"):
         rank = _int_at_least(rank, 1, "rank", where)
     oversampling = _int_at_least(oversampling, 0, "oversampling", where)

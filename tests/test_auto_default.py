@@ -306,3 +306,20 @@ def test_a_stop_inside_a_stage_ends_the_whole_sequence():
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert not any(line.startswith("auto: estimator") for line in lines), lines
+
+
+def test_error_bars_of_a_float64_run_with_float64_off():
+    # auto_run computes in float64 whatever the global setting; laplace on its result with
+    # float64 off computed in float32 (truncation warnings, then a raw ValueError from the
+    # factorisation, a new-user trial found): it now works in float64, as the fit did
+    module = mj.load_problem("diffusion_reaction")
+    data = module.simulate(nx=21, noise=0.05, seed=2)
+    with jax.enable_x64(False), warnings.catch_warnings():
+        warnings.simplefilter("ignore", mj.IdentifiabilityWarning)
+        run = mj.auto_run(module, data)
+        off = mj.laplace(run.problem, run.result)
+        assert not jax.config.jax_enable_x64
+    with jax.enable_x64(True):
+        on = mj.laplace(run.problem, run.result)
+    np.testing.assert_allclose(off.std["k"], on.std["k"], rtol=1e-10)
+    assert np.all(np.isfinite(off.std["k"])) and off.std["k"].dtype == np.float64
