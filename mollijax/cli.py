@@ -488,9 +488,13 @@ def summary(metrics: dict) -> str:
         else:
             lines.append(f"  {name}: {_fmt(e['value'], '.6g')} (truth {_fmt(e['truth'], '.6g')}"
                          f", relative error {_fmt(e['rel_error'])})")
-    losses = ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.get("final_losses", {}).items())
-    lines.append(f"  final losses (terms unweighted; total = sum of weight x term, the weights "
-                 f"in metrics.json's term_weights): {losses}")
+    weights = metrics.get("term_weights") or {}
+    shown = {k: v for k, v in metrics.get("final_losses", {}).items() if weights.get(k) != 0}
+    hidden = len(metrics.get("final_losses", {})) - len(shown)
+    losses = ", ".join(f"{k} {_fmt(v)}" for k, v in shown.items())
+    left_out = f"; {hidden} term(s) at weight 0 not shown" if hidden else ""
+    lines.append("  final losses (terms unweighted; total = sum of weight x term, the weights "
+                 f"in metrics.json's term_weights{left_out}): {losses}")
     auto = metrics.get("auto")
     if auto:
         lines.append(f"  estimator (auto): {auto['estimator']}: {auto['why']}")

@@ -132,6 +132,17 @@ def test_show_into_a_closed_pipe_is_not_a_traceback(tmp_path, monkeypatch):
     stdout.close()  # nothing left to flush into the closed pipe
 
 
+def test_summary_leaves_out_terms_at_weight_zero():
+    # an inclusion chosen over the smooth field keeps the curvature term at weight 0: its
+    # (huge, unweighted) value at the inclusion's edge is not part of the loss
+    metrics = {"problem": "plate", "status": "completed", "steps": 3, "wall_time": 1.0,
+               "final_losses": {"data:w": 0.9, "reg:D:curvature": 3.2e3, "total": 0.9},
+               "term_weights": {"data:w": 1.0, "reg:D:curvature": 0.0}}
+    text = cli.summary(metrics)
+    assert "data:w 9.000e-01" in text and "total 9.000e-01" in text
+    assert "reg:D:curvature" not in text and "1 term(s) at weight 0 not shown" in text
+
+
 def test_shipped_problem_runs_without_config_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no configs/ folder here
     assert cli.main(["run", "--problem", "forcing", "--steps", "50", "--quiet"]) == 0
