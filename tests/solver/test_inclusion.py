@@ -186,6 +186,27 @@ def test_gcv_prefers_the_inclusion_on_a_noisy_disk_and_it_is_closer(image_choice
     assert abs(circle["radius"] - RADIUS) < 0.2 * H and abs(circle["inside"] - K_IN) < 0.05
 
 
+def test_an_inclusion_replaces_the_smooth_field_only_by_a_margin(image_choice):
+    # the same candidates against a smooth field scored just above the best inclusion (by
+    # half the margin sqrt(2 / n)) and well above it (by twice): a two-value field is a
+    # strong assumption, and a GCV score within its sampling noise does not buy it (a smooth
+    # bump in a plate's stiffness lost 1.2-1.8x in accuracy to an inclusion that won by 1 %)
+    import types
+
+    choice, smooth = image_choice
+    assert choice.margin == pytest.approx(np.sqrt(2.0 / N**2))
+    best = min(c["V"] for c in choice.candidates if c["model"] != "smooth")
+    problem = _image_problem(_disk_image(), 0).with_weights({"reg:k:curvature": SMOOTH})
+    models = {}
+    for factor in (1.0 + choice.margin / 2, 1.0 / (1.0 - 2 * choice.margin)):
+        trial = types.SimpleNamespace(misfit=best * factor, threshold=1.0)  # p = 0: V = chi2
+        models[factor] = mj.choose_inclusion(problem, smooth, "k", {"k": SIGMA},
+                                             harmonics=(1,), smooth_trial=trial)
+    near, far = models.values()
+    assert near.model == "smooth" and "margin" in near.message, near.message
+    assert far.model == "inclusion 1", far.message
+
+
 def test_the_nested_fits_equal_fits_of_each_shape_alone(image_choice):
     # the circle candidate (fitted with the higher harmonics held at 0) against a fit of an
     # Inclusion with one harmonic from the same start
