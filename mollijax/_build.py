@@ -9,6 +9,7 @@ the problem comes in as a module that follows the contract of `mollijax._problem
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import types
 from collections.abc import Mapping, Sequence
@@ -762,7 +763,7 @@ def _identifiability(problem: Problem, result, names, log) -> dict:
 def _warn_at_caller(message: str, category: type[Warning]) -> None:
     """`warnings.warn` pointed at the first frame outside the mollijax package (and the
     run-time type checkers that may wrap its functions): the user's line, however many of
-    the library's own calls lie between (`auto_run` calls itself once to switch on float64)."""
+    the library's own calls lie between (`auto_run` calls itself once to set up its run)."""
     import sys
     import warnings
 
@@ -963,12 +964,11 @@ def auto_run(
     from ._names import from_name
     from .config import from_dict
 
-    if x64 and not jax.config.jax_enable_x64:
-        with jax.enable_x64(True):
-            return auto_run(module, dataset, options, steps=steps, tol=tol, log=log,
-                            progress=progress, evolved=evolved)
-    if not _driver.interrupts_propagating():  # Ctrl-C stops the whole sequence of fits
-        with _driver.interrupts_propagate():
+    if (x64 and not jax.config.jax_enable_x64) or not _driver.interrupts_propagating():
+        # once, around the whole sequence of fits: float64 (where asked) and Ctrl-C ending
+        # the sequence, not only the fit it lands in
+        precision = jax.enable_x64(True) if x64 else contextlib.nullcontext()
+        with precision, _driver.interrupts_propagate():
             return auto_run(module, dataset, options, steps=steps, tol=tol, log=log,
                             progress=progress, evolved=evolved, x64=x64)
 

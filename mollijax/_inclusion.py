@@ -593,16 +593,11 @@ def choose_inclusion(problem, smooth, name: str, sigma: Mapping[str, float], *,
     best = min(candidates, key=lambda c: c["V"])
     scores = ", ".join(f"{c['model']} {c['V']:.4g}" for c in candidates)
     margin = inclusion_margin(count)
-    smooth_v = candidates[0]["V"]
-    if best["model"] != "smooth" and not best["V"] < (1.0 - margin) * smooth_v:
-        msg = (f"the smooth field kept: {best['model']}'s GCV V = chi2 / (1 - {gamma:g} p / "
-               f"n)^2 is the smallest but not below the smooth field's by the margin "
-               f"sqrt(2 / n) = {margin:.3g} that tells them apart ({scores})")
-        return ModelChoice("smooth", smooth, problem, tuple(candidates), results, gamma, msg,
-                           None, margin)
-    if best["model"] == "smooth":
-        msg = (f"the smooth field kept: GCV V = chi2 / (1 - {gamma:g} p / n)^2 smallest "
-               f"({scores})")
+    if best["model"] == "smooth" or not best["V"] < (1.0 - margin) * candidates[0]["V"]:
+        why = ("smallest" if best["model"] == "smooth" else
+               f"not the smallest: {best['model']}'s is, but not below the smooth field's by "
+               f"the margin sqrt(2 / n) = {margin:.3g} that tells them apart")
+        msg = f"the smooth field kept: GCV V = chi2 / (1 - {gamma:g} p / n)^2 {why} ({scores})"
         return ModelChoice("smooth", smooth, problem, tuple(candidates), results, gamma, msg,
                            None, margin)
     msg = (f"{best['model']} (curves, harmonics) in place of the smooth field: GCV V = chi2 / "
